@@ -1,0 +1,40 @@
+/*
+ * quant.h: tensor element types: block geometry, fp16/bf16 conversion and the reference
+ * (plain C, exact) dequantization of every type LFM2 files use (LFM2-SPEC.md section 5).
+ * The block structs mirror the on-disk bytes exactly (packed, little-endian host assumed).
+ */
+#ifndef EXSA_QUANT_H
+#define EXSA_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "exsa.h"
+
+#define QK 32    /* elements per block of the 32-element types */
+#define QK_K 256 /* elements per K super-block */
+
+struct dtype_info {
+    const char *name; /* "Q4_K" */
+    int block_size;   /* elements per block */
+    int type_size;    /* bytes per block */
+    bool supported;   /* we can dequantize it */
+};
+
+/* NULL when id is no known ggml type. */
+const struct dtype_info *dtype_info(int type);
+/* Bytes of one row of n elements; 0 if n is not a multiple of the block size or the type is
+ * unknown. */
+size_t dtype_row_size(int type, int64_t n);
+
+float fp16_to_f32(uint16_t h);
+uint16_t f32_to_fp16(float f); /* round to nearest even */
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f); /* round to nearest even */
+
+/* y[0..n) = the n elements starting at src (n a multiple of the block size). Returns 0 or
+ * EXSA_EUNSUPPORTED for a type we cannot read. */
+int dequantize_row(int type, const void *src, float *y, int64_t n);
+
+#endif
