@@ -409,6 +409,95 @@ static void test_dtype_table(void)
     CHECK(dequantize_row(31, y, y, 32) == EXSA_EUNSUPPORTED, "retired id unsupported");
 }
 
+/* ---- fixtures: every tensor of each quantized file against the file it was quantized from ---- */
+
+/* NMSE bound per tensor type: ~10x the error the quantizer leaves on these random weights, and
+ * far below what a wrong bit or scale order gives (~1 or more). */
+static double nmse_bound(int type)
+{
+    switch (type) {
+    case EXSA_DTYPE_F32: return 0;
+    case EXSA_DTYPE_F16: return 1e-6;
+    case EXSA_DTYPE_BF16: return 1e-4;
+    case EXSA_DTYPE_Q8_0: return 1e-4;
+    case EXSA_DTYPE_Q6_K: return 1e-3;
+    case EXSA_DTYPE_Q5_0: case EXSA_DTYPE_Q5_1: case EXSA_DTYPE_Q5_K: return 5e-3;
+    case EXSA_DTYPE_Q3_K: return 0.1;
+    case EXSA_DTYPE_Q2_K: return 0.2;
+    default: return 2e-2; /* Q4_*, IQ4_* */
+    }
+}
+
+/* NMSE of tensor t against the reference tensor r (same shape), both dequantized; -1 on error. */
+static double tensor_nmse(const struct gguf_tensor *t, const struct gguf_tensor *r)
+{
+    int64_t k = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
+    size_t ts = dtype_row_size(t->type, k), rs = dtype_row_size(r->type, k);
+    float *a = malloc(sizeof(float) * k), *b = malloc(sizeof(float) * k);
+    double err = 0, ref = 0;
+    int rc = 0;
+    for (int64_t i = 0; i < rows && rc == 0; i++) {
+        rc = dequantize_row(t->type, (const uint8_t *)t->data + i * ts, a, k);
+        rc |= dequantize_row(r->type, (const uint8_t *)r->data + i * rs, b, k);
+        for (int64_t j = 0; j < k; j++) {
+            err += ((double)a[j] - b[j]) * ((double)a[j] - b[j]);
+            ref += (double)b[j] * b[j];
+        }
+    }
+    free(a);
+    free(b);
+    return rc || !(ref > 0) ? -1 : err / ref;
+}
+
+static void check_file(const char *name, const char *ref_name, int *types_seen)
+{
+    char path[512], rpath[512], err[256];
+    struct gguf_file *f = NULL, *r = NULL;
+    snprintf(path, sizeof path, "%s/%s", fixtures_dir(), name);
+    snprintf(rpath, sizeof rpath, "%s/%s", fixtures_dir(), ref_name);
+    int rc = gguf_open(path, &f, err, sizeof err);
+    CHECK(rc == 0, "%s: %s", name, err);
+    rc |= gguf_open(rpath, &r, err, sizeof err);
+    CHECK(rc == 0, "%s: %s", ref_name, err);
+    for (uint64_t i = 0; rc == 0 && i < f->n_tensors; i++) {
+        const struct gguf_tensor *t = &f->tensors[i], *rt = gguf_find_tensor(r, t->name);
+        CHECK(rt && memcmp(rt->ne, t->ne, sizeof t->ne) == 0, "%s: %s shape", name, t->name);
+        if (!rt || memcmp(rt->ne, t->ne, sizeof t->ne) != 0)
+            continue;
+        double e = tensor_nmse(t, rt), bound = nmse_bound(t->type);
+        if (getenv("QUANT_VERBOSE"))
+            fprintf(stderr, "  %-22s %-30s %-6s nmse %.3g\n", name, t->name,
+                    dtype_info(t->type)->name, e);
+        CHECK(e >= 0 && e <= bound, "%s: %s (%s) nmse %.3g > %.3g", name, t->name,
+              dtype_info(t->type)->name, e, bound);
+        types_seen[t->type] = 1;
+    }
+    gguf_close(f);
+    gguf_close(r);
+}
+
+static void test_fixtures(void)
+{
+    static const char *dense[] = {"F16",  "BF16",   "Q8_0",   "Q4_0",   "Q4_1",
+                                  "Q5_0", "Q5_1",   "Q4_K_M", "Q5_K_M", "Q6_K",
+                                  "Q3_K_M", "Q2_K", "IQ4_NL", "IQ4_XS"};
+    int seen[EXSA_DTYPE_COUNT] = {0};
+    char name[64];
+    for (size_t i = 0; i < sizeof dense / sizeof *dense; i++) {
+        snprintf(name, sizeof name, "lfm2-tiny-%s.gguf", dense[i]);
+        check_file(name, "lfm2-tiny-F32.gguf", seen);
+    }
+    check_file("lfm2moe-tiny-Q8_0.gguf", "lfm2moe-tiny-F16.gguf", seen);
+    check_file("lfm2moe-tiny-Q4_K_M.gguf", "lfm2moe-tiny-F16.gguf", seen);
+    /* every weight type the fixtures carry was exercised */
+    int want[] = {EXSA_DTYPE_F32,  EXSA_DTYPE_F16,  EXSA_DTYPE_BF16, EXSA_DTYPE_Q8_0,
+                  EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q4_1, EXSA_DTYPE_Q5_0, EXSA_DTYPE_Q5_1,
+                  EXSA_DTYPE_Q2_K, EXSA_DTYPE_Q3_K, EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q5_K,
+                  EXSA_DTYPE_Q6_K, EXSA_DTYPE_IQ4_NL, EXSA_DTYPE_IQ4_XS};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        CHECK(seen[want[i]], "no fixture tensor of type %s", dtype_info(want[i])->name);
+}
+
 int main(void)
 {
     RUN(test_dtype_table);
@@ -425,5 +514,6 @@ int main(void)
     RUN(test_q6_k);
     RUN(test_iq4_xs);
     RUN(test_q8_k);
+    RUN(test_fixtures);
     TEST_END();
 }
