@@ -1,0 +1,798 @@
+/*
+ * sched.c: continuous batching over one engine (see scheduler.h for the contract).
+ *
+ * struct sched holds the bounded queue (a linked list under mu), the model and engine (touched
+ * only by the scheduler thread, swapped under mu while no borrower holds the model), and the
+ * active sequences (scheduler thread only; n_active mirrors their count under mu). A request's
+ * channel (text pieces, done flag, error) lives under its own mutex and condition variable; the
+ * scheduler pushes, the HTTP connection thread reads. One condition variable (s->cv) wakes the
+ * scheduler and the threads waiting on control operations; everyone re-checks its predicate.
+ */
+#include "scheduler.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model.h"
+
+struct sched_req {
+    struct sched *s;
+    int32_t *prompt;
+    int n_prompt;
+    struct gen_params gp; /* stop and logit bias point at the copies below */
+    char **stop;
+    int32_t *bias_id;
+    float *bias;
+    unsigned model_gen;
+    atomic_int refs;
+    atomic_bool cancelled;
+    struct sched_req *next; /* queue link, under s->mu */
+    /* scheduler thread only */
+    struct gen *gen;
+    int seq;
+    int n_past;    /* tokens in the sequence's cache */
+    int step_n;    /* entries this request put into the current batch */
+    bool pending;  /* next_tok is sampled and waits to be fed */
+    int32_t next_tok;
+    /* channel, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *text;
+    size_t len, cap;
+    int *pieces;
+    int n_pieces, cap_pieces;
+    bool done;
+    enum gen_finish finish;
+    int status;
+    char message[256];
+    struct sched_result res;
+};
+
+enum ctl_op { CTL_NONE, CTL_LOAD, CTL_UNLOAD };
+
+struct sched {
+    struct sched_params p;
+    pthread_t thread;
+    pthread_mutex_t mu, ctl_mu;
+    pthread_cond_t cv;
+    bool stop, closing, loading, started;
+    struct sched_req *qhead, *qtail;
+    int n_queued, n_active_shared, borrowers;
+    unsigned gen;
+    unsigned long long n_cancelled;
+    /* the model; swapped by the scheduler thread under mu */
+    struct exsa_model *model;
+    struct exsa_engine *engine;
+    char *path;
+    int n_ctx, gpu_layers, n_vocab;
+    /* a control request from sched_load / sched_unload */
+    enum ctl_op ctl;
+    char *ctl_path;
+    int ctl_ngl, ctl_nctx, ctl_rc;
+    bool ctl_done;
+    char ctl_err[512];
+    /* scheduler thread only */
+    struct sched_req **active;
+    int n_active;
+    int32_t *b_tok, *b_pos, *b_seq;
+    uint8_t *b_logits;
+    struct sched_req **b_row; /* the request of each logits row */
+    float *logits;
+};
+
+double sched_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void sched_params_default(struct sched_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->backend = EXSA_BACKEND_CPU;
+    p->n_ctx = 4096;
+    p->n_batch = 512;
+    p->max_queue = 100;
+    p->max_batch = 8;
+    p->continuous = true;
+    p->batch_timeout_ms = 100;
+}
+
+/* ---- requests and channels ------------------------------------------------------------------ */
+
+struct sched_req *sched_req_new(const int32_t *prompt, int n_prompt, const struct gen_params *gp,
+                                unsigned model_gen)
+{
+    struct sched_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->gp = *gp;
+    r->prompt = malloc(sizeof(int32_t) * (n_prompt > 0 ? n_prompt : 1));
+    r->stop = calloc(gp->n_stop > 0 ? gp->n_stop : 1, sizeof(char *));
+    int nb = gp->sp.n_logit_bias > 0 ? gp->sp.n_logit_bias : 1;
+    r->bias_id = malloc(sizeof(int32_t) * nb);
+    r->bias = malloc(sizeof(float) * nb);
+    bool ok = r->prompt && r->stop && r->bias_id && r->bias;
+    for (int i = 0; ok && i < gp->n_stop; i++)
+        ok = (r->stop[i] = strdup(gp->stop[i])) != NULL;
+    if (!ok) {
+        r->gp.n_stop = gp->n_stop;
+        atomic_init(&r->refs, 1);
+        pthread_mutex_init(&r->mu, NULL);
+        pthread_cond_init(&r->cv, NULL);
+        sched_req_put(r);
+        return NULL;
+    }
+    if (n_prompt > 0)
+        memcpy(r->prompt, prompt, sizeof(int32_t) * n_prompt);
+    if (gp->sp.n_logit_bias > 0) {
+        memcpy(r->bias_id, gp->sp.logit_bias_id, sizeof(int32_t) * gp->sp.n_logit_bias);
+        memcpy(r->bias, gp->sp.logit_bias, sizeof(float) * gp->sp.n_logit_bias);
+    }
+    r->n_prompt = n_prompt;
+    r->gp.stop = (const char *const *)r->stop;
+    r->gp.sp.logit_bias_id = r->bias_id;
+    r->gp.sp.logit_bias = r->bias;
+    r->model_gen = model_gen;
+    r->seq = -1;
+    atomic_init(&r->refs, 1);
+    atomic_init(&r->cancelled, false);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    r->res.n_prompt = n_prompt;
+    return r;
+}
+
+void sched_req_put(struct sched_req *r)
+{
+    if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
+        return;
+    for (int i = 0; r->stop && i < r->gp.n_stop; i++)
+        free(r->stop[i]);
+    free(r->stop);
+    free(r->prompt);
+    free(r->bias_id);
+    free(r->bias);
+    free(r->text);
+    free(r->pieces);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}
+
+/* Appends one piece of text to r's channel and wakes its reader. */
+static void push_text(struct sched_req *r, const char *text, size_t len)
+{
+    if (!len)
+        return;
+    pthread_mutex_lock(&r->mu);
+    if (r->len + len + 1 > r->cap) {
+        size_t cap = (r->len + len + 1) * 2;
+        char *t = realloc(r->text, cap);
+        if (!t)
+            goto out; /* the piece is lost; the reply goes on */
+        r->text = t;
+        r->cap = cap;
+    }
+    if (r->n_pieces == r->cap_pieces) {
+        int cap = r->cap_pieces ? r->cap_pieces * 2 : 16;
+        int *p = realloc(r->pieces, sizeof(int) * cap);
+        if (!p)
+            goto out;
+        r->pieces = p;
+        r->cap_pieces = cap;
+    }
+    memcpy(r->text + r->len, text, len);
+    r->len += len;
+    r->text[r->len] = 0;
+    r->pieces[r->n_pieces++] = (int)len;
+    pthread_cond_broadcast(&r->cv);
+out:
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Ends r's reply: with finish when status == 0, else with an error of that HTTP status. */
+static void finish_req(struct sched_req *r, enum gen_finish finish, int status, const char *msg)
+{
+    pthread_mutex_lock(&r->mu);
+    if (!r->done) {
+        r->done = true;
+        r->finish = finish;
+        r->status = status;
+        snprintf(r->message, sizeof r->message, "%s", msg ? msg : "");
+        r->res.t_done = sched_now();
+        if (r->gen) {
+            r->res.n_gen = gen_n_tokens(r->gen);
+            const char *why = gen_empty_reason(r->gen);
+            snprintf(r->res.empty_reason, sizeof r->res.empty_reason, "%s", why ? why : "");
+        }
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int sched_read(struct sched_req *r, int timeout_ms, struct sched_chunk *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&r->mu);
+    if (!r->len && !r->done && timeout_ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ns = ts.tv_nsec + (long)(timeout_ms % 1000) * 1000000L;
+        ts.tv_sec += timeout_ms / 1000 + ns / 1000000000L;
+        ts.tv_nsec = ns % 1000000000L;
+        while (!r->len && !r->done)
+            if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT)
+                break;
+    }
+    int got = r->len || r->done;
+    if (got) {
+        out->text = r->text ? r->text : strdup("");
+        out->len = r->len;
+        out->piece_len = r->pieces;
+        out->n_pieces = r->n_pieces;
+        r->text = NULL;
+        r->pieces = NULL;
+        r->len = r->cap = 0;
+        r->n_pieces = r->cap_pieces = 0;
+        out->done = r->done;
+        out->finish = r->finish;
+        out->status = r->status;
+        snprintf(out->message, sizeof out->message, "%s", r->message);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return got;
+}
+
+void sched_chunk_free(struct sched_chunk *c)
+{
+    free(c->text);
+    free(c->piece_len);
+    memset(c, 0, sizeof *c);
+}
+
+void sched_req_result(struct sched_req *r, struct sched_result *res)
+{
+    pthread_mutex_lock(&r->mu);
+    *res = r->res;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void sched_cancel(struct sched_req *r)
+{
+    atomic_store(&r->cancelled, true);
+    struct sched *s = r->s;
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+int sched_submit(struct sched *s, struct sched_req *r)
+{
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    if (s->closing || s->stop)
+        rc = EXSA_ECANCELLED;
+    else if (!s->engine || s->loading || r->model_gen != s->gen)
+        rc = EXSA_ENOTFOUND;
+    else if (s->n_queued >= s->p.max_queue)
+        rc = EXSA_ENOMEM;
+    if (!rc) {
+        r->s = s;
+        r->res.t_submit = sched_now();
+        atomic_fetch_add(&r->refs, 1); /* the scheduler's reference */
+        r->next = NULL;
+        if (s->qtail)
+            s->qtail->next = r;
+        else
+            s->qhead = r;
+        s->qtail = r;
+        s->n_queued++;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---- the scheduler thread ---------------------------------------------------------------- */
+
+/* Takes r out of the running set: frees its sequence and sampler, drops the scheduler's ref. */
+static void release_active(struct sched *s, int i)
+{
+    struct sched_req *r = s->active[i];
+    if (r->seq >= 0 && s->engine)
+        exsa_seq_free(s->engine, r->seq);
+    r->seq = -1;
+    gen_free(r->gen);
+    r->gen = NULL;
+    s->active[i] = s->active[--s->n_active];
+    sched_req_put(r);
+}
+
+/* Ends every queued and running request with status/msg. Called with mu held. */
+static void fail_all(struct sched *s, int status, const char *msg)
+{
+    while (s->qhead) {
+        struct sched_req *r = s->qhead;
+        s->qhead = r->next;
+        finish_req(r, GEN_CANCELLED, status, msg);
+        sched_req_put(r);
+    }
+    s->qtail = NULL;
+    s->n_queued = 0;
+    while (s->n_active > 0) {
+        finish_req(s->active[s->n_active - 1], GEN_CANCELLED, status, msg);
+        release_active(s, s->n_active - 1);
+    }
+    s->n_active_shared = 0;
+}
+
+/* Drops queued requests whose client went away. Called with mu held. */
+static void drop_cancelled_queued(struct sched *s)
+{
+    struct sched_req **pp = &s->qhead, *last = NULL;
+    while (*pp) {
+        struct sched_req *r = *pp;
+        if (atomic_load(&r->cancelled)) {
+            *pp = r->next;
+            s->n_queued--;
+            s->n_cancelled++;
+            finish_req(r, GEN_CANCELLED, 0, NULL);
+            sched_req_put(r);
+        } else {
+            last = r;
+            pp = &r->next;
+        }
+    }
+    s->qtail = last;
+}
+
+static int max_seqs(const struct sched *s)
+{
+    return s->p.continuous ? (s->p.max_batch > 0 ? s->p.max_batch : 1) : 1;
+}
+
+/* Moves queued requests into the running set while there is room. Called with mu held. */
+static void admit(struct sched *s)
+{
+    while (s->qhead && s->n_active < max_seqs(s)) {
+        struct sched_req *r = s->qhead;
+        s->qhead = r->next;
+        if (!s->qhead)
+            s->qtail = NULL;
+        s->n_queued--;
+        r->seq = exsa_seq_new(s->engine);
+        int rc = r->seq < 0 ? r->seq
+                            : gen_create(s->model->tok, s->n_vocab, &r->gp, &r->gen);
+        if (rc < 0) {
+            if (r->seq >= 0)
+                exsa_seq_free(s->engine, r->seq);
+            finish_req(r, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
+            sched_req_put(r);
+            continue;
+        }
+        gen_prompt(r->gen, r->prompt, r->n_prompt);
+        r->n_past = 0;
+        r->pending = false;
+        s->active[s->n_active++] = r;
+    }
+    s->n_active_shared = s->n_active;
+}
+
+/* Samples r's next token from one logits row and pushes its text; ends r when it is over. */
+static void sample_one(struct sched *s, struct sched_req *r, float *row)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    int32_t tok = gen_next(r->gen, row, &text, &len);
+    if (r->res.t_first == 0) {
+        pthread_mutex_lock(&r->mu);
+        r->res.t_first = sched_now();
+        pthread_mutex_unlock(&r->mu);
+    }
+    push_text(r, text, len);
+    if (gen_finished(r->gen) == GEN_RUNNING && r->n_past >= s->n_ctx)
+        gen_end(r->gen, GEN_LENGTH); /* the context is full */
+    if (gen_finished(r->gen) != GEN_RUNNING) {
+        gen_flush(r->gen, &text, &len);
+        push_text(r, text, len);
+        finish_req(r, gen_finished(r->gen), 0, NULL);
+        return;
+    }
+    r->next_tok = tok;
+    r->pending = true;
+}
+
+/* Adds n entries of r (tokens toks, positions from r->n_past) to the batch at *n. */
+static void add_entries(struct sched *s, struct sched_req *r, const int32_t *toks, int cnt,
+                        bool want_last, int *n)
+{
+    for (int i = 0; i < cnt; i++) {
+        s->b_tok[*n] = toks[i];
+        s->b_pos[*n] = r->n_past + i;
+        s->b_seq[*n] = r->seq;
+        s->b_logits[*n] = want_last && i == cnt - 1;
+        (*n)++;
+    }
+    r->step_n = cnt;
+}
+
+/* One forward step over every running sequence: decode tokens first (one each), then prefill
+ * chunks from the remaining token budget; samples every sequence that got logits. */
+static void sched_step(struct sched *s)
+{
+    int n = 0, rows = 0, budget = s->p.n_batch;
+    for (int i = 0; i < s->n_active; i++) {
+        struct sched_req *r = s->active[i];
+        r->step_n = 0;
+        if (r->pending && !r->done && budget > 0) {
+            add_entries(s, r, &r->next_tok, 1, true, &n);
+            s->b_row[rows++] = r;
+            budget--;
+        }
+    }
+    for (int i = 0; i < s->n_active && budget > 0; i++) {
+        struct sched_req *r = s->active[i];
+        int left = r->n_prompt - r->n_past;
+        if (r->pending || r->done || left <= 0)
+            continue;
+        int take = left < budget ? left : budget;
+        add_entries(s, r, r->prompt + r->n_past, take, take == left, &n);
+        if (take == left)
+            s->b_row[rows++] = r;
+        budget -= take;
+    }
+    if (n == 0)
+        return;
+    struct exsa_batch b = {n, s->b_tok, s->b_pos, s->b_seq, s->b_logits};
+    int rc = exsa_decode(s->engine, &b, s->logits);
+    if (rc < 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the engine failed on this step: %s", exsa_strerror(rc));
+        fprintf(stderr, "exsa serve: %s\n", msg);
+        for (int i = 0; i < s->n_active; i++)
+            if (s->active[i]->step_n > 0)
+                finish_req(s->active[i], GEN_CANCELLED, 500, msg);
+        return;
+    }
+    for (int i = 0; i < s->n_active; i++)
+        s->active[i]->n_past += s->active[i]->step_n;
+    for (int i = 0; i < rows; i++) {
+        s->b_row[i]->pending = false;
+        sample_one(s, s->b_row[i], s->logits + (size_t)i * s->n_vocab);
+    }
+}
+
+/* Retires finished and cancelled sequences. Called without mu. */
+static void retire(struct sched *s)
+{
+    int n_cancel = 0;
+    for (int i = s->n_active - 1; i >= 0; i--) {
+        struct sched_req *r = s->active[i];
+        bool cancelled = atomic_load(&r->cancelled);
+        pthread_mutex_lock(&r->mu);
+        bool done = r->done;
+        pthread_mutex_unlock(&r->mu);
+        if (!done && !cancelled)
+            continue;
+        if (cancelled && !done) {
+            gen_end(r->gen, GEN_CANCELLED);
+            finish_req(r, GEN_CANCELLED, 0, NULL);
+            n_cancel++;
+        }
+        release_active(s, i);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->n_active_shared = s->n_active;
+    s->n_cancelled += n_cancel;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Frees the batch buffers and sizes them for the current model. */
+static int size_buffers(struct sched *s)
+{
+    free(s->b_tok), free(s->b_pos), free(s->b_seq), free(s->b_logits), free(s->logits);
+    s->b_tok = s->b_pos = s->b_seq = NULL, s->b_logits = NULL, s->logits = NULL;
+    if (!s->model)
+        return 0;
+    size_t nb = (size_t)s->p.n_batch, nr = (size_t)max_seqs(s);
+    s->b_tok = malloc(nb * sizeof(int32_t));
+    s->b_pos = malloc(nb * sizeof(int32_t));
+    s->b_seq = malloc(nb * sizeof(int32_t));
+    s->b_logits = malloc(nb);
+    s->logits = malloc(nr * (size_t)s->n_vocab * sizeof(float));
+    return s->b_tok && s->b_pos && s->b_seq && s->b_logits && s->logits ? 0 : EXSA_ENOMEM;
+}
+
+/* Installs model m / engine e (either may be NULL) in place of the current ones, after ending
+ * everything in flight and waiting for borrowers. Called with mu held; returns with it held. */
+static void swap_model(struct sched *s, struct exsa_model *m, struct exsa_engine *e,
+                       const char *path, int ngl, int nctx, const char *why)
+{
+    s->gen++;
+    fail_all(s, 503, why);
+    while (s->borrowers > 0)
+        pthread_cond_wait(&s->cv, &s->mu);
+    struct exsa_model *old_m = s->model;
+    struct exsa_engine *old_e = s->engine;
+    char *old_path = s->path;
+    s->model = m;
+    s->engine = e;
+    s->path = path ? strdup(path) : NULL;
+    s->gpu_layers = ngl;
+    s->n_ctx = nctx;
+    s->n_vocab = m ? exsa_model_info(m)->vocab_size : 0;
+    pthread_mutex_unlock(&s->mu);
+    exsa_engine_free(old_e);
+    exsa_model_free(old_m);
+    free(old_path);
+    int rc = size_buffers(s);
+    pthread_mutex_lock(&s->mu);
+    if (rc < 0) { /* cannot serve without buffers: drop the model again */
+        exsa_engine_free(s->engine), exsa_model_free(s->model);
+        s->engine = NULL, s->model = NULL;
+        s->ctl_rc = rc;
+        snprintf(s->ctl_err, sizeof s->ctl_err, "out of memory for the batch buffers");
+    }
+}
+
+/* Performs a load (new model and engine first, so a failed load keeps the current model).
+ * Called with mu held; returns with it held. */
+static void do_load(struct sched *s)
+{
+    char *path = s->ctl_path ? strdup(s->ctl_path) : (s->path ? strdup(s->path) : NULL);
+    int ngl = s->ctl_ngl >= 0 ? s->ctl_ngl : s->gpu_layers;
+    int nctx = s->ctl_nctx > 0 ? s->ctl_nctx : s->n_ctx;
+    s->ctl_rc = 0;
+    s->ctl_err[0] = 0;
+    if (!path) {
+        s->ctl_rc = EXSA_ENOTFOUND;
+        snprintf(s->ctl_err, sizeof s->ctl_err, "no model was loaded before, so none to reload");
+        return;
+    }
+    s->loading = true;
+    pthread_mutex_unlock(&s->mu);
+    struct exsa_model *m = NULL;
+    struct exsa_engine *e = NULL;
+    char err[480] = "";
+    int rc = exsa_model_load(path, &m, err, sizeof err);
+    if (rc == 0) {
+        struct exsa_engine_params ep;
+        exsa_engine_params_default(&ep);
+        ep.backend = s->p.backend;
+        ep.n_ctx = nctx;
+        ep.n_seq_max = max_seqs(s);
+        ep.n_batch = s->p.n_batch;
+        ep.n_threads = s->p.n_threads;
+        ep.gpu_layers = ngl;
+        rc = exsa_engine_create(m, &ep, &e, err, sizeof err);
+        if (rc < 0)
+            exsa_model_free(m);
+    }
+    pthread_mutex_lock(&s->mu);
+    if (rc < 0) {
+        s->ctl_rc = rc;
+        snprintf(s->ctl_err, sizeof s->ctl_err, "cannot load %s: %s", path,
+                 err[0] ? err : exsa_strerror(rc));
+    } else {
+        swap_model(s, m, e, path, ngl, nctx, "the model was replaced while this request ran");
+    }
+    s->loading = false;
+    free(path);
+}
+
+/* Runs the pending control operation. Called with mu held; returns with it held. */
+static void do_control(struct sched *s)
+{
+    if (s->ctl == CTL_LOAD) {
+        do_load(s);
+    } else {
+        s->ctl_rc = 0;
+        swap_model(s, NULL, NULL, NULL, s->gpu_layers, s->n_ctx,
+                   "the model was unloaded while this request ran");
+    }
+    s->ctl = CTL_NONE;
+    s->ctl_done = true;
+    pthread_cond_broadcast(&s->cv);
+}
+
+/* Waits on cv until the absolute monotonic time t (seconds) or a signal. */
+static void wait_until(struct sched *s, double t)
+{
+    double dt = t - sched_now();
+    if (dt <= 0)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ns = ts.tv_nsec + (long long)(dt * 1e9);
+    ts.tv_sec += ns / 1000000000LL;
+    ts.tv_nsec = ns % 1000000000LL;
+    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+}
+
+static void *sched_main(void *arg)
+{
+    struct sched *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (s->ctl != CTL_NONE) {
+            do_control(s);
+            continue;
+        }
+        drop_cancelled_queued(s);
+        if (s->stop)
+            break;
+        if (s->n_active == 0) {
+            if (!s->qhead || !s->engine) {
+                pthread_cond_wait(&s->cv, &s->mu);
+                continue;
+            }
+            /* Idle: give a burst of requests BATCH_TIMEOUT_MS to arrive and start together. */
+            double start = s->qhead->res.t_submit + s->p.batch_timeout_ms * 1e-3;
+            if (s->p.continuous && s->n_queued < max_seqs(s) && !s->closing &&
+                sched_now() < start) {
+                wait_until(s, start);
+                continue;
+            }
+        }
+        admit(s);
+        pthread_mutex_unlock(&s->mu);
+        sched_step(s);
+        retire(s);
+        if (s->p.step_delay_ms > 0)
+            usleep(s->p.step_delay_ms * 1000);
+        pthread_mutex_lock(&s->mu);
+    }
+    fail_all(s, 503, "the server is shutting down");
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- the public control surface -------------------------------------------------------------- */
+
+int sched_create(const struct sched_params *p, struct sched **out)
+{
+    struct sched *s = calloc(1, sizeof *s);
+    if (!s)
+        return EXSA_ENOMEM;
+    s->p = *p;
+    if (s->p.n_batch <= 0)
+        s->p.n_batch = 512;
+    if (s->p.max_batch <= 0)
+        s->p.max_batch = 1;
+    if (s->p.n_batch < max_seqs(s))
+        s->p.n_batch = max_seqs(s); /* room for one decode token per sequence */
+    if (s->p.max_queue < 0)
+        s->p.max_queue = 0;
+    s->n_ctx = p->n_ctx > 0 ? p->n_ctx : 4096;
+    s->gpu_layers = p->gpu_layers;
+    s->active = calloc(max_seqs(s), sizeof *s->active);
+    s->b_row = calloc(max_seqs(s), sizeof *s->b_row);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->ctl_mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (!s->active || !s->b_row || pthread_create(&s->thread, NULL, sched_main, s) != 0) {
+        free(s->active), free(s->b_row), free(s);
+        return EXSA_ENOMEM;
+    }
+    s->started = true;
+    *out = s;
+    return 0;
+}
+
+void sched_destroy(struct sched *s, int grace_ms)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->closing = true;
+    double deadline = sched_now() + grace_ms * 1e-3;
+    while ((s->n_queued > 0 || s->n_active_shared > 0) && sched_now() < deadline)
+        wait_until(s, deadline < sched_now() + 0.05 ? deadline : sched_now() + 0.05);
+    s->stop = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    exsa_engine_free(s->engine);
+    exsa_model_free(s->model);
+    s->model = NULL, s->engine = NULL;
+    size_buffers(s);
+    free(s->path), free(s->ctl_path), free(s->active), free(s->b_row);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->ctl_mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+/* Posts a control operation and waits for the scheduler thread to run it. */
+static int control(struct sched *s, enum ctl_op op, const char *path, int ngl, int nctx,
+                   char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->ctl_mu);
+    pthread_mutex_lock(&s->mu);
+    int rc;
+    if (s->closing || s->stop) {
+        rc = EXSA_ECANCELLED;
+        snprintf(s->ctl_err, sizeof s->ctl_err, "the server is shutting down");
+    } else {
+        free(s->ctl_path);
+        s->ctl_path = path ? strdup(path) : NULL;
+        s->ctl_ngl = ngl;
+        s->ctl_nctx = nctx;
+        s->ctl = op;
+        s->ctl_done = false;
+        pthread_cond_broadcast(&s->cv);
+        while (!s->ctl_done)
+            pthread_cond_wait(&s->cv, &s->mu);
+        rc = s->ctl_rc;
+    }
+    if (err && errlen)
+        snprintf(err, errlen, "%s", rc < 0 ? s->ctl_err : "");
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->ctl_mu);
+    return rc;
+}
+
+int sched_load(struct sched *s, const char *path, int gpu_layers, int n_ctx, char *err,
+               size_t errlen)
+{
+    return control(s, CTL_LOAD, path, gpu_layers, n_ctx, err, errlen);
+}
+
+int sched_unload(struct sched *s)
+{
+    return control(s, CTL_UNLOAD, NULL, -1, -1, NULL, 0);
+}
+
+struct exsa_model *sched_model_acquire(struct sched *s, unsigned *gen, int *n_ctx)
+{
+    pthread_mutex_lock(&s->mu);
+    struct exsa_model *m = (s->loading || s->ctl != CTL_NONE) ? NULL : s->model;
+    if (m) {
+        s->borrowers++;
+        if (gen)
+            *gen = s->gen;
+        if (n_ctx)
+            *n_ctx = s->n_ctx;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return m;
+}
+
+void sched_model_release(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->borrowers--;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_get_stats(struct sched *s, struct sched_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    pthread_mutex_lock(&s->mu);
+    st->loaded = s->model != NULL;
+    st->loading = s->loading;
+    st->closing = s->closing || s->stop;
+    snprintf(st->model_path, sizeof st->model_path, "%s", s->path ? s->path : "");
+    st->n_ctx = s->n_ctx;
+    st->gpu_layers = s->gpu_layers;
+    st->n_batch = s->p.n_batch;
+    st->max_batch = max_seqs(s);
+    st->active = s->n_active_shared;
+    st->queued = s->n_queued;
+    st->max_queue = s->p.max_queue;
+    st->n_cancelled = s->n_cancelled;
+    pthread_mutex_unlock(&s->mu);
+}

@@ -1,0 +1,113 @@
+/*
+ * scheduler.h: the scheduler (src/sched.c). Not named sched.h: with -Isrc that name would
+ * shadow the system <sched.h> that <pthread.h> includes.
+ * One thread owns the model and the engine and runs sched_step() in a loop: admit queued
+ * requests (up to max_batch sequences), build ONE batch of prefill chunks (up to n_batch tokens) and one decode token per running sequence, call exsa_decode once,
+ * sample each sequence with its struct gen, push the new text to each request's channel, and
+ * retire finished or cancelled sequences. Other threads (the HTTP server) submit requests, read
+ * their channels, cancel them, and ask for a model load / reload / unload, which the scheduler
+ * thread performs between steps (everything in flight then ends with a 503 error).
+ *
+ * Invariants: the queue never holds more than max_queue requests (sched_submit refuses at once);
+ * a request's prompt ids belong to the model generation it was tokenized with (sched_submit
+ * refuses a stale one); a request lives until both its submitter and the scheduler put it.
+ */
+#ifndef EXSA_SCHED_H
+#define EXSA_SCHED_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "exsa.h"
+#include "gen.h"
+
+struct sched_params {
+    enum exsa_backend_kind backend;
+    int n_ctx;            /* context per sequence */
+    int n_batch;          /* tokens per forward step (prefill chunks + decode tokens) */
+    int n_threads;        /* CPU threads (0: all) */
+    int gpu_layers;
+    int max_queue;        /* requests waiting; past it sched_submit answers EXSA_ENOMEM */
+    int max_batch;        /* sequences decoded together (forced to 1 when !continuous) */
+    bool continuous;      /* continuous batching on */
+    int batch_timeout_ms; /* how long an idle scheduler waits to fill a batch */
+    int step_delay_ms;    /* test hook: sleep after each step (0: off) */
+};
+void sched_params_default(struct sched_params *p);
+
+struct sched;
+
+/* Starts the scheduler thread with no model loaded. Returns 0 or a negative code. */
+int sched_create(const struct sched_params *p, struct sched **out);
+/* Refuses new requests, lets those in flight run for up to grace_ms, cancels the rest, stops the
+ * thread and frees everything (the model too). */
+void sched_destroy(struct sched *s, int grace_ms);
+
+/* Loads path (NULL: re-read the current file) with these settings (< 0: keep the current
+ * ones), replacing the current model. Blocks until done. Everything in flight ends with a 503.
+ * Returns 0 or a negative code with a sentence in err. */
+int sched_load(struct sched *s, const char *path, int gpu_layers, int n_ctx, char *err,
+               size_t errlen);
+/* Frees the model; requests then get EXSA_ENOTFOUND from sched_submit until a load. */
+int sched_unload(struct sched *s);
+
+/* Borrows the model for tokenizing (NULL when none is loaded); *gen gets its generation, *n_ctx
+ * the context size. A load or unload waits until every borrower has called sched_model_release. */
+struct exsa_model *sched_model_acquire(struct sched *s, unsigned *gen, int *n_ctx);
+void sched_model_release(struct sched *s);
+
+struct sched_stats {
+    bool loaded, loading, closing;
+    char model_path[PATH_MAX]; /* "" when none */
+    int n_ctx, gpu_layers, n_batch, max_batch;
+    int active;    /* sequences running */
+    int queued;    /* requests waiting */
+    int max_queue;
+    unsigned long long n_cancelled; /* requests cancelled by their client */
+};
+void sched_get_stats(struct sched *s, struct sched_stats *st);
+
+/* ---- requests ------------------------------------------------------------------------------- */
+
+struct sched_req;
+
+/* A new request (one reference, the caller's): prompt ids and gen params are copied (stop
+ * strings included); model_gen comes from sched_model_acquire. NULL when out of memory. */
+struct sched_req *sched_req_new(const int32_t *prompt, int n_prompt, const struct gen_params *gp,
+                                unsigned model_gen);
+void sched_req_put(struct sched_req *r);
+
+/* Queues r. Returns 0; EXSA_ENOMEM when the queue is full; EXSA_ENOTFOUND when no model is
+ * loaded (or r was tokenized for a model since replaced); EXSA_ECANCELLED when shutting down. */
+int sched_submit(struct sched *s, struct sched_req *r);
+/* Cancels r (its client went away): only r, wherever it is (queued or running). */
+void sched_cancel(struct sched_req *r);
+
+struct sched_chunk {
+    char *text;     /* new text since the last read, NUL-terminated, malloc'd (caller frees) */
+    size_t len;
+    int *piece_len; /* n_pieces lengths (malloc'd), one per push; they sum to len */
+    int n_pieces;
+    bool done;              /* the reply is over: finish (or status/message) is final */
+    enum gen_finish finish;
+    int status;             /* 0, or the HTTP status of an error the request ended with */
+    char message[256];      /* the error's sentence when status != 0 */
+};
+/* Waits up to timeout_ms for new text or the end, then takes what there is. Returns 1 when
+ * something was taken (text or done), 0 on timeout. Free with sched_chunk_free. */
+int sched_read(struct sched_req *r, int timeout_ms, struct sched_chunk *out);
+void sched_chunk_free(struct sched_chunk *c);
+
+struct sched_result {
+    int n_prompt, n_gen;              /* tokens in the prompt; tokens sampled (EOG included) */
+    double t_submit, t_first, t_done; /* monotonic seconds; 0 when it did not happen */
+    char empty_reason[256];           /* the "0-token" explanation, or "" */
+};
+/* Counters and times of r (final once a read returned done). */
+void sched_req_result(struct sched_req *r, struct sched_result *res);
+
+double sched_now(void); /* monotonic seconds */
+
+#endif
