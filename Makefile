@@ -5,13 +5,13 @@ SAN ?=
 BUILD := build$(if $(SAN),/san)
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Iinclude -Isrc \
                $(shell pkg-config --cflags libcjson 2>/dev/null)
-OPT := $(if $(SAN),-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
-                   -fno-sanitize-recover=undefined,-O2 -g)
+SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := $(if $(SAN),$(SANFLAGS),-O2 -g)
 CFLAGS ?=
 ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(CFLAGS)
 LDLIBS := -lmicrohttpd -lcjson -lpcre2-8 -lpthread -lm
-LDFLAGS_ALL := $(if $(SAN),-fsanitize=address$(,)undefined) $(LDFLAGS)
-, := ,
+SANLINK := -fsanitize=address,undefined
+LDFLAGS_ALL := $(if $(SAN),$(SANLINK)) $(LDFLAGS)
 
 DEB_PKGS := libmicrohttpd-dev libcjson-dev libpcre2-dev libcmocka-dev pkg-config
 DEB_HEADERS := /usr/include/microhttpd.h /usr/include/cjson/cJSON.h /usr/include/pcre2.h

@@ -1,0 +1,248 @@
+/*
+ * ops-ref.c: the reference backend: every op of backend.h in plain C with f32 arithmetic and
+ * weights dequantized row by row. It is the ground truth the fixtures' tight bar is checked
+ * against and the fallback of every fast backend. Single-threaded; no allocation per call
+ * beyond stack buffers of one row.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "kvcache.h"
+#include "quant.h"
+
+/* Row r of matrix expert `expert` of w, as bytes. */
+static const uint8_t *weight_row(const struct tensor *w, int expert, int64_t r)
+{
+    size_t row_bytes = dtype_row_size(w->type, w->ne[0]);
+    return (const uint8_t *)w->data + ((size_t)expert * w->ne[1] + (size_t)r) * row_bytes;
+}
+
+static void ref_matmul(struct backend *be, const struct tensor *w, int expert, const float *x,
+                       float *y, int n_tok)
+{
+    const int64_t K = w->ne[0], N = w->ne[1];
+    float *row = malloc(sizeof(float) * (size_t)K);
+    if (!row)
+        return;
+    for (int64_t n = 0; n < N; n++) {
+        dequantize_row(w->type, weight_row(w, expert, n), row, K);
+        for (int t = 0; t < n_tok; t++) {
+            const float *xt = x + (size_t)t * K;
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++)
+                acc += row[k] * xt[k];
+            y[(size_t)t * N + n] = acc;
+        }
+    }
+    free(row);
+}
+
+static void ref_embed(struct backend *be, const struct tensor *w, const int32_t *tok, int n,
+                      float *out)
+{
+    for (int i = 0; i < n; i++)
+        dequantize_row(w->type, weight_row(w, 0, tok[i]), out + (size_t)i * w->ne[0], w->ne[0]);
+}
+
+static void ref_rmsnorm(struct backend *be, float *y, const float *x, const float *w, int n_rows,
+                        int dim, float eps)
+{
+    for (int r = 0; r < n_rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++)
+            ss += (double)xr[i] * xr[i];
+        float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
+        for (int i = 0; i < dim; i++)
+            yr[i] = xr[i] * scale * w[i];
+    }
+}
+
+static void ref_rope(struct backend *be, float *x, const int32_t *pos, int n_tok, int n_heads,
+                     int head_dim, float base)
+{
+    int half = head_dim / 2;
+    for (int t = 0; t < n_tok; t++) {
+        for (int i = 0; i < half; i++) {
+            double theta = pos[t] * pow(base, -2.0 * i / head_dim);
+            float c = (float)cos(theta), s = (float)sin(theta);
+            for (int h = 0; h < n_heads; h++) {
+                float *xh = x + ((size_t)t * n_heads + h) * head_dim;
+                float a = xh[i], b = xh[i + half];
+                xh[i] = a * c - b * s;
+                xh[i + half] = a * s + b * c;
+            }
+        }
+    }
+}
+
+static void ref_swiglu(struct backend *be, float *out, const float *gate, const float *up, long n)
+{
+    for (long i = 0; i < n; i++)
+        out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static void ref_add(struct backend *be, float *y, const float *x, long n)
+{
+    for (long i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+static void ref_shortconv(struct backend *be, float *y, const float *bcx, const struct tensor *w,
+                          float *const *state, const struct batch_view *b, int dim, int l_cache)
+{
+    const float *wt = w->data; /* [dim][l_cache] */
+    int ns = l_cache - 1;
+    for (int i = 0; i < b->n; i++) {
+        const float *B = bcx + (size_t)i * 3 * dim, *C = B + dim, *X = C + dim;
+        float *st = state[i];
+        for (int c = 0; c < dim; c++) {
+            float s = B[c] * X[c];
+            const float *wc = wt + (size_t)c * l_cache;
+            float *sc = st + (size_t)c * ns;
+            float acc = wc[ns] * s;
+            for (int k = 0; k < ns; k++)
+                acc += wc[k] * sc[k];
+            for (int k = 0; k + 1 < ns; k++)
+                sc[k] = sc[k + 1];
+            if (ns > 0)
+                sc[ns - 1] = s;
+            y[(size_t)i * dim + c] = C[c] * acc;
+        }
+    }
+}
+
+static void ref_attention(struct backend *be, float *out, const float *q, const float *k,
+                          const float *v, struct kv_cache *kv, int a, const struct batch_view *b,
+                          int n_heads, int n_kv_heads, int head_dim)
+{
+    int kvd = n_kv_heads * head_dim, group = n_heads / n_kv_heads;
+    for (int i = 0; i < b->n; i++) {
+        memcpy(kv_k(kv, a, b->seq[i], b->pos[i]), k + (size_t)i * kvd, sizeof(float) * kvd);
+        memcpy(kv_v(kv, a, b->seq[i], b->pos[i]), v + (size_t)i * kvd, sizeof(float) * kvd);
+    }
+    float scale = 1.0f / sqrtf((float)head_dim);
+    float *sc = malloc(sizeof(float) * (size_t)(kv->n_ctx + 1));
+    if (!sc)
+        return;
+    for (int i = 0; i < b->n; i++) {
+        int seq = b->seq[i], np = b->pos[i] + 1;
+        for (int h = 0; h < n_heads; h++) {
+            const float *qh = q + ((size_t)i * n_heads + h) * head_dim;
+            int g = h / group;
+            float mx = -INFINITY;
+            for (int p = 0; p < np; p++) {
+                const float *kp = kv_k(kv, a, seq, p) + g * head_dim;
+                float d = 0.0f;
+                for (int j = 0; j < head_dim; j++)
+                    d += qh[j] * kp[j];
+                sc[p] = d * scale;
+                mx = sc[p] > mx ? sc[p] : mx;
+            }
+            float sum = 0.0f;
+            for (int p = 0; p < np; p++) {
+                sc[p] = expf(sc[p] - mx);
+                sum += sc[p];
+            }
+            float *oh = out + ((size_t)i * n_heads + h) * head_dim;
+            memset(oh, 0, sizeof(float) * head_dim);
+            for (int p = 0; p < np; p++) {
+                const float *vp = kv_v(kv, a, seq, p) + g * head_dim;
+                float wgt = sc[p] / sum;
+                for (int j = 0; j < head_dim; j++)
+                    oh[j] += wgt * vp[j];
+            }
+        }
+    }
+    free(sc);
+}
+
+/* Picks the k experts with the largest sigmoid(logit) + bias; weights = normalised sigmoid. */
+static void moe_route(const float *logits, const float *bias, int n_experts, int k, int *ids,
+                      float *wts)
+{
+    float p[512];
+    for (int e = 0; e < n_experts; e++)
+        p[e] = 1.0f / (1.0f + expf(-logits[e]));
+    float sum = 0.0f;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < n_experts; e++) {
+            bool taken = false;
+            for (int t = 0; t < j; t++)
+                taken |= ids[t] == e;
+            if (!taken && (best < 0 || p[e] + bias[e] > p[best] + bias[best]))
+                best = e;
+        }
+        ids[j] = best;
+        wts[j] = p[best];
+        sum += p[best];
+    }
+    if (sum < 6.103515625e-5f)
+        sum = 6.103515625e-5f;
+    for (int j = 0; j < k; j++)
+        wts[j] /= sum;
+}
+
+static void ref_moe(struct backend *be, float *out, const float *x, const struct layer *l,
+                    int n_tok, int dim, int n_experts, int k, int fe)
+{
+    float *logits = malloc(sizeof(float) * (size_t)n_experts);
+    float *g = malloc(sizeof(float) * (size_t)fe * 2), *u = g + fe;
+    float *y = malloc(sizeof(float) * (size_t)dim);
+    if (!logits || !g || !y || n_experts > 512 || k > 64)
+        goto done;
+    for (int t = 0; t < n_tok; t++) {
+        const float *xt = x + (size_t)t * dim;
+        float *ot = out + (size_t)t * dim;
+        int ids[64];
+        float wts[64];
+        be->ops->matmul(be, &l->router, 0, xt, logits, 1);
+        moe_route(logits, l->exp_bias.data, n_experts, k, ids, wts);
+        memset(ot, 0, sizeof(float) * dim);
+        for (int j = 0; j < k; j++) {
+            be->ops->matmul(be, &l->gate_exps, ids[j], xt, g, 1);
+            be->ops->matmul(be, &l->up_exps, ids[j], xt, u, 1);
+            be->ops->swiglu(be, g, g, u, fe);
+            be->ops->matmul(be, &l->down_exps, ids[j], g, y, 1);
+            for (int i = 0; i < dim; i++)
+                ot[i] += wts[j] * y[i];
+        }
+    }
+done:
+    free(logits);
+    free(g);
+    free(y);
+}
+
+static void ref_free(struct backend *be)
+{
+    free(be);
+}
+
+const struct backend_ops backend_ref_ops = {
+    .name = "ref",
+    .free = ref_free,
+    .matmul = ref_matmul,
+    .embed = ref_embed,
+    .rmsnorm = ref_rmsnorm,
+    .rope = ref_rope,
+    .swiglu = ref_swiglu,
+    .add = ref_add,
+    .shortconv = ref_shortconv,
+    .attention = ref_attention,
+    .moe = ref_moe,
+};
+
+struct backend *backend_ref_create(void)
+{
+    struct backend *be = calloc(1, sizeof(*be));
+    if (be) {
+        be->ops = &backend_ref_ops;
+        be->n_threads = 1;
+    }
+    return be;
+}
