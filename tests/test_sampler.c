@@ -1,0 +1,324 @@
+/*
+ * test_sampler.c: the sampling chain of src/sampler.c on constructed logits: fixed seeds give
+ * fixed tokens, top-k 1 is greedy, top-p/min-p keep exactly the expected set, penalties and
+ * bias change logits as llama.cpp does, and draws follow the softmax (chi-square bound).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "harness.h"
+#include "sampler.h"
+
+#define NV 64
+
+static struct exsa_sampling_params plain(void)
+{
+    struct exsa_sampling_params p;
+    memset(&p, 0, sizeof p);
+    p.temperature = 1;
+    p.top_p = 1;
+    p.repeat_penalty = 1;
+    p.penalty_last_n = 64;
+    p.seed = 1234;
+    return p;
+}
+
+/* logits[i] = a smooth, non-monotonic function of i (distinct values). */
+static void fill(float *l, int n)
+{
+    for (int i = 0; i < n; i++)
+        l[i] = (float)(sin(i * 1.7) * 3.0 + i * 0.01);
+}
+
+static int argmax(const float *l, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (l[i] > l[b])
+            b = i;
+    return b;
+}
+
+static int draw_seq(const struct exsa_sampling_params *p, int32_t *out, int n)
+{
+    struct sampler *s;
+    if (sampler_create(p, NV, &s))
+        return -1;
+    float l[NV];
+    for (int i = 0; i < n; i++) {
+        fill(l, NV);
+        out[i] = sampler_sample(s, l);
+    }
+    sampler_free(s);
+    return 0;
+}
+
+static void test_seeded_repeatable(void)
+{
+    struct exsa_sampling_params p = plain();
+    int32_t a[50], b[50], c[50];
+    CHECK(draw_seq(&p, a, 50) == 0, "create");
+    CHECK(draw_seq(&p, b, 50) == 0, "create");
+    p.seed = 99;
+    CHECK(draw_seq(&p, c, 50) == 0, "create");
+    CHECK(memcmp(a, b, sizeof a) == 0, "same seed, same tokens");
+    CHECK(memcmp(a, c, sizeof a) != 0, "another seed gives another sequence");
+    int distinct = 0;
+    for (int i = 1; i < 50; i++)
+        distinct += a[i] != a[0];
+    CHECK(distinct > 0, "temperature 1 draws vary");
+    /* A fixed reference: the first draws of seed 1234 on these logits never change. */
+    p.seed = 1234;
+    int32_t d[5];
+    draw_seq(&p, d, 5);
+    int32_t want[5] = {1, 56, 48, 56, 8};
+    CHECK(memcmp(d, want, sizeof d) == 0, "seed 1234 draws %d %d %d %d %d", d[0], d[1], d[2],
+          d[3], d[4]);
+}
+
+static void test_greedy_and_topk1(void)
+{
+    float l[NV], l2[NV];
+    fill(l, NV);
+    int best = argmax(l, NV);
+    struct exsa_sampling_params p = plain();
+    p.temperature = 0;
+    struct sampler *s;
+    CHECK(sampler_create(&p, NV, &s) == 0, "create");
+    for (int i = 0; i < 5; i++) {
+        memcpy(l2, l, sizeof l);
+        CHECK(sampler_sample(s, l2) == best, "greedy is the argmax");
+    }
+    sampler_free(s);
+    p = plain();
+    p.top_k = 1;
+    p.temperature = 5;
+    CHECK(sampler_create(&p, NV, &s) == 0, "create");
+    for (int i = 0; i < 20; i++) {
+        memcpy(l2, l, sizeof l);
+        CHECK(sampler_sample(s, l2) == best, "top-k 1 equals greedy");
+    }
+    sampler_free(s);
+}
+
+static int in_set(const struct sampler_cand *c, int n, int id)
+{
+    for (int i = 0; i < n; i++)
+        if (c[i].id == id)
+            return 1;
+    return 0;
+}
+
+/* Logits log(p) for probabilities p (already normalised). */
+static void from_probs(float *l, const double *pr, int n)
+{
+    for (int i = 0; i < n; i++)
+        l[i] = (float)log(pr[i]);
+}
+
+static void test_top_p_cut(void)
+{
+    double pr[8] = {0.05, 0.4, 0.02, 0.25, 0.15, 0.08, 0.03, 0.02};
+    float l[8];
+    struct exsa_sampling_params p = plain();
+    struct sampler *s;
+    const struct sampler_cand *c;
+    /* sorted: 1 (.40) 3 (.25) 4 (.15) 5 (.08) 0 (.05) ... cumulative .40 .65 .80 .88 .93 */
+    struct { float top_p; int n; } cases[] = {{0.3f, 1}, {0.6f, 2}, {0.7f, 3}, {0.85f, 4},
+                                              {0.9f, 5}};
+    for (int k = 0; k < 5; k++) {
+        p.top_p = cases[k].top_p;
+        sampler_create(&p, 8, &s);
+        from_probs(l, pr, 8);
+        int n = sampler_filter(s, l, &c);
+        CHECK(n == cases[k].n, "top_p %.2f kept %d, want %d", cases[k].top_p, n, cases[k].n);
+        int order[5] = {1, 3, 4, 5, 0};
+        for (int i = 0; i < n && i < 5; i++)
+            CHECK(c[i].id == order[i], "top_p survivor %d is %d, want %d", i, c[i].id, order[i]);
+        double sum = 0;
+        for (int i = 0; i < n; i++)
+            sum += c[i].p;
+        CHECK(fabs(sum - 1) < 1e-5, "survivors renormalised (%f)", sum);
+        sampler_free(s);
+    }
+}
+
+static void test_min_p_cut(void)
+{
+    double pr[8] = {0.05, 0.4, 0.02, 0.25, 0.15, 0.08, 0.03, 0.02};
+    float l[8];
+    struct exsa_sampling_params p = plain();
+    struct sampler *s;
+    const struct sampler_cand *c;
+    /* min_p 0.2 of max .40 = .08: keeps .40 .25 .15 .08 (ids 1 3 4 5) */
+    p.min_p = 0.2f;
+    sampler_create(&p, 8, &s);
+    from_probs(l, pr, 8);
+    int n = sampler_filter(s, l, &c);
+    CHECK(n == 4, "min_p 0.2 kept %d, want 4", n);
+    CHECK(in_set(c, n, 1) && in_set(c, n, 3) && in_set(c, n, 4) && in_set(c, n, 5), "set");
+    sampler_free(s);
+    /* min_p 0.5 -> threshold .20: ids 1 3 */
+    p.min_p = 0.5f;
+    sampler_create(&p, 8, &s);
+    from_probs(l, pr, 8);
+    n = sampler_filter(s, l, &c);
+    CHECK(n == 2 && in_set(c, n, 1) && in_set(c, n, 3), "min_p 0.5 kept %d", n);
+    sampler_free(s);
+    /* min_p with top-p: the smaller prefix wins (top_p .7 -> 3, min_p .2 -> 4) */
+    p.min_p = 0.2f;
+    p.top_p = 0.7f;
+    sampler_create(&p, 8, &s);
+    from_probs(l, pr, 8);
+    n = sampler_filter(s, l, &c);
+    CHECK(n == 3, "top_p .7 + min_p .2 kept %d, want 3", n);
+    sampler_free(s);
+    /* top-k 2 then top-p .9: top-p probabilities are over the two left (.4/.65, .25/.65) */
+    p = plain();
+    p.top_k = 2;
+    p.top_p = 0.6f;
+    sampler_create(&p, 8, &s);
+    from_probs(l, pr, 8);
+    n = sampler_filter(s, l, &c);
+    CHECK(n == 1 && c[0].id == 1, "top_k 2 + top_p .6 kept %d (0.615 >= 0.6)", n);
+    sampler_free(s);
+}
+
+static void test_top_k_large_vocab(void)
+{
+    enum { N = 65536, K = 40 };
+    static float l[N], ref[N];
+    for (int i = 0; i < N; i++)
+        l[i] = (float)((i * 2654435761u) % 100003) / 1000.0f;
+    memcpy(ref, l, sizeof l);
+    struct exsa_sampling_params p = plain();
+    p.top_k = K;
+    struct sampler *s;
+    const struct sampler_cand *c;
+    CHECK(sampler_create(&p, N, &s) == 0, "create");
+    int n = sampler_filter(s, l, &c);
+    CHECK(n == K, "top-k kept %d", n);
+    /* the K-th largest value of ref */
+    float thr = -1;
+    int above = 0;
+    for (int i = 0; i < n; i++)
+        thr = (thr < 0 || ref[c[i].id] < thr) ? ref[c[i].id] : thr;
+    for (int i = 0; i < N; i++)
+        above += ref[i] > thr;
+    CHECK(above == K - 1, "the %d kept are the largest (%d strictly above the smallest kept)", K,
+          above);
+    sampler_free(s);
+}
+
+static void test_penalties(void)
+{
+    float l[NV];
+    for (int i = 0; i < NV; i++)
+        l[i] = 1.0f;
+    l[3] = 2.0f, l[4] = -2.0f, l[5] = 0.0f;
+    struct exsa_sampling_params p = plain();
+    p.repeat_penalty = 2.0f;
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.25f;
+    p.penalty_last_n = 4;
+    struct sampler *s;
+    sampler_create(&p, NV, &s);
+    int32_t hist[] = {9, 3, 4, 4, 5}; /* 9 falls out of the window of 4 */
+    for (int i = 0; i < 5; i++)
+        sampler_accept(s, hist[i]);
+    sampler_apply_penalties(s, l);
+    CHECK(fabsf(l[3] - (2.0f / 2 - 0.25f - 0.5f)) < 1e-6, "positive logit divided: %f", l[3]);
+    CHECK(fabsf(l[4] - (-2.0f * 2 - 2 * 0.25f - 0.5f)) < 1e-6, "negative multiplied, count 2: %f",
+          l[4]);
+    CHECK(fabsf(l[5] - (0.0f - 0.25f - 0.5f)) < 1e-6, "zero logit: %f", l[5]);
+    CHECK(l[9] == 1.0f, "token 9 left the window: %f", l[9]);
+    CHECK(l[10] == 1.0f, "unseen token untouched");
+    sampler_reset(s);
+    for (int i = 0; i < NV; i++)
+        l[i] = 1.0f;
+    sampler_apply_penalties(s, l);
+    CHECK(l[3] == 1.0f && l[4] == 1.0f, "reset empties the window");
+    sampler_free(s);
+    /* penalty_last_n 0: off */
+    p.penalty_last_n = 0;
+    sampler_create(&p, NV, &s);
+    sampler_accept(s, 3);
+    l[3] = 2;
+    sampler_apply_penalties(s, l);
+    CHECK(l[3] == 2.0f, "window 0 disables penalties");
+    sampler_free(s);
+}
+
+static void test_bias_and_greedy_penalty(void)
+{
+    float l[NV];
+    fill(l, NV);
+    int best = argmax(l, NV);
+    int32_t id = 7;
+    float b = 100;
+    struct exsa_sampling_params p = plain();
+    p.temperature = 0;
+    p.n_logit_bias = 1;
+    p.logit_bias_id = &id;
+    p.logit_bias = &b;
+    struct sampler *s;
+    CHECK(sampler_create(&p, NV, &s) == 0, "create");
+    CHECK(sampler_sample(s, l) == 7, "bias +100 forces the token");
+    sampler_free(s);
+    b = -INFINITY;
+    id = best;
+    fill(l, NV);
+    sampler_create(&p, NV, &s);
+    CHECK(sampler_sample(s, l) != best, "bias -inf bans the argmax");
+    sampler_free(s);
+    id = NV; /* out of range */
+    CHECK(sampler_create(&p, NV, &s) == EXSA_EINVAL, "bias id out of range rejected");
+    p = plain();
+    p.temperature = NAN;
+    CHECK(sampler_create(&p, NV, &s) == EXSA_EINVAL, "NaN temperature rejected");
+}
+
+/* Draws follow softmax(l / T): a chi-square statistic over 8 tokens stays under the 99.9%
+ * quantile for 7 degrees of freedom (24.3). */
+static void test_distribution(void)
+{
+    enum { N = 8, DRAWS = 200000 };
+    float base[N] = {1.0f, 0.5f, 0.0f, -0.5f, 2.0f, 1.5f, -1.0f, 0.2f};
+    float temps[2] = {1.0f, 0.7f};
+    for (int t = 0; t < 2; t++) {
+        struct exsa_sampling_params p = plain();
+        p.temperature = temps[t];
+        p.seed = 42 + (uint64_t)t;
+        struct sampler *s;
+        sampler_create(&p, N, &s);
+        double pr[N], z = 0;
+        for (int i = 0; i < N; i++)
+            z += pr[i] = exp(base[i] / temps[t]);
+        long cnt[N] = {0};
+        for (int d = 0; d < DRAWS; d++) {
+            float l[N];
+            memcpy(l, base, sizeof l);
+            cnt[sampler_sample(s, l)]++;
+        }
+        double chi = 0;
+        for (int i = 0; i < N; i++) {
+            double e = DRAWS * pr[i] / z;
+            chi += (cnt[i] - e) * (cnt[i] - e) / e;
+        }
+        CHECK(chi < 24.3, "T=%.1f chi-square %.2f over 7 dof", temps[t], chi);
+        sampler_free(s);
+    }
+}
+
+int main(void)
+{
+    RUN(test_seeded_repeatable);
+    RUN(test_greedy_and_topk1);
+    RUN(test_top_p_cut);
+    RUN(test_min_p_cut);
+    RUN(test_top_k_large_vocab);
+    RUN(test_penalties);
+    RUN(test_bias_and_greedy_penalty);
+    RUN(test_distribution);
+    TEST_END();
+}
