@@ -646,6 +646,8 @@ static int encode_piece(void *ctx, const char *s, size_t n)
 {
     struct work *w = ctx;
     const struct tokenizer *t = w->t;
+    if (n > INT32_MAX / 3) /* symbol indices and mapped offsets are 32-bit */
+        return EXSA_ERANGE;
     if (reserve((void **)&w->map, &w->map_cap, 2 * n, 1) ||
         reserve((void **)&w->sym, &w->sym_cap, n, sizeof(*w->sym)) ||
         reserve((void **)&w->heap, &w->heap_cap, 3 * n, sizeof(*w->heap)))

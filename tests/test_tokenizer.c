@@ -361,15 +361,15 @@ static void test_ref_json(void)
 static int load_crafted(const char *model, const char *pre, int64_t bos, int vocab_size,
                         char *err, size_t errlen)
 {
-    static const char *const toks[] = {"a", "b", "ab", "<|endoftext|>"};
-    static const int32_t types[] = {1, 1, 1, 3};
+    static const char *const toks[] = {"a", "b", "ab", "<|endoftext|>", "<u>", "<", "|", ">"};
+    static const int32_t types[] = {1, 1, 1, 3, 4, 1, 1, 1};
     static const char *const merges[] = {"a b"};
     struct gguf_writer *w = gguf_writer_new();
     gguf_w_str(w, "tokenizer.ggml.model", model);
     if (pre)
         gguf_w_str(w, "tokenizer.ggml.pre", pre);
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, 4);
-    gguf_w_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, 4);
+    gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, 8);
+    gguf_w_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, 8);
     gguf_w_arr_str(w, "tokenizer.ggml.merges", merges, 1);
     gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
     uint8_t *buf = NULL;
@@ -385,6 +385,14 @@ static int load_crafted(const char *model, const char *pre, int64_t bos, int voc
             int32_t ids[4];
             int n = tok_encode(t, "abab", 4, true, false, ids, 4);
             CHECK(n == 2 && ids[0] == 2 && ids[1] == 2, "crafted encode: %d", n);
+            /* USER_DEFINED "<u>" is matched even without parse_special; CONTROL only with it. */
+            n = tok_encode(t, "a<u>b", 5, false, false, ids, 4);
+            CHECK(n == 3 && ids[0] == 0 && ids[1] == 4 && ids[2] == 1, "user-defined: %d", n);
+            n = tok_encode(t, "<|endoftext|>", 13, false, true, ids, 4);
+            CHECK(n == 1 && ids[0] == 3, "control parsed: %d", n);
+            n = tok_encode(t, "<|", 2, false, false, ids, 4);
+            CHECK(n == 2 && ids[0] == 5 && ids[1] == 6, "control as text: %d", n);
+            CHECK(tok_is_eog(t, 3), "<|endoftext|> is EOG by text");
         }
     }
     tok_free(t);
@@ -409,10 +417,10 @@ static void test_refusals(void)
     rc = load_crafted("llama", "lfm2", 3, 0, err, sizeof(err));
     CHECK(rc == EXSA_EUNSUPPORTED && strstr(err, "'llama'"), "%d %s", rc, err);
     err[0] = 0;
-    rc = load_crafted("gpt2", "lfm2", 4, 0, err, sizeof(err));
+    rc = load_crafted("gpt2", "lfm2", 8, 0, err, sizeof(err));
     CHECK(rc == EXSA_ERANGE && strstr(err, "tokenizer.ggml.bos_token_id"), "%d %s", rc, err);
     err[0] = 0;
-    rc = load_crafted("gpt2", "lfm2", 3, 3, err, sizeof(err));
+    rc = load_crafted("gpt2", "lfm2", 3, 7, err, sizeof(err));
     CHECK(rc == EXSA_ERANGE && strstr(err, "embedding"), "%d %s", rc, err);
 }
 
