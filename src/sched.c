@@ -150,6 +150,11 @@ struct sched_req *sched_req_new(const int32_t *prompt, int n_prompt, const struc
     return r;
 }
 
+void sched_req_get(struct sched_req *r)
+{
+    atomic_fetch_add(&r->refs, 1);
+}
+
 void sched_req_put(struct sched_req *r)
 {
     if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
@@ -691,19 +696,29 @@ int sched_create(const struct sched_params *p, struct sched **out)
     return 0;
 }
 
-void sched_destroy(struct sched *s, int grace_ms)
+void sched_close(struct sched *s, int grace_ms)
 {
-    if (!s)
-        return;
     pthread_mutex_lock(&s->mu);
+    if (!s->started) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
     s->closing = true;
     double deadline = sched_now() + grace_ms * 1e-3;
     while ((s->n_queued > 0 || s->n_active_shared > 0) && sched_now() < deadline)
         wait_until(s, deadline < sched_now() + 0.05 ? deadline : sched_now() + 0.05);
     s->stop = true;
     pthread_cond_broadcast(&s->cv);
+    s->started = false;
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
+}
+
+void sched_destroy(struct sched *s, int grace_ms)
+{
+    if (!s)
+        return;
+    sched_close(s, grace_ms);
     exsa_engine_free(s->engine);
     exsa_model_free(s->model);
     s->model = NULL, s->engine = NULL;
@@ -758,7 +773,8 @@ int sched_unload(struct sched *s)
 struct exsa_model *sched_model_acquire(struct sched *s, unsigned *gen, int *n_ctx)
 {
     pthread_mutex_lock(&s->mu);
-    struct exsa_model *m = (s->loading || s->ctl != CTL_NONE) ? NULL : s->model;
+    bool busy = s->loading || s->ctl != CTL_NONE || s->stop;
+    struct exsa_model *m = busy ? NULL : s->model;
     if (m) {
         s->borrowers++;
         if (gen)

@@ -2,10 +2,11 @@
  * scheduler.h: the scheduler (src/sched.c). Not named sched.h: with -Isrc that name would
  * shadow the system <sched.h> that <pthread.h> includes.
  * One thread owns the model and the engine and runs sched_step() in a loop: admit queued
- * requests (up to max_batch sequences), build ONE batch of prefill chunks (up to n_batch tokens) and one decode token per running sequence, call exsa_decode once,
- * sample each sequence with its struct gen, push the new text to each request's channel, and
- * retire finished or cancelled sequences. Other threads (the HTTP server) submit requests, read
- * their channels, cancel them, and ask for a model load / reload / unload, which the scheduler
+ * requests (up to max_batch sequences), build ONE batch of prefill chunks (up to n_batch
+ * tokens) and one decode token per running sequence, call exsa_decode once, sample each
+ * sequence with its struct gen, push the new text to each request's channel, and retire
+ * finished or cancelled sequences. Other threads (the HTTP server) submit requests, read their
+ * channels, cancel them, and ask for a model load / reload / unload, which the scheduler
  * thread performs between steps (everything in flight then ends with a 503 error).
  *
  * Invariants: the queue never holds more than max_queue requests (sched_submit refuses at once);
@@ -41,8 +42,10 @@ struct sched;
 
 /* Starts the scheduler thread with no model loaded. Returns 0 or a negative code. */
 int sched_create(const struct sched_params *p, struct sched **out);
-/* Refuses new requests, lets those in flight run for up to grace_ms, cancels the rest, stops the
- * thread and frees everything (the model too). */
+/* Refuses new requests, lets those in flight run for up to grace_ms, ends the rest with a 503
+ * and stops the thread. Every other call stays safe afterwards (and refuses work). */
+void sched_close(struct sched *s, int grace_ms);
+/* sched_close (if not done yet), then frees everything (the model too). */
 void sched_destroy(struct sched *s, int grace_ms);
 
 /* Loads path (NULL: re-read the current file) with these settings (< 0: keep the current
@@ -77,6 +80,7 @@ struct sched_req;
  * strings included); model_gen comes from sched_model_acquire. NULL when out of memory. */
 struct sched_req *sched_req_new(const int32_t *prompt, int n_prompt, const struct gen_params *gp,
                                 unsigned model_gen);
+void sched_req_get(struct sched_req *r); /* one more reference */
 void sched_req_put(struct sched_req *r);
 
 /* Queues r. Returns 0; EXSA_ENOMEM when the queue is full; EXSA_ENOTFOUND when no model is

@@ -1,0 +1,411 @@
+/*
+ * exsa_api.c: the Exsa routes (EXSA-API.md): health, status, model info / active, generate,
+ * models list / load / reload / unload; and /metrics, /tokenize, /detokenize. models/load only
+ * takes a `.gguf` file whose folder, after realpath() resolves symlinks and `..`, is the models
+ * folder or inside it (the file itself may be a symlink the operator placed there); anything
+ * else is a 403 or 404. Model swaps run on the scheduler thread (sched_load / sched_unload).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "chat.h"
+#include "model.h"
+#include "server.h"
+
+static const char *const generate_keys[] = {"prompt", "sampling_params", "use_chat_template",
+                                            "stream", "model", NULL};
+static const char *const sampling_keys[] = {
+    "temperature", "top_k", "top_p", "repeat_penalty", "max_tokens", "stop_sequences", "stop",
+    "seed", "min_p", "presence_penalty", "frequency_penalty", "repeat_last_n", "logit_bias",
+    "ignore_eos", NULL};
+
+static cJSON *model_info_json(const struct sched_stats *st)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model_path", st->model_path);
+    cJSON_AddNumberToObject(o, "context_size", st->n_ctx);
+    cJSON_AddNumberToObject(o, "gpu_layers", st->gpu_layers);
+    return o;
+}
+
+int route_health(struct srv_conn *c)
+{
+    struct sched_stats st;
+    sched_get_stats(c->srv->sched, &st);
+    cJSON *o = cJSON_CreateObject();
+    const char *status = c->srv->shutting_down || st.closing ? "shutting_down"
+                         : st.queued >= st.max_queue     ? "overloaded" : "healthy";
+    cJSON_AddStringToObject(o, "status", status);
+    cJSON_AddStringToObject(o, "version", EXSA_VERSION);
+    cJSON_AddBoolToObject(o, "model_loaded", st.loaded);
+    if (st.loaded)
+        cJSON_AddStringToObject(o, "model_path", st.model_path);
+    else
+        cJSON_AddNullToObject(o, "model_path");
+    cJSON_AddBoolToObject(o, "model_loading", st.loading);
+    cJSON_AddNumberToObject(o, "context_size", st.n_ctx);
+    cJSON_AddNumberToObject(o, "gpu_layers", st.gpu_layers);
+    cJSON_AddNumberToObject(o, "active_requests", st.active);
+    cJSON_AddNumberToObject(o, "queue_size", st.queued);
+    cJSON_AddNumberToObject(o, "queue_capacity", st.max_queue);
+    cJSON_AddNumberToObject(o, "max_batch_size", st.max_batch);
+    cJSON_AddNumberToObject(o, "uptime_seconds", (long)(sched_now() - c->srv->t_start));
+    return srv_reply_json(c, 200, o);
+}
+
+int route_status(struct srv_conn *c)
+{
+    struct sched_stats st;
+    sched_get_stats(c->srv->sched, &st);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", st.closing ? "shutting_down" : "running");
+    cJSON_AddNumberToObject(o, "queue_capacity", st.max_queue);
+    cJSON_AddNumberToObject(o, "queue_size", st.queued);
+    cJSON_AddNumberToObject(o, "active_requests", st.active);
+    cJSON_AddBoolToObject(o, "model_loaded", st.loaded);
+    return srv_reply_json(c, 200, o);
+}
+
+int route_model_info(struct srv_conn *c)
+{
+    struct sched_stats st;
+    sched_get_stats(c->srv->sched, &st);
+    if (!st.loaded)
+        return srv_reply_error(c, 404, "invalid_request_error", NULL, "model_not_loaded",
+                               "no model is loaded; POST /v1/models/load first");
+    cJSON *o = model_info_json(&st);
+    unsigned gen;
+    struct exsa_model *m = sched_model_acquire(c->srv->sched, &gen, NULL);
+    if (m) {
+        const struct exsa_model_info *mi = exsa_model_info(m);
+        cJSON_AddStringToObject(o, "arch", mi->arch ? mi->arch : "");
+        cJSON_AddStringToObject(o, "name", mi->name ? mi->name : "");
+        cJSON_AddNumberToObject(o, "n_layers", mi->n_layers);
+        cJSON_AddNumberToObject(o, "vocab_size", mi->vocab_size);
+        cJSON_AddNumberToObject(o, "n_ctx_train", mi->n_ctx_train);
+        cJSON_AddNumberToObject(o, "n_params", (double)mi->n_params);
+        if (m->tmpl)
+            cJSON_AddStringToObject(o, "chat_template",
+                                    chat_variant_name(chat_template_variant(m->tmpl)));
+        sched_model_release(c->srv->sched);
+    }
+    return srv_reply_json(c, 200, o);
+}
+
+int route_generate(struct srv_conn *c)
+{
+    cJSON *b = job_body(c);
+    if (!b)
+        return MHD_YES;
+    job_log_unknown(c, b, generate_keys);
+    struct job j;
+    job_init(&j, JOB_GENERATE, "gen");
+    /* EXSA-API.md's defaults for /v1/generate */
+    j.gp.sp.temperature = 0.7f, j.gp.sp.top_k = 40, j.gp.sp.top_p = 0.9f;
+    j.gp.sp.repeat_penalty = 1.1f, j.gp.max_tokens = 512;
+    int ret = MHD_YES;
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(b, "prompt");
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(b, "sampling_params");
+    const cJSON *uct = cJSON_GetObjectItemCaseSensitive(b, "use_chat_template");
+    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(b, "stream");
+    if (!cJSON_IsString(prompt)) {
+        srv_reply_error(c, 400, "invalid_request_error", "prompt", "invalid_value",
+                        "'prompt' must be a string");
+        goto done;
+    }
+    if ((sp && !cJSON_IsObject(sp) && !cJSON_IsNull(sp)) || (uct && !cJSON_IsBool(uct)) ||
+        (stream && !cJSON_IsBool(stream))) {
+        srv_reply_error(c, 400, "invalid_request_error", NULL, "invalid_value",
+                        "'sampling_params' must be an object, 'use_chat_template' and 'stream' "
+                        "true or false");
+        goto done;
+    }
+    if (cJSON_IsObject(sp))
+        job_log_unknown(c, sp, sampling_keys);
+    if (cJSON_IsObject(sp) && job_parse_sampling(c, &j, sp, true) < 0)
+        goto done;
+    j.stream = !cJSON_IsFalse(stream);
+    unsigned gen;
+    int n_ctx, rc;
+    struct exsa_model *m = job_model(c, &j, b, &gen, &n_ctx);
+    if (!m)
+        goto done;
+    if (!cJSON_IsFalse(uct)) {
+        struct exsa_chat_msg msg = {"user", prompt->valuestring, NULL, NULL};
+        rc = chat_tokenize(m->tmpl, m->tok, &msg, 1, NULL, true, &j.prompt, &j.n_prompt);
+    } else {
+        rc = job_tokenize(m, prompt->valuestring, true, true, &j.prompt, &j.n_prompt);
+    }
+    int n_vocab = exsa_model_info(m)->vocab_size;
+    sched_model_release(c->srv->sched);
+    if (rc < 0)
+        srv_reply_error(c, 400, "invalid_request_error", "prompt", "invalid_value",
+                        "cannot tokenize the prompt: %s", exsa_strerror(rc));
+    else if (job_check(c, &j, n_ctx, n_vocab) == 0)
+        ret = job_run(c, &j, gen);
+done:
+    job_free(&j);
+    cJSON_Delete(b);
+    return ret;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool is_gguf_name(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 5 && !strcmp(name + n - 5, ".gguf");
+}
+
+int route_models_list(struct srv_conn *c)
+{
+    const char *root = c->srv->models_root;
+    cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "models");
+    cJSON_AddStringToObject(o, "models_dir", root);
+    DIR *d = root[0] ? opendir(root) : NULL;
+    char **names = NULL;
+    int n = 0, cap = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char path[PATH_MAX * 2];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+        if (!is_gguf_name(e->d_name) || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
+            continue;
+        if (n == cap) {
+            char **t = realloc(names, sizeof(char *) * (cap = cap ? cap * 2 : 16));
+            if (!t)
+                break;
+            names = t;
+        }
+        if ((names[n] = strdup(path)))
+            n++;
+    }
+    if (d)
+        closedir(d);
+    qsort(names, n, sizeof(char *), cmp_str);
+    for (int i = 0; i < n; i++) {
+        cJSON_AddItemToArray(arr, cJSON_CreateString(names[i]));
+        free(names[i]);
+    }
+    free(names);
+    return srv_reply_json(c, 200, o);
+}
+
+/* Resolves a requested model path into out (PATH_MAX): relative paths start at the models
+ * folder. Returns 0, or -1 after replying 400 / 403 / 404. */
+static int resolve_model(struct srv_conn *c, const char *want, char *out)
+{
+    const char *root = c->srv->models_root;
+    if (!root[0])
+        return srv_reply_error(c, 400, "invalid_request_error", "model_path", "no_models_dir",
+                               "there is no models folder (set MODELS_DIR)"), -1;
+    char joined[PATH_MAX * 2 + 2], dir[PATH_MAX * 2 + 2], rdir[PATH_MAX];
+    snprintf(joined, sizeof joined, want[0] == '/' ? "%s" : "%s/%s", want[0] == '/' ? want : root,
+             want);
+    char *slash = strrchr(joined, '/');
+    const char *base = slash + 1;
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - joined), joined);
+    if (!is_gguf_name(base))
+        return srv_reply_error(c, 400, "invalid_request_error", "model_path", "invalid_value",
+                               "only .gguf files can be loaded"), -1;
+    if (!realpath(dir[0] ? dir : "/", rdir))
+        return srv_reply_error(c, 404, "invalid_request_error", "model_path", "model_not_found",
+                               "no such folder: %s", dir), -1;
+    size_t rl = strlen(root);
+    if (strncmp(rdir, root, rl) != 0 || (rdir[rl] != 0 && rdir[rl] != '/'))
+        return srv_reply_error(c, 403, "permission_error", "model_path", "outside_models_dir",
+                               "'%s' is outside the models folder %s", want, root), -1;
+    struct stat sb;
+    if (snprintf(out, PATH_MAX, "%s/%s", rdir, base) >= PATH_MAX || stat(out, &sb) != 0 ||
+        !S_ISREG(sb.st_mode))
+        return srv_reply_error(c, 404, "invalid_request_error", "model_path", "model_not_found",
+                               "no model file %s in %s", base, rdir), -1;
+    return 0;
+}
+
+/* The answer of load, reload and unload. */
+static int swap_reply(struct srv_conn *c, int rc, const char *err, const char *what)
+{
+    if (rc < 0) {
+        int status = rc == EXSA_ECANCELLED ? 503 : rc == EXSA_ENOMEM ? 507 : 400;
+        if (status == 503)
+            c->retry_after = 1;
+        return srv_reply_error(c, status, status == 400 ? "invalid_request_error" : "server_error",
+                               "model_path", "model_load_failed", "%s", err);
+    }
+    struct sched_stats st;
+    sched_get_stats(c->srv->sched, &st);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddTrueToObject(o, "success");
+    char msg[PATH_MAX + 64];
+    snprintf(msg, sizeof msg, "%s %s", what, st.loaded ? st.model_path : "");
+    cJSON_AddStringToObject(o, "message", msg);
+    if (st.loaded)
+        cJSON_AddItemToObject(o, "model_info", model_info_json(&st));
+    else
+        cJSON_AddNullToObject(o, "model_info");
+    return srv_reply_json(c, 200, o);
+}
+
+int route_models_load(struct srv_conn *c)
+{
+    cJSON *b = job_body(c);
+    if (!b)
+        return MHD_YES;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(b, "model_path");
+    const cJSON *ngl = cJSON_GetObjectItemCaseSensitive(b, "gpu_layers");
+    const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(b, "context_size");
+    char path[PATH_MAX], err[600] = "";
+    int ret = MHD_YES;
+    if (!cJSON_IsString(p) || !p->valuestring[0] || (ngl && !cJSON_IsNumber(ngl)) ||
+        (ctx && !cJSON_IsNumber(ctx)) || (ngl && ngl->valuedouble < 0) ||
+        (ctx && (ctx->valuedouble < 1 || ctx->valuedouble > (1 << 24)))) {
+        srv_reply_error(c, 400, "invalid_request_error", "model_path", "invalid_value",
+                        "expected {\"model_path\": \"x.gguf\", \"gpu_layers\"?: n >= 0, "
+                        "\"context_size\"?: n >= 1}");
+    } else if (resolve_model(c, p->valuestring, path) == 0) {
+        int rc = sched_load(c->srv->sched, path, ngl ? (int)ngl->valuedouble : -1,
+                            ctx ? (int)ctx->valuedouble : -1, err, sizeof err);
+        fprintf(stderr, "exsa serve: load %s: %s\n", path, rc < 0 ? err : "ok");
+        ret = swap_reply(c, rc, err, "loaded");
+    }
+    cJSON_Delete(b);
+    return ret;
+}
+
+int route_models_reload(struct srv_conn *c)
+{
+    char err[600] = "";
+    int rc = sched_load(c->srv->sched, NULL, -1, -1, err, sizeof err);
+    fprintf(stderr, "exsa serve: reload: %s\n", rc < 0 ? err : "ok");
+    return swap_reply(c, rc, err, "reloaded");
+}
+
+int route_models_unload(struct srv_conn *c)
+{
+    int rc = sched_unload(c->srv->sched);
+    fprintf(stderr, "exsa serve: unload: %s\n", rc < 0 ? exsa_strerror(rc) : "ok");
+    return swap_reply(c, rc, "the server is shutting down", "unloaded");
+}
+
+int route_metrics(struct srv_conn *c)
+{
+    struct sched_stats st;
+    sched_get_stats(c->srv->sched, &st);
+    char *s = metrics_render(c->srv->metrics, &st, sched_now() - c->srv->t_start);
+    if (!s)
+        return srv_reply_error(c, 503, "server_error", NULL, NULL, "out of memory");
+    int ret = srv_reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", s);
+    free(s);
+    return ret;
+}
+
+int route_tokenize(struct srv_conn *c)
+{
+    cJSON *b = job_body(c);
+    if (!b)
+        return MHD_YES;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "content");
+    if (!t)
+        t = cJSON_GetObjectItemCaseSensitive(b, "text");
+    const cJSON *as = cJSON_GetObjectItemCaseSensitive(b, "add_special");
+    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(b, "parse_special");
+    int ret = MHD_YES;
+    struct job j;
+    job_init(&j, JOB_COMPLETION, "tok");
+    unsigned gen;
+    if (!cJSON_IsString(t)) {
+        srv_reply_error(c, 400, "invalid_request_error", "content", "invalid_value",
+                        "'content' must be a string");
+    } else {
+        struct exsa_model *m = job_model(c, &j, b, &gen, NULL);
+        if (m) {
+            int rc = job_tokenize(m, t->valuestring, !cJSON_IsFalse(as), !cJSON_IsFalse(ps),
+                                  &j.prompt, &j.n_prompt);
+            sched_model_release(c->srv->sched);
+            if (rc < 0) {
+                srv_reply_error(c, 400, "invalid_request_error", "content", "invalid_value",
+                                "cannot tokenize: %s", exsa_strerror(rc));
+            } else {
+                cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tokens");
+                for (int i = 0; i < j.n_prompt; i++)
+                    cJSON_AddItemToArray(arr, cJSON_CreateNumber(j.prompt[i]));
+                ret = srv_reply_json(c, 200, o);
+            }
+        }
+    }
+    job_free(&j);
+    cJSON_Delete(b);
+    return ret;
+}
+
+/* Appends the pieces of the ids in arr to a new string; NULL when an id is bad. */
+static char *detokenize(struct exsa_model *m, const cJSON *arr, int n_vocab)
+{
+    size_t len = 0, cap = 256;
+    char *s = malloc(cap), piece[256];
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        if (!s || !cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= n_vocab ||
+            it->valuedouble != (int)it->valuedouble)
+            return free(s), NULL;
+        int n = exsa_token_to_piece(m, (int32_t)it->valuedouble, false, piece, sizeof piece);
+        if (n < 0 || n > (int)sizeof piece)
+            return free(s), NULL;
+        if (len + n + 1 > cap) {
+            char *t = realloc(s, cap = (len + n + 1) * 2);
+            if (!t)
+                return free(s), NULL;
+            s = t;
+        }
+        memcpy(s + len, piece, n);
+        len += n;
+    }
+    if (s)
+        s[len] = 0;
+    return s;
+}
+
+int route_detokenize(struct srv_conn *c)
+{
+    cJSON *b = job_body(c);
+    if (!b)
+        return MHD_YES;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(b, "tokens");
+    struct job j;
+    job_init(&j, JOB_COMPLETION, "detok");
+    unsigned gen;
+    if (!cJSON_IsArray(arr)) {
+        srv_reply_error(c, 400, "invalid_request_error", "tokens", "invalid_value",
+                        "'tokens' must be a list of token ids");
+    } else {
+        struct exsa_model *m = job_model(c, &j, b, &gen, NULL);
+        if (m) {
+            int n_vocab = exsa_model_info(m)->vocab_size;
+            char *s = detokenize(m, arr, n_vocab);
+            sched_model_release(c->srv->sched);
+            if (!s) {
+                srv_reply_error(c, 400, "invalid_request_error", "tokens", "invalid_value",
+                                "'tokens' must hold integer ids below %d", n_vocab);
+            } else {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "content", s);
+                free(s);
+                srv_reply_json(c, 200, o);
+            }
+        }
+    }
+    job_free(&j);
+    cJSON_Delete(b);
+    return MHD_YES;
+}

@@ -1,0 +1,455 @@
+/*
+ * http.c: the libmicrohttpd glue of `exsa serve`: one thread per connection; the access handler
+ * collects the body (refusing past max_body with 413), then dispatches: CORS preflight, route
+ * lookup (404 / 405), rate limit (429), Bearer key (401) for every route but /v1/health, then the
+ * route. A struct srv_conn lives from the first call of a request to MHD's completed callback,
+ * which counts the request in the metrics and cancels its scheduler request if the client left.
+ * Every error goes out in OpenAI's shape. Called by cmd_serve.c (srv_start / srv_stop).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "server.h"
+
+struct route {
+    const char *method, *path;
+    int (*fn)(struct srv_conn *c);
+};
+
+static const struct route routes[] = {
+    {"GET", "/v1/models", route_models},
+    {"POST", "/v1/chat/completions", route_chat},
+    {"POST", "/v1/completions", route_completions},
+    {"GET", "/v1/health", route_health},
+    {"GET", "/v1/status", route_status},
+    {"GET", "/v1/model/info", route_model_info},
+    {"POST", "/v1/generate", route_generate},
+    {"GET", "/v1/models/list", route_models_list},
+    {"GET", "/v1/models/active", route_model_info},
+    {"POST", "/v1/models/load", route_models_load},
+    {"POST", "/v1/models/reload", route_models_reload},
+    {"POST", "/v1/models/unload", route_models_unload},
+    {"GET", "/metrics", route_metrics},
+    {"POST", "/tokenize", route_tokenize},
+    {"POST", "/detokenize", route_detokenize},
+};
+#define N_ROUTES (sizeof routes / sizeof routes[0])
+
+/* ---- replies -------------------------------------------------------------------------------- */
+
+/* CORS headers for c's origin, when CORS is on and the origin is allowed. */
+static void add_cors(struct srv_conn *c, struct MHD_Response *r)
+{
+    const struct srv_config *cfg = &c->srv->cfg;
+    if (!cfg->cors)
+        return;
+    if (!strcmp(cfg->cors_origins, "*")) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+        return;
+    }
+    const char *origin = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Origin");
+    if (!origin)
+        return;
+    size_t n = strlen(origin);
+    for (const char *p = cfg->cors_origins; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        while (len && *p == ' ')
+            p++, len--;
+        if (len == n && !strncmp(p, origin, n)) {
+            MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+            MHD_add_response_header(r, "Vary", "Origin");
+            return;
+        }
+        p += len + (e ? 1 : 0);
+        if (!e)
+            break;
+    }
+}
+
+/* Queues response r with status on c; adds CORS and Retry-After; destroys our handle on r. */
+static int queue(struct srv_conn *c, int status, struct MHD_Response *r)
+{
+    if (!r)
+        return MHD_NO;
+    add_cors(c, r);
+    if (c->retry_after > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", c->retry_after);
+        MHD_add_response_header(r, "Retry-After", v);
+    }
+    c->status = status;
+    int ret = MHD_queue_response(c->mc, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+int srv_reply_text(struct srv_conn *c, int status, const char *ctype, const char *text)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (r)
+        MHD_add_response_header(r, "Content-Type", ctype);
+    return queue(c, status, r);
+}
+
+int srv_reply_json(struct srv_conn *c, int status, cJSON *body)
+{
+    char *s = body ? cJSON_PrintUnformatted(body) : NULL;
+    cJSON_Delete(body);
+    if (!s)
+        return srv_reply_text(c, 500, "application/json",
+                              "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                              "\"param\":null,\"code\":null}}");
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    return queue(c, status, r);
+}
+
+char *srv_error_json(const char *message, const char *type, const char *param, const char *code)
+{
+    cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", message);
+    cJSON_AddStringToObject(e, "type", type);
+    if (param)
+        cJSON_AddStringToObject(e, "param", param);
+    else
+        cJSON_AddNullToObject(e, "param");
+    if (code)
+        cJSON_AddStringToObject(e, "code", code);
+    else
+        cJSON_AddNullToObject(e, "code");
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+int srv_reply_error(struct srv_conn *c, int status, const char *type, const char *param,
+                    const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (status >= 500 || status == 413)
+        fprintf(stderr, "exsa serve: %s %s -> %d: %s\n", c->method, c->url, status, msg);
+    char *s = srv_error_json(msg, type, param, code);
+    if (!s)
+        return MHD_NO;
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    return queue(c, status, r);
+}
+
+int srv_queue_response(struct srv_conn *c, int status, struct MHD_Response *r)
+{
+    return queue(c, status, r);
+}
+
+bool srv_client_alive(const struct srv_conn *c)
+{
+    if (c->fd < 0)
+        return true;
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        return true;
+    if (n == 0)
+        return false;
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------- */
+
+/* Answers a CORS preflight. */
+static int preflight(struct srv_conn *c)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    return queue(c, 204, r);
+}
+
+/* Checks the Bearer key of c; true when none is configured or it matches. */
+static bool authorized(struct srv_conn *c)
+{
+    const char *key = c->srv->cfg.api_key;
+    if (!key[0])
+        return true;
+    const char *h = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return false;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return srv_consttime_eq(h, key);
+}
+
+static int dispatch(struct srv_conn *c)
+{
+    struct server *srv = c->srv;
+    if (srv->cfg.cors && !strcmp(c->method, "OPTIONS"))
+        return preflight(c);
+    const struct route *rt = NULL;
+    bool path_known = false;
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        if (strcmp(routes[i].path, c->url) != 0)
+            continue;
+        path_known = true;
+        c->route = routes[i].path;
+        if (!strcmp(routes[i].method, c->method))
+            rt = &routes[i];
+    }
+    bool is_health = path_known && !strcmp(c->url, "/v1/health");
+    int retry;
+    if (!is_health && srv->rl && !ratelimit_allow(srv->rl, c->addr, &retry)) {
+        c->retry_after = retry;
+        return srv_reply_error(c, 429, "rate_limit_error", NULL, "rate_limit_exceeded",
+                               "too many requests from %s: at most %d per %d s", c->addr,
+                               srv->cfg.rate_limit_max, srv->cfg.rate_limit_window);
+    }
+    if (!is_health && !authorized(c))
+        return srv_reply_error(c, 401, "authentication_error", NULL, "invalid_api_key",
+                               "a valid API key is needed: send 'Authorization: Bearer <key>'");
+    if (!path_known)
+        return srv_reply_error(c, 404, "invalid_request_error", NULL, "not_found",
+                               "no route %s %s", c->method, c->url);
+    if (!rt)
+        return srv_reply_error(c, 405, "invalid_request_error", NULL, "method_not_allowed",
+                               "%s does not accept %s", c->url, c->method);
+    if (c->body_too_big)
+        return srv_reply_error(c, 413, "invalid_request_error", NULL, "body_too_large",
+                               "the request body is larger than %ld bytes (MAX_BODY_SIZE)",
+                               srv->cfg.max_body);
+    return rt->fn(c);
+}
+
+/* Fills c's client address and socket. */
+static void conn_info(struct srv_conn *c)
+{
+    c->fd = -1;
+    snprintf(c->addr, sizeof c->addr, "unknown");
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->addr,
+                      sizeof c->addr);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->addr,
+                      sizeof c->addr);
+    }
+    ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci)
+        c->fd = ci->connect_fd;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    struct server *srv = cls;
+    struct srv_conn *c = *con_cls;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return MHD_NO;
+        c->srv = srv, c->mc = mc, c->method = method, c->url = url, c->route = "other";
+        conn_info(c);
+        *con_cls = c;
+        const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoll(cl, NULL, 10) > srv->cfg.max_body) {
+            c->body_too_big = true;
+            return dispatch(c) == MHD_YES ? MHD_YES : MHD_NO;
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        if (!c->body_too_big && c->body_len + n > (size_t)srv->cfg.max_body) {
+            c->body_too_big = true;
+            free(c->body);
+            c->body = NULL;
+            c->body_len = 0;
+        }
+        if (!c->body_too_big) {
+            char *b = realloc(c->body, c->body_len + n + 1);
+            if (!b)
+                return MHD_NO;
+            memcpy(b + c->body_len, upload_data, n);
+            c->body = b;
+            c->body_len += n;
+            b[c->body_len] = 0;
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (c->status)
+        return MHD_YES;
+    return dispatch(c) == MHD_YES ? MHD_YES : MHD_NO;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct server *srv = cls;
+    struct srv_conn *c = *con_cls;
+    if (!c)
+        return;
+    if (c->req) {
+        sched_cancel(c->req); /* a no-op when it finished; only this request otherwise */
+        sched_req_put(c->req);
+    }
+    metrics_request(srv->metrics, c->route, c->status ? c->status : 499);
+    free(c->body);
+    free(c);
+    *con_cls = NULL;
+}
+
+/* ---- start and stop ------------------------------------------------------------------------- */
+
+/* Resolves host:port into *ss. */
+static int resolve(const char *host, int port, struct sockaddr_storage *ss, char *err,
+                   size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, errlen, "cannot resolve HOST '%s': %s", host, gai_strerror(rc));
+        return EXSA_EINVAL;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* The models folder: MODELS_DIR, else ./models, else ../models (realpath; "" if none). */
+static void find_models_root(struct server *srv)
+{
+    const char *cands[3] = {srv->cfg.models_dir, "./models", "../models"};
+    int first = srv->cfg.models_dir[0] ? 0 : 1;
+    srv->models_root[0] = 0;
+    for (int i = first; i < (first ? 3 : 1); i++)
+        if (realpath(cands[i], srv->models_root))
+            return;
+    srv->models_root[0] = 0;
+}
+
+int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_t errlen)
+{
+    memset(srv, 0, sizeof *srv);
+    srv->cfg = *cfg;
+    srv->t_start = sched_now();
+    srv->t_start_wall = (long)time(NULL);
+    find_models_root(srv);
+    srv->metrics = metrics_new();
+    if (cfg->rate_limit)
+        srv->rl = ratelimit_new(cfg->rate_limit_max, cfg->rate_limit_window);
+    struct sched_params sp;
+    sched_params_default(&sp);
+    sp.backend = cfg->backend;
+    sp.n_ctx = cfg->n_ctx;
+    sp.n_batch = cfg->n_batch;
+    sp.n_threads = cfg->n_threads;
+    sp.gpu_layers = cfg->gpu_layers;
+    sp.max_queue = cfg->max_queue;
+    sp.max_batch = cfg->max_batch;
+    sp.continuous = cfg->continuous;
+    sp.batch_timeout_ms = cfg->batch_timeout_ms;
+    sp.step_delay_ms = cfg->step_delay_ms;
+    if (!srv->metrics || (cfg->rate_limit && !srv->rl) || sched_create(&sp, &srv->sched) < 0) {
+        snprintf(err, errlen, "out of memory while starting the server");
+        srv_stop(srv);
+        return EXSA_ENOMEM;
+    }
+    if (cfg->model_path[0]) {
+        fprintf(stderr, "exsa serve: loading %s\n", cfg->model_path);
+        int rc = sched_load(srv->sched, cfg->model_path, cfg->gpu_layers, cfg->n_ctx, err, errlen);
+        if (rc < 0) {
+            srv_stop(srv);
+            return rc;
+        }
+    }
+    struct sockaddr_storage ss;
+    int rc = resolve(cfg->host, cfg->port, &ss, err, errlen);
+    if (rc < 0) {
+        srv_stop(srv);
+        return rc;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    srv->daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv,
+                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
+                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+                                   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                                   MHD_OPTION_END);
+    if (!srv->daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this host)",
+                 cfg->host, cfg->port);
+        srv_stop(srv);
+        return EXSA_EIO;
+    }
+    return 0;
+}
+
+int srv_port(const struct server *srv)
+{
+    const union MHD_DaemonInfo *di =
+        srv->daemon ? MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
+    return di ? di->port : srv->cfg.port;
+}
+
+void srv_stop(struct server *srv)
+{
+    srv->shutting_down = 1;
+    if (srv->daemon) {
+        MHD_socket ls = MHD_quiesce_daemon(srv->daemon);
+        if (ls != MHD_INVALID_SOCKET)
+            close(ls);
+    }
+    if (srv->sched)
+        sched_close(srv->sched, srv->cfg.grace_ms);
+    if (srv->daemon)
+        MHD_stop_daemon(srv->daemon);
+    srv->daemon = NULL;
+    sched_destroy(srv->sched, 0);
+    srv->sched = NULL;
+    metrics_free(srv->metrics);
+    ratelimit_free(srv->rl);
+    srv->metrics = NULL, srv->rl = NULL;
+}

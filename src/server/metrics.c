@@ -1,0 +1,178 @@
+/*
+ * metrics.c: counters and histograms for GET /metrics, in Prometheus' text format: requests by
+ * route and status, prompt and generated tokens, time to first token and time per output token
+ * (histograms), and the scheduler's gauges (queue depth, active sequences, model loaded).
+ * struct metrics is a fixed table under one mutex: (route, status) pairs are added as they are
+ * seen, up to MAX_SERIES (then counted under route "other"). Called by http.c and job.c.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+#define MAX_SERIES 128
+#define N_BUCKETS 12
+
+static const double ttft_le[N_BUCKETS] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                          1,    2.5,   5,    10,  30,   60};
+static const double tpot_le[N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                          0.1,   0.25,   0.5,   1,    2.5,   5};
+
+struct hist {
+    unsigned long long bucket[N_BUCKETS], count;
+    double sum;
+};
+
+struct metrics {
+    pthread_mutex_t mu;
+    struct {
+        const char *route; /* static strings from http.c's route table */
+        int status;
+        unsigned long long n;
+    } series[MAX_SERIES];
+    int n_series;
+    unsigned long long prompt_tokens, gen_tokens;
+    struct hist ttft, tpot;
+};
+
+struct metrics *metrics_new(void)
+{
+    struct metrics *m = calloc(1, sizeof *m);
+    if (m)
+        pthread_mutex_init(&m->mu, NULL);
+    return m;
+}
+
+void metrics_free(struct metrics *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+void metrics_request(struct metrics *m, const char *route, int status)
+{
+    pthread_mutex_lock(&m->mu);
+    int i = 0;
+    while (i < m->n_series && (m->series[i].status != status || strcmp(m->series[i].route, route)))
+        i++;
+    if (i == m->n_series && m->n_series < MAX_SERIES) {
+        m->series[i].route = route;
+        m->series[i].status = status;
+        m->n_series++;
+    }
+    if (i < m->n_series)
+        m->series[i].n++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_tokens(struct metrics *m, int n_prompt, int n_gen)
+{
+    pthread_mutex_lock(&m->mu);
+    m->prompt_tokens += n_prompt > 0 ? n_prompt : 0;
+    m->gen_tokens += n_gen > 0 ? n_gen : 0;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void observe(struct hist *h, const double *le, double v)
+{
+    for (int i = 0; i < N_BUCKETS; i++)
+        if (v <= le[i])
+            h->bucket[i]++;
+    h->count++;
+    h->sum += v;
+}
+
+void metrics_latency(struct metrics *m, double ttft_s, double tpot_s)
+{
+    pthread_mutex_lock(&m->mu);
+    if (ttft_s >= 0)
+        observe(&m->ttft, ttft_le, ttft_s);
+    if (tpot_s >= 0)
+        observe(&m->tpot, tpot_le, tpot_s);
+    pthread_mutex_unlock(&m->mu);
+}
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !b->p)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            free(b->p);
+            b->p = NULL;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += n;
+}
+
+static void put_hist(struct buf *b, const char *name, const char *help, const struct hist *h,
+                     const double *le)
+{
+    put(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int i = 0; i < N_BUCKETS; i++)
+        put(b, "%s_bucket{le=\"%g\"} %llu\n", name, le[i], h->bucket[i]);
+    put(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, h->count, name,
+        h->sum, name, h->count);
+}
+
+char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s)
+{
+    struct buf b = {malloc(4096), 0, 4096};
+    if (!b.p)
+        return NULL;
+    b.p[0] = 0;
+    pthread_mutex_lock(&m->mu);
+    put(&b, "# HELP exsa_requests_total HTTP requests by route and status.\n"
+            "# TYPE exsa_requests_total counter\n");
+    for (int i = 0; i < m->n_series; i++)
+        put(&b, "exsa_requests_total{route=\"%s\",status=\"%d\"} %llu\n", m->series[i].route,
+            m->series[i].status, m->series[i].n);
+    put(&b, "# HELP exsa_prompt_tokens_total Prompt tokens processed.\n"
+            "# TYPE exsa_prompt_tokens_total counter\nexsa_prompt_tokens_total %llu\n",
+        m->prompt_tokens);
+    put(&b, "# HELP exsa_generated_tokens_total Tokens generated.\n"
+            "# TYPE exsa_generated_tokens_total counter\nexsa_generated_tokens_total %llu\n",
+        m->gen_tokens);
+    put_hist(&b, "exsa_time_to_first_token_seconds", "Time from submission to the first token.",
+             &m->ttft, ttft_le);
+    put_hist(&b, "exsa_time_per_output_token_seconds", "Mean time between generated tokens.",
+             &m->tpot, tpot_le);
+    pthread_mutex_unlock(&m->mu);
+    put(&b, "# HELP exsa_queue_depth Requests waiting.\n# TYPE exsa_queue_depth gauge\n"
+            "exsa_queue_depth %d\n", st->queued);
+    put(&b, "# HELP exsa_queue_capacity MAX_QUEUE_SIZE.\n# TYPE exsa_queue_capacity gauge\n"
+            "exsa_queue_capacity %d\n", st->max_queue);
+    put(&b, "# HELP exsa_active_sequences Sequences being generated.\n"
+            "# TYPE exsa_active_sequences gauge\nexsa_active_sequences %d\n", st->active);
+    put(&b, "# HELP exsa_requests_cancelled_total Requests cancelled by their client.\n"
+            "# TYPE exsa_requests_cancelled_total counter\nexsa_requests_cancelled_total %llu\n",
+        st->n_cancelled);
+    put(&b, "# HELP exsa_model_loaded 1 when a model is loaded.\n# TYPE exsa_model_loaded gauge\n"
+            "exsa_model_loaded %d\n", st->loaded ? 1 : 0);
+    put(&b, "# HELP exsa_uptime_seconds Seconds since start.\n# TYPE exsa_uptime_seconds gauge\n"
+            "exsa_uptime_seconds %.0f\n", uptime_s);
+    return b.p;
+}
