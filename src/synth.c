@@ -41,6 +41,9 @@ static const struct synth_preset presets[] = {
      {[2] = 8, [6] = 8, [10] = 8, [14] = 8, [18] = 8, [21] = 8}, 32, 4, 1792, 2},
     /* The fixtures' trunk with the real vocabulary: small enough for `make run`. */
     {"demo", "lfm2", "LFM2 demo (synthetic)", 256, 6, 4, 512, SYNTH_VOCAB, {[2] = 2, [4] = 2}, 0, 0, 0, 0},
+    /* The MoE fixtures' trunk (4 experts, not 8: llama.cpp's quantizer special-cases 8). */
+    {"demo-moe", "lfm2moe", "LFM2-MoE demo (synthetic)", 256, 6, 4, 512, SYNTH_VOCAB,
+     {[2] = 2, [5] = 2}, 4, 2, 256, 2},
 };
 
 static const struct synth_ftype ftypes[] = {
@@ -78,7 +81,7 @@ const struct synth_ftype *synth_find_ftype(const char *name)
 
 const char *synth_preset_names(void)
 {
-    return "lfm2-350m, lfm2-700m, lfm2-1.2b, lfm2-2.6b, lfm2-8b-a1b, demo";
+    return "lfm2-350m, lfm2-700m, lfm2-1.2b, lfm2-2.6b, lfm2-8b-a1b, demo, demo-moe";
 }
 
 const char *synth_ftype_names(void)

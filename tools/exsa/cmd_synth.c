@@ -19,7 +19,7 @@ static void synth_usage(FILE *f)
             "usage: exsa synth --preset NAME [--type TYPE] -o FILE [--seed N]\n"
             "  --preset  %s\n"
             "  --type    %s\n"
-            "            (default Q4_K_M; Q8_0 for the demo preset)\n"
+            "            (default Q4_K_M; Q8_0 for the demo presets)\n"
             "  -o FILE   output path\n"
             "  --seed N  random seed of the weights (default 1)\n",
             synth_preset_names(), synth_ftype_names());
@@ -73,7 +73,7 @@ int cmd_synth(int argc, char **argv)
         return 2;
     }
     if (!type)
-        type = strcmp(p->name, "demo") ? "Q4_K_M" : "Q8_0";
+        type = strncmp(p->name, "demo", 4) ? "Q4_K_M" : "Q8_0";
     const struct synth_ftype *ft = synth_find_ftype(type);
     if (!ft) {
         fprintf(stderr, "exsa synth: unknown type '%s' (known: %s)\n", type, synth_ftype_names());
