@@ -6,8 +6,8 @@
  * penalty_last_n tokens, or a growing list for -1) with per-token counts kept in step, and a
  * candidate array of n_vocab entries reused on every call, so sampling never allocates.
  * Invariant: counts[t] == occurrences of t in the window.
- * Speed on a 65,536 vocabulary: top-k is a quickselect, min-p a linear filter, and a sort runs
- * only for top-p and only over what top-k and min-p left. Top-p and min-p both keep a prefix of
+ * Speed on a 65,536 vocabulary: top-k is a quickselect, min-p a filter fused with the max
+ * pass, and top-p sorts only the best slices (64, 256, ...) of what top-k and min-p left. Top-p and min-p both keep a prefix of
  * the candidates sorted by logit, so running min-p first keeps the same set as llama.cpp's
  * top-p-then-min-p (top-p's probabilities are still taken over the set top-k left).
  */
@@ -247,43 +247,74 @@ static int argmax(const struct sampler *s, const float *logits)
     return best;
 }
 
-/* top-k, min-p, top-p over s->cands[0..n); returns the surviving count. */
-static int cut(struct sampler *s, int n)
+/* exp(l - max) / sum summed in order of rank until it reaches top_p: sorts only as much of
+ * c[0..n) as it needs (the best 64, then 256, ... by quickselect, each slice sorted).
+ * Returns the count kept (>= 1). */
+static int top_p_cut(struct sampler_cand *c, int n, float max, double sum, float top_p)
 {
-    struct sampler_cand *c = s->cands;
-    const struct exsa_sampling_params *p = &s->p;
-    if (p->top_k > 0 && p->top_k < n) {
-        select_top(c, n, p->top_k);
-        n = p->top_k;
+    double cum = 0;
+    for (int done = 0, k = 64; done < n; k *= 4) {
+        int m = k < n ? k : n;
+        if (m < n)
+            select_top(c + done, n - done, m - done);
+        qsort(c + done, (size_t)(m - done), sizeof *c, cmp_cand);
+        for (int i = done; i < m; i++) {
+            cum += exp((double)c[i].logit - max) / sum;
+            if (cum >= top_p)
+                return i + 1;
+        }
+        done = m;
     }
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (before(&c[i], &c[best]))
-            best = i;
-    float max = c[best].logit;
+    return n;
+}
+
+/* Fills s->cands with the tokens that pass top-k and min-p (NaN logits never do); *max gets
+ * the best logit and *sum top-p's normaliser (over what top-k left, before min-p; only
+ * computed when top-p is on). Without top-k, one pass finds the max and a second keeps only
+ * min-p's survivors, so the common case never touches n_vocab candidates. */
+static int gather(struct sampler *s, const float *l, float *max_out, double *sum_out)
+{
+    const struct exsa_sampling_params *p = &s->p;
+    struct sampler_cand *c = s->cands;
+    bool need_sum = p->top_p < 1, top_k = p->top_k > 0 && p->top_k < s->n_vocab;
+    float max = -INFINITY, thr = -INFINITY;
     double sum = 0;
-    for (int i = 0; i < n; i++)
-        sum += exp((double)c[i].logit - max);
-    if (p->min_p > 0 && n > 1) {
-        swap_cand(&c[0], &c[best]); /* the best always survives */
-        float thr = max + logf(p->min_p);
-        int m = 1;
-        for (int i = 1; i < n; i++)
+    int n = 0;
+    if (top_k) {
+        for (int i = 0; i < s->n_vocab; i++)
+            if (!isnan(l[i]))
+                c[n++] = (struct sampler_cand){i, l[i], 0};
+        if (p->top_k < n) {
+            select_top(c, n, p->top_k);
+            n = p->top_k;
+        }
+        for (int i = 0; i < n; i++)
+            max = c[i].logit > max ? c[i].logit : max;
+    } else {
+        for (int i = 0; i < s->n_vocab; i++)
+            max = l[i] > max ? l[i] : max; /* NaN compares false */
+    }
+    if (p->min_p > 0)
+        thr = max + logf(p->min_p) < max ? max + logf(p->min_p) : max; /* the best survives */
+    if (top_k) {
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            if (need_sum)
+                sum += exp((double)c[i].logit - max);
             if (c[i].logit >= thr)
                 c[m++] = c[i];
+        }
         n = m;
-    }
-    if (p->top_p < 1 && n > 1) {
-        qsort(c, (size_t)n, sizeof *c, cmp_cand);
-        double cum = 0;
-        for (int i = 0; i < n; i++) {
-            cum += exp((double)c[i].logit - max) / sum;
-            if (cum >= p->top_p) {
-                n = i + 1;
-                break;
-            }
+    } else {
+        for (int i = 0; i < s->n_vocab; i++) {
+            if (need_sum && l[i] - max > -60) /* smaller terms are below double rounding */
+                sum += exp((double)l[i] - max);
+            if (l[i] >= thr)
+                c[n++] = (struct sampler_cand){i, l[i], 0};
         }
     }
+    *max_out = max;
+    *sum_out = sum;
     return n;
 }
 
@@ -292,28 +323,26 @@ int sampler_filter(struct sampler *s, float *logits, const struct sampler_cand *
     struct sampler_cand *c = s->cands;
     *cands = c;
     sampler_apply_penalties(s, logits);
-    if (s->p.temperature <= 0) {
+    float max = -INFINITY;
+    double sum = 0;
+    int n = 0;
+    if (s->p.temperature > 0)
+        n = gather(s, logits, &max, &sum);
+    if (n == 0 || max == -INFINITY) { /* greedy, or every logit banned or NaN */
         int b = argmax(s, logits);
         c[0] = (struct sampler_cand){b, logits[b], 1.0f};
         return 1;
     }
-    for (int i = 0; i < s->n_vocab; i++)
-        c[i] = (struct sampler_cand){i, isnan(logits[i]) ? -INFINITY : logits[i], 0};
-    int n = cut(s, s->n_vocab);
-    float max = -INFINITY;
+    if (s->p.top_p < 1 && n > 1)
+        n = top_p_cut(c, n, max, sum, s->p.top_p);
+    float t = s->p.temperature;
+    double z = 0;
     for (int i = 0; i < n; i++) {
-        c[i].logit /= s->p.temperature;
-        max = c[i].logit > max ? c[i].logit : max;
+        c[i].logit /= t;
+        z += c[i].p = (float)exp((double)c[i].logit - max / t);
     }
-    if (max == -INFINITY) { /* every logit banned: fall back to the first candidate */
-        c[0].p = 1;
-        return 1;
-    }
-    double sum = 0;
     for (int i = 0; i < n; i++)
-        sum += exp((double)c[i].logit - max);
-    for (int i = 0; i < n; i++)
-        c[i].p = (float)(exp((double)c[i].logit - max) / sum);
+        c[i].p = (float)(c[i].p / z);
     return n;
 }
 
