@@ -210,6 +210,50 @@ static void test_top_k_large_vocab(void)
     sampler_free(s);
 }
 
+static int cmp_desc(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x > y ? -1 : x < y;
+}
+
+/* top-p over many survivors (its partial sort works in slices of 64, 256, ...): the kept set
+ * is the shortest prefix of the fully sorted list whose mass reaches top_p. */
+static void test_top_p_many(void)
+{
+    enum { N = 5000 };
+    static float l[N], sorted[N];
+    float tps[3] = {0.2f, 0.6f, 0.97f};
+    for (int t = 0; t < 3; t++) {
+        for (int i = 0; i < N; i++)
+            l[i] = (float)((i * 7919) % N) / 1000.0f;
+        memcpy(sorted, l, sizeof l);
+        qsort(sorted, N, sizeof *sorted, cmp_desc);
+        double z = 0, cum = 0;
+        for (int i = 0; i < N; i++)
+            z += exp(sorted[i] - sorted[0]);
+        int want = N;
+        for (int i = 0; i < N; i++) {
+            cum += exp(sorted[i] - sorted[0]) / z;
+            if (cum >= tps[t]) {
+                want = i + 1;
+                break;
+            }
+        }
+        struct exsa_sampling_params p = plain();
+        p.top_p = tps[t];
+        struct sampler *s;
+        const struct sampler_cand *c;
+        sampler_create(&p, N, &s);
+        int n = sampler_filter(s, l, &c);
+        CHECK(n == want, "top_p %.2f kept %d, want %d", tps[t], n, want);
+        int ok = 1;
+        for (int i = 0; i < n && ok; i++)
+            ok = fabsf(c[i].logit - sorted[i]) < 1e-6f;
+        CHECK(ok, "survivors are the sorted prefix");
+        sampler_free(s);
+    }
+}
+
 static void test_penalties(void)
 {
     float l[NV];
@@ -317,6 +361,7 @@ int main(void)
     RUN(test_top_p_cut);
     RUN(test_min_p_cut);
     RUN(test_top_k_large_vocab);
+    RUN(test_top_p_many);
     RUN(test_penalties);
     RUN(test_bias_and_greedy_penalty);
     RUN(test_distribution);
