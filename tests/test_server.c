@@ -1,0 +1,613 @@
+/*
+ * test_server.c: `exsa serve` end to end: starts the real binary (BUILD/exsa, found next to this
+ * test's folder) on free loopback ports with the tiny fixture model, and checks every route,
+ * status code and error body with curl, the official `openai` npm package (installed into
+ * BUILD/npm by this test when absent; a failed install is a failure), the queue bound (503 +
+ * Retry-After), the rate limit (429), the API key (401), path traversal on models/load, a client
+ * that disconnects mid-stream, flags winning over the environment, and a clean SIGTERM.
+ */
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* Paths here are short (a mkdtemp folder, the build folder); truncation cannot happen. */
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+
+static char g_build[PATH_MAX], g_exsa[PATH_MAX], g_model[PATH_MAX], g_tmp[PATH_MAX];
+static char g_models_dir[PATH_MAX];
+
+struct srv {
+    pid_t pid;
+    int port;
+    char url[64];
+    char log[PATH_MAX];
+};
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        return 0;
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Runs a shell command, returns its stdout (malloc'd, NUL-terminated). */
+static char *sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    size_t len = 0, cap = 4096;
+    char *out = malloc(cap);
+    if (!p || !out)
+        return out ? (out[0] = 0, out) : NULL;
+    size_t n;
+    while ((n = fread(out + len, 1, cap - len - 1, p)) > 0) {
+        len += n;
+        if (cap - len < 2048)
+            out = realloc(out, cap *= 2);
+    }
+    out[len] = 0;
+    pclose(p);
+    return out;
+}
+
+/* curl: method, path, body (or NULL), extra curl args; *status gets the HTTP status; returns the
+ * body (malloc'd). */
+static char *req(const struct srv *s, const char *method, const char *path, const char *body,
+                 const char *extra, int *status)
+{
+    char bfile[PATH_MAX], ofile[PATH_MAX];
+    snprintf(bfile, sizeof bfile, "%s/req.json", g_tmp);
+    snprintf(ofile, sizeof ofile, "%s/resp.out", g_tmp);
+    if (body) {
+        FILE *f = fopen(bfile, "w");
+        fputs(body, f);
+        fclose(f);
+    }
+    char *code = sh("curl -s -m 30 -X %s %s%s -H 'Content-Type: application/json' %s -o %s "
+                    "-w '%%{http_code}' '%s%s'", method, body ? "--data-binary @" : "",
+                    body ? bfile : "", extra ? extra : "", ofile, s->url, path);
+    *status = atoi(code);
+    free(code);
+    return sh("cat %s", ofile);
+}
+
+/* Starts exsa serve with env assignments (NULL-terminated "K=V") and extra flags. */
+static int start(struct srv *s, const char *const *env, const char *flags)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        s->port = free_port();
+        snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
+        snprintf(s->log, sizeof s->log, "%s/server-%d.log", g_tmp, s->port);
+        s->pid = fork();
+        if (s->pid == 0) {
+            for (int i = 0; env && env[i]; i++)
+                putenv((char *)env[i]);
+            char port[16];
+            snprintf(port, sizeof port, "%d", s->port);
+            setenv("PORT", port, 1);
+            freopen(s->log, "w", stderr);
+            freopen("/dev/null", "w", stdout);
+            char cmd[4096];
+            snprintf(cmd, sizeof cmd, "exec '%s' serve %s", g_exsa, flags ? flags : "");
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
+        }
+        for (int i = 0; i < 100; i++) {
+            int st = 0;
+            free(req(s, "GET", "/v1/health", NULL, NULL, &st));
+            if (st == 200)
+                return 0;
+            if (waitpid(s->pid, &st, WNOHANG) == s->pid)
+                break;
+            usleep(100000);
+        }
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+    }
+    char *log = sh("cat %s", s->log);
+    fprintf(stderr, "server did not start:\n%s\n", log);
+    free(log);
+    return -1;
+}
+
+/* SIGTERM and wait; returns the exit status (or -1 when it had to be killed). */
+static int stop(struct srv *s)
+{
+    kill(s->pid, SIGTERM);
+    for (int i = 0; i < 150; i++) {
+        int st;
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        usleep(100000);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    return -1;
+}
+
+static bool has(const char *s, const char *sub)
+{
+    return s && strstr(s, sub) != NULL;
+}
+
+static bool is_error_shape(const char *b)
+{
+    return has(b, "\"error\":{") && has(b, "\"message\":") && has(b, "\"type\":") &&
+           has(b, "\"param\":") && has(b, "\"code\":");
+}
+
+#define CHAT(extra) "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]" extra "}"
+
+static struct srv A; /* the main server */
+
+static void test_health_status_info(void)
+{
+    int st;
+    char *b = req(&A, "GET", "/v1/health", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"status\":\"healthy\"") && has(b, "\"model_loaded\":true") &&
+              has(b, "\"queue_capacity\":100") && has(b, "\"uptime_seconds\"") &&
+              has(b, "\"context_size\":512") && has(b, "\"active_requests\":0"),
+          "health %d %s", st, b);
+    free(b);
+    b = req(&A, "GET", "/v1/status", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"status\":\"running\""), "status %d %s", st, b);
+    free(b);
+    b = req(&A, "GET", "/v1/model/info", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "lfm2-tiny-F32.gguf") && has(b, "\"gpu_layers\":0"), "info %s", b);
+    free(b);
+    b = req(&A, "GET", "/v1/models/active", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"context_size\":512"), "active %d %s", st, b);
+    free(b);
+    b = req(&A, "GET", "/v1/models", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"id\":\"lfm2-tiny-F32\"") && has(b, "\"object\":\"list\""),
+          "models %d %s", st, b);
+    free(b);
+}
+
+static void test_chat(void)
+{
+    int st;
+    char *b = req(&A, "POST", "/v1/chat/completions", CHAT(",\"max_tokens\":8,\"seed\":3"), NULL,
+                  &st);
+    CHECK(st == 200 && has(b, "\"object\":\"chat.completion\"") &&
+              has(b, "\"role\":\"assistant\"") && has(b, "\"finish_reason\":\"length\"") &&
+              has(b, "\"completion_tokens\":8"), "chat %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/v1/chat/completions",
+            CHAT(",\"max_tokens\":6,\"stream\":true,\"stream_options\":{\"include_usage\":true}"),
+            "-N", &st);
+    char *role = strstr(b, "\"role\":\"assistant\""), *first = strstr(b, "data: ");
+    char *fin = strstr(b, "\"finish_reason\":\"length\""), *usage = strstr(b, "\"usage\":{");
+    char *done = strstr(b, "data: [DONE]");
+    CHECK(st == 200 && first && role && fin && usage && done && role < strstr(first + 1, "\n") &&
+              fin < usage && usage < done && !strstr(done + 1, "data:"),
+          "stream order %d %s", st, b);
+    free(b);
+    /* content as a list of text parts; an image part is refused */
+    b = req(&A, "POST", "/v1/chat/completions",
+            "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\","
+            "\"content\":[{\"type\":\"text\",\"text\":\"Hi\"},{\"type\":\"text\",\"text\":\"you\"}"
+            "]}],\"max_tokens\":4,\"temperature\":0,\"top_k\":5,\"top_p\":0.5,\"min_p\":0.1,"
+            "\"stop\":[\"zz\",\"yy\"],\"presence_penalty\":0.5,\"frequency_penalty\":0.1,"
+            "\"repetition_penalty\":1.1,\"logit_bias\":{\"5\":-100},\"n\":1,\"unknown_x\":1}",
+            NULL, &st);
+    CHECK(st == 200 && has(b, "chat.completion"), "parts + every parameter %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/v1/chat/completions",
+            "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+            "\"image_url\":{\"url\":\"x\"}}]}]}", NULL, &st);
+    CHECK(st == 400 && is_error_shape(b), "image part %d %s", st, b);
+    free(b);
+}
+
+static void test_completions_generate(void)
+{
+    int st;
+    char *b = req(&A, "POST", "/v1/completions", "{\"prompt\":\"Once upon\",\"max_tokens\":5}",
+                  NULL, &st);
+    CHECK(st == 200 && has(b, "\"object\":\"text_completion\"") && has(b, "\"text\":") &&
+              has(b, "\"usage\":{"), "completions %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/v1/completions",
+            "{\"prompt\":[1,200,300],\"max_tokens\":3,\"stream\":true}", "-N", &st);
+    CHECK(st == 200 && has(b, "text_completion") && has(b, "data: [DONE]"), "cmpl stream %s", b);
+    free(b);
+    b = req(&A, "POST", "/v1/generate",
+            "{\"prompt\":\"Tell me\",\"sampling_params\":{\"max_tokens\":4,\"seed\":1,"
+            "\"stop_sequences\":[\"qq\"],\"repeat_last_n\":16}}", "-N", &st);
+    CHECK(st == 200 && has(b, "\"done\":false") && has(b, "{\"token\":\"\",\"done\":true"),
+          "generate %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/v1/generate",
+            "{\"prompt\":\"Tell me\",\"use_chat_template\":false,\"stream\":false,"
+            "\"sampling_params\":{\"max_tokens\":3}}", NULL, &st);
+    CHECK(st == 200 && has(b, "\"text\":") && has(b, "\"finish_reason\":\"length\""),
+          "generate json %d %s", st, b);
+    free(b);
+}
+
+static void test_tokenize(void)
+{
+    int st;
+    char *b = req(&A, "POST", "/tokenize", "{\"content\":\"Hello world\",\"add_special\":false}",
+                  NULL, &st);
+    CHECK(st == 200 && has(b, "\"tokens\":["), "tokenize %d %s", st, b);
+    char body[512];
+    const char *t = b ? strstr(b, "[") : NULL, *e = t ? strchr(t, ']') : NULL;
+    snprintf(body, sizeof body, "{\"tokens\":%.*s}", t && e ? (int)(e - t + 1) : 2, t ? t : "[]");
+    free(b);
+    b = req(&A, "POST", "/detokenize", body, NULL, &st);
+    CHECK(st == 200 && has(b, "\"content\":\"Hello world\""), "detokenize %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/detokenize", "{\"tokens\":[99999999]}", NULL, &st);
+    CHECK(st == 400 && is_error_shape(b), "bad id %d %s", st, b);
+    free(b);
+}
+
+static void test_errors(void)
+{
+    struct {
+        const char *method, *path, *body;
+        int status;
+        const char *needle;
+    } cases[] = {
+        {"POST", "/v1/chat/completions", "{\"messages\": [", 400, "JSON"},
+        {"POST", "/v1/chat/completions", CHAT(",\"n\":2"), 400, "\"param\":\"n\""},
+        {"POST", "/v1/chat/completions", CHAT(",\"temperature\":\"hot\""), 400, "temperature"},
+        {"POST", "/v1/chat/completions", CHAT(",\"stop\":5"), 400, "\"param\":\"stop\""},
+        {"POST", "/v1/chat/completions", CHAT(",\"logit_bias\":{\"5000\":1}"), 400, "5000"},
+        {"POST", "/v1/chat/completions", CHAT(",\"model\":\"gpt-4\""), 404, "model_not_found"},
+        {"POST", "/v1/chat/completions", "{\"messages\":[]}", 400, "messages"},
+        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"x\",\"content\":\"a\"}]}",
+         400, "role"},
+        {"POST", "/v1/completions", "{\"prompt\":{}}", 400, "prompt"},
+        {"POST", "/v1/generate", "{\"prompt\":3}", 400, "prompt"},
+        {"GET", "/v1/nothing", NULL, 404, "not_found"},
+        {"GET", "/v1/chat/completions", NULL, 405, "method_not_allowed"},
+        {"POST", "/v1/models/load", "{}", 400, "model_path"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int st;
+        char *b = req(&A, cases[i].method, cases[i].path, cases[i].body, NULL, &st);
+        CHECK(st == cases[i].status && is_error_shape(b) && has(b, cases[i].needle),
+              "%s %s %s: %d %s", cases[i].method, cases[i].path, cases[i].body, st, b);
+        free(b);
+    }
+    /* a prompt longer than the context (512): both numbers in the message */
+    size_t n = 9000;
+    char *big = malloc(n + 200);
+    strcpy(big, "{\"prompt\":\"");
+    for (size_t i = strlen(big); i < n; i += 4)
+        memcpy(big + i, "ab. ", 4), big[i + 4] = 0;
+    strcat(big, "\"}");
+    int st;
+    char *b = req(&A, "POST", "/v1/completions", big, NULL, &st);
+    CHECK(st == 400 && has(b, "context_length_exceeded") && has(b, "holds 512") &&
+              has(b, "the prompt has "), "too long %d %s", st, b);
+    free(b);
+    /* a body over MAX_BODY_SIZE (65536) */
+    char *huge = malloc(70000);
+    memset(huge, 'a', 69999);
+    huge[69999] = 0;
+    memcpy(huge, "{\"prompt\":\"", 11);
+    b = req(&A, "POST", "/v1/completions", huge, NULL, &st);
+    CHECK(st == 413 && is_error_shape(b), "413 %d %s", st, b);
+    free(b), free(huge), free(big);
+}
+
+static void test_models_load(void)
+{
+    int st;
+    char *b = req(&A, "GET", "/v1/models/list", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "tiny.gguf\"") && !has(b, "notes.txt"), "list %d %s", st, b);
+    free(b);
+    struct {
+        const char *body;
+        int status;
+    } bad[] = {
+        {"{\"model_path\":\"../outside.gguf\"}", 403},
+        {"{\"model_path\":\"sub/../../outside.gguf\"}", 403},
+        {"{\"model_path\":\"/etc/passwd\"}", 400},
+        {"{\"model_path\":\"notes.txt\"}", 400},
+        {"{\"model_path\":\"missing.gguf\"}", 404},
+        {"{\"model_path\":\"escape/x.gguf\"}", 403}, /* a symlinked folder pointing outside */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        b = req(&A, "POST", "/v1/models/load", bad[i].body, NULL, &st);
+        CHECK(st == bad[i].status && is_error_shape(b), "%s: %d %s", bad[i].body, st, b);
+        free(b);
+    }
+    char body[PATH_MAX + 64];
+    snprintf(body, sizeof body, "{\"model_path\":\"%s\"}", g_model);
+    b = req(&A, "POST", "/v1/models/load", body, NULL, &st);
+    CHECK(st == 403, "fixture outside MODELS_DIR by absolute path: %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/v1/models/load", "{\"model_path\":\"tiny.gguf\",\"context_size\":512}",
+            NULL, &st);
+    CHECK(st == 200 && has(b, "\"success\":true") && has(b, "tiny.gguf"), "load %d %s", st, b);
+    free(b);
+    b = req(&A, "GET", "/v1/models", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"id\":\"tiny\""), "models after load %s", b);
+    free(b);
+    b = req(&A, "POST", "/v1/models/reload", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"success\":true"), "reload %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/v1/models/unload", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"model_info\":null"), "unload %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/v1/chat/completions", CHAT(""), NULL, &st);
+    CHECK(st == 503 && is_error_shape(b), "chat after unload %d %s", st, b);
+    free(b);
+    b = req(&A, "GET", "/v1/health", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"model_loaded\":false"), "health after unload %s", b);
+    free(b);
+    b = req(&A, "POST", "/v1/models/load", "{\"model_path\":\"tiny.gguf\"}", NULL, &st);
+    CHECK(st == 200, "load again %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/v1/chat/completions", CHAT(",\"max_tokens\":2"), NULL, &st);
+    CHECK(st == 200, "chat after load %d %s", st, b);
+    free(b);
+}
+
+static void test_disconnect(void)
+{
+    /* a stream cut after 0.5 s by its client */
+    char *o = sh("curl -s -N -m 0.5 %s/v1/chat/completions -H 'Content-Type: application/json' "
+                 "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"go\"}],\"max_tokens\":400,"
+                 "\"ignore_eos\":true,\"stream\":true}' | head -c 300", A.url);
+    CHECK(has(o, "data: "), "the stream began: %s", o);
+    free(o);
+    int st;
+    char *b = req(&A, "POST", "/v1/chat/completions", CHAT(",\"max_tokens\":3"), NULL, &st);
+    CHECK(st == 200 && has(b, "chat.completion"), "others still answered %d %s", st, b);
+    free(b);
+    bool cancelled = false, idle = false;
+    for (int i = 0; i < 50 && !(cancelled && idle); i++) {
+        b = req(&A, "GET", "/metrics", NULL, NULL, &st);
+        cancelled = has(b, "exsa_requests_cancelled_total 1") ||
+                    has(b, "exsa_requests_cancelled_total 2");
+        idle = has(b, "exsa_active_sequences 0");
+        free(b);
+        usleep(100000);
+    }
+    CHECK(cancelled && idle, "the cut stream was cancelled and its sequence retired");
+}
+
+static void test_metrics(void)
+{
+    int st;
+    char *b = req(&A, "GET", "/metrics", NULL, NULL, &st);
+    CHECK(st == 200 &&
+              has(b, "exsa_requests_total{route=\"/v1/chat/completions\",status=\"200\"}") &&
+              has(b, "exsa_requests_total{route=\"/v1/chat/completions\",status=\"400\"}") &&
+              has(b, "exsa_prompt_tokens_total ") && has(b, "exsa_generated_tokens_total ") &&
+              has(b, "exsa_time_to_first_token_seconds_bucket{le=\"+Inf\"}") &&
+              has(b, "exsa_time_per_output_token_seconds_count") &&
+              has(b, "exsa_queue_depth 0") && has(b, "exsa_active_sequences"),
+          "metrics %d %s", st, b);
+    free(b);
+}
+
+static void test_seed_curl(void)
+{
+    int st1, st2;
+    const char *body = CHAT(",\"max_tokens\":16,\"seed\":99,\"temperature\":1.0");
+    char *a = req(&A, "POST", "/v1/chat/completions", body, NULL, &st1);
+    char *b = req(&A, "POST", "/v1/chat/completions", body, NULL, &st2);
+    const char *ca = a ? strstr(a, "\"content\":") : NULL, *cb = b ? strstr(b, "\"content\":") : NULL;
+    const char *ea = ca ? strstr(ca, "\"finish_reason\"") : NULL;
+    const char *eb = cb ? strstr(cb, "\"finish_reason\"") : NULL;
+    CHECK(st1 == 200 && st2 == 200 && ea && eb && ea - ca == eb - cb &&
+              !strncmp(ca, cb, ea - ca), "same seed: %s / %s", a, b);
+    free(a), free(b);
+}
+
+static void test_openai_npm(void)
+{
+    char pkg[PATH_MAX + 64];
+    snprintf(pkg, sizeof pkg, "%s/npm/node_modules/openai/package.json", g_build);
+    if (access(pkg, F_OK) != 0) {
+        char *o = sh("npm install --prefix '%s/npm' openai@4 --no-audit --no-fund "
+                     "--loglevel=error 2>&1", g_build);
+        CHECK(access(pkg, F_OK) == 0, "npm install openai failed (node 20 and the npm registry "
+                                      "are needed): %s", o);
+        free(o);
+        if (access(pkg, F_OK) != 0)
+            return;
+    }
+    char *o = sh("EXSA_URL=%s/v1 OPENAI_PKG_DIR='%s/npm' node tests/server/openai.mjs 2>&1; "
+                 "echo \"exit=$?\"", A.url, g_build);
+    int n_ok = 0;
+    for (char *line = strtok(o, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!strncmp(line, "ok ", 3))
+            n_ok++;
+        CHECK(strncmp(line, "not ok", 6) != 0, "openai npm: %s", line);
+        if (!strncmp(line, "exit=", 5))
+            CHECK(!strcmp(line, "exit=0"), "node %s", line);
+    }
+    CHECK(n_ok == 7, "openai npm: %d of 7 checks passed", n_ok);
+    free(o);
+}
+
+/* API key, queue bound, SIGTERM finishing a stream in flight. */
+static void test_key_and_queue(void)
+{
+    struct srv B;
+    const char *env[] = {"API_KEY=sekret", "MAX_QUEUE_SIZE=1", "MAX_BATCH_SIZE=1",
+                         "EXSA_TEST_STEP_DELAY_MS=20", "BATCH_TIMEOUT_MS=0", NULL};
+    char flags[PATH_MAX + 16];
+    snprintf(flags, sizeof flags, "-m '%s' -c 256", g_model);
+    if (start(&B, env, flags) < 0) {
+        CHECK(0, "server B did not start");
+        return;
+    }
+    int st;
+    char *b = req(&B, "GET", "/v1/models", NULL, NULL, &st);
+    CHECK(st == 401 && is_error_shape(b), "no key %d %s", st, b);
+    free(b);
+    b = req(&B, "GET", "/metrics", NULL, "-H 'Authorization: Bearer wrong'", &st);
+    CHECK(st == 401 && is_error_shape(b), "wrong key %d %s", st, b);
+    free(b);
+    b = req(&B, "GET", "/v1/health", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"context_size\":256"), "health needs no key; -c wins %d %s", st,
+          b);
+    free(b);
+    b = req(&B, "GET", "/v1/models", NULL, "-H 'Authorization: Bearer sekret'", &st);
+    CHECK(st == 200 && has(b, "lfm2-tiny-F32"), "right key %d %s", st, b);
+    free(b);
+    /* 5 at once with one running and one waiting: the rest get 503 + Retry-After at once */
+    char *o = sh("cd %s && for i in 1 2 3 4 5; do curl -s -m 30 -D h$i -o b$i -w '%%{http_code}\\n'"
+                 " -H 'Authorization: Bearer sekret' %s/v1/completions -d '{\"prompt\":\"x\","
+                 "\"max_tokens\":40,\"ignore_eos\":true}' & done; wait; cat h* | grep -ci "
+                 "'^retry-after'", g_tmp, B.url);
+    int n200 = 0, n503 = 0;
+    for (char *p = o; *p; p++) {
+        n200 += !strncmp(p, "200\n", 4);
+        n503 += !strncmp(p, "503\n", 4);
+    }
+    CHECK(n200 >= 1 && n503 >= 1 && n200 + n503 == 5, "queue: %d x 200, %d x 503: %s", n200, n503,
+          o);
+    char *last = strrchr(o, '\n');
+    while (last && last > o && last[-1] != '\n')
+        last--;
+    CHECK(o[0] && atoi(last ? last : o) == n503, "each 503 has Retry-After: %s", o);
+    free(o);
+    /* SIGTERM while a stream runs: it finishes, then the server exits 0 */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "curl -s -N -m 30 %s/v1/completions -H 'Authorization: Bearer "
+             "sekret' -d '{\"prompt\":\"x\",\"max_tokens\":30,\"stream\":true}' > %s/term.out",
+             B.url, g_tmp);
+    pid_t cp = fork();
+    if (cp == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    usleep(300000);
+    int rc = stop(&B);
+    waitpid(cp, NULL, 0);
+    o = sh("cat %s/term.out", g_tmp);
+    CHECK(rc == 0, "server B exit status %d", rc);
+    CHECK(has(o, "data: [DONE]"), "the stream in flight finished: %s", o);
+    free(o);
+}
+
+/* Rate limit; flags win over the environment. */
+static void test_rate_limit(void)
+{
+    struct srv C;
+    const char *env[] = {"ENABLE_RATE_LIMIT=false", "RATE_LIMIT_MAX=100", "CONTEXT_SIZE=128",
+                         NULL};
+    char flags[PATH_MAX + 64];
+    snprintf(flags, sizeof flags, "-m '%s' --rate-limit --rate-limit-max 3 -c 300", g_model);
+    if (start(&C, env, flags) < 0) {
+        CHECK(0, "server C did not start");
+        return;
+    }
+    int st[5];
+    for (int i = 0; i < 5; i++)
+        free(req(&C, "GET", "/v1/models", NULL, NULL, &st[i]));
+    int st_h;
+    char hdr[PATH_MAX + 32];
+    snprintf(hdr, sizeof hdr, "-D %s/h429", g_tmp);
+    char *body = req(&C, "GET", "/v1/models", NULL, hdr, &st_h);
+    char *h = sh("cat %s/h429", g_tmp);
+    CHECK(st[0] == 200 && st[1] == 200 && st[2] == 200 && st[3] == 429 && st[4] == 429,
+          "rate limit %d %d %d %d %d", st[0], st[1], st[2], st[3], st[4]);
+    CHECK(st_h == 429 && (has(h, "Retry-After:") || has(h, "retry-after:")) &&
+              is_error_shape(body), "429 shape %s %s", h, body);
+    free(h), free(body);
+    char *b = req(&C, "GET", "/v1/health", NULL, NULL, &st_h);
+    CHECK(st_h == 200 && has(b, "\"context_size\":300"), "health not limited %d %s", st_h, b);
+    free(b);
+    CHECK(stop(&C) == 0, "server C exit status");
+}
+
+static char g_argv0[PATH_MAX];
+static bool g_ready;
+
+/* Finds the binary and the fixture, makes the temporary MODELS_DIR, starts server A. */
+static void test_setup(void)
+{
+    char self[PATH_MAX];
+    if (!realpath(g_argv0, self))
+        snprintf(self, sizeof self, "%s", g_argv0);
+    for (int i = 0; i < 2; i++) { /* BUILD/tests/test_server -> BUILD */
+        char *sl = strrchr(self, '/');
+        if (sl)
+            *sl = 0;
+    }
+    snprintf(g_build, sizeof g_build, "%s", self);
+    snprintf(g_exsa, sizeof g_exsa, "%s/exsa", g_build);
+    char rel[PATH_MAX];
+    snprintf(rel, sizeof rel, "%s/lfm2-tiny-F32.gguf", fixtures_dir());
+    CHECK(realpath(rel, g_model) != NULL, "fixture %s missing", rel);
+    CHECK(access(g_exsa, X_OK) == 0, "%s missing: build it first (make)", g_exsa);
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/exsa-test-server-XXXXXX");
+    CHECK(mkdtemp(g_tmp) != NULL, "mkdtemp");
+    if (h_cur_failed)
+        return;
+    /* MODELS_DIR: a symlink to the fixture, a non-model file, a symlinked folder to outside */
+    snprintf(g_models_dir, sizeof g_models_dir, "%s/models", g_tmp);
+    free(sh("mkdir -p %s/models/sub %s/outside && ln -s '%s' %s/models/tiny.gguf && "
+            "echo hi > %s/models/notes.txt && cp /dev/null %s/outside/x.gguf && "
+            "ln -s %s/outside %s/models/escape", g_tmp, g_tmp, g_model, g_tmp, g_tmp, g_tmp,
+            g_tmp, g_tmp));
+    static char e1[PATH_MAX + 16], e2[PATH_MAX + 16];
+    snprintf(e1, sizeof e1, "MODEL_PATH=%s", g_model);
+    snprintf(e2, sizeof e2, "MODELS_DIR=%s", g_models_dir);
+    const char *env[] = {e1, e2, "CONTEXT_SIZE=512", "MAX_BODY_SIZE=65536",
+                         "BATCH_TIMEOUT_MS=5", "HOST=127.0.0.1", NULL};
+    CHECK(start(&A, env, NULL) == 0, "server A did not start");
+    g_ready = !h_cur_failed;
+}
+
+static void test_stop_a(void)
+{
+    int rc = stop(&A);
+    CHECK(rc == 0, "server A exit status %d", rc);
+}
+
+int main(int argc, char **argv)
+{
+    snprintf(g_argv0, sizeof g_argv0, "%s", argv[0]);
+    RUN(test_setup);
+    if (!g_ready)
+        TEST_END();
+    RUN(test_health_status_info);
+    RUN(test_chat);
+    RUN(test_completions_generate);
+    RUN(test_tokenize);
+    RUN(test_errors);
+    RUN(test_seed_curl);
+    RUN(test_openai_npm);
+    RUN(test_disconnect);
+    RUN(test_metrics);
+    RUN(test_models_load);
+    RUN(test_stop_a);
+    RUN(test_key_and_queue);
+    RUN(test_rate_limit);
+    free(sh("rm -rf %s", g_tmp));
+    TEST_END();
+}
