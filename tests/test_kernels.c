@@ -1,0 +1,223 @@
+/*
+ * test_kernels.c: cpu_matmul (every kernel path) against the reference: dequantize_row of each
+ * weight row and a double-accumulated dot product, on random weights and inputs of odd and real
+ * sizes, with 1 and 2 threads, at the best kernel level of this CPU and at the plain C level.
+ * Bars (DESIGN.md): NMSE <= 1e-7 for f32 paths, <= 1e-4 where activations are quantized to 8 bits.
+ * Also: expert offsets of 3-D weights, and the thread pool running many rounds.
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "cpu/matmul.h"
+#include "harness.h"
+#include "quant.h"
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 20);
+}
+static float rndf(float lo, float hi) { return lo + (hi - lo) * (rnd() & 0xffffff) / 16777216.0f; }
+
+/* Byte offsets of the fp16 scale fields of one block of each type (-1 ends the list). */
+static const int *scale_fields(int type)
+{
+    static const int at0[] = {0, -1}, at01[] = {0, 2, -1}, q2k[] = {80, 82, -1},
+                     q3k[] = {108, -1}, q6k[] = {208, -1}, none[] = {-1};
+    switch (type) {
+    case EXSA_DTYPE_Q4_0: case EXSA_DTYPE_Q5_0: case EXSA_DTYPE_Q8_0: case EXSA_DTYPE_IQ4_NL:
+    case EXSA_DTYPE_IQ4_XS: return at0;
+    case EXSA_DTYPE_Q4_1: case EXSA_DTYPE_Q5_1: case EXSA_DTYPE_Q4_K: case EXSA_DTYPE_Q5_K:
+        return at01;
+    case EXSA_DTYPE_Q2_K: return q2k;
+    case EXSA_DTYPE_Q3_K: return q3k;
+    case EXSA_DTYPE_Q6_K: return q6k;
+    default: return none;
+    }
+}
+
+/* Random bytes for n_rows rows of K elements of type, with finite, sane scales. */
+static void *random_weights(int type, int64_t K, int64_t n_rows)
+{
+    const struct dtype_info *ti = dtype_info(type);
+    size_t n_blocks = (size_t)(K / ti->block_size * n_rows), size = n_blocks * ti->type_size;
+    uint8_t *w = malloc(size);
+    for (size_t i = 0; i < size; i++)
+        w[i] = (uint8_t)rnd();
+    for (size_t b = 0; b < n_blocks; b++) {
+        uint8_t *blk = w + b * ti->type_size;
+        uint16_t h;
+        for (const int *f = scale_fields(type); *f >= 0; f++) {
+            h = f32_to_fp16(rndf(-0.02f, 0.02f));
+            memcpy(blk + *f, &h, 2);
+        }
+        if (type == EXSA_DTYPE_Q8_K) {
+            float d = rndf(0.001f, 0.01f);
+            memcpy(blk, &d, 4);
+        } else if (type == EXSA_DTYPE_F16 || type == EXSA_DTYPE_BF16) {
+            float v = rndf(-1, 1);
+            h = type == EXSA_DTYPE_F16 ? f32_to_fp16(v) : f32_to_bf16(v);
+            memcpy(blk, &h, 2);
+        } else if (type == EXSA_DTYPE_F32) {
+            float v = rndf(-1, 1);
+            memcpy(blk, &v, 4);
+        }
+    }
+    return w;
+}
+
+/* ref[t][n] = sum_k dequant(W)[n][k] x[t][k], accumulated in double. */
+static void reference(const struct tensor *w, int expert, const float *x, double *ref, int n_tok)
+{
+    const int64_t K = w->ne[0], N = w->ne[1];
+    const size_t rb = dtype_row_size(w->type, K);
+    float *row = malloc(sizeof(float) * K);
+    for (int64_t n = 0; n < N; n++) {
+        dequantize_row(w->type, (const uint8_t *)w->data + ((size_t)expert * N + n) * rb, row, K);
+        for (int t = 0; t < n_tok; t++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++)
+                s += (double)row[k] * x[(size_t)t * K + k];
+            ref[(size_t)t * N + n] = s;
+        }
+    }
+    free(row);
+}
+
+static double nmse(const float *y, const double *ref, size_t n)
+{
+    double e = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        e += (y[i] - ref[i]) * (y[i] - ref[i]);
+        r += ref[i] * ref[i];
+    }
+    return r > 0 ? e / r : (e > 0 ? INFINITY : 0);
+}
+
+static const int all_types[] = {
+    EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q8_0, EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q5_K, EXSA_DTYPE_Q6_K,
+    EXSA_DTYPE_F16,  EXSA_DTYPE_BF16, EXSA_DTYPE_F32,  EXSA_DTYPE_Q4_1, EXSA_DTYPE_Q5_0,
+    EXSA_DTYPE_Q5_1, EXSA_DTYPE_Q2_K, EXSA_DTYPE_Q3_K, EXSA_DTYPE_IQ4_NL, EXSA_DTYPE_IQ4_XS,
+    EXSA_DTYPE_Q8_K,
+};
+
+/* Bar for a type at the current level: 8-bit activations only on the fast int8 kernels. */
+static double bar(int type)
+{
+    bool f = type == EXSA_DTYPE_F32 || type == EXSA_DTYPE_F16 || type == EXSA_DTYPE_BF16;
+    return cpu_matmul_is_fast(type) && !f ? 1e-4 : 1e-7;
+}
+
+/* Every type x K x n_tok, N = 37 rows (odd), with 1 and 2 threads. */
+static void sweep(const int *Ks, int nK, const int *toks, int ntoks, int N)
+{
+    struct threadpool *tp2 = tp_create(2);
+    CHECK(tp2 != NULL, "tp_create(2)");
+    for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types; ti++) {
+        const int type = all_types[ti];
+        for (int ki = 0; ki < nK; ki++) {
+            const int64_t K = Ks[ki];
+            struct tensor w = {.name = "w", .type = type, .n_dims = 2, .ne = {K, N, 1, 1}};
+            w.data = random_weights(type, K, N);
+            for (int ni = 0; ni < ntoks; ni++) {
+                const int n_tok = toks[ni];
+                float *x = malloc(sizeof(float) * K * n_tok), *y = malloc(sizeof(float) * N * n_tok);
+                double *ref = malloc(sizeof(double) * N * n_tok);
+                for (int64_t i = 0; i < K * n_tok; i++)
+                    x[i] = rndf(-1, 1) * (rnd() % 1000 == 0 ? 4 : 1); /* rare outliers */
+                reference(&w, 0, x, ref, n_tok);
+                for (int th = 1; th <= 2; th++) {
+                    memset(y, 0xff, sizeof(float) * N * n_tok); /* NaN: catches unwritten outputs */
+                    cpu_matmul(th == 1 ? NULL : tp2, &w, 0, x, y, n_tok);
+                    double e = nmse(y, ref, (size_t)N * n_tok);
+                    CHECK(e <= bar(type), "%s K=%lld N=%d n_tok=%d threads=%d level=%d: nmse %.3g",
+                          dtype_info(type)->name, (long long)K, N, n_tok, th, cpu_matmul_level(), e);
+                }
+                free(x);
+                free(y);
+                free(ref);
+            }
+            free((void *)w.data);
+        }
+    }
+    tp_free(tp2);
+}
+
+static void test_best_level(void)
+{
+    static const int Ks[] = {256, 1024, 2048}, toks[] = {1, 3, 17, 64};
+    cpu_matmul_set_level(CPU_LEVEL_AVX512);
+    fprintf(stderr, "  kernel level %d\n", cpu_matmul_level());
+    sweep(Ks, 3, toks, 4, 37);
+    static const int Kbig[] = {8192}, tbig[] = {1, 5};
+    sweep(Kbig, 1, tbig, 2, 37);
+}
+
+static void test_c_level(void)
+{
+    static const int Ks[] = {256, 2048}, toks[] = {1, 3, 17};
+    cpu_matmul_set_level(CPU_LEVEL_C);
+    CHECK(cpu_matmul_level() == CPU_LEVEL_C, "level C");
+    for (size_t i = 0; i < sizeof all_types / sizeof *all_types; i++)
+        CHECK(!cpu_matmul_is_fast(all_types[i]), "nothing fast at level C");
+    sweep(Ks, 2, toks, 3, 37);
+    cpu_matmul_set_level(CPU_LEVEL_AVX512);
+}
+
+/* Expert e of a {K, N, E} weight is the e-th block of N rows. */
+static void test_experts(void)
+{
+    const int64_t K = 512, N = 19, E = 3;
+    const int types[] = {EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q8_0, EXSA_DTYPE_F16, EXSA_DTYPE_IQ4_XS};
+    struct threadpool *tp = tp_create(2);
+    for (int i = 0; i < 4; i++) {
+        struct tensor w = {.name = "e", .type = types[i], .n_dims = 3, .ne = {K, N, E, 1}};
+        w.data = random_weights(types[i], K, N * E);
+        float x[2 * 512], y[2 * 19];
+        double ref[2 * 19];
+        for (int k = 0; k < 2 * K; k++)
+            x[k] = rndf(-1, 1);
+        for (int e = 0; e < E; e++) {
+            reference(&w, e, x, ref, 2);
+            cpu_matmul(tp, &w, e, x, y, 2);
+            double err = nmse(y, ref, 2 * N);
+            CHECK(err <= bar(types[i]), "%s expert %d: nmse %.3g", dtype_info(types[i])->name, e,
+                  err);
+        }
+        free((void *)w.data);
+    }
+    tp_free(tp);
+}
+
+static atomic_int counts[3];
+static void count_fn(void *arg, int ith, int nth)
+{
+    (void)arg;
+    if (nth == 3 && ith >= 0 && ith < 3)
+        atomic_fetch_add(&counts[ith], 1);
+}
+
+static void test_threadpool(void)
+{
+    struct threadpool *tp = tp_create(3);
+    CHECK(tp && tp_n_threads(tp) == 3, "three threads");
+    for (int r = 0; r < 20000; r++)
+        tp_run(tp, count_fn, NULL);
+    for (int i = 0; i < 3; i++)
+        CHECK(atomic_load(&counts[i]) == 20000, "worker %d ran %d rounds", i, counts[i]);
+    tp_free(tp);
+    CHECK(tp_n_threads(NULL) == 1, "NULL pool is one thread");
+}
+
+int main(void)
+{
+    RUN(test_threadpool);
+    RUN(test_best_level);
+    RUN(test_experts);
+    RUN(test_c_level);
+    TEST_END();
+}
