@@ -416,7 +416,8 @@ static void test_seed_curl(void)
     const char *body = CHAT(",\"max_tokens\":16,\"seed\":99,\"temperature\":1.0");
     char *a = req(&A, "POST", "/v1/chat/completions", body, NULL, &st1);
     char *b = req(&A, "POST", "/v1/chat/completions", body, NULL, &st2);
-    const char *ca = a ? strstr(a, "\"content\":") : NULL, *cb = b ? strstr(b, "\"content\":") : NULL;
+    const char *ca = a ? strstr(a, "\"content\":") : NULL;
+    const char *cb = b ? strstr(b, "\"content\":") : NULL;
     const char *ea = ca ? strstr(ca, "\"finish_reason\"") : NULL;
     const char *eb = cb ? strstr(cb, "\"finish_reason\"") : NULL;
     CHECK(st1 == 200 && st2 == 200 && ea && eb && ea - ca == eb - cb &&
