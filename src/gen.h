@@ -42,7 +42,7 @@ void gen_free(struct gen *g);
 /* Feeds prompt tokens into the penalty window (call once before the first gen_next). */
 void gen_prompt(struct gen *g, const int32_t *toks, int n);
 /* Samples the next token from logits (n_vocab floats; may be modified), updates the stop state,
- * and points *text/*len at the text that may now be shown (possibly empty; valid until the next
+ * and points *text and *len at the text that may now be shown (possibly empty; valid until the next
  * call). Returns the token. After it, gen_finished() tells whether the reply is over; the
  * token that ended it (an EOG token) is not part of the text. */
 int32_t gen_next(struct gen *g, float *logits, const char **text, size_t *len);

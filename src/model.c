@@ -14,12 +14,6 @@
 #include "quant.h"
 #include "tokenizer.h"
 
-/* TEMPORARY while tokenizer.c and chat.c land */
-#pragma weak tok_load
-#pragma weak chat_template_load
-#pragma weak tok_free
-#pragma weak chat_template_free
-
 const char *exsa_strerror(int err)
 {
     switch (err) {
@@ -165,9 +159,9 @@ int exsa_model_load(const char *path, struct exsa_model **out, char *err, size_t
     int rc = gguf_open(path, &m->gguf, err, errlen);
     if (rc == 0)
         rc = load_arch(m, err, errlen);
-    if (rc == 0 && tok_load)
+    if (rc == 0)
         rc = tok_load(m->gguf, m->hp.vocab_size, &m->tok, err, errlen);
-    if (rc == 0 && chat_template_load) {
+    if (rc == 0) {
         char warn[256] = "";
         rc = chat_template_load(m->gguf, &m->tmpl, warn, sizeof(warn));
         if (rc == 0 && warn[0])
