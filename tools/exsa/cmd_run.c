@@ -7,10 +7,10 @@
  * exactly the tokens held in the sequence's cache (n_ids == exsa_seq_len), and logits is the row
  * after ids[n_ids - 1] while nothing has sampled from it. A token is in ids only once it was fed:
  * the token that ends a reply (EOG, or the last one when -n or the context stops it) is not.
- * `exsa chat` renders the whole conversation each turn, keeps the cache's longest common prefix
- * with it (snapshots taken after each turn's prompt let it roll the conv state back) and feeds
- * only the rest. Called by main.c with argv[0] = "run" / "chat"; returns 0, 1 (error) or
- * 2 (usage).
+ * `exsa run` ends its output with a newline. `exsa chat` renders the whole conversation each
+ * turn, keeps the cache's longest common prefix with it (snapshots taken after each turn's prompt
+ * let it roll the conv state back) and feeds only the rest. Called by main.c with argv[0] =
+ * "run" / "chat"; returns 0, 1 (error) or 2 (usage).
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -118,16 +118,16 @@ static int opt_value(struct run_opts *o, const char *a, const char *v, bool chat
         return cli_int("-t", v, 1, 1024, &o->n_threads);
     else if (!strcmp(a, "--backend"))
         return (o->backend = cli_parse_backend(v)) < 0 ? -1 : 0;
-    else if (!strcmp(a, "--temp"))
-        return o->temp_set = true, opt_float(a, v, 0, 100, &sp->temperature);
+    else if (!strcmp(a, "--temp") && (o->temp_set = true))
+        return opt_float(a, v, 0, 100, &sp->temperature);
     else if (!strcmp(a, "--top-k"))
         return cli_int(a, v, 0, 1 << 30, &sp->top_k);
     else if (!strcmp(a, "--top-p"))
         return opt_float(a, v, 0, 1, &sp->top_p);
     else if (!strcmp(a, "--min-p"))
         return opt_float(a, v, 0, 1, &sp->min_p);
-    else if (!strcmp(a, "--repeat-penalty"))
-        return o->penalty_set = true, opt_float(a, v, 0.01f, 100, &sp->repeat_penalty);
+    else if (!strcmp(a, "--repeat-penalty") && (o->penalty_set = true))
+        return opt_float(a, v, 0.01f, 100, &sp->repeat_penalty);
     else if (!strcmp(a, "--seed"))
         return opt_seed(v, &sp->seed);
     else
