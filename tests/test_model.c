@@ -336,6 +336,7 @@ static void test_interleaved(void)
 int main(void)
 {
     RUN(test_fixtures_ref);
+    RUN(test_fixtures_cpu);
     RUN(test_greedy_f32);
     RUN(test_chunks);
     RUN(test_interleaved);
