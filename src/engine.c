@@ -77,27 +77,18 @@ static struct backend *make_backend(const struct exsa_engine_params *p, char *er
     }
 }
 
-/* Lets the backend repack or upload every matrix once. */
+static int prepare_one(struct tensor *t, void *arg)
+{
+    struct backend *be = arg;
+    return be->ops->prepare(be, t);
+}
+
+/* Lets the backend repack every matrix once (the copy is kept with the model). */
 static int prepare_weights(struct exsa_engine *e)
 {
-    struct backend *be = e->be;
-    if (!be->ops->prepare)
+    if (!e->be->ops->prepare)
         return 0;
-    struct exsa_model *m = e->m;
-    struct tensor *globals[] = {&m->tok_embd, &m->output};
-    for (int i = 0; i < 2; i++)
-        if (be->ops->prepare(be, globals[i]) < 0)
-            return EXSA_ENOMEM;
-    for (int i = 0; i < m->hp.n_layers; i++) {
-        struct layer *l = &m->layers[i];
-        struct tensor *ts[] = {&l->conv_in, &l->conv_out, &l->wq, &l->wk, &l->wv, &l->wo,
-                               &l->ffn_gate, &l->ffn_up, &l->ffn_down, &l->gate_exps,
-                               &l->up_exps, &l->down_exps};
-        for (size_t k = 0; k < sizeof(ts) / sizeof(ts[0]); k++)
-            if (ts[k]->data && be->ops->prepare(be, ts[k]) < 0)
-                return EXSA_ENOMEM;
-    }
-    return 0;
+    return model_for_each_matrix(e->m, prepare_one, e->be) < 0 ? EXSA_ENOMEM : 0;
 }
 
 int exsa_engine_create(struct exsa_model *m, const struct exsa_engine_params *p,

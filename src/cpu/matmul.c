@@ -14,6 +14,7 @@
 
 #include "cpu/matmul-impl.h"
 #include "cpu/matmul.h"
+#include "cpu/fastmm.h"
 #include "quant.h"
 
 static int g_level = -1; /* current kernel level; -1 until detected */
@@ -62,13 +63,12 @@ int cpu_matmul_is_fast(int type)
 
 int cpu_matmul_prepare(struct tensor *w)
 {
-    (void)w; /* the kernels read the GGUF layout directly; no repack pays for itself yet */
-    return 0;
+    return w->be_data ? 0 : gemm_prepare(w);
 }
 
 void cpu_matmul_release(struct tensor *w)
 {
-    (void)w;
+    gemm_release(w);
 }
 
 /* ---- thread-local scratch ------------------------------------------------------------------- */
@@ -204,6 +204,8 @@ static bool act_scratch(struct mm_call *c)
 void cpu_matmul(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
                 float *y, int n_tok)
 {
+    if (gemm_run(tp, w, expert, x, y, n_tok) || gemv_run(tp, w, expert, x, y, n_tok))
+        return;
     const int64_t K = w->ne[0], N = w->ne[1];
     const size_t row_bytes = dtype_row_size(w->type, K);
     struct mm_call c = {
