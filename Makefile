@@ -21,7 +21,7 @@ OBJ := $(SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test run bench clean format
+.PHONY: all deps test run bench fuzz clean format
 all: deps $(BUILD)/exsa
 
 deps:
@@ -57,6 +57,14 @@ run: deps $(BUILD)/exsa
 
 bench: deps $(BUILD)/exsa
 	@sh bench/run.sh $(BUILD)/exsa
+
+# libFuzzer over the GGUF reader (needs clang): FUZZ_SECONDS of fuzzing, corpus in build/fuzz.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@mkdir -p build/fuzz/corpus
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
+	  tests/fuzz_gguf.c src/gguf.c src/quant.c -o build/fuzz/fuzz_gguf
+	build/fuzz/fuzz_gguf -max_len=4096 -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus
 
 format:
 	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h include/*.h tools/exsa/*.c tests/*.c tests/*.h)

@@ -71,6 +71,12 @@ struct backend {
     void *priv;
 };
 
+/* LFM2-MoE routing of one token (reference semantics, shared by backends): the k experts with
+ * the largest sigmoid(logits) + bias (n_experts <= 512, k <= 64) into ids, their un-biased
+ * sigmoid scores normalised to sum 1 into wts. */
+void moe_route(const float *logits, const float *bias, int n_experts, int k, int *ids,
+               float *wts);
+
 /* The reference backend (plain C, f32). */
 struct backend *backend_ref_create(void);
 /* The reference ops table, for fast backends to copy and override. */

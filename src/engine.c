@@ -107,6 +107,13 @@ int exsa_engine_create(struct exsa_model *m, const struct exsa_engine_params *p,
         exsa_engine_params_default(&e->p);
     resolve_params(&e->p, &m->hp);
     int rc = EXSA_ENOMEM;
+    if (e->p.gpu_layers > 0 && e->p.backend != EXSA_BACKEND_CUDA) {
+        /* Offload is a CUDA-build feature; accepting it and running on the CPU would hide it. */
+        snprintf(err, errlen, "GPU_LAYERS=%d asks for GPU offload, but this build has no CUDA "
+                 "backend: set GPU_LAYERS=0 (-ngl 0) to run on the CPU", e->p.gpu_layers);
+        rc = EXSA_EUNSUPPORTED;
+        goto fail;
+    }
     e->be = make_backend(&e->p, err, errlen);
     if (!e->be) {
         rc = e->p.backend == EXSA_BACKEND_CUDA ? EXSA_EUNSUPPORTED : EXSA_ENOMEM;

@@ -5,6 +5,7 @@
  * The pool is created with the backend and owned by it.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,8 @@ struct cpu_priv {
     struct threadpool *tp;
     float *scores; /* n_threads x (n_ctx + 1) attention scores, grown on demand */
     size_t scores_per_thread;
+    float *moe;    /* MoE scratch, grown on demand (first calls only) */
+    size_t moe_floats;
 };
 
 static struct cpu_priv *priv(struct backend *be)
@@ -43,6 +46,16 @@ struct attn_job {
     float *scores;
     size_t stride;
 };
+
+static bool grow_moe(struct cpu_priv *p, size_t floats)
+{
+    float *m = realloc(p->moe, sizeof(float) * floats);
+    if (!m)
+        return false;
+    p->moe = m;
+    p->moe_floats = floats;
+    return true;
+}
 
 static float dot(const float *a, const float *b, int n)
 {
@@ -116,6 +129,51 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
     tp_run(p->tp, attn_worker, &j);
 }
 
+/* MoE over a batch, grouped by expert: each expert's tokens go through its three matrices as
+ * one matmul of many rows (the reference op runs one token at a time). */
+static void cpu_moe(struct backend *be, float *out, const float *x, const struct layer *l,
+                    int n_tok, int dim, int n_experts, int k, int fe)
+{
+    struct cpu_priv *p = priv(be);
+    size_t n = (size_t)n_tok;
+    size_t need = n * n_experts + n * k * 2 + n * dim * 2 + n * fe * 2;
+    if (n_experts > 512 || k > 64 || (need > p->moe_floats && !grow_moe(p, need))) {
+        backend_ref_ops.moe(be, out, x, l, n_tok, dim, n_experts, k, fe);
+        return;
+    }
+    float *logits = p->moe, *wts = logits + n * n_experts;
+    int *ids = (int *)(wts + n * k);
+    float *xg = (float *)(ids + n * k), *yg = xg + n * dim, *g = yg + n * dim, *u = g + n * fe;
+    cpu_matmul(p->tp, &l->router, 0, x, logits, n_tok);
+    for (int t = 0; t < n_tok; t++)
+        moe_route(logits + (size_t)t * n_experts, l->exp_bias.data, n_experts, k,
+                  ids + (size_t)t * k, wts + (size_t)t * k);
+    memset(out, 0, sizeof(float) * n * dim);
+    int32_t rows[n_tok];
+    float rw[n_tok];
+    for (int e = 0; e < n_experts; e++) {
+        int c = 0;
+        for (int t = 0; t < n_tok; t++)
+            for (int j = 0; j < k; j++)
+                if (ids[(size_t)t * k + j] == e) {
+                    rows[c] = t, rw[c] = wts[(size_t)t * k + j];
+                    memcpy(xg + (size_t)c++ * dim, x + (size_t)t * dim, sizeof(float) * dim);
+                }
+        if (c == 0)
+            continue;
+        cpu_matmul(p->tp, &l->gate_exps, e, xg, g, c);
+        cpu_matmul(p->tp, &l->up_exps, e, xg, u, c);
+        be->ops->swiglu(be, g, g, u, (long)c * fe);
+        cpu_matmul(p->tp, &l->down_exps, e, g, yg, c);
+        for (int r = 0; r < c; r++) {
+            float *o = out + (size_t)rows[r] * dim;
+            const float *yr = yg + (size_t)r * dim;
+            for (int i = 0; i < dim; i++)
+                o[i] += rw[r] * yr[i];
+        }
+    }
+}
+
 static void cpu_free(struct backend *be)
 {
     if (!be)
@@ -124,6 +182,7 @@ static void cpu_free(struct backend *be)
     if (p) {
         tp_free(p->tp);
         free(p->scores);
+        free(p->moe);
         free(p);
     }
     free(be);
@@ -146,6 +205,7 @@ struct backend *backend_cpu_create(int n_threads)
     cpu_ops.prepare = cpu_prepare;
     cpu_ops.matmul = cpu_matmul_op;
     cpu_ops.attention = cpu_attention;
+    cpu_ops.moe = cpu_moe;
     be->ops = &cpu_ops;
     be->n_threads = tp_n_threads(p->tp);
     be->priv = p;

@@ -174,7 +174,7 @@ static void ref_attention(struct backend *be, float *out, const float *q, const 
 }
 
 /* Picks the k experts with the largest sigmoid(logit) + bias; weights = normalised sigmoid. */
-static void moe_route(const float *logits, const float *bias, int n_experts, int k, int *ids,
+void moe_route(const float *logits, const float *bias, int n_experts, int k, int *ids,
                       float *wts)
 {
     float p[512];
