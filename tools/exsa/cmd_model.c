@@ -153,8 +153,15 @@ static void print_value(const struct gguf_kv *kv)
 {
     switch (kv->type) {
     case GGUF_TYPE_STRING:
-        printf("\"%.*s\"%s", kv->v.str.len > 60 ? 60 : (int)kv->v.str.len, kv->v.str.ptr,
-               kv->v.str.len > 60 ? "..." : "");
+        putchar('"');
+        for (uint64_t i = 0; i < kv->v.str.len && i < 60; i++) {
+            unsigned char c = (unsigned char)kv->v.str.ptr[i];
+            if (c < 0x20 || c == 0x7f)
+                printf("\\x%02x", c);
+            else
+                putchar(c);
+        }
+        printf("\"%s", kv->v.str.len > 60 ? "..." : "");
         break;
     case GGUF_TYPE_ARRAY: {
         printf("[%s x %" PRIu64 "]", gguf_type_name(kv->v.arr.type), kv->v.arr.n);
