@@ -1,10 +1,204 @@
-/* gemm.c: the prefill matmul path (fastmm.h). Not specialised yet: handles nothing. */
+/*
+ * gemm.c: the prefill matmul path (fastmm.h): for calls of at least 16 tokens (gemm_set_min_tokens)
+ * y = W x runs as a bf16 GEMM with f32 accumulation, on AMX-BF16 tiles where the CPU and OS
+ * allow it, else on AVX-512 BF16 dot products (gemm.h has the layouts).
+ *
+ * A call: (1) the threads convert x to bf16 in the tile layout, 16-token blocks split among
+ * them; (2) each thread takes a contiguous range of 32-row sub-panels of W, and for each panel of
+ * up to P rows (P x K bf16 <= ~512 KiB, stays in L2) dequantizes the rows once, then runs every
+ * token block over it. Weights are dequantized on the fly (their cost is shared by all tokens),
+ * so gemm_prepare repacks nothing and the model keeps no second copy.
+ * Accuracy: bf16 rounding of weights and activations (relative 2^-9) is well inside the 8-bit
+ * activation bar (NMSE 1e-4); F32 weights stay on cpu_matmul's exact f32 path.
+ * Scratch lives in thread-local buffers that only grow. Caller: cpu_matmul (matmul.c).
+ */
+#include <stdlib.h>
+#include <string.h>
+
 #include "cpu/fastmm.h"
+#include "cpu/gemm.h"
+#include "quant.h"
+
+#define PANEL_BYTES (512 * 1024) /* bf16 weight panel kept in L2 while all tokens pass */
+#define PANEL_MAX 256            /* rows */
+
+static int g_path = -1, g_best = -1, g_min_tok = 16;
+
+int gemm_best_path(void)
+{
+    if (g_best >= 0)
+        return g_best;
+    int best = GEMM_OFF;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        best = gemm_amx_init() ? GEMM_AMX : GEMM_AVX512;
+#endif
+    g_best = best;
+    return best;
+}
+
+int gemm_set_path(int path)
+{
+    const int best = gemm_best_path();
+    g_path = path < GEMM_OFF ? GEMM_OFF : path > best ? best : path;
+    return g_path;
+}
+
+int gemm_path(void)
+{
+    if (g_path >= 0)
+        return g_path;
+    const char *e = getenv("EXSA_GEMM");
+    int want = GEMM_AMX;
+    if (e && !strcmp(e, "off"))
+        want = GEMM_OFF;
+    else if (e && !strcmp(e, "avx512"))
+        want = GEMM_AVX512;
+    return gemm_set_path(want);
+}
+
+void gemm_set_min_tokens(int n)
+{
+    g_min_tok = n < 1 ? 1 : n;
+}
+
+/* ---- thread-local scratch --------------------------------------------------------------- */
+
+struct scratch {
+    void *p;
+    size_t size;
+};
+
+static void *scratch_get(struct scratch *s, size_t size)
+{
+    if (s->size >= size)
+        return s->p;
+    free(s->p);
+    size = (size + 4095) & ~(size_t)4095;
+    s->p = aligned_alloc(64, size);
+    s->size = s->p ? size : 0;
+    return s->p;
+}
+
+static _Thread_local struct scratch tl_x, tl_panel, tl_row;
+
+/* ---- the threaded call ------------------------------------------------------------------ */
+
+struct gemm_call {
+    int type, path, n_tok, n_blocks;
+    int segs; /* K segments (gemm.h): 1, or 2 (BF16) / 3 (F16) for f32-accurate products */
+    const uint8_t *w; /* row 0 of the matrix (expert applied) */
+    size_t row_bytes;
+    int64_t K, N;
+    const float *x;
+    float *y;
+    uint16_t *xb;
+    int failed; /* a worker could not get its scratch (set before the join: read after) */
+};
+
+static void pack_worker(void *arg, int ith, int nth)
+{
+    const struct gemm_call *c = arg;
+    gemm_pack_x(c->x, c->K, c->segs, c->n_blocks * ith / nth, c->n_blocks * (ith + 1) / nth,
+                c->n_tok, c->xb);
+}
+
+/* Dequantizes rows [n0, n0 + n_valid) of W into a panel of `groups` 16-row groups (rows past
+ * n_valid zero). False if out of memory. */
+static bool fill_panel(const struct gemm_call *c, int n0, int n_valid, int groups, uint16_t *panel)
+{
+    const int64_t K = c->K;
+    float *row = NULL;
+    for (int p = 0; p < 16 * groups; p++) {
+        const uint8_t *src = c->w + (size_t)(n0 + p) * c->row_bytes;
+        if (p < n_valid && gemm_pack_row(c->type, src, K, c->segs, p, groups, panel))
+            continue;
+        if (!row && !(row = scratch_get(&tl_row, sizeof(float) * (size_t)K)))
+            return false;
+        if (p >= n_valid || dequantize_row(c->type, src, row, K) != 0)
+            memset(row, 0, sizeof(float) * (size_t)K);
+        gemm_pack_row_f32(row, K, c->segs, p, groups, panel);
+    }
+    return true;
+}
+
+static void gemm_worker(void *arg, int ith, int nth)
+{
+    struct gemm_call *c = arg;
+    const int64_t n_sub = (c->N + 31) / 32;
+    const int s0 = (int)(n_sub * ith / nth), s1 = (int)(n_sub * (ith + 1) / nth);
+    const int64_t KS = c->K * c->segs;
+    int P = (int)(PANEL_BYTES / (2 * KS)) / 32 * 32;
+    P = P < 32 ? 32 : P > PANEL_MAX ? PANEL_MAX : P;
+    uint16_t *panel = s0 < s1 ? scratch_get(&tl_panel, (size_t)P * (size_t)KS * 2) : NULL;
+    if (s0 < s1 && !panel) {
+        c->failed = 1;
+        return;
+    }
+    for (int64_t n0 = 32 * (int64_t)s0; n0 < 32 * (int64_t)s1; n0 += P) {
+        const int rows = (int)(32 * (int64_t)s1 - n0 < P ? 32 * (int64_t)s1 - n0 : P);
+        const int groups = (rows + 15) / 16 + ((rows + 15) / 16 & 1); /* even */
+        const int n_valid = (int)(c->N - n0 < rows ? c->N - n0 : rows);
+        if (!fill_panel(c, (int)n0, n_valid, groups, panel)) {
+            c->failed = 1;
+            return;
+        }
+        const struct gemm_tile_job j = {
+            .panel = panel, .groups = groups, .xb = c->xb, .nks = (int)(KS / 32),
+            .y = c->y, .ldy = c->N, .n0 = (int)n0, .n_valid = n_valid, .n_tok = c->n_tok,
+        };
+        if (c->path == GEMM_AMX)
+            gemm_kern_amx(&j, 0, groups, 0, c->n_blocks);
+        else
+            gemm_kern_avx512(&j, 0, groups, 0, c->n_blocks);
+    }
+    if (c->path == GEMM_AMX)
+        gemm_amx_done();
+}
+
+/* K segments of a type (gemm.h): 1 (bf16 products) for the types whose cpu_matmul kernels
+ * quantize activations to 8 bits; else split products at f32 accuracy, as cpu_matmul's own
+ * kernels for them are exact: BF16 weights are exact in bf16 (2), the rest need hi + lo (3). */
+static int segments(int type)
+{
+    if (type == EXSA_DTYPE_BF16)
+        return 2;
+    return type == EXSA_DTYPE_Q4_0 || type == EXSA_DTYPE_Q8_0 || type == EXSA_DTYPE_Q4_K ||
+                   type == EXSA_DTYPE_Q5_K || type == EXSA_DTYPE_Q6_K
+               ? 1
+               : 3;
+}
+
+static bool type_ok(int type, int64_t K)
+{
+    const struct dtype_info *ti = dtype_info(type);
+    return type != EXSA_DTYPE_F32 && ti && ti->supported && K % 32 == 0 &&
+           K % ti->block_size == 0;
+}
 
 bool gemm_run(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
               float *y, int n_tok)
 {
-    return false;
+    const int64_t K = w->ne[0], N = w->ne[1];
+    if (n_tok < g_min_tok || gemm_path() == GEMM_OFF || !type_ok(w->type, K) || N < 1 ||
+        cpu_matmul_level() < CPU_LEVEL_AVX512)
+        return false;
+    struct gemm_call c = {
+        .type = w->type, .path = gemm_path(), .n_tok = n_tok, .n_blocks = (n_tok + 15) / 16,
+        .row_bytes = dtype_row_size(w->type, K), .K = K, .N = N, .x = x, .y = y,
+        .segs = segments(w->type),
+    };
+    c.w = (const uint8_t *)w->data + (size_t)expert * (size_t)N * c.row_bytes;
+    c.xb = scratch_get(&tl_x, (size_t)c.n_blocks * (size_t)K * c.segs * 32);
+    if (!c.xb)
+        return false;
+    tp_run(tp, pack_worker, &c);
+    tp_run(tp, gemm_worker, &c);
+    return !c.failed; /* out of memory: cpu_matmul's kernels overwrite all of y */
 }
 
 int gemm_prepare(struct tensor *w)
