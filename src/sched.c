@@ -281,6 +281,17 @@ void sched_cancel(struct sched_req *r)
     }
 }
 
+static int max_seqs(const struct sched *s);
+
+/* Whether the queue is full: max_queue requests wait beyond those the free sequence slots
+ * take at the next step (so MAX_QUEUE_SIZE=0 still serves up to max_batch at once). Called
+ * with mu held. */
+static bool queue_full(const struct sched *s)
+{
+    int free_slots = max_seqs(s) - s->n_active_shared;
+    return s->n_queued >= s->p.max_queue + (free_slots > 0 ? free_slots : 0);
+}
+
 int sched_submit(struct sched *s, struct sched_req *r)
 {
     int rc = 0;
@@ -289,7 +300,7 @@ int sched_submit(struct sched *s, struct sched_req *r)
         rc = EXSA_ECANCELLED;
     else if (!s->engine || s->loading || r->model_gen != s->gen)
         rc = EXSA_ENOTFOUND;
-    else if (s->n_queued >= s->p.max_queue)
+    else if (queue_full(s))
         rc = EXSA_ENOMEM;
     if (!rc) {
         r->s = s;
@@ -809,6 +820,7 @@ void sched_get_stats(struct sched *s, struct sched_stats *st)
     st->active = s->n_active_shared;
     st->queued = s->n_queued;
     st->max_queue = s->p.max_queue;
+    st->queue_full = queue_full(s);
     st->n_cancelled = s->n_cancelled;
     pthread_mutex_unlock(&s->mu);
 }

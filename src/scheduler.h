@@ -30,7 +30,7 @@ struct sched_params {
     int n_batch;          /* tokens per forward step (prefill chunks + decode tokens) */
     int n_threads;        /* CPU threads (0: all) */
     int gpu_layers;
-    int max_queue;        /* requests waiting; past it sched_submit answers EXSA_ENOMEM */
+    int max_queue;        /* requests waiting for a free slot; past it sched_submit refuses */
     int max_batch;        /* sequences decoded together (forced to 1 when !continuous) */
     bool continuous;      /* continuous batching on */
     int batch_timeout_ms; /* how long an idle scheduler waits to fill a batch */
@@ -68,6 +68,7 @@ struct sched_stats {
     int active;    /* sequences running */
     int queued;    /* requests waiting */
     int max_queue;
+    bool queue_full; /* sched_submit would answer EXSA_ENOMEM now */
     unsigned long long n_cancelled; /* requests cancelled by their client */
 };
 void sched_get_stats(struct sched *s, struct sched_stats *st);
@@ -83,7 +84,8 @@ struct sched_req *sched_req_new(const int32_t *prompt, int n_prompt, const struc
 void sched_req_get(struct sched_req *r); /* one more reference */
 void sched_req_put(struct sched_req *r);
 
-/* Queues r. Returns 0; EXSA_ENOMEM when the queue is full; EXSA_ENOTFOUND when no model is
+/* Queues r. Returns 0; EXSA_ENOMEM when the queue is full (max_queue requests wait beyond
+ * those the free sequence slots will take); EXSA_ENOTFOUND when no model is
  * loaded (or r was tokenized for a model since replaced); EXSA_ECANCELLED when shutting down. */
 int sched_submit(struct sched *s, struct sched_req *r);
 /* Cancels r (its client went away): only r, wherever it is (queued or running). */

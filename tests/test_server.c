@@ -545,6 +545,147 @@ static void test_rate_limit(void)
     CHECK(stop(&C) == 0, "server C exit status");
 }
 
+/* Regressions found in review: generated NUL bytes cut the reply (cJSON C strings); bytes that
+ * are not UTF-8 went out raw in JSON bodies; seeds above 2^63 were refused (an undefined cast);
+ * models/load cut context_size 1.5 to 1 and 1e300 GPU layers to an undefined int. */
+static void test_review_regressions(void)
+{
+    int st;
+    /* token 14 is the byte 0x00: forced by logit_bias, every generated token is a NUL byte */
+    const char *nul = "{\"prompt\":\"a\",\"max_tokens\":3,\"logit_bias\":{\"14\":100},"
+                      "\"ignore_eos\":true,\"temperature\":0}";
+    char *b = req(&A, "POST", "/v1/completions", nul, NULL, &st);
+    CHECK(st == 200 && has(b, "\"text\":\"\\u0000\\u0000\\u0000\""), "NUL bytes %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/detokenize", "{\"tokens\":[150,14,200]}", NULL, &st);
+    CHECK(st == 200 && has(b, "\xEF\xBF\xBD\\u0000\xEF\xBF\xBD"), "detokenize bytes %d %s", st, b);
+    free(b);
+    free(sh("printf '{\"prompt\":\"a\",\"model\":\"\\377x\"}' > %s/req8.json", g_tmp));
+    char extra[PATH_MAX + 32];
+    snprintf(extra, sizeof extra, "--data-binary @%s/req8.json", g_tmp);
+    b = req(&A, "POST", "/v1/completions", NULL, extra, &st);
+    CHECK(st == 404 && !has(b, "\xFF") && has(b, "\xEF\xBF\xBDx"), "echo is UTF-8 %d %s", st, b);
+    free(b);
+    b = req(&A, "POST", "/v1/completions",
+            "{\"prompt\":\"a\",\"max_tokens\":1,\"seed\":18446744073709551615}", NULL, &st);
+    CHECK(st == 200, "seed 2^64-1 %d %s", st, b);
+    free(b);
+    const char *bad[] = {"{\"model_path\":\"tiny.gguf\",\"context_size\":1.5}",
+                         "{\"model_path\":\"tiny.gguf\",\"gpu_layers\":1e300}",
+                         "{\"model_path\":\"tiny.gguf\",\"gpu_layers\":-1}"};
+    for (int i = 0; i < 3; i++) {
+        b = req(&A, "POST", "/v1/models/load", bad[i], NULL, &st);
+        CHECK(st == 400 && has(b, "integer in"), "%s: %d %s", bad[i], st, b);
+        free(b);
+    }
+}
+
+/* The text and token count of a reply: the "text" fields of every chunk, concatenated as they
+ * are written (JSON-escaped), then the completion_tokens. malloc'd. */
+static char *reply_text(const char *b)
+{
+    size_t cap = strlen(b) + 64, n = 0;
+    char *o = calloc(1, cap);
+    for (const char *p = b; o && (p = strstr(p, "\"text\":\"")); ) {
+        p += 8;
+        for (; *p && *p != '"'; p++) {
+            if (*p == '\\' && p[1])
+                o[n++] = *p++;
+            o[n++] = *p;
+        }
+    }
+    const char *u = b ? strstr(b, "\"completion_tokens\":") : NULL;
+    if (o && u)
+        snprintf(o + n, cap - n, " | %d", atoi(u + 20));
+    return o;
+}
+
+/* 20 streams at once on MAX_BATCH_SIZE 4 and BATCH_SIZE 64 (prefill chunks of several prompts
+ * share steps): all finish, each with the tokens it gets alone with the same seed. On the
+ * reference backend, whose results do not depend on the batch's size: the SIMD matmuls sum in
+ * an order that does (relative differences near 1e-6), which can flip a sampled token. */
+static void test_batched_equals_alone(void)
+{
+    struct srv D;
+    char flags[PATH_MAX + 64];
+    snprintf(flags, sizeof flags, "-m '%s' -c 512 -b 64 --max-batch 4 --max-queue 16 "
+             "--backend ref", g_model);
+    const char *env[] = {"BATCH_TIMEOUT_MS=0", NULL};
+    if (start(&D, env, flags) < 0) {
+        CHECK(0, "server D did not start");
+        return;
+    }
+    char *alone[20], body[20][1024];
+    for (int i = 0; i < 20; i++) {
+        /* control tokens (ids 0..13) are kept out: see the report on gen_next's text */
+        int o = snprintf(body[i], sizeof body[i], "{\"max_tokens\":%d,\"seed\":%d,\"temperature\":"
+                         "1,\"top_k\":0,\"top_p\":1,\"min_p\":0,\"ignore_eos\":true,\"stream_options\""
+                         ":{\"include_usage\":true},\"logit_bias\":{", 8 + i % 7, 100 + i);
+        for (int k = 0; k < 14; k++)
+            o += snprintf(body[i] + o, sizeof body[i] - o, "%s\"%d\":-100", k ? "," : "", k);
+        o += snprintf(body[i] + o, sizeof body[i] - o, "},\"prompt\":[1");
+        for (int k = 0; k < 5 + i * 7; k++)
+            o += snprintf(body[i] + o, sizeof body[i] - o, ",%d", 20 + (i * 31 + k * 17) % 1000);
+        snprintf(body[i] + o, sizeof body[i] - o, "]");
+        char one[1100];
+        snprintf(one, sizeof one, "%s}", body[i]);
+        int st;
+        char *b = req(&D, "POST", "/v1/completions", one, NULL, &st);
+        alone[i] = reply_text(b);
+        CHECK(st == 200, "alone %d: %d %s", i, st, b);
+        free(b);
+    }
+    free(sh("rm -f %s/par*", g_tmp));
+    for (int i = 0; i < 20; i++) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/par%d.json", g_tmp, i);
+        FILE *f = fopen(path, "w");
+        fprintf(f, "%s,\"stream\":true}", body[i]);
+        fclose(f);
+    }
+    free(sh("cd %s && for i in $(seq 0 19); do curl -s -N -m 60 -o par$i.out %s/v1/completions "
+            "--data-binary @par$i.json & done; wait", g_tmp, D.url));
+    int same = 0;
+    for (int i = 0; i < 20; i++) {
+        char *b = sh("cat %s/par%d.out", g_tmp, i);
+        char *t = reply_text(b);
+        bool ok = has(b, "data: [DONE]") && t && alone[i] && !strcmp(t, alone[i]);
+        same += ok;
+        CHECK(ok, "stream %d: batched '%s' alone '%s'", i, t, alone[i]);
+        free(t), free(b), free(alone[i]);
+    }
+    CHECK(same == 20, "%d of 20 batched replies equal the lone ones", same);
+    CHECK(stop(&D) == 0, "server D exit status");
+}
+
+/* MAX_QUEUE_SIZE=0 still serves what the free slots take at once (it refused everything). */
+static void test_queue_zero(void)
+{
+    struct srv E;
+    char flags[PATH_MAX + 64];
+    snprintf(flags, sizeof flags, "-m '%s' -c 128 --max-queue 0 --max-batch 2", g_model);
+    if (start(&E, NULL, flags) < 0) {
+        CHECK(0, "server E did not start");
+        return;
+    }
+    int st;
+    char *b = req(&E, "GET", "/v1/health", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"status\":\"healthy\""), "health %d %s", st, b);
+    free(b);
+    b = req(&E, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":2}", NULL, &st);
+    CHECK(st == 200 && has(b, "text_completion"), "served %d %s", st, b);
+    free(b);
+    char *o = sh("for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%%{http_code}\\n' -m 30 "
+                 "%s/v1/completions -d '{\"prompt\":\"x\",\"max_tokens\":60,\"ignore_eos\":true}'"
+                 " & done; wait", E.url);
+    int n200 = 0, n503 = 0;
+    for (char *p = o; *p; p++)
+        n200 += !strncmp(p, "200\n", 4), n503 += !strncmp(p, "503\n", 4);
+    CHECK(n200 >= 1 && n200 <= 2 && n200 + n503 == 5, "2 slots, no queue: %s", o);
+    free(o);
+    CHECK(stop(&E) == 0, "server E exit status");
+}
+
 static char g_argv0[PATH_MAX];
 static bool g_ready;
 
@@ -605,10 +746,13 @@ int main(int argc, char **argv)
     RUN(test_openai_npm);
     RUN(test_disconnect);
     RUN(test_metrics);
+    RUN(test_review_regressions);
     RUN(test_models_load);
     RUN(test_stop_a);
     RUN(test_key_and_queue);
     RUN(test_rate_limit);
+    RUN(test_batched_equals_alone);
+    RUN(test_queue_zero);
     free(sh("rm -rf %s", g_tmp));
     TEST_END();
 }

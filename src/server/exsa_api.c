@@ -41,7 +41,7 @@ int route_health(struct srv_conn *c)
     sched_get_stats(c->srv->sched, &st);
     cJSON *o = cJSON_CreateObject();
     const char *status = c->srv->shutting_down || st.closing ? "shutting_down"
-                         : st.queued >= st.max_queue     ? "overloaded" : "healthy";
+                         : st.queue_full                 ? "overloaded" : "healthy";
     cJSON_AddStringToObject(o, "status", status);
     cJSON_AddStringToObject(o, "version", EXSA_VERSION);
     cJSON_AddBoolToObject(o, "model_loaded", st.loaded);
@@ -222,7 +222,8 @@ static int resolve_model(struct srv_conn *c, const char *want, char *out)
         return srv_reply_error(c, 404, "invalid_request_error", "model_path", "model_not_found",
                                "no such folder: %s", dir), -1;
     size_t rl = strlen(root);
-    if (strncmp(rdir, root, rl) != 0 || (rdir[rl] != 0 && rdir[rl] != '/'))
+    /* inside: root itself or below it (root "/" is the one that ends with a slash) */
+    if (strncmp(rdir, root, rl) != 0 || (rdir[rl] != 0 && rdir[rl] != '/' && root[rl - 1] != '/'))
         return srv_reply_error(c, 403, "permission_error", "model_path", "outside_models_dir",
                                "'%s' is outside the models folder %s", want, root), -1;
     struct stat sb;
@@ -257,6 +258,14 @@ static int swap_reply(struct srv_conn *c, int rc, const char *err, const char *w
     return srv_reply_json(c, 200, o);
 }
 
+/* Whether v is absent, null, or an integer in [lo, hi]. */
+static bool int_or_absent(const cJSON *v, double lo, double hi)
+{
+    return !v || cJSON_IsNull(v) ||
+           (cJSON_IsNumber(v) && v->valuedouble >= lo && v->valuedouble <= hi &&
+            v->valuedouble == (double)(long)v->valuedouble);
+}
+
 int route_models_load(struct srv_conn *c)
 {
     cJSON *b = job_body(c);
@@ -267,15 +276,16 @@ int route_models_load(struct srv_conn *c)
     const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(b, "context_size");
     char path[PATH_MAX], err[600] = "";
     int ret = MHD_YES;
-    if (!cJSON_IsString(p) || !p->valuestring[0] || (ngl && !cJSON_IsNumber(ngl)) ||
-        (ctx && !cJSON_IsNumber(ctx)) || (ngl && ngl->valuedouble < 0) ||
-        (ctx && (ctx->valuedouble < 1 || ctx->valuedouble > (1 << 24)))) {
+    /* the same ranges as GPU_LAYERS and CONTEXT_SIZE; integers only (1.5 or 1e300 must not be
+     * cut to an int) */
+    if (!cJSON_IsString(p) || !p->valuestring[0] || !int_or_absent(ngl, 0, 100000) ||
+        !int_or_absent(ctx, 1, 1 << 24)) {
         srv_reply_error(c, 400, "invalid_request_error", "model_path", "invalid_value",
-                        "expected {\"model_path\": \"x.gguf\", \"gpu_layers\"?: n >= 0, "
-                        "\"context_size\"?: n >= 1}");
+                        "expected {\"model_path\": \"x.gguf\", \"gpu_layers\"?: integer in "
+                        "[0, 100000], \"context_size\"?: integer in [1, 16777216]}");
     } else if (resolve_model(c, p->valuestring, path) == 0) {
-        int rc = sched_load(c->srv->sched, path, ngl ? (int)ngl->valuedouble : -1,
-                            ctx ? (int)ctx->valuedouble : -1, err, sizeof err);
+        int rc = sched_load(c->srv->sched, path, cJSON_IsNumber(ngl) ? (int)ngl->valuedouble : -1,
+                            cJSON_IsNumber(ctx) ? (int)ctx->valuedouble : -1, err, sizeof err);
         fprintf(stderr, "exsa serve: load %s: %s\n", path, rc < 0 ? err : "ok");
         ret = swap_reply(c, rc, err, "loaded");
     }
@@ -349,8 +359,9 @@ int route_tokenize(struct srv_conn *c)
     return ret;
 }
 
-/* Appends the pieces of the ids in arr to a new string; NULL when an id is bad. */
-static char *detokenize(struct exsa_model *m, const cJSON *arr, int n_vocab)
+/* Appends the pieces of the ids in arr to a new string (*n_out bytes; pieces may hold NUL
+ * bytes); NULL when an id is bad. */
+static char *detokenize(struct exsa_model *m, const cJSON *arr, int n_vocab, size_t *n_out)
 {
     size_t len = 0, cap = 256;
     char *s = malloc(cap), piece[256];
@@ -373,6 +384,7 @@ static char *detokenize(struct exsa_model *m, const cJSON *arr, int n_vocab)
     }
     if (s)
         s[len] = 0;
+    *n_out = len;
     return s;
 }
 
@@ -392,15 +404,19 @@ int route_detokenize(struct srv_conn *c)
         struct exsa_model *m = job_model(c, &j, b, &gen, NULL);
         if (m) {
             int n_vocab = exsa_model_info(m)->vocab_size;
-            char *s = detokenize(m, arr, n_vocab);
+            size_t len = 0;
+            char *s = detokenize(m, arr, n_vocab, &len);
             sched_model_release(c->srv->sched);
             if (!s) {
                 srv_reply_error(c, 400, "invalid_request_error", "tokens", "invalid_value",
                                 "'tokens' must hold integer ids below %d", n_vocab);
             } else {
                 cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "content", s);
+                char *q = srv_json_quote(s, len); /* bytes that are not UTF-8 become U+FFFD */
                 free(s);
+                if (q)
+                    cJSON_AddRawToObject(o, "content", q);
+                free(q);
                 srv_reply_json(c, 200, o);
             }
         }

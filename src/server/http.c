@@ -49,6 +49,76 @@ static const struct route routes[] = {
 
 /* ---- replies -------------------------------------------------------------------------------- */
 
+/* Length of the valid UTF-8 character at s[0..n) (1 to 4), or 0 when s starts an invalid or
+ * incomplete sequence (overlongs and surrogates are invalid). */
+static int utf8_len(const unsigned char *s, size_t n)
+{
+    if (s[0] < 0x80)
+        return 1;
+    int need = s[0] >= 0xC2 && s[0] <= 0xDF ? 2 : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
+             : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
+    unsigned char lo = s[0] == 0xE0 ? 0xA0 : s[0] == 0xF0 ? 0x90 : 0x80;
+    unsigned char hi = s[0] == 0xED ? 0x9F : s[0] == 0xF4 ? 0x8F : 0xBF;
+    if (!need || (size_t)need > n)
+        return 0;
+    for (int i = 1; i < need; i++)
+        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF))
+            return 0;
+    return need;
+}
+
+char *srv_json_quote(const char *s, size_t n)
+{
+    char *o = malloc(n * 6 + 3), *p = o; /* worst case: every byte as \u00XX */
+    if (!o)
+        return NULL;
+    *p++ = '"';
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        int k = utf8_len((const unsigned char *)s + i, n - i);
+        if (c == '"' || c == '\\')
+            p += sprintf(p, "\\%c", c);
+        else if (c == '\n' || c == '\r' || c == '\t')
+            p += sprintf(p, "\\%c", c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
+        else if (c < 0x20 || c == 0x7F)
+            p += sprintf(p, "\\u%04x", c);
+        else if (k > 0)
+            memcpy(p, s + i, (size_t)k), p += k;
+        else
+            memcpy(p, "\xEF\xBF\xBD", 3), p += 3, k = 1;
+        i += (size_t)k;
+    }
+    *p++ = '"';
+    *p = 0;
+    return o;
+}
+
+char *srv_utf8_scrub(char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s), bad = 0;
+    for (size_t i = 0; i < n;) {
+        int k = utf8_len((const unsigned char *)s + i, n - i);
+        bad += k == 0;
+        i += k ? (size_t)k : 1;
+    }
+    if (!bad)
+        return s;
+    char *o = malloc(n + 2 * bad + 1), *p = o;
+    for (size_t i = 0; o && i < n;) {
+        int k = utf8_len((const unsigned char *)s + i, n - i);
+        if (k)
+            memcpy(p, s + i, (size_t)k), p += k, i += (size_t)k;
+        else
+            memcpy(p, "\xEF\xBF\xBD", 3), p += 3, i++;
+    }
+    if (o)
+        *p = 0;
+    free(s);
+    return o;
+}
+
 /* CORS headers for c's origin, when CORS is on and the origin is allowed. */
 static void add_cors(struct srv_conn *c, struct MHD_Response *r)
 {
@@ -107,7 +177,8 @@ int srv_reply_text(struct srv_conn *c, int status, const char *ctype, const char
 
 int srv_reply_json(struct srv_conn *c, int status, cJSON *body)
 {
-    char *s = body ? cJSON_PrintUnformatted(body) : NULL;
+    /* cJSON passes bytes >= 0x80 through unchecked: echoed input may not be UTF-8 */
+    char *s = body ? srv_utf8_scrub(cJSON_PrintUnformatted(body)) : NULL;
     cJSON_Delete(body);
     if (!s)
         return srv_reply_text(c, 500, "application/json",
@@ -135,7 +206,7 @@ char *srv_error_json(const char *message, const char *type, const char *param, c
         cJSON_AddStringToObject(e, "code", code);
     else
         cJSON_AddNullToObject(e, "code");
-    char *s = cJSON_PrintUnformatted(o);
+    char *s = srv_utf8_scrub(cJSON_PrintUnformatted(o));
     cJSON_Delete(o);
     return s;
 }

@@ -8,6 +8,7 @@
  * exsa_api.c.
  */
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,11 +64,13 @@ static int get_num(struct srv_conn *c, const cJSON *o, const char *key, double l
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v))
         return 0;
+    /* floor(), not a cast to an integer type: a cast of a value past its range (a seed above
+     * 2^63) is undefined and refused valid seeds */
     if (!cJSON_IsNumber(v) || v->valuedouble < lo || v->valuedouble > hi ||
-        (integer && v->valuedouble != (double)(long long)v->valuedouble)) {
+        (integer && v->valuedouble != floor(v->valuedouble))) {
         srv_reply_error(c, 400, "invalid_request_error", key, "invalid_value",
-                        "'%s' must be %s in [%g, %g]", key, integer ? "an integer" : "a number",
-                        lo, hi);
+                        integer ? "'%s' must be %s in [%.0f, %.0f]" : "'%s' must be %s in [%g, %g]",
+                        key, integer ? "an integer" : "a number", lo, hi);
         return -1;
     }
     *out = v->valuedouble;
@@ -156,10 +159,12 @@ int job_parse_sampling(struct srv_conn *c, struct job *j, const cJSON *o, bool e
     NUM("penalty_last_n", -1, 1 << 30, true, sp->penalty_last_n);
     NUM("max_tokens", 1, 1 << 30, true, j->gp.max_tokens);
     NUM("max_completion_tokens", 1, 1 << 30, true, j->gp.max_tokens);
-    if ((rc = get_num(c, o, "seed", -9.2e18, 1.8e19, true, &v)) < 0)
+    /* any 64-bit seed, signed or not (2^64 - 1 reads as the double 2^64) */
+    if ((rc = get_num(c, o, "seed", -9223372036854775808.0, 18446744073709551616.0, true, &v)) < 0)
         return -1;
     else if (rc)
-        sp->seed = v < 0 ? (uint64_t)(int64_t)v : (uint64_t)v;
+        sp->seed = v < 0 ? (uint64_t)(int64_t)v : v >= 18446744073709551616.0 ? UINT64_MAX
+                                                                            : (uint64_t)v;
 #undef NUM
     if ((rc = get_num(c, o, "n", 1, 1, true, &v)) < 0)
         return -1;
@@ -252,6 +257,18 @@ static cJSON *openai_head(const struct job *j, const char *object)
     return o;
 }
 
+/* Adds key: text[0..len) to o as a JSON string. Generated text may hold NUL bytes, which
+ * cJSON's C strings would cut: srv_json_quote writes them as \u0000. */
+static void add_text(cJSON *o, const char *key, const char *text, size_t len)
+{
+    char *q = srv_json_quote(text, len);
+    if (q)
+        cJSON_AddRawToObject(o, key, q);
+    else
+        cJSON_AddStringToObject(o, key, "");
+    free(q);
+}
+
 /* One streaming OpenAI chunk: text (may be NULL), role in the delta, finish reason or NULL. */
 static cJSON *openai_chunk(const struct job *j, const char *text, size_t len, bool role,
                            const char *finish)
@@ -260,17 +277,15 @@ static cJSON *openai_chunk(const struct job *j, const char *text, size_t len, bo
     cJSON *o = openai_head(j, chat ? "chat.completion.chunk" : "text_completion");
     cJSON *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", 0);
-    char *t = strndup(text ? text : "", text ? len : 0);
     if (chat) {
         cJSON *d = cJSON_AddObjectToObject(ch, "delta");
         if (role)
             cJSON_AddStringToObject(d, "role", "assistant");
         if (text)
-            cJSON_AddStringToObject(d, "content", t ? t : "");
+            add_text(d, "content", text, len);
     } else {
-        cJSON_AddStringToObject(ch, "text", t ? t : "");
+        add_text(ch, "text", text ? text : "", text ? len : 0);
     }
-    free(t);
     cJSON_AddNullToObject(ch, "logprobs");
     if (finish)
         cJSON_AddStringToObject(ch, "finish_reason", finish);
@@ -338,10 +353,8 @@ static void stream_format(struct stream *st, const struct sched_chunk *ch)
             continue;
         }
         cJSON *e = cJSON_CreateObject();
-        char *t = strndup(p, n);
-        cJSON_AddStringToObject(e, "token", t ? t : "");
+        add_text(e, "token", p, n);
         cJSON_AddFalseToObject(e, "done");
-        free(t);
         out_event(&st->out, e);
     }
     if (!ch->done)
@@ -471,7 +484,7 @@ static int reply_blocking(struct srv_conn *c, struct job *j, struct sched_req *r
                               NULL, NULL, "%s", ch.message);
     } else if (j->kind == JOB_GENERATE) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "text", text.p ? text.p : "");
+        add_text(o, "text", text.p ? text.p : "", text.len);
         cJSON_AddStringToObject(o, "finish_reason", finish_name(ch.finish));
         cJSON_AddItemToObject(o, "usage", usage_json(&res));
         if (res.empty_reason[0])
@@ -485,9 +498,9 @@ static int reply_blocking(struct srv_conn *c, struct job *j, struct sched_req *r
         if (chat) {
             cJSON *m = cJSON_AddObjectToObject(choice, "message");
             cJSON_AddStringToObject(m, "role", "assistant");
-            cJSON_AddStringToObject(m, "content", text.p ? text.p : "");
+            add_text(m, "content", text.p ? text.p : "", text.len);
         } else {
-            cJSON_AddStringToObject(choice, "text", text.p ? text.p : "");
+            add_text(choice, "text", text.p ? text.p : "", text.len);
         }
         cJSON_AddNullToObject(choice, "logprobs");
         cJSON_AddStringToObject(choice, "finish_reason", finish_name(ch.finish));

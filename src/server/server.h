@@ -126,6 +126,12 @@ int srv_reply_error(struct srv_conn *c, int status, const char *type, const char
     __attribute__((format(printf, 6, 7)));
 /* An error body in OpenAI's shape (for SSE error events); malloc'd JSON text. */
 char *srv_error_json(const char *message, const char *type, const char *param, const char *code);
+/* s[0..n) as a JSON string literal (quotes included; control bytes and NUL escaped, invalid
+ * UTF-8 as U+FFFD), malloc'd; NULL when out of memory. Generated text may hold any byte. */
+char *srv_json_quote(const char *s, size_t n);
+/* s (malloc'd, NUL-terminated JSON text) with invalid UTF-8 bytes replaced by U+FFFD: s itself
+ * when it is valid, else a new string (s is freed); NULL when out of memory (s is freed). */
+char *srv_utf8_scrub(char *s);
 /* Whether the client of c still holds its connection open. */
 bool srv_client_alive(const struct srv_conn *c);
 
