@@ -1,8 +1,105 @@
-/* gemv.c: the decode matmul path (fastmm.h). Not specialised yet: handles nothing. */
+/*
+ * gemv.c: the decode matmul path (fastmm.h): calls of 1..GV_MAX_CALL_TOK tokens for Q4_0, Q8_0,
+ * Q4_K, Q5_K, Q6_K, F16, BF16 and F32 weights, on CPUs with AVX-512 F/BW/VL/DQ/VNNI/VBMI.
+ *
+ * A call quantizes (or rearranges) the activations once on the calling thread into the format of
+ * the weight type (gemv-impl.h), then each pool thread streams one contiguous range of rows of W
+ * (one linear read per thread: decode is bound by memory bandwidth) through the kernels of
+ * gemv-avx512.c, all tokens per pass. Scratch: one thread-local buffer that only grows.
+ * Anything else (types, CPUs, cpu_matmul's plain C level, longer calls) returns false and
+ * cpu_matmul runs its own kernels. Caller: cpu_matmul (matmul.c); tests/test_gemv.c.
+ */
+#include <stdlib.h>
+
 #include "cpu/fastmm.h"
+#include "cpu/gemv-impl.h"
+#include "quant.h"
+
+#define GV_MAX_CALL_TOK 15 /* larger calls: gemm (>= 16 tokens) or cpu_matmul's tiled kernels */
+
+static int g_ok = -1; /* CPU has the kernels' features; -1 until checked */
+
+static bool cpu_ok(void)
+{
+    if (g_ok < 0) {
+        g_ok = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+        __builtin_cpu_init();
+        g_ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
+               __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+               __builtin_cpu_supports("bmi2");
+#endif
+    }
+    return g_ok;
+}
+
+static _Thread_local struct {
+    uint8_t *p;
+    size_t size;
+} tl_act;
+
+/* A 64-byte aligned buffer of at least size bytes, kept for the thread's next calls. */
+static uint8_t *act_buffer(size_t size)
+{
+    if (tl_act.size >= size)
+        return tl_act.p;
+    free(tl_act.p);
+    size = (size + 4095) & ~(size_t)4095;
+    tl_act.p = aligned_alloc(64, size);
+    tl_act.size = tl_act.p ? size : 0;
+    return tl_act.p;
+}
+
+static void worker(void *arg, int ith, int nth)
+{
+    const struct gv_job *j = arg;
+    const int64_t r0 = j->N * ith / nth, r1 = j->N * (ith + 1) / nth;
+    if (r0 < r1)
+        gv_avx512_rows(j, r0, r1);
+}
+
+/* Whether this call is one for the decode path: type, shape, tokens and CPU. */
+static bool handles(const struct tensor *w, int n_tok)
+{
+    const int kind = gv_act_kind(w->type);
+    const int64_t K = w->ne[0];
+    if (kind == GV_ACT_NONE || n_tok < 1 || n_tok > GV_MAX_CALL_TOK || K <= 0 || w->ne[1] <= 0)
+        return false;
+    if (dtype_row_size(w->type, K) == 0)
+        return false;
+    if (cpu_matmul_level() < CPU_LEVEL_AVX512 || !cpu_ok())
+        return false;
+    return true;
+}
 
 bool gemv_run(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
               float *y, int n_tok)
 {
-    return false;
+    if (!handles(w, n_tok))
+        return false;
+    const int64_t K = w->ne[0], N = w->ne[1];
+    const int kind = gv_act_kind(w->type);
+    const size_t row_bytes = dtype_row_size(w->type, K);
+    struct gv_job j = {
+        .type = w->type, .n_tok = n_tok, .row_bytes = row_bytes, .K = K, .N = N, .y = y,
+        .ldy = N,
+    };
+    j.w = (const uint8_t *)w->data + (size_t)expert * (size_t)N * row_bytes;
+    if (kind == GV_ACT_F32) {
+        j.act = (const uint8_t *)x;
+        j.act_stride = (size_t)K * sizeof(float);
+    } else {
+        const size_t stride = (gv_act_bytes(kind, K) + 63) & ~(size_t)63;
+        uint8_t *a = act_buffer(stride * (size_t)n_tok);
+        if (!a)
+            return false;
+        for (int t = 0; t < n_tok; t++)
+            gv_avx512_quantize(kind, x + (size_t)t * K, K, a + (size_t)t * stride);
+        j.act = a;
+        j.act_stride = stride;
+    }
+    tp_run(tp, worker, &j);
+    return true;
 }

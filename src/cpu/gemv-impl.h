@@ -1,0 +1,54 @@
+/*
+ * gemv-impl.h: what gemv.c (dispatch, threads, scratch) shares with its kernel file
+ * gemv-avx512.c. The decode path quantizes the activations of each call into a format made for
+ * the weight type (per token, gv_act_bytes bytes, 64-byte aligned):
+ *   GV_ACT_K8 (Q4_K, Q5_K), per 256 (448 bytes): int8 q[256] in the order the nibbles of a
+ *       64-byte qs load come out (32-element chunks 0,2,1,3,4,6,5,7); at +256 int16 sums of q
+ *       per chunk [8], each times 2^(GV_SUB_SHIFT - e) (zero-padded to 64 bytes); at +288 the
+ *       float step d / 2^GV_SUB_SHIFT; at +320 and +384 int16 [32] shift counts
+ *       GV_SUB_SHIFT - e of the chunk behind each word of the kernels' packed sums. Chunk c is
+ *       quantized with step d / 2^e[c] (power-of-two sub-scales: near per-32 precision).
+ *   GV_ACT_K6 (Q6_K), per 256 (448 bytes): the same with q in order and, at +256, minus the
+ *       sums of q per 16 [16] times 2^(GV_SUB_SHIFT - e).
+ *   GV_ACT_B4 (Q4_0), per 128 (4 blocks b): q [b0 0..15, b1 0..15, b2 .., b3 .., b0 16..31, ..],
+ *       float scale of block b in lanes 4b..4b+3 [16], int32 -8 x sum of block b in lane 4b [16];
+ *       256 bytes. A partial last group is padded with zeros.
+ *   GV_ACT_B8 (Q8_0), per 64 (2 blocks): q in order, float scales [8 x b0, 8 x b1], int32
+ *       -128 x sum of each block in lanes 0 and 8; 192 bytes. Padded like B4.
+ *   GV_ACT_F32 (F32, F16): x itself (no copy). GV_ACT_BF (BF16): f32 copy with each 32 split
+ *       into its 16 even then 16 odd elements, zero-padded to a multiple of 32.
+ * Kernels compute y[t][r] for a row range and all tokens of the job (n_tok <= GV_MAX_TOK).
+ */
+#ifndef EXSA_CPU_GEMV_IMPL_H
+#define EXSA_CPU_GEMV_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GV_MAX_TOK 8   /* tokens per kernel pass: their accumulators stay in registers */
+#define GV_SUB_SHIFT 3 /* K-quant activation sub-scales d / 2^e, e <= 3 (int16 sums fit) */
+
+enum gv_act_kind { GV_ACT_NONE, GV_ACT_K8, GV_ACT_K6, GV_ACT_B4, GV_ACT_B8, GV_ACT_F32, GV_ACT_BF };
+
+struct gv_job {
+    int type;
+    int n_tok;            /* 1..GV_MAX_TOK */
+    const uint8_t *w;     /* row 0 of the matrix (expert applied) */
+    size_t row_bytes;
+    int64_t K, N;
+    const uint8_t *act;   /* token t's activations at act + t * act_stride */
+    size_t act_stride;
+    float *y;             /* y[t * ldy + r] */
+    int64_t ldy;
+};
+
+/* The activation format of a weight type (GV_ACT_NONE: no kernel). */
+int gv_act_kind(int type);
+/* Bytes of one token's activations in format kind for K elements (a multiple of 64). */
+size_t gv_act_bytes(int kind, int64_t K);
+/* Quantizes (or copies) one token's x[K] into out, gv_act_bytes(kind, K) bytes. */
+void gv_avx512_quantize(int kind, const float *x, int64_t K, uint8_t *out);
+/* Rows [r0, r1) of the job for all its tokens. Returns 0, or -1 for a type without a kernel. */
+int gv_avx512_rows(const struct gv_job *j, int64_t r0, int64_t r1);
+
+#endif
