@@ -125,6 +125,12 @@ INL void write_block(const struct gemm_tile_job *j, const float *C, int g, int b
 
 /* ---- AMX kernel ----------------------------------------------------------------------------- */
 
+#ifndef PF_DIST
+#define PF_DIST 4
+#endif
+#ifndef PF_HINT
+#define PF_HINT _MM_HINT_T0
+#endif
 TGT_AMX void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1)
 {
     amx_config();
@@ -141,12 +147,20 @@ TGT_AMX void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0
             _tile_zero(3);
             if (two) {
                 for (size_t s = 0; s < nks; s++) {
+                    if (PF_DIST && s + PF_DIST < nks) {
+                        const char *p0 = (const char *)(x0 + (s + PF_DIST) * TILE_EL);
+                        const char *p1 = (const char *)(x1 + (s + PF_DIST) * TILE_EL);
+                        for (int l = 0; l < 16; l++) {
+                            _mm_prefetch(p0 + 64 * l, PF_HINT);
+                            _mm_prefetch(p1 + 64 * l, PF_HINT);
+                        }
+                    }
                     _tile_loadd(4, a + s * gs, 64);
                     _tile_loadd(6, x0 + s * TILE_EL, 64);
-                    _tile_loadd(5, a + s * gs + TILE_EL, 64);
-                    _tile_loadd(7, x1 + s * TILE_EL, 64);
                     _tile_dpbf16ps(0, 4, 6);
+                    _tile_loadd(7, x1 + s * TILE_EL, 64);
                     _tile_dpbf16ps(1, 4, 7);
+                    _tile_loadd(5, a + s * gs + TILE_EL, 64);
                     _tile_dpbf16ps(2, 5, 6);
                     _tile_dpbf16ps(3, 5, 7);
                 }
@@ -320,10 +334,131 @@ TGT void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, int gro
     }
 }
 
+/* ---- direct unpackers of the int8-kernel types: 32 weights per K-step -------------------- */
+
+INL float f16_at(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+INL __m256i lo_nib(__m256i q) { return _mm256_and_si256(q, _mm256_set1_epi8(0x0f)); }
+INL __m256i hi_nib(__m256i q)
+{
+    return _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0f));
+}
+/* ((q >> shift) & mask) << 4 on every byte. */
+INL __m256i bits_up(__m256i q, int shift, int mask)
+{
+    return _mm256_slli_epi16(
+        _mm256_and_si256(_mm256_srli_epi16(q, shift), _mm256_set1_epi8((char)mask)), 4);
+}
+
+/* dst = bf16 of (u[i] * a0 + b0) for i < 16 and (u[i] * a1 + b1) for i >= 16; u unsigned bytes
+ * (signed when sgn). */
+INL void put32(uint16_t *dst, __m256i u, bool sgn, float a0, float b0, float a1, float b1)
+{
+    const __m128i u0 = _mm256_castsi256_si128(u), u1 = _mm256_extracti128_si256(u, 1);
+    const __m512i i0 = sgn ? _mm512_cvtepi8_epi32(u0) : _mm512_cvtepu8_epi32(u0);
+    const __m512i i1 = sgn ? _mm512_cvtepi8_epi32(u1) : _mm512_cvtepu8_epi32(u1);
+    const __m512 v0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_set1_ps(a0), _mm512_set1_ps(b0));
+    const __m512 v1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_set1_ps(a1), _mm512_set1_ps(b1));
+    _mm512_store_si512(dst, bf16x32(v0, v1));
+}
+
+/* The 6-bit scales and mins of a Q4_K / Q5_K super-block (LFM2-SPEC.md 5.3). */
+INL void k4_scales(const uint8_t *q, uint8_t *sc, uint8_t *mn)
+{
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        mn[j] = q[j + 4] & 63;
+        sc[j + 4] = (q[j + 8] & 0x0f) | ((q[j] >> 6) << 4);
+        mn[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+    }
+}
+
+INL void unpack_q45_k(const uint8_t *w, int64_t K, bool has_qh, int p, int groups,
+                      uint16_t *panel)
+{
+    for (int64_t sb = 0; sb < K / 256; sb++, w += has_qh ? 176 : 144) {
+        const float d = f16_at(w), dmin = f16_at(w + 2);
+        uint8_t sc[8], mn[8];
+        k4_scales(w + 4, sc, mn);
+        const uint8_t *qs = w + (has_qh ? 48 : 16);
+        const __m256i qh = has_qh ? _mm256_loadu_si256((const __m256i *)(w + 16))
+                                  : _mm256_setzero_si256();
+        for (int g = 0; g < 4; g++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
+            __m256i lo = lo_nib(q), hi = hi_nib(q);
+            if (has_qh) {
+                lo = _mm256_or_si256(lo, bits_up(qh, 2 * g, 1));
+                hi = _mm256_or_si256(hi, bits_up(qh, 2 * g + 1, 1));
+            }
+            const float a0 = d * sc[2 * g], b0 = -dmin * mn[2 * g];
+            const float a1 = d * sc[2 * g + 1], b1 = -dmin * mn[2 * g + 1];
+            put32(panel_at(panel, p, groups, 8 * sb + 2 * g), lo, false, a0, b0, a0, b0);
+            put32(panel_at(panel, p, groups, 8 * sb + 2 * g + 1), hi, false, a1, b1, a1, b1);
+        }
+    }
+}
+
+INL void unpack_q6_k(const uint8_t *w, int64_t K, int p, int groups, uint16_t *panel)
+{
+    for (int64_t sb = 0; sb < K / 256; sb++, w += 210) {
+        const float d = f16_at(w + 208);
+        const int8_t *S = (const int8_t *)(w + 192);
+        for (int n = 0; n < 2; n++) {
+            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w + 64 * n));
+            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w + 64 * n + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * n));
+            const __m256i u[4] = {
+                _mm256_or_si256(lo_nib(ql0), bits_up(qh, 0, 3)),
+                _mm256_or_si256(lo_nib(ql1), bits_up(qh, 2, 3)),
+                _mm256_or_si256(hi_nib(ql0), bits_up(qh, 4, 3)),
+                _mm256_or_si256(hi_nib(ql1), bits_up(qh, 6, 3)),
+            };
+            for (int j = 0; j < 4; j++) {
+                const int c = 4 * n + j;
+                const float da = d * S[2 * c], db = d * S[2 * c + 1];
+                put32(panel_at(panel, p, groups, 8 * sb + c), u[j], false, da, -32 * da, db,
+                      -32 * db);
+            }
+        }
+    }
+}
+
+INL void unpack_q4_0(const uint8_t *w, int64_t K, int p, int groups, uint16_t *panel)
+{
+    for (int64_t s = 0; s < K / 32; s++, w += 18) {
+        const float d = f16_at(w);
+        const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w + 2)));
+        const __m256i u = _mm256_blend_epi32(lo_nib(both), hi_nib(both), 0xf0);
+        put32(panel_at(panel, p, groups, s), u, false, d, -8 * d, d, -8 * d);
+    }
+}
+
+INL void unpack_q8_0(const uint8_t *w, int64_t K, int p, int groups, uint16_t *panel)
+{
+    for (int64_t s = 0; s < K / 32; s++, w += 34) {
+        const float d = f16_at(w);
+        put32(panel_at(panel, p, groups, s), _mm256_loadu_si256((const __m256i *)(w + 2)), true,
+              d, 0, d, 0);
+    }
+}
+
 TGT bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, int groups,
                        uint16_t *panel)
 {
     const int64_t nks = K / 32;
+    switch (segs == 1 ? type : -1) { /* the int8-kernel types: plain bf16 only */
+    case EXSA_DTYPE_Q4_K: unpack_q45_k(w, K, false, p, groups, panel); return true;
+    case EXSA_DTYPE_Q5_K: unpack_q45_k(w, K, true, p, groups, panel); return true;
+    case EXSA_DTYPE_Q6_K: unpack_q6_k(w, K, p, groups, panel); return true;
+    case EXSA_DTYPE_Q4_0: unpack_q4_0(w, K, p, groups, panel); return true;
+    case EXSA_DTYPE_Q8_0: unpack_q8_0(w, K, p, groups, panel); return true;
+    default: break;
+    }
     switch (type) {
     case EXSA_DTYPE_BF16: /* segments: w, w */
         for (int64_t s = 0; s < nks; s++)
