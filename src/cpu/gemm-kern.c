@@ -135,12 +135,12 @@ TGT_AMX void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0
 {
     amx_config();
     alignas(64) float C[4][256];
-    const size_t gs = (size_t)j->groups * TILE_EL, nks = (size_t)j->nks;
+    const size_t nks = (size_t)j->nks, gs = nks * TILE_EL; /* gs: one group */
     for (int b = b0; b < b1; b += 2) {
         const bool two = b + 1 < b1;
         const uint16_t *x0 = j->xb + (size_t)b * nks * TILE_EL, *x1 = x0 + nks * TILE_EL;
         for (int g = g0; g < g1; g += 2) {
-            const uint16_t *a = j->panel + (size_t)g * TILE_EL;
+            const uint16_t *a0 = j->panel + (size_t)g * gs, *a1 = a0 + gs;
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);
@@ -155,20 +155,20 @@ TGT_AMX void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0
                             _mm_prefetch(p1 + 64 * l, PF_HINT);
                         }
                     }
-                    _tile_loadd(4, a + s * gs, 64);
+                    _tile_loadd(4, a0 + s * TILE_EL, 64);
                     _tile_loadd(6, x0 + s * TILE_EL, 64);
                     _tile_dpbf16ps(0, 4, 6);
                     _tile_loadd(7, x1 + s * TILE_EL, 64);
                     _tile_dpbf16ps(1, 4, 7);
-                    _tile_loadd(5, a + s * gs + TILE_EL, 64);
+                    _tile_loadd(5, a1 + s * TILE_EL, 64);
                     _tile_dpbf16ps(2, 5, 6);
                     _tile_dpbf16ps(3, 5, 7);
                 }
             } else {
                 for (size_t s = 0; s < nks; s++) {
-                    _tile_loadd(4, a + s * gs, 64);
+                    _tile_loadd(4, a0 + s * TILE_EL, 64);
                     _tile_loadd(6, x0 + s * TILE_EL, 64);
-                    _tile_loadd(5, a + s * gs + TILE_EL, 64);
+                    _tile_loadd(5, a1 + s * TILE_EL, 64);
                     _tile_dpbf16ps(0, 4, 6);
                     _tile_dpbf16ps(2, 5, 6);
                 }
@@ -193,13 +193,13 @@ TGT_AMX void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0
 INL void avx_8rows(const struct gemm_tile_job *j, int g, int h, int b, bool two, float *C0,
                    float *C1)
 {
-    const size_t gs = (size_t)j->groups * TILE_EL, nks = (size_t)j->nks;
+    const size_t nks = (size_t)j->nks;
     const uint16_t *x0 = j->xb + (size_t)b * nks * TILE_EL, *x1 = x0 + nks * TILE_EL;
-    const uint16_t *w = j->panel + (size_t)g * TILE_EL + 8 * h * 32;
+    const uint16_t *w = j->panel + (size_t)g * nks * TILE_EL + 8 * h * 32;
     __m512 acc0[8], acc1[8];
     for (int r = 0; r < 8; r++)
         acc0[r] = acc1[r] = _mm512_setzero_ps();
-    for (size_t s = 0; s < nks; s++, w += gs, x0 += TILE_EL, x1 += TILE_EL) {
+    for (size_t s = 0; s < nks; s++, w += TILE_EL, x0 += TILE_EL, x1 += TILE_EL) {
         for (int kp = 0; kp < 16; kp++) {
             const __m512bh xa = (__m512bh)_mm512_load_si512(x0 + 32 * kp);
             const __m512bh xb = two ? (__m512bh)_mm512_load_si512(x1 + 32 * kp) : xa;
@@ -313,23 +313,22 @@ TGT void gemm_pack_x(const float *x, int64_t K, int segs, int b0, int b1, int n_
     }
 }
 
-/* Where K-step s of panel row p starts. */
-static inline uint16_t *panel_at(uint16_t *panel, int p, int groups, int64_t s)
+/* Where K-step s of panel row p starts (steps: K-steps of a row over all its segments). */
+static inline uint16_t *panel_at(uint16_t *panel, int p, int64_t steps, int64_t s)
 {
-    return panel + ((size_t)s * groups + p / 16) * TILE_EL + (p % 16) * 32;
+    return panel + ((size_t)(p / 16) * steps + s) * TILE_EL + (p % 16) * 32;
 }
 
-TGT void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, int groups,
-                           uint16_t *panel)
+TGT void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, uint16_t *panel)
 {
-    const int64_t nks = K / 32;
+    const int64_t nks = K / 32, steps = segs * nks;
     for (int64_t s = 0; s < nks; s++) {
         __m512 hi, lo;
         x_pairs(row + 32 * s, segs == 1 ? 1 : 2, &hi, &lo);
-        _mm512_store_ps((float *)panel_at(panel, p, groups, s), hi);
+        _mm512_store_ps((float *)panel_at(panel, p, steps, s), hi);
         if (segs == 3) {
-            _mm512_store_ps((float *)panel_at(panel, p, groups, s + nks), hi);
-            _mm512_store_ps((float *)panel_at(panel, p, groups, s + 2 * nks), lo);
+            _mm512_store_ps((float *)panel_at(panel, p, steps, s + nks), hi);
+            _mm512_store_ps((float *)panel_at(panel, p, steps, s + 2 * nks), lo);
         }
     }
 }
@@ -378,7 +377,7 @@ INL void k4_scales(const uint8_t *q, uint8_t *sc, uint8_t *mn)
     }
 }
 
-INL void unpack_q45_k(const uint8_t *w, int64_t K, bool has_qh, int p, int groups,
+INL void unpack_q45_k(const uint8_t *w, int64_t K, bool has_qh, int p, int64_t steps,
                       uint16_t *panel)
 {
     for (int64_t sb = 0; sb < K / 256; sb++, w += has_qh ? 176 : 144) {
@@ -397,13 +396,13 @@ INL void unpack_q45_k(const uint8_t *w, int64_t K, bool has_qh, int p, int group
             }
             const float a0 = d * sc[2 * g], b0 = -dmin * mn[2 * g];
             const float a1 = d * sc[2 * g + 1], b1 = -dmin * mn[2 * g + 1];
-            put32(panel_at(panel, p, groups, 8 * sb + 2 * g), lo, false, a0, b0, a0, b0);
-            put32(panel_at(panel, p, groups, 8 * sb + 2 * g + 1), hi, false, a1, b1, a1, b1);
+            put32(panel_at(panel, p, steps, 8 * sb + 2 * g), lo, false, a0, b0, a0, b0);
+            put32(panel_at(panel, p, steps, 8 * sb + 2 * g + 1), hi, false, a1, b1, a1, b1);
         }
     }
 }
 
-INL void unpack_q6_k(const uint8_t *w, int64_t K, int p, int groups, uint16_t *panel)
+INL void unpack_q6_k(const uint8_t *w, int64_t K, int p, int64_t steps, uint16_t *panel)
 {
     for (int64_t sb = 0; sb < K / 256; sb++, w += 210) {
         const float d = f16_at(w + 208);
@@ -421,49 +420,48 @@ INL void unpack_q6_k(const uint8_t *w, int64_t K, int p, int groups, uint16_t *p
             for (int j = 0; j < 4; j++) {
                 const int c = 4 * n + j;
                 const float da = d * S[2 * c], db = d * S[2 * c + 1];
-                put32(panel_at(panel, p, groups, 8 * sb + c), u[j], false, da, -32 * da, db,
+                put32(panel_at(panel, p, steps, 8 * sb + c), u[j], false, da, -32 * da, db,
                       -32 * db);
             }
         }
     }
 }
 
-INL void unpack_q4_0(const uint8_t *w, int64_t K, int p, int groups, uint16_t *panel)
+INL void unpack_q4_0(const uint8_t *w, int64_t K, int p, int64_t steps, uint16_t *panel)
 {
     for (int64_t s = 0; s < K / 32; s++, w += 18) {
         const float d = f16_at(w);
         const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w + 2)));
         const __m256i u = _mm256_blend_epi32(lo_nib(both), hi_nib(both), 0xf0);
-        put32(panel_at(panel, p, groups, s), u, false, d, -8 * d, d, -8 * d);
+        put32(panel_at(panel, p, steps, s), u, false, d, -8 * d, d, -8 * d);
     }
 }
 
-INL void unpack_q8_0(const uint8_t *w, int64_t K, int p, int groups, uint16_t *panel)
+INL void unpack_q8_0(const uint8_t *w, int64_t K, int p, int64_t steps, uint16_t *panel)
 {
     for (int64_t s = 0; s < K / 32; s++, w += 34) {
         const float d = f16_at(w);
-        put32(panel_at(panel, p, groups, s), _mm256_loadu_si256((const __m256i *)(w + 2)), true,
+        put32(panel_at(panel, p, steps, s), _mm256_loadu_si256((const __m256i *)(w + 2)), true,
               d, 0, d, 0);
     }
 }
 
-TGT bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, int groups,
-                       uint16_t *panel)
+TGT bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, uint16_t *panel)
 {
-    const int64_t nks = K / 32;
+    const int64_t nks = K / 32, steps = segs * nks;
     switch (segs == 1 ? type : -1) { /* the int8-kernel types: plain bf16 only */
-    case EXSA_DTYPE_Q4_K: unpack_q45_k(w, K, false, p, groups, panel); return true;
-    case EXSA_DTYPE_Q5_K: unpack_q45_k(w, K, true, p, groups, panel); return true;
-    case EXSA_DTYPE_Q6_K: unpack_q6_k(w, K, p, groups, panel); return true;
-    case EXSA_DTYPE_Q4_0: unpack_q4_0(w, K, p, groups, panel); return true;
-    case EXSA_DTYPE_Q8_0: unpack_q8_0(w, K, p, groups, panel); return true;
+    case EXSA_DTYPE_Q4_K: unpack_q45_k(w, K, false, p, steps, panel); return true;
+    case EXSA_DTYPE_Q5_K: unpack_q45_k(w, K, true, p, steps, panel); return true;
+    case EXSA_DTYPE_Q6_K: unpack_q6_k(w, K, p, steps, panel); return true;
+    case EXSA_DTYPE_Q4_0: unpack_q4_0(w, K, p, steps, panel); return true;
+    case EXSA_DTYPE_Q8_0: unpack_q8_0(w, K, p, steps, panel); return true;
     default: break;
     }
     switch (type) {
     case EXSA_DTYPE_BF16: /* segments: w, w */
         for (int64_t s = 0; s < nks; s++)
             for (int g = 0; g < segs; g++)
-                _mm512_store_si512(panel_at(panel, p, groups, s + g * nks),
+                _mm512_store_si512(panel_at(panel, p, steps, s + g * nks),
                                    _mm512_loadu_si512(w + 64 * s));
         return true;
     case EXSA_DTYPE_F16: /* segments: hi (1); hi, hi, lo (3) */
@@ -476,10 +474,10 @@ TGT bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, i
             for (int64_t i = 0; i < n; i++) {
                 __m512 hi, lo;
                 x_pairs(f + 32 * i, segs == 1 ? 1 : 2, &hi, &lo);
-                _mm512_store_ps((float *)panel_at(panel, p, groups, s + i), hi);
+                _mm512_store_ps((float *)panel_at(panel, p, steps, s + i), hi);
                 if (segs == 3) {
-                    _mm512_store_ps((float *)panel_at(panel, p, groups, s + i + nks), hi);
-                    _mm512_store_ps((float *)panel_at(panel, p, groups, s + i + 2 * nks), lo);
+                    _mm512_store_ps((float *)panel_at(panel, p, steps, s + i + nks), hi);
+                    _mm512_store_ps((float *)panel_at(panel, p, steps, s + i + 2 * nks), lo);
                 }
             }
         }
@@ -498,12 +496,8 @@ void gemm_kern_avx512(const struct gemm_tile_job *j, int g0, int g1, int b0, int
 void gemm_pack_x(const float *x, int64_t K, int segs, int b0, int b1, int n_tok, uint16_t *xb)
 {
 }
-void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, int groups,
-                       uint16_t *panel)
-{
-}
-bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, int groups,
-                   uint16_t *panel)
+void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, uint16_t *panel) {}
+bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, uint16_t *panel)
 {
     return false;
 }

@@ -5,7 +5,7 @@
  *
  * A call: (1) the threads convert x to bf16 in the tile layout, 16-token blocks split among
  * them; (2) each thread takes a contiguous range of 32-row sub-panels of W, and for each panel of
- * up to P rows (P x K bf16 <= ~512 KiB, stays in L2) dequantizes the rows once, then runs every
+ * up to P rows (P x K bf16 <= ~1 MiB, stays in L2) dequantizes the rows once, then runs every
  * token block over it. Weights are dequantized on the fly (their cost is shared by all tokens),
  * so gemm_prepare repacks nothing and the model keeps no second copy.
  * Accuracy: bf16 rounding of weights and activations (relative 2^-9) is well inside the 8-bit
@@ -19,7 +19,9 @@
 #include "cpu/gemm.h"
 #include "quant.h"
 
-#define PANEL_BYTES (512 * 1024) /* bf16 weight panel kept in L2 while all tokens pass */
+#ifndef PANEL_BYTES
+#define PANEL_BYTES (1024 * 1024) /* bf16 weight panel kept in L2 while all tokens pass */
+#endif
 #define PANEL_MAX 256            /* rows */
 
 static int g_path = -1, g_best = -1, g_min_tok = 16;
@@ -115,13 +117,13 @@ static bool fill_panel(const struct gemm_call *c, int n0, int n_valid, int group
     float *row = NULL;
     for (int p = 0; p < 16 * groups; p++) {
         const uint8_t *src = c->w + (size_t)(n0 + p) * c->row_bytes;
-        if (p < n_valid && gemm_pack_row(c->type, src, K, c->segs, p, groups, panel))
+        if (p < n_valid && gemm_pack_row(c->type, src, K, c->segs, p, panel))
             continue;
         if (!row && !(row = scratch_get(&tl_row, sizeof(float) * (size_t)K)))
             return false;
         if (p >= n_valid || dequantize_row(c->type, src, row, K) != 0)
             memset(row, 0, sizeof(float) * (size_t)K);
-        gemm_pack_row_f32(row, K, c->segs, p, groups, panel);
+        gemm_pack_row_f32(row, K, c->segs, p, panel);
     }
     return true;
 }
@@ -148,7 +150,7 @@ static void gemm_worker(void *arg, int ith, int nth)
             return;
         }
         const struct gemm_tile_job j = {
-            .panel = panel, .groups = groups, .xb = c->xb, .nks = (int)(KS / 32),
+            .panel = panel, .xb = c->xb, .nks = (int)(KS / 32),
             .y = c->y, .ldy = c->N, .n0 = (int)n0, .n_valid = n_valid, .n_tok = c->n_tok,
         };
         if (c->path == GEMM_AMX)

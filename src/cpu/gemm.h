@@ -4,8 +4,8 @@
  *
  * Layouts (bf16 = 16-bit brain float, K-steps of 32 elements, s = k / 32):
  * - weight panel: P rows (P a multiple of 32) x K, as 16-row groups: element (row p, k) at
- *   ((s * (P / 16) + p / 16) * 16 + p % 16) * 32 + k % 32. One (s, group) is a 1 KiB AMX A tile
- *   (16 rows x 64 bytes).
+ *   ((p / 16 * nks + s) * 16 + p % 16) * 32 + k % 32. One (group, s) is a 1 KiB AMX A tile
+ *   (16 rows x 64 bytes); a group's tiles are contiguous.
  * - activations: token blocks of 16 (zero-padded), element (token t, k) at
  *   ((t / 16 * nks + s) * 16 + (k % 32) / 2) * 32 + (t % 16) * 2 + k % 2, nks = K / 32. One
  *   (block, s) is a 1 KiB AMX B tile: row kp holds the pairs (2kp, 2kp+1) of 16 tokens.
@@ -39,7 +39,6 @@ void gemm_set_min_tokens(int n);
 
 struct gemm_tile_job {
     const uint16_t *panel; /* weight panel (layout above), P rows */
-    int groups;            /* P / 16 */
     const uint16_t *xb;    /* activations (layout above) */
     int nks;               /* K-steps of 32 over all segments: segs * K / 32 */
     float *y;              /* output: y[t * ldy + n] */
@@ -61,14 +60,12 @@ void gemm_amx_done(void);
  * hi. With weight segments w, w (BF16) or whi, whi, wlo (F16), the sum over all segments is
  * the product to about 2^-16: these "split" products keep F16/BF16 weights at f32 accuracy. */
 void gemm_pack_x(const float *x, int64_t K, int segs, int b0, int b1, int n_tok, uint16_t *xb);
-/* Row p of a panel with `groups` groups from K f32 values (K a multiple of 32), as segs
- * segments: 1: bf16(w); 3: whi, whi, wlo (see gemm_pack_x). */
-void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, int groups,
-                       uint16_t *panel);
+/* Row p of a panel from K f32 values (K a multiple of 32), as segs segments: 1: bf16(w);
+ * 3: whi, whi, wlo (see gemm_pack_x). */
+void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, uint16_t *panel);
 /* Row p of a panel straight from the weight bytes of one row of type, as segs segments (see
  * gemm_pack_x; F16: 1 or 3, BF16: 1 or 2); false if the type has
  * no direct unpacker (the caller dequantizes to f32 first). */
-bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, int groups,
-                   uint16_t *panel);
+bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, uint16_t *panel);
 
 #endif
