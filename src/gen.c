@@ -258,6 +258,7 @@ int32_t gen_next(struct gen *g, float *logits, const char **text, size_t *len)
             show_pend(g, g->pend_len);
         }
     }
+    *text = g->outb; /* show() may have moved the buffer */
     *len = g->out_len;
     return t;
 }

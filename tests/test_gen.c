@@ -135,6 +135,25 @@ static void test_stop_strings(void)
     gen_free(g);
 }
 
+/* A step that releases more held text than the output buffer had room for: the returned
+ * pointer must be the grown buffer (a regression: it used to point at the freed one). */
+static void test_long_release(void)
+{
+    char stop[202];
+    memset(stop, 'a', 200);
+    stop[200] = 'Z', stop[201] = 0;
+    const char *stops[] = {stop};
+    struct gen *g = make(stops, 1, 150);
+    char acc[256] = "";
+    size_t last = 0;
+    for (int i = 0; i < 150; i++)
+        last = step(g, g_byte['a'], acc);
+    CHECK(gen_finished(g) == GEN_LENGTH, "max_tokens ends it");
+    CHECK(last == 150 && strlen(acc) == 150 && strspn(acc, "a") == 150,
+          "150 held bytes released at once (last step %zu, text %zu)", last, strlen(acc));
+    gen_free(g);
+}
+
 static void test_eog_and_cancel(void)
 {
     CHECK(g_eog == 7 && tok_is_eog(g_tok, g_eog), "<|im_end|> is EOG id 7");
@@ -257,6 +276,7 @@ int main(void)
     }
     RUN(test_utf8_holdback);
     RUN(test_stop_strings);
+    RUN(test_long_release);
     RUN(test_eog_and_cancel);
     RUN(test_empty_reasons);
     RUN(test_prompt_penalty_and_seed);
