@@ -240,6 +240,7 @@ INL void row_q45k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast,
     const __m512i m4 = _mm512_set1_epi8(0x0f), z = _mm512_setzero_si512();
     const size_t bs = q5 ? 176 : 144;
     __m512 acc[GV_MAX_TOK];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t s = 0; s < nsb; s++, w += bs) {
@@ -288,6 +289,7 @@ INL void row_q45k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast,
             acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(mv, dxv), acc[t]);
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
@@ -320,6 +322,7 @@ INL void row_q6k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast, 
     const __m512i idxB = _mm512_add_epi16(idxA, _mm512_set1_epi16(8));
     const __m512i z = _mm512_setzero_si512();
     __m512 acc[GV_MAX_TOK];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t s = 0; s < nsb; s++, w += 210) {
@@ -352,6 +355,7 @@ INL void row_q6k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast, 
                                      acc[t]);
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
@@ -390,6 +394,7 @@ INL void row_q4_0(const uint8_t *w, int64_t K, const uint8_t *act, size_t ast, i
 {
     const int64_t nb = K / 32;
     __m512 acc[GV_MAX_TOK];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t g = 0; 4 * g < nb; g++) {
@@ -407,6 +412,7 @@ INL void row_q4_0(const uint8_t *w, int64_t K, const uint8_t *act, size_t ast, i
                                      acc[t]);
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
@@ -437,6 +443,7 @@ INL void row_q8_0(const uint8_t *w, int64_t K, const uint8_t *act, size_t ast, i
 {
     const int64_t nb = K / 32;
     __m512 acc[GV_MAX_TOK];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t g = 0; 2 * g < nb; g++) {
@@ -453,6 +460,7 @@ INL void row_q8_0(const uint8_t *w, int64_t K, const uint8_t *act, size_t ast, i
                                      acc[t]);
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
@@ -476,18 +484,22 @@ INL void row_f(int type, const uint8_t *w, int64_t K, const uint8_t *act, size_t
 {
     enum { U = 2 };
     __m512 acc[GV_MAX_TOK][U];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
+        #pragma GCC unroll 8
         for (int u = 0; u < U; u++)
             acc[t][u] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 16 * U <= K; k += 16 * U) {
         __m512 wv[U];
         PF(w + (type == EXSA_DTYPE_F32 ? 4 : 2) * k, (type == EXSA_DTYPE_F32 ? 4 : 2) * 16 * U);
+        #pragma GCC unroll 8
         for (int u = 0; u < U; u++)
             wv[u] = wload16(type, w, k + 16 * u, 16);
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const float *x = (const float *)(act + (size_t)t * ast);
+            #pragma GCC unroll 8
             for (int u = 0; u < U; u++)
                 acc[t][u] = _mm512_fmadd_ps(wv[u], _mm512_loadu_ps(x + k + 16 * u), acc[t][u]);
         }
@@ -496,11 +508,13 @@ INL void row_f(int type, const uint8_t *w, int64_t K, const uint8_t *act, size_t
         const int n = K - k < 16 ? (int)(K - k) : 16;
         const __mmask16 m = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
         const __m512 wv = wload16(type, w, k, n);
+        #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const float *x = (const float *)(act + (size_t)t * ast);
             acc[t][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + k), acc[t][0]);
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         y[t * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
 }
@@ -512,12 +526,17 @@ INL void row_bf16(const uint8_t *w, int64_t K, const uint8_t *act, size_t ast, i
 {
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     __m512 acc[GV_MAX_TOK][2];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t][0] = acc[t][1] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K; k += 32) {
-        const __m512i v = K - k >= 32 ? ld(w + 2 * k)
-                                      : _mm512_maskz_loadu_epi16((__mmask32)((1u << (K - k)) - 1), w + 2 * k);
-        PF(w + 2 * k, 64);
+        __m512i v;
+        if (K - k >= 32) {
+            v = ld(w + 2 * k);
+            PF(w + 2 * k, 64);
+        } else {
+            v = _mm512_maskz_loadu_epi16((__mmask32)((1u << (K - k)) - 1), w + 2 * k);
+        }
         const __m512 ev = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
         const __m512 od = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
 #pragma GCC unroll 8
@@ -527,6 +546,7 @@ INL void row_bf16(const uint8_t *w, int64_t K, const uint8_t *act, size_t ast, i
             acc[t][1] = _mm512_fmadd_ps(od, _mm512_loadu_ps(x + 16), acc[t][1]);
         }
     }
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         y[t * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
 }

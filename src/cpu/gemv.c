@@ -52,6 +52,14 @@ static uint8_t *act_buffer(size_t size)
     return tl_act.p;
 }
 
+/* Bytes between tokens' activations: a multiple of 64 that is not one of 4096, so that the
+ * tokens' current lines do not all fall in one L1 set. */
+static size_t act_stride(size_t bytes)
+{
+    size_t s = (bytes + 63) & ~(size_t)63;
+    return s % 4096 == 0 ? s + 256 : s;
+}
+
 static void worker(void *arg, int ith, int nth)
 {
     const struct gv_job *j = arg;
@@ -87,11 +95,11 @@ bool gemv_run(struct threadpool *tp, const struct tensor *w, int expert, const f
         .ldy = N,
     };
     j.w = (const uint8_t *)w->data + (size_t)expert * (size_t)N * row_bytes;
-    if (kind == GV_ACT_F32) {
+    if (kind == GV_ACT_F32 && n_tok == 1) {
         j.act = (const uint8_t *)x;
         j.act_stride = (size_t)K * sizeof(float);
     } else {
-        const size_t stride = (gv_act_bytes(kind, K) + 63) & ~(size_t)63;
+        const size_t stride = act_stride(gv_act_bytes(kind, K));
         uint8_t *a = act_buffer(stride * (size_t)n_tok);
         if (!a)
             return false;
