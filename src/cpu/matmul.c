@@ -14,6 +14,7 @@
 
 #include "cpu/matmul-impl.h"
 #include "cpu/matmul.h"
+#include "cpu/scratch.h"
 #include "cpu/fastmm.h"
 #include "quant.h"
 
@@ -72,24 +73,6 @@ void cpu_matmul_release(struct tensor *w)
 }
 
 /* ---- thread-local scratch ------------------------------------------------------------------- */
-
-struct scratch {
-    void *p;
-    size_t size;
-};
-
-/* A buffer of at least size bytes (64-byte aligned), kept for the thread's next calls. NULL if
- * out of memory. */
-static void *scratch_get(struct scratch *s, size_t size)
-{
-    if (s->size >= size)
-        return s->p;
-    free(s->p);
-    size = (size + 4095) & ~(size_t)4095;
-    s->p = aligned_alloc(64, size);
-    s->size = s->p ? size : 0;
-    return s->p;
-}
 
 static _Thread_local struct scratch tl_act, tl_row;
 
