@@ -12,6 +12,7 @@
  * activation bar (NMSE 1e-4); F32 weights stay on cpu_matmul's exact f32 path.
  * Scratch lives in thread-local buffers that only grow. Caller: cpu_matmul (matmul.c).
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,7 +100,7 @@ struct gemm_call {
     const float *x;
     float *y;
     uint16_t *xb;
-    int failed; /* a worker could not get its scratch (set before the join: read after) */
+    atomic_int failed; /* a worker could not get its scratch (read after the join) */
 };
 
 static void pack_worker(void *arg, int ith, int nth)
@@ -138,7 +139,7 @@ static void gemm_worker(void *arg, int ith, int nth)
     P = P < 32 ? 32 : P > PANEL_MAX ? PANEL_MAX : P;
     uint16_t *panel = s0 < s1 ? scratch_get(&tl_panel, (size_t)P * (size_t)KS * 2) : NULL;
     if (s0 < s1 && !panel) {
-        c->failed = 1;
+        atomic_store(&c->failed, 1);
         return;
     }
     for (int64_t n0 = 32 * (int64_t)s0; n0 < 32 * (int64_t)s1; n0 += P) {
@@ -146,7 +147,7 @@ static void gemm_worker(void *arg, int ith, int nth)
         const int groups = (rows + 15) / 16 + ((rows + 15) / 16 & 1); /* even */
         const int n_valid = (int)(c->N - n0 < rows ? c->N - n0 : rows);
         if (!fill_panel(c, (int)n0, n_valid, groups, panel)) {
-            c->failed = 1;
+            atomic_store(&c->failed, 1);
             return;
         }
         const struct gemm_tile_job j = {
@@ -200,7 +201,7 @@ bool gemm_run(struct threadpool *tp, const struct tensor *w, int expert, const f
         return false;
     tp_run(tp, pack_worker, &c);
     tp_run(tp, gemm_worker, &c);
-    return !c.failed; /* out of memory: cpu_matmul's kernels overwrite all of y */
+    return !atomic_load(&c.failed); /* out of memory: cpu_matmul's kernels overwrite all of y */
 }
 
 int gemm_prepare(struct tensor *w)
