@@ -27,12 +27,17 @@
 
 #define ROW_CHUNK 32 /* rows per pass when the tokens come in several groups (stay in L1/L2) */
 
-#define PF_DIST 2048 /* software prefetch distance in bytes: the weights of the next ~2 KB */
+#ifndef PF_DIST
+#define PF_DIST 4096 /* software prefetch distance in bytes (to L2): the weights of the next 4 KB */
+#endif
+#ifndef PF_HINT
+#define PF_HINT _MM_HINT_T1
+#endif
 /* Prefetch the n bytes at p + PF_DIST (one hint per cache line). */
 #define PF(p, n)                                                                                \
     do {                                                                                        \
         for (int pf_ = 0; pf_ < (int)(n); pf_ += 64)                                            \
-            _mm_prefetch((const char *)(p) + PF_DIST + pf_, _MM_HINT_T0);                       \
+            _mm_prefetch((const char *)(p) + PF_DIST + pf_, PF_HINT);                       \
     } while (0)
 
 /* ---- activation formats --------------------------------------------------------------------- */
