@@ -10,13 +10,13 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu/attn.h"
 #include "cpu/matmul.h"
+#include "cpu/scratch.h"
 #include "kvcache.h"
 
 struct cpu_priv {
     struct threadpool *tp;
-    float *scores; /* n_threads x (n_ctx + 1) attention scores, grown on demand */
-    size_t scores_per_thread;
     float *moe;    /* MoE scratch, grown on demand (first calls only) */
     size_t moe_floats;
 };
@@ -43,19 +43,9 @@ struct attn_job {
     struct kv_cache *kv;
     const struct batch_view *b;
     int a, n_heads, n_kv_heads, head_dim;
-    float *scores;
-    size_t stride;
+    int n_blocks;
+    const int32_t *block_start; /* n_blocks + 1 entry indices */
 };
-
-static bool grow_moe(struct cpu_priv *p, size_t floats)
-{
-    float *m = realloc(p->moe, sizeof(float) * floats);
-    if (!m)
-        return false;
-    p->moe = m;
-    p->moe_floats = floats;
-    return true;
-}
 
 static float dot(const float *a, const float *b, int n)
 {
@@ -69,64 +59,108 @@ static float dot(const float *a, const float *b, int n)
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-/* One (entry, head): softmax(q k^T / sqrt(hd)) v over positions 0..pos of the entry's seq. */
-static void attend_one(const struct attn_job *j, int i, int h, float *sc)
+/* Plain path for one lane: softmax(q k^T / sqrt(hd)) v over positions 0..pos. */
+static void attend_lane(const struct attn_block *ab, int l, float *sc)
 {
-    const int hd = j->head_dim, g = h / (j->n_heads / j->n_kv_heads);
-    const int seq = j->b->seq[i], np = j->b->pos[i] + 1;
-    const float *qh = j->q + ((size_t)i * j->n_heads + h) * hd;
+    const int hd = ab->head_dim, np = ab->lane_pos[l] + 1;
+    const float *qh = ab->lane_q[l];
     const float scale = 1.0f / sqrtf((float)hd);
     float mx = -INFINITY, sum = 0.0f;
     for (int p = 0; p < np; p++) {
-        sc[p] = dot(qh, kv_k(j->kv, j->a, seq, p) + g * hd, hd) * scale;
+        sc[p] = dot(qh, kv_k(ab->kv, ab->a, ab->seq, p) + ab->g * hd, hd) * scale;
         mx = sc[p] > mx ? sc[p] : mx;
     }
     for (int p = 0; p < np; p++) {
         sc[p] = expf(sc[p] - mx);
         sum += sc[p];
     }
-    float *oh = j->out + ((size_t)i * j->n_heads + h) * hd;
+    float *oh = ab->lane_out[l];
     memset(oh, 0, sizeof(float) * hd);
     for (int p = 0; p < np; p++) {
-        const float *vp = kv_v(j->kv, j->a, seq, p) + g * hd;
+        const float *vp = kv_v(ab->kv, ab->a, ab->seq, p) + ab->g * hd;
         const float w = sc[p] / sum;
         for (int k = 0; k < hd; k++)
             oh[k] += w * vp[k];
     }
 }
 
+/* The lanes of item `it`: entry block it / n_kv_heads, KV head it % n_kv_heads, every query
+ * head of that KV head for every entry of the block. */
+static void fill_block(const struct attn_job *j, int it, struct attn_block *ab)
+{
+    const int g = it % j->n_kv_heads, blk = it / j->n_kv_heads;
+    const int per_g = j->n_heads / j->n_kv_heads, hd = j->head_dim;
+    const int i0 = j->block_start[blk], i1 = j->block_start[blk + 1];
+    *ab = (struct attn_block){.kv = j->kv, .a = j->a, .seq = j->b->seq[i0], .g = g,
+                              .head_dim = hd};
+    for (int i = i0; i < i1; i++)
+        for (int h = g * per_g; h < (g + 1) * per_g; h++) {
+            int l = ab->n_lanes++;
+            ab->lane_pos[l] = j->b->pos[i];
+            ab->lane_q[l] = j->q + ((size_t)i * j->n_heads + h) * hd;
+            ab->lane_out[l] = j->out + ((size_t)i * j->n_heads + h) * hd;
+            if (j->b->pos[i] + 1 > ab->n_pos)
+                ab->n_pos = j->b->pos[i] + 1;
+        }
+}
+
+static _Thread_local struct scratch tl_attn;
+
 static void attn_worker(void *arg, int ith, int nth)
 {
     const struct attn_job *j = arg;
-    const int total = j->b->n * j->n_heads;
-    float *sc = j->scores + (size_t)ith * j->stride;
-    for (int t = ith; t < total; t += nth)
-        attend_one(j, t / j->n_heads, t % j->n_heads, sc);
+    const int items = j->n_blocks * j->n_kv_heads;
+    const size_t floats = (size_t)j->head_dim + 16 * ((size_t)j->kv->n_ctx + 1);
+    float *work = scratch_get(&tl_attn, sizeof(float) * floats);
+    for (int it = ith; work && it < items; it += nth) {
+        struct attn_block ab;
+        fill_block(j, it, &ab);
+        if (attn_block_avx512(&ab, work) != 0)
+            for (int l = 0; l < ab.n_lanes; l++)
+                attend_lane(&ab, l, work);
+    }
+}
+
+/* Splits the batch into blocks of consecutive entries of one sequence, at most 16 lanes each;
+ * returns the block count (starts[n_blocks] = n). */
+static int make_blocks(const struct batch_view *b, int lanes_per_entry, int32_t *starts)
+{
+    const int per_block = lanes_per_entry <= 16 ? 16 / lanes_per_entry : 1;
+    int n = 0;
+    for (int i = 0; i < b->n; i++)
+        if (i == 0 || b->seq[i] != b->seq[i - 1] || i - starts[n - 1] >= per_block)
+            starts[n++] = i;
+    starts[n] = b->n;
+    return n;
 }
 
 static void cpu_attention(struct backend *be, float *out, const float *q, const float *k,
                           const float *v, struct kv_cache *kv, int a, const struct batch_view *b,
                           int n_heads, int n_kv_heads, int head_dim)
 {
-    struct cpu_priv *p = priv(be);
     const int kvd = n_kv_heads * head_dim;
+    if (n_heads / n_kv_heads > 16) {
+        backend_ref_ops.attention(be, out, q, k, v, kv, a, b, n_heads, n_kv_heads, head_dim);
+        return;
+    }
     for (int i = 0; i < b->n; i++) {
         memcpy(kv_k(kv, a, b->seq[i], b->pos[i]), k + (size_t)i * kvd, sizeof(float) * kvd);
         memcpy(kv_v(kv, a, b->seq[i], b->pos[i]), v + (size_t)i * kvd, sizeof(float) * kvd);
     }
-    size_t need = (size_t)kv->n_ctx + 1;
-    if (need > p->scores_per_thread) {
-        float *s = realloc(p->scores, sizeof(float) * need * (size_t)be->n_threads);
-        if (!s) {
-            backend_ref_ops.attention(be, out, q, k, v, kv, a, b, n_heads, n_kv_heads, head_dim);
-            return;
-        }
-        p->scores = s;
-        p->scores_per_thread = need;
-    }
-    struct attn_job j = {out, q, kv, b, a, n_heads, n_kv_heads, head_dim, p->scores,
-                         p->scores_per_thread};
-    tp_run(p->tp, attn_worker, &j);
+    int32_t starts[b->n + 1];
+    struct attn_job j = {out, q, kv, b, a, n_heads, n_kv_heads, head_dim, 0, starts};
+    j.n_blocks = make_blocks(b, n_heads / n_kv_heads, starts);
+    tp_run(priv(be)->tp, attn_worker, &j);
+}
+
+static bool grow_moe(struct cpu_priv *p, size_t floats)
+{
+    float *m = realloc(p->moe, sizeof(float) * floats);
+    if (!m)
+        return false;
+    p->moe = m;
+    p->moe_floats = floats;
+    return true;
 }
 
 /* MoE over a batch, grouped by expert: each expert's tokens go through its three matrices as
@@ -181,7 +215,6 @@ static void cpu_free(struct backend *be)
     struct cpu_priv *p = priv(be);
     if (p) {
         tp_free(p->tp);
-        free(p->scores);
         free(p->moe);
         free(p);
     }
