@@ -1,6 +1,6 @@
 /*
- * test_ops.c: the fast CPU backend's own ops (attention over the paged KV cache; the rest are
- * covered by test_kernels, test_gemm and test_gemv) against the reference ops on random inputs:
+ * test_ops.c: the fast CPU backend's own ops (attention over the paged KV cache, SwiGLU, add,
+ * RMSNorm; the matmuls are covered by test_kernels, test_gemm and test_gemv) against the reference ops on random inputs:
  * a long prefill, several sequences mixed in one batch, decode steps, and odd lane counts,
  * NMSE <= 1e-7 (pure f32 paths).
  */
@@ -89,8 +89,51 @@ static void test_attention(void)
     check_attention(4, 4, 48, 2, odd, 2, "head_dim 48, no grouping");
 }
 
+/* SwiGLU, residual add and RMSNorm of the fast backend vs the reference, sizes below and
+ * above the threading threshold, odd lengths included. */
+static void test_elementwise(void)
+{
+    struct backend *ref = backend_ref_create(), *cpu = backend_cpu_create(2);
+    const long sizes[] = {1, 17, 2048, 70001, 512L * 1024 + 3};
+    unsigned seed = 3;
+    for (int k = 0; k < 5; k++) {
+        long n = sizes[k];
+        float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+        float *r = malloc(sizeof(float) * n), *c = malloc(sizeof(float) * n);
+        for (long i = 0; i < n; i++)
+            a[i] = frand(&seed) * 5, b[i] = frand(&seed);
+        ref->ops->swiglu(ref, r, a, b, n);
+        cpu->ops->swiglu(cpu, c, a, b, n);
+        CHECK(nmse(c, r, n) <= 1e-7, "swiglu n=%ld: %.3g", n, nmse(c, r, n));
+        memcpy(r, b, sizeof(float) * n), memcpy(c, b, sizeof(float) * n);
+        ref->ops->add(ref, r, a, n);
+        cpu->ops->add(cpu, c, a, n);
+        CHECK(nmse(c, r, n) == 0, "add n=%ld", n);
+        free(a), free(b), free(r), free(c);
+    }
+    const int dims[][2] = {{1, 256}, {3, 2048}, {37, 1000}, {512, 2048}, {5, 17}};
+    for (int k = 0; k < 5; k++) {
+        int rows = dims[k][0], dim = dims[k][1];
+        size_t n = (size_t)rows * dim;
+        float *x = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * dim);
+        float *r = malloc(sizeof(float) * n), *c = malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++)
+            x[i] = frand(&seed);
+        for (int i = 0; i < dim; i++)
+            w[i] = frand(&seed);
+        ref->ops->rmsnorm(ref, r, x, w, rows, dim, 1e-5f);
+        cpu->ops->rmsnorm(cpu, c, x, w, rows, dim, 1e-5f);
+        CHECK(nmse(c, r, n) <= 1e-7, "rmsnorm %dx%d: %.3g", rows, dim, nmse(c, r, n));
+        cpu->ops->rmsnorm(cpu, x, x, w, rows, dim, 1e-5f); /* in place */
+        CHECK(nmse(x, r, n) <= 1e-7, "rmsnorm in place %dx%d", rows, dim);
+        free(x), free(w), free(r), free(c);
+    }
+    ref->ops->free(ref), cpu->ops->free(cpu);
+}
+
 int main(void)
 {
     RUN(test_attention);
+    RUN(test_elementwise);
     TEST_END();
 }

@@ -12,6 +12,7 @@
 #include "backend.h"
 #include "cpu/attn.h"
 #include "cpu/matmul.h"
+#include "cpu/ops-fast.h"
 #include "cpu/scratch.h"
 #include "kvcache.h"
 
@@ -208,6 +209,22 @@ static void cpu_moe(struct backend *be, float *out, const float *x, const struct
     }
 }
 
+static void cpu_swiglu(struct backend *be, float *out, const float *gate, const float *up, long n)
+{
+    fast_swiglu(priv(be)->tp, out, gate, up, n);
+}
+
+static void cpu_add(struct backend *be, float *y, const float *x, long n)
+{
+    fast_add(priv(be)->tp, y, x, n);
+}
+
+static void cpu_rmsnorm(struct backend *be, float *y, const float *x, const float *w, int n_rows,
+                        int dim, float eps)
+{
+    fast_rmsnorm(priv(be)->tp, y, x, w, n_rows, dim, eps);
+}
+
 static void cpu_free(struct backend *be)
 {
     if (!be)
@@ -239,6 +256,9 @@ struct backend *backend_cpu_create(int n_threads)
     cpu_ops.matmul = cpu_matmul_op;
     cpu_ops.attention = cpu_attention;
     cpu_ops.moe = cpu_moe;
+    cpu_ops.swiglu = cpu_swiglu;
+    cpu_ops.add = cpu_add;
+    cpu_ops.rmsnorm = cpu_rmsnorm;
     be->ops = &cpu_ops;
     be->n_threads = tp_n_threads(p->tp);
     be->priv = p;
