@@ -204,6 +204,24 @@ TGT void gv_avx512_quantize(int kind, const float *x, int64_t K, uint8_t *out)
     }
 }
 
+void gv_avx512_side(const struct gv_job *j, uint8_t *side)
+{
+    const int64_t nsb = j->K / 256;
+    memset(side, 0, (size_t)nsb * GV_SIDE_BYTES);
+    for (int64_t s = 0; s < nsb; s++) {
+        uint8_t *sd = side + (size_t)s * GV_SIDE_BYTES;
+        for (int t = 0; t < j->n_tok && t < 16; t++) {
+            const uint8_t *rec = j->act + (size_t)t * j->act_stride + (size_t)s * 448;
+            float dx;
+            memcpy(&dx, rec + 288, 4);
+            memcpy(sd + 16 * t, rec + 256, 16);
+            for (int l = 0; l < 4; l++)
+                memcpy(sd + 256 + 16 * t + 4 * l, &dx, 4);
+            memcpy(sd + 512 + 4 * t, &dx, 4);
+        }
+    }
+}
+
 /* ---- helpers -------------------------------------------------------------------------------- */
 
 INL __m512i ld(const void *p) { return _mm512_loadu_si512(p); }
@@ -227,6 +245,23 @@ INL __m128i k4_scales(const uint8_t *q)
     const uint32_t sc_hi = (a2 & 0x0f0f0f0f) | ((a0 >> 2) & 0x30303030);
     const uint32_t mn_hi = ((a2 >> 4) & 0x0f0f0f0f) | ((a1 >> 2) & 0x30303030);
     return _mm_set_epi32((int)mn_hi, (int)mn_lo, (int)sc_hi, (int)sc_lo);
+}
+
+/* Adds the 5th bits of a Q5_K block (qh, 32 bytes) to the four nibble vectors u0..u3 (chunks
+ * [0|2], [1|3], [4|6], [5|7]: qh bits 0/2, 1/3, 4/6, 5/7). */
+INL void q5_high_bits(const uint8_t *qhp, __m512i *u0, __m512i *u1, __m512i *u2, __m512i *u3)
+{
+    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qhp));
+    const __m512i b16 = _mm512_set1_epi8(16);
+    const __m512i c0 = _mm512_set_epi64(0x0404040404040404ll, 0x0404040404040404ll,
+                                        0x0404040404040404ll, 0x0404040404040404ll,
+                                        0x0101010101010101ll, 0x0101010101010101ll,
+                                        0x0101010101010101ll, 0x0101010101010101ll);
+    const __m512i c4 = _mm512_slli_epi64(c0, 4);
+    *u0 = _mm512_mask_add_epi8(*u0, _mm512_test_epi8_mask(qh, c0), *u0, b16);
+    *u1 = _mm512_mask_add_epi8(*u1, _mm512_test_epi8_mask(qh, _mm512_add_epi8(c0, c0)), *u1, b16);
+    *u2 = _mm512_mask_add_epi8(*u2, _mm512_test_epi8_mask(qh, c4), *u2, b16);
+    *u3 = _mm512_mask_add_epi8(*u3, _mm512_test_epi8_mask(qh, _mm512_add_epi8(c4, c4)), *u3, b16);
 }
 
 /* T tokens x one row of Q4_K (q5 0) or Q5_K (q5 1). */
@@ -262,19 +297,8 @@ INL void row_q45k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast,
         const __m512i q0 = ld(qs), q1 = ld(qs + 64);
         __m512i u0 = _mm512_and_si512(q0, m4), u1 = _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4);
         __m512i u2 = _mm512_and_si512(q1, m4), u3 = _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4);
-        if (q5) {
-            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 16)));
-            const __m512i b16 = _mm512_set1_epi8(16);
-            const __m512i c0 = _mm512_set_epi64(0x0404040404040404ll, 0x0404040404040404ll,
-                                                0x0404040404040404ll, 0x0404040404040404ll,
-                                                0x0101010101010101ll, 0x0101010101010101ll,
-                                                0x0101010101010101ll, 0x0101010101010101ll);
-            u0 = _mm512_mask_add_epi8(u0, _mm512_test_epi8_mask(qh, c0), u0, b16);
-            u1 = _mm512_mask_add_epi8(u1, _mm512_test_epi8_mask(qh, _mm512_add_epi8(c0, c0)), u1, b16);
-            const __m512i c4 = _mm512_slli_epi64(c0, 4);
-            u2 = _mm512_mask_add_epi8(u2, _mm512_test_epi8_mask(qh, c4), u2, b16);
-            u3 = _mm512_mask_add_epi8(u3, _mm512_test_epi8_mask(qh, _mm512_add_epi8(c4, c4)), u3, b16);
-        }
+        if (q5)
+            q5_high_bits(w + 16, &u0, &u1, &u2, &u3);
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const uint8_t *xa = act + (size_t)t * ast + (size_t)s * 448;
@@ -299,6 +323,81 @@ INL void row_q45k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast,
         y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
 
+
+/* The same for 2..8 tokens (t0: index of the first token of the job, a multiple of 4), with the
+ * mins of 4 tokens per vector and the per-token factors d x step from the side data. */
+INL void row_q45k_multi(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast,
+                        const uint8_t *side, int t0, int T, int q5, float *y, int64_t ldy)
+{
+    const __m512i idxA = _mm512_set_epi64(0x0003000300030003ll, 0x0002000200020002ll,
+                                          0x0003000300030003ll, 0x0002000200020002ll,
+                                          0x0001000100010001ll, 0x0000000000000000ll,
+                                          0x0001000100010001ll, 0x0000000000000000ll);
+    const __m512i idxB = _mm512_add_epi16(idxA, _mm512_set1_epi16(4));
+    /* word i: min i % 8 (bytes 8..15 of the scales), for 4 tokens side by side */
+    const __m512i idxM4 = _mm512_set_epi64(0x000f000e000d000cll, 0x000b000a00090008ll,
+                                           0x000f000e000d000cll, 0x000b000a00090008ll,
+                                           0x000f000e000d000cll, 0x000b000a00090008ll,
+                                           0x000f000e000d000cll, 0x000b000a00090008ll);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), z = _mm512_setzero_si512();
+    const size_t bs = q5 ? 176 : 144;
+    const int G = (T + 3) / 4, g0 = t0 / 4;
+    __m512 acc[GV_MAX_TOK], accm[GV_MAX_TOK / 4];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int g = 0; g < G; g++)
+        accm[g] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++, w += bs) {
+        PF(w, bs);
+        const uint8_t *sd = side + (size_t)s * GV_SIDE_BYTES;
+        const __m512i scm = _mm512_castsi128_si512(k4_scales(w + 4));
+        const __m512i sA = _mm512_maskz_permutexvar_epi8(EVEN_BYTES, idxA, scm);
+        const __m512i sB = _mm512_maskz_permutexvar_epi8(EVEN_BYTES, idxB, scm);
+        const __m512i mins4 = _mm512_maskz_permutexvar_epi8(EVEN_BYTES, idxM4, scm);
+        uint32_t dd;
+        memcpy(&dd, w, 4);
+        const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd));
+        const __m512 dv = _mm512_broadcastss_ps(dm), mv = _mm512_broadcastss_ps(_mm_movehdup_ps(dm));
+        float f[16] __attribute__((aligned(64)));
+        _mm512_store_ps(f, _mm512_mul_ps(dv, _mm512_load_ps((const float *)(sd + 512))));
+        const uint8_t *qs = w + (q5 ? 48 : 16);
+        const __m512i q0 = ld(qs), q1 = ld(qs + 64);
+        __m512i u0 = _mm512_and_si512(q0, m4), u1 = _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4);
+        __m512i u2 = _mm512_and_si512(q1, m4), u3 = _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4);
+        if (q5)
+            q5_high_bits(w + 16, &u0, &u1, &u2, &u3);
+#pragma GCC unroll 2
+        for (int g = 0; g < G; g++) {
+            const __m512i msum = _mm512_dpwssd_epi32(z, mins4, ld(sd + 64 * (g0 + g)));
+            const __m512 mf = _mm512_mul_ps(mv, _mm512_load_ps((const float *)(sd + 256 + 64 * (g0 + g))));
+            accm[g] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), mf, accm[g]);
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const uint8_t *xa = act + (size_t)t * ast + (size_t)s * 448;
+            const __m512i p0 = _mm512_dpbusd_epi32(z, u0, ld(xa));
+            const __m512i p1 = _mm512_dpbusd_epi32(z, u1, ld(xa + 64));
+            const __m512i p2 = _mm512_dpbusd_epi32(z, u2, ld(xa + 128));
+            const __m512i p3 = _mm512_dpbusd_epi32(z, u3, ld(xa + 192));
+            const __m512i sAt = _mm512_sllv_epi16(sA, ld(xa + 320));
+            const __m512i sBt = _mm512_sllv_epi16(sB, ld(xa + 384));
+            __m512i sum = _mm512_dpwssd_epi32(z, _mm512_packs_epi32(p0, p1), sAt);
+            sum = _mm512_dpwssd_epi32(sum, _mm512_packs_epi32(p2, p3), sBt);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(f[t0 + t]), acc[t]);
+        }
+    }
+    float m[GV_MAX_TOK / 4][16];
+#pragma GCC unroll 2
+    for (int g = 0; g < G; g++)
+        _mm512_storeu_ps(m[g], accm[g]);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const float *mt = m[t / 4] + 4 * (t % 4);
+        y[t * ldy] = _mm512_reduce_add_ps(acc[t]) + ((mt[0] + mt[1]) + (mt[2] + mt[3]));
+    }
+}
 
 /* ---- Q6_K ----------------------------------------------------------------------------------- */
 
@@ -568,8 +667,18 @@ INL void rows_T(const struct gv_job *j, int64_t r0, int64_t r1, int t0, int T)
         const uint8_t *w = j->w + (size_t)r * j->row_bytes;
         float *y = j->y + (size_t)t0 * j->ldy + r;
         switch (j->type) {
-        case EXSA_DTYPE_Q4_K: row_q45k(w, K / 256, act, ast, T, 0, y, j->ldy); break;
-        case EXSA_DTYPE_Q5_K: row_q45k(w, K / 256, act, ast, T, 1, y, j->ldy); break;
+        case EXSA_DTYPE_Q4_K:
+            if (T == 1)
+                row_q45k(w, K / 256, act, ast, T, 0, y, j->ldy);
+            else
+                row_q45k_multi(w, K / 256, act, ast, j->side, t0, T, 0, y, j->ldy);
+            break;
+        case EXSA_DTYPE_Q5_K:
+            if (T == 1)
+                row_q45k(w, K / 256, act, ast, T, 1, y, j->ldy);
+            else
+                row_q45k_multi(w, K / 256, act, ast, j->side, t0, T, 1, y, j->ldy);
+            break;
         case EXSA_DTYPE_Q6_K: row_q6k(w, K / 256, act, ast, T, y, j->ldy); break;
         case EXSA_DTYPE_Q4_0: row_q4_0(w, K, act, ast, T, y, j->ldy); break;
         case EXSA_DTYPE_Q8_0: row_q8_0(w, K, act, ast, T, y, j->ldy); break;
@@ -616,6 +725,7 @@ int gv_avx512_rows(const struct gv_job *j, int64_t r0, int64_t r1)
 
 #else /* not x86-64 gcc: no kernels; gemv.c never calls these */
 
+void gv_avx512_side(const struct gv_job *j, uint8_t *side) {}
 int gv_act_kind(int type) { return GV_ACT_NONE; }
 size_t gv_act_bytes(int kind, int64_t K) { return 0; }
 void gv_avx512_quantize(int kind, const float *x, int64_t K, uint8_t *out) {}

@@ -38,6 +38,7 @@ struct gv_job {
     int64_t K, N;
     const uint8_t *act;   /* token t's activations at act + t * act_stride */
     size_t act_stride;
+    const uint8_t *side;  /* K8 with n_tok >= 2: per super-block GV_SIDE_BYTES (gv_avx512_side) */
     float *y;             /* y[t * ldy + r] */
     int64_t ldy;
 };
@@ -48,6 +49,12 @@ int gv_act_kind(int type);
 size_t gv_act_bytes(int kind, int64_t K);
 /* Quantizes (or copies) one token's x[K] into out, gv_act_bytes(kind, K) bytes. */
 void gv_avx512_quantize(int kind, const float *x, int64_t K, uint8_t *out);
+/* Side data of a K8 call of several tokens, per super-block s (GV_SIDE_BYTES): at 0, int16
+ * [4 groups of 4 tokens][4][8] chunk sums of the tokens (as in their records, zero for missing
+ * tokens); at 256, float [4 groups][16] the tokens' steps, each in 4 lanes; at 512, float [16]
+ * the tokens' steps. Lets the kernels do the mins of 4 tokens in one vector. */
+#define GV_SIDE_BYTES 576
+void gv_avx512_side(const struct gv_job *j, uint8_t *side);
 /* Rows [r0, r1) of the job for all its tokens. Returns 0, or -1 for a type without a kernel. */
 int gv_avx512_rows(const struct gv_job *j, int64_t r0, int64_t r1);
 

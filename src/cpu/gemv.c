@@ -100,13 +100,20 @@ bool gemv_run(struct threadpool *tp, const struct tensor *w, int expert, const f
         j.act_stride = (size_t)K * sizeof(float);
     } else {
         const size_t stride = act_stride(gv_act_bytes(kind, K));
-        uint8_t *a = act_buffer(stride * (size_t)n_tok);
+        const bool side = kind == GV_ACT_K8 && n_tok >= 2;
+        const size_t side_bytes = side ? (size_t)(K / 256) * GV_SIDE_BYTES : 0;
+        uint8_t *a = act_buffer(stride * (size_t)n_tok + side_bytes);
         if (!a)
             return false;
         for (int t = 0; t < n_tok; t++)
             gv_avx512_quantize(kind, x + (size_t)t * K, K, a + (size_t)t * stride);
         j.act = a;
         j.act_stride = stride;
+        if (side) {
+            uint8_t *sd = a + stride * (size_t)n_tok; /* 64-byte aligned: stride is */
+            gv_avx512_side(&j, sd);
+            j.side = sd;
+        }
     }
     tp_run(tp, worker, &j);
     return true;
