@@ -3,12 +3,14 @@
  * Q4_K, Q5_K, Q6_K, F16, BF16 and F32 weights, on CPUs with AVX-512 F/BW/VL/DQ/VNNI/VBMI.
  *
  * A call quantizes (or rearranges) the activations once on the calling thread into the format of
- * the weight type (gemv-impl.h), then each pool thread streams one contiguous range of rows of W
- * (one linear read per thread: decode is bound by memory bandwidth) through the kernels of
- * gemv-avx512.c, all tokens per pass. Scratch: one thread-local buffer that only grows.
+ * the weight type (gemv-impl.h), then the pool threads stream W through the kernels of
+ * gemv-avx512.c, all tokens per pass, taking chunks of consecutive rows in order from one atomic
+ * counter (long linear reads per thread, and no thread idles while another one is behind:
+ * decode is bound by memory bandwidth). Scratch: one thread-local buffer that only grows.
  * Anything else (types, CPUs, cpu_matmul's plain C level, longer calls) returns false and
  * cpu_matmul runs its own kernels. Caller: cpu_matmul (matmul.c); tests/test_gemv.c.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "cpu/fastmm.h"
@@ -60,12 +62,33 @@ static size_t act_stride(size_t bytes)
     return s % 4096 == 0 ? s + 256 : s;
 }
 
+/* A call shared by the pool's threads: rows are handed out in chunks, in order, from one atomic
+ * counter, so each thread still reads long runs of consecutive rows while a thread slowed down
+ * (another process on its core, a slower memory channel) leaves the rest to the others. */
+struct call {
+    struct gv_job j;
+    int64_t chunk;    /* rows per chunk */
+    atomic_llong next; /* first row not yet handed out */
+};
+
 static void worker(void *arg, int ith, int nth)
 {
-    const struct gv_job *j = arg;
-    const int64_t r0 = j->N * ith / nth, r1 = j->N * (ith + 1) / nth;
-    if (r0 < r1)
-        gv_avx512_rows(j, r0, r1);
+    struct call *c = arg;
+    const int64_t N = c->j.N;
+    for (;;) {
+        const int64_t r0 = atomic_fetch_add_explicit(&c->next, c->chunk, memory_order_relaxed);
+        if (r0 >= N)
+            break;
+        gv_avx512_rows(&c->j, r0, r0 + c->chunk < N ? r0 + c->chunk : N);
+    }
+}
+
+/* Rows per chunk: about 8 chunks per thread, none under ~16 KB of weights. */
+static int64_t chunk_rows(int64_t N, size_t row_bytes, int nth)
+{
+    int64_t c = (N + 8 * nth - 1) / (8 * nth);
+    const int64_t min = (int64_t)((16384 + row_bytes - 1) / row_bytes);
+    return c < min ? min : c;
 }
 
 /* Whether this call is one for the decode path: type, shape, tokens and CPU. */
@@ -90,6 +113,7 @@ bool gemv_run(struct threadpool *tp, const struct tensor *w, int expert, const f
     const int64_t K = w->ne[0], N = w->ne[1];
     const int kind = gv_act_kind(w->type);
     const size_t row_bytes = dtype_row_size(w->type, K);
+    struct call c;
     struct gv_job j = {
         .type = w->type, .n_tok = n_tok, .row_bytes = row_bytes, .K = K, .N = N, .y = y,
         .ldy = N,
@@ -115,6 +139,9 @@ bool gemv_run(struct threadpool *tp, const struct tensor *w, int expert, const f
             j.side = sd;
         }
     }
-    tp_run(tp, worker, &j);
+    c.j = j;
+    c.chunk = chunk_rows(N, row_bytes, tp_n_threads(tp));
+    atomic_init(&c.next, 0);
+    tp_run(tp, worker, &c);
     return true;
 }
