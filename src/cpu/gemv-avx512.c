@@ -234,17 +234,18 @@ static const uint64_t EVEN_BYTES = 0x5555555555555555ull;
 
 /* ---- Q4_K / Q5_K ---------------------------------------------------------------------------- */
 
-/* The 6-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K block (LFM2-SPEC 5.3). */
+/* The 6-bit scales and mins of a Q4_K/Q5_K block (LFM2-SPEC 5.3) as bytes [sc0..3, mn0..3,
+ * sc4..7, mn4..7]: 64-bit scalar work (free ALU ports) and one move to a vector register. */
 INL __m128i k4_scales(const uint8_t *q)
 {
-    uint32_t a0, a1, a2;
-    memcpy(&a0, q, 4);
-    memcpy(&a1, q + 4, 4);
+    uint64_t A;
+    uint32_t a2;
+    memcpy(&A, q, 8);
     memcpy(&a2, q + 8, 4);
-    const uint32_t sc_lo = a0 & 0x3f3f3f3f, mn_lo = a1 & 0x3f3f3f3f;
-    const uint32_t sc_hi = (a2 & 0x0f0f0f0f) | ((a0 >> 2) & 0x30303030);
-    const uint32_t mn_hi = ((a2 >> 4) & 0x0f0f0f0f) | ((a1 >> 2) & 0x30303030);
-    return _mm_set_epi32((int)mn_hi, (int)mn_lo, (int)sc_hi, (int)sc_lo);
+    const uint64_t lo = A & 0x3f3f3f3f3f3f3f3full;
+    const uint64_t hi = (((uint64_t)a2 | ((uint64_t)a2 << 28)) & 0x0f0f0f0f0f0f0f0full) |
+                        ((A >> 2) & 0x3030303030303030ull);
+    return _mm_set_epi64x((long long)hi, (long long)lo);
 }
 
 /* Adds the 5th bits of a Q5_K block (qh, 32 bytes) to the four nibble vectors u0..u3 (chunks
@@ -273,10 +274,10 @@ INL void row_q45k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast,
                                           0x0003000300030003ll, 0x0002000200020002ll,
                                           0x0001000100010001ll, 0x0000000000000000ll,
                                           0x0001000100010001ll, 0x0000000000000000ll);
-    const __m512i idxB = _mm512_add_epi16(idxA, _mm512_set1_epi16(4));
-    /* words 0..7: the mins (bytes 8..15 of the scales); the rest zero through the mask */
+    const __m512i idxB = _mm512_add_epi16(idxA, _mm512_set1_epi16(8));
+    /* words 0..7: the mins (bytes 4..7, 12..15 of k4_scales); the rest zero through the mask */
     const __m512i idxM = _mm512_set_epi64(0, 0, 0, 0, 0, 0, 0x000f000e000d000cll,
-                                          0x000b000a00090008ll);
+                                          0x0007000600050004ll);
     const __m512i m4 = _mm512_set1_epi8(0x0f), z = _mm512_setzero_si512();
     const size_t bs = q5 ? 176 : 144;
     __m512 acc[GV_MAX_TOK];
@@ -333,12 +334,12 @@ INL void row_q45k_multi(const uint8_t *w, int64_t nsb, const uint8_t *act, size_
                                           0x0003000300030003ll, 0x0002000200020002ll,
                                           0x0001000100010001ll, 0x0000000000000000ll,
                                           0x0001000100010001ll, 0x0000000000000000ll);
-    const __m512i idxB = _mm512_add_epi16(idxA, _mm512_set1_epi16(4));
-    /* word i: min i % 8 (bytes 8..15 of the scales), for 4 tokens side by side */
-    const __m512i idxM4 = _mm512_set_epi64(0x000f000e000d000cll, 0x000b000a00090008ll,
-                                           0x000f000e000d000cll, 0x000b000a00090008ll,
-                                           0x000f000e000d000cll, 0x000b000a00090008ll,
-                                           0x000f000e000d000cll, 0x000b000a00090008ll);
+    const __m512i idxB = _mm512_add_epi16(idxA, _mm512_set1_epi16(8));
+    /* word i: min i % 8 (bytes 4..7, 12..15 of k4_scales), for 4 tokens side by side */
+    const __m512i idxM4 = _mm512_set_epi64(0x000f000e000d000cll, 0x0007000600050004ll,
+                                           0x000f000e000d000cll, 0x0007000600050004ll,
+                                           0x000f000e000d000cll, 0x0007000600050004ll,
+                                           0x000f000e000d000cll, 0x0007000600050004ll);
     const __m512i m4 = _mm512_set1_epi8(0x0f), z = _mm512_setzero_si512();
     const size_t bs = q5 ? 176 : 144;
     const int G = (T + 3) / 4, g0 = t0 / 4;
