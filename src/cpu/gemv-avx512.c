@@ -7,9 +7,11 @@
  * int8 types: 64 weights per zmm as unsigned bytes (nibbles, 5 or 6 bits, or Q8_0 + 128), the
  * activations (int8, laid out to match) as the signed operand of vpdpbusd. K-quants: the int32
  * lane sums of 16 or 32 weights are packed to int16 and multiplied by the integer sub-block
- * scales with vpdpwssd, so one float FMA per super-block and token remains; mins and the Q6_K
- * offset go through the activation sums. Q4_0 / Q8_0: the offset enters as the initial
- * accumulator (activation side), one FMA per 4 (2) blocks. F16/BF16/F32: f32 FMA, exact inputs.
+ * scales (shifted by the activations' power-of-two sub-scales) with vpdpwssd, so one float FMA
+ * per super-block and token remains; mins and the Q6_K offset go through the activation sums
+ * (for 2+ tokens the mins of 4 tokens share one vector). Q4_0 / Q8_0: the offset enters as the
+ * initial accumulator (activation side), one FMA per 4 (2) blocks. F16/BF16/F32: f32 FMA on
+ * exact inputs. Every kernel prefetches the weights PF_DIST bytes ahead into L2.
  */
 #include <immintrin.h>
 #include <math.h>
