@@ -20,7 +20,7 @@ struct attn_block {
     float *lane_out[16];       /* head_dim floats */
 };
 
-/* work: 64-byte aligned, (head_dim + 16 * n_pos) floats. Returns 0, or -1 when this CPU or
+/* work: 64-byte aligned, 16 * (head_dim + n_pos) floats. Returns 0, or -1 when this CPU or
  * shape has no AVX-512 path (the caller then runs its plain one). */
 int attn_block_avx512(const struct attn_block *b, float *work);
 

@@ -111,7 +111,8 @@ static void attn_worker(void *arg, int ith, int nth)
 {
     const struct attn_job *j = arg;
     const int items = j->n_blocks * j->n_kv_heads;
-    const size_t floats = (size_t)j->head_dim + 16 * ((size_t)j->kv->n_ctx + 1);
+    /* attn_block_avx512: 16 x head_dim transposed queries + 16 scores per position */
+    const size_t floats = 16 * ((size_t)j->head_dim + (size_t)j->kv->n_ctx + 1);
     float *work = scratch_get(&tl_attn, sizeof(float) * floats);
     for (int it = ith; work && it < items; it += nth) {
         struct attn_block ab;

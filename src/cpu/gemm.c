@@ -18,6 +18,7 @@
 
 #include "cpu/fastmm.h"
 #include "cpu/gemm.h"
+#include "cpu/scratch.h"
 #include "quant.h"
 
 #ifndef PANEL_BYTES
@@ -70,22 +71,6 @@ void gemm_set_min_tokens(int n)
 }
 
 /* ---- thread-local scratch --------------------------------------------------------------- */
-
-struct scratch {
-    void *p;
-    size_t size;
-};
-
-static void *scratch_get(struct scratch *s, size_t size)
-{
-    if (s->size >= size)
-        return s->p;
-    free(s->p);
-    size = (size + 4095) & ~(size_t)4095;
-    s->p = aligned_alloc(64, size);
-    s->size = s->p ? size : 0;
-    return s->p;
-}
 
 static _Thread_local struct scratch tl_x, tl_panel, tl_row;
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "cpu/fastmm.h"
+#include "cpu/scratch.h"
 #include "cpu/gemv-impl.h"
 #include "quant.h"
 
@@ -37,21 +38,12 @@ static bool cpu_ok(void)
     return g_ok;
 }
 
-static _Thread_local struct {
-    uint8_t *p;
-    size_t size;
-} tl_act;
+static _Thread_local struct scratch tl_act;
 
 /* A 64-byte aligned buffer of at least size bytes, kept for the thread's next calls. */
 static uint8_t *act_buffer(size_t size)
 {
-    if (tl_act.size >= size)
-        return tl_act.p;
-    free(tl_act.p);
-    size = (size + 4095) & ~(size_t)4095;
-    tl_act.p = aligned_alloc(64, size);
-    tl_act.size = tl_act.p ? size : 0;
-    return tl_act.p;
+    return scratch_get(&tl_act, size);
 }
 
 /* Bytes between tokens' activations: a multiple of 64 that is not one of 4096, so that the
