@@ -45,7 +45,7 @@ $(BUILD)/exsa: $(BUILD)/tools/exsa/main.o $(wildcard tools/exsa/*.c) $(BUILD)/li
 	$(CC) $(ALL_CFLAGS) $(filter %.c,$(filter-out tools/exsa/main.c,$^)) $(BUILD)/tools/exsa/main.o \
 	  $(BUILD)/libexsa.a $(LDFLAGS_ALL) $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libexsa.a
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libexsa.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libexsa.a $(LDFLAGS_ALL) $(LDLIBS) -o $@
 

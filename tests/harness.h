@@ -47,4 +47,27 @@ static inline const char *fixtures_dir(void)
     return d && *d ? d : "../shared/fixtures";
 }
 
+/* The whole file at path, NUL-terminated (malloc'd; caller frees), its length in *size if
+ * size is not NULL; NULL if it cannot be read. */
+static inline char *read_whole_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) &&
+        fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = 0;
+        if (size)
+            *size = (size_t)n;
+    }
+    return buf;
+}
+
 #endif

@@ -17,21 +17,7 @@ static char *read_text(const char *rel)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", fixtures_dir(), rel);
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, fp) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s)
-        s[n] = 0;
-    fclose(fp);
-    return s;
+    return read_whole_file(path, NULL);
 }
 
 /* A template loaded from an in-memory GGUF that holds only tmpl (NULL: no template key). */
