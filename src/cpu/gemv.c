@@ -56,10 +56,14 @@ static size_t act_stride(size_t bytes)
 
 /* A call shared by the pool's threads: rows are handed out in chunks, in order, from one atomic
  * counter, so each thread still reads long runs of consecutive rows while a thread slowed down
- * (another process on its core, a slower memory channel) leaves the rest to the others. */
+ * (another process on its core, a slower memory channel) leaves the rest to the others. Chunks
+ * shrink with the rows left (guided): long runs first, short ones at the end so that the
+ * threads finish together (the last chunk is what one thread waits for at each of the ~100
+ * matmuls of a token). */
 struct call {
     struct gv_job j;
-    int64_t chunk;    /* rows per chunk */
+    int64_t min_chunk; /* rows per chunk at least (~16 KB of weights) */
+    int div;           /* chunk = rows left / div, at least min_chunk */
     atomic_llong next; /* first row not yet handed out */
 };
 
@@ -67,20 +71,24 @@ static void worker(void *arg, int ith, int nth)
 {
     struct call *c = arg;
     const int64_t N = c->j.N;
+    long long r0 = atomic_load_explicit(&c->next, memory_order_relaxed);
     for (;;) {
-        const int64_t r0 = atomic_fetch_add_explicit(&c->next, c->chunk, memory_order_relaxed);
         if (r0 >= N)
             break;
-        gv_avx512_rows(&c->j, r0, r0 + c->chunk < N ? r0 + c->chunk : N);
+        int64_t n = (N - r0) / c->div;
+        n = n < c->min_chunk ? c->min_chunk : n;
+        if (!atomic_compare_exchange_weak_explicit(&c->next, &r0, r0 + n, memory_order_relaxed,
+                                                   memory_order_relaxed))
+            continue; /* r0 now holds the counter's value */
+        gv_avx512_rows(&c->j, r0, r0 + n < N ? r0 + n : N);
+        r0 = atomic_load_explicit(&c->next, memory_order_relaxed);
     }
 }
 
-/* Rows per chunk: about 8 chunks per thread, none under ~16 KB of weights. */
-static int64_t chunk_rows(int64_t N, size_t row_bytes, int nth)
+/* Rows per chunk at least: ~16 KB of weights (a run the prefetcher can follow). */
+static int64_t min_chunk_rows(size_t row_bytes)
 {
-    int64_t c = (N + 8 * nth - 1) / (8 * nth);
-    const int64_t min = (int64_t)((16384 + row_bytes - 1) / row_bytes);
-    return c < min ? min : c;
+    return (int64_t)((16384 + row_bytes - 1) / row_bytes);
 }
 
 /* Whether this call is one for the decode path: type, shape, tokens and CPU. */
@@ -132,7 +140,8 @@ bool gemv_run(struct threadpool *tp, const struct tensor *w, int expert, const f
         }
     }
     c.j = j;
-    c.chunk = chunk_rows(N, row_bytes, tp_n_threads(tp));
+    c.min_chunk = min_chunk_rows(row_bytes);
+    c.div = 3 * tp_n_threads(tp);
     atomic_init(&c.next, 0);
     tp_run(tp, worker, &c);
     return true;
