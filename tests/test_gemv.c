@@ -197,6 +197,17 @@ static void test_experts(void)
     tp_free(tp);
 }
 
+/* Many chunks of shrinking size (guided hand-out) taken by 4 threads racing on the counter:
+ * every row written exactly once, none past the end. */
+static void test_guided_chunks(void)
+{
+    struct threadpool *tp = tp_create(4);
+    check_case(tp, EXSA_DTYPE_Q8_0, 256, 5003, 1, 1);
+    check_case(tp, EXSA_DTYPE_Q4_K, 256, 4099, 2, 1);
+    check_case(tp, EXSA_DTYPE_F32, 64, 3001, 1, 2);
+    tp_free(tp);
+}
+
 /* Calls the path must refuse, with y untouched: other types, 16+ tokens, the plain C level. */
 static void test_refusals(void)
 {
@@ -228,6 +239,7 @@ int main(void)
     RUN(test_floats);
     RUN(test_real_sizes);
     RUN(test_experts);
+    RUN(test_guided_chunks);
     RUN(test_refusals);
     TEST_END();
 }
