@@ -99,4 +99,13 @@ static double nmse(const float *y, const double *ref, size_t n)
     return r > 0 ? e / r : (e > 0 ? INFINITY : 0);
 }
 
+/* n random activations in [-1, 1) with rare 4x outliers (malloc'd). */
+static float *random_input(int64_t n)
+{
+    float *x = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = rndf(-1, 1) * (rnd() % 1000 == 0 ? 4 : 1);
+    return x;
+}
+
 #endif

@@ -42,10 +42,8 @@ static void sweep(const int *Ks, int nK, const int *toks, int ntoks, int N)
             w.data = random_weights(type, K, N);
             for (int ni = 0; ni < ntoks; ni++) {
                 const int n_tok = toks[ni];
-                float *x = malloc(sizeof(float) * K * n_tok), *y = malloc(sizeof(float) * N * n_tok);
+                float *x = random_input(K * n_tok), *y = malloc(sizeof(float) * N * n_tok);
                 double *ref = malloc(sizeof(double) * N * n_tok);
-                for (int64_t i = 0; i < K * n_tok; i++)
-                    x[i] = rndf(-1, 1) * (rnd() % 1000 == 0 ? 4 : 1); /* rare outliers */
                 reference(&w, 0, x, ref, n_tok);
                 for (int th = 1; th <= 2; th++) {
                     memset(y, 0xff, sizeof(float) * N * n_tok); /* NaN: catches unwritten outputs */

@@ -175,6 +175,18 @@ int srv_reply_text(struct srv_conn *c, int status, const char *ctype, const char
     return queue(c, status, r);
 }
 
+/* Queues the malloc'd JSON text s (ownership passes to libmicrohttpd) with its content type. */
+static int queue_json(struct srv_conn *c, int status, char *s)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    return queue(c, status, r);
+}
+
 int srv_reply_json(struct srv_conn *c, int status, cJSON *body)
 {
     /* cJSON passes bytes >= 0x80 through unchecked: echoed input may not be UTF-8 */
@@ -184,13 +196,7 @@ int srv_reply_json(struct srv_conn *c, int status, cJSON *body)
         return srv_reply_text(c, 500, "application/json",
                               "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
                               "\"param\":null,\"code\":null}}");
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(s);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    return queue(c, status, r);
+    return queue_json(c, status, s);
 }
 
 char *srv_error_json(const char *message, const char *type, const char *param, const char *code)
@@ -224,13 +230,7 @@ int srv_reply_error(struct srv_conn *c, int status, const char *type, const char
     char *s = srv_error_json(msg, type, param, code);
     if (!s)
         return MHD_NO;
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(s);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    return queue(c, status, r);
+    return queue_json(c, status, s);
 }
 
 int srv_queue_response(struct srv_conn *c, int status, struct MHD_Response *r)
