@@ -33,7 +33,8 @@ deps:
 	  else echo "missing packages; run: sudo apt-get install $(DEB_PKGS)"; exit 1; fi; \
 	fi
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h)
+# deps is order-only: with make -j the packages are in place before the first compile.
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
