@@ -57,7 +57,14 @@ enum exsa_dtype {
 enum exsa_backend_kind {
     EXSA_BACKEND_REF = 0, /* plain C, f32 everywhere: the ground truth */
     EXSA_BACKEND_CPU = 1, /* SIMD kernels and threads; falls back to ref per op */
-    EXSA_BACKEND_CUDA = 2,
+    EXSA_BACKEND_CUDA = 2, /* every layer on the GPU (same as gpu_layers >= n_layers) */
+};
+
+/* Element type of the attention layers' K/V cache. */
+enum exsa_kv_type {
+    EXSA_KV_DEFAULT = 0, /* f16 on GPU layers, f32 on CPU layers */
+    EXSA_KV_F32 = 1,
+    EXSA_KV_F16 = 2, /* GPU layers only */
 };
 
 /* ---- model ---------------------------------------------------------------------------------- */
@@ -89,12 +96,16 @@ struct exsa_engine_params {
     int n_seq_max;  /* sequences alive at once (0: 1) */
     int n_batch;    /* max entries in one exsa_decode call (0: 512) */
     int n_threads;  /* CPU threads (0: all cores) */
-    int gpu_layers; /* layers offloaded to the GPU (CUDA builds only) */
+    int gpu_layers; /* >= n_layers: all on the GPU; N > 0: the last N layers and the output
+                       head on the GPU, the rest on the CPU (CUDA builds only) */
+    enum exsa_kv_type kv_type;
 };
 void exsa_engine_params_default(struct exsa_engine_params *p);
 int exsa_engine_create(struct exsa_model *m, const struct exsa_engine_params *p,
                        struct exsa_engine **out, char *err, size_t errlen);
 void exsa_engine_free(struct exsa_engine *e);
+/* One line: where each layer and the head run, and the memory each backend took. */
+const char *exsa_engine_describe(const struct exsa_engine *e);
 
 /* One forward call: prefill chunks and decode tokens of several sequences together. Within one
  * sequence, entries must be in position order and continue that sequence's cache exactly
@@ -109,6 +120,9 @@ struct exsa_batch {
 /* Runs the batch; writes vocab_size floats per entry that wanted logits, in batch order, to
  * logits_out. On error nothing of any sequence's cache is changed (the batch is checked first). */
 int exsa_decode(struct exsa_engine *e, const struct exsa_batch *b, float *logits_out);
+/* As exsa_decode, but writes the final hidden state (after the output norm: dim floats) of each
+ * entry that wanted output instead of its logits (for embeddings). */
+int exsa_decode_hidden(struct exsa_engine *e, const struct exsa_batch *b, float *hidden_out);
 
 /* Sequences: ids are small integers handed out by the engine. */
 int exsa_seq_new(struct exsa_engine *e);              /* id >= 0, or EXSA_ENOMEM */

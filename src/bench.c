@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "gguf.h"
 
 static double now_s(void)
@@ -194,7 +195,7 @@ struct test_result {
 /* Feeds n random tokens to a fresh sequence from position 0, in chunks of n_batch (pp) or one
  * by one with the first step untimed (tg); frees the sequence. Returns the seconds spent in the
  * timed exsa_decode calls, or < 0 on error (message in err). */
-static double run_seq(struct exsa_engine *e, int n, int n_batch, bool tg, int vocab,
+static double run_seq(struct exsa_engine *e, int depth, int n, int n_batch, bool tg, int vocab,
                       uint64_t *rng, int32_t *tok, int32_t *pos, int32_t *seq, float *logits,
                       char *err, size_t errlen)
 {
@@ -205,8 +206,12 @@ static double run_seq(struct exsa_engine *e, int n, int n_batch, bool tg, int vo
     }
     double spent = 0;
     int done = 0, rc = 0;
+    n += depth;
     while (done < n && rc == 0) {
-        int m = tg ? 1 : (n - done < n_batch ? n - done : n_batch);
+        const bool timed_part = done >= depth;
+        int m = tg && timed_part ? 1 : (n - done < n_batch ? n - done : n_batch);
+        if (!timed_part && done + m > depth)
+            m = depth - done; /* the depth is filled exactly, untimed */
         for (int i = 0; i < m; i++) {
             *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
             tok[i] = (int32_t)((*rng >> 33) % (uint64_t)vocab);
@@ -215,7 +220,7 @@ static double run_seq(struct exsa_engine *e, int n, int n_batch, bool tg, int vo
         struct exsa_batch b = {m, tok, pos, seq, NULL};
         double t0 = now_s();
         rc = exsa_decode(e, &b, logits);
-        if (!tg || done > 0) /* tg: the 1-token prompt is not timed */
+        if (timed_part && (!tg || done > depth)) /* tg: the first token is not timed */
             spent += now_s() - t0;
         done += m;
     }
@@ -255,12 +260,12 @@ static int run_test(struct exsa_engine *e, const struct bench_params *p, int voc
     uint64_t rng = 42;
     int rc = 0;
     int warm = tg ? (n < 17 ? n : 17) : n; /* tg warm-up: 16 steps are enough */
-    if (run_seq(e, warm, nb, tg, vocab, &rng, buf, buf + nb, buf + 2 * nb, logits, err,
-                errlen) < 0)
+    if (run_seq(e, p->depth, warm, nb, tg, vocab, &rng, buf, buf + nb, buf + 2 * nb, logits,
+                err, errlen) < 0)
         rc = EXSA_EINVAL;
     for (int i = 0; i < p->reps && rc == 0; i++) {
-        double t = run_seq(e, n, nb, tg, vocab, &rng, buf, buf + nb, buf + 2 * nb, logits, err,
-                           errlen);
+        double t = run_seq(e, p->depth, n, nb, tg, vocab, &rng, buf, buf + nb, buf + 2 * nb,
+                           logits, err, errlen);
         if (t < 0)
             rc = EXSA_EINVAL;
         else
@@ -281,8 +286,8 @@ struct run_info {
     const struct bench_params *p;
     struct bench_model_bytes mb;
     const char *backend;
-    int n_threads;
-    double bw_gbs; /* 0: unknown */
+    int n_threads, n_gpu; /* n_gpu: layers on the GPU */
+    double bw_gbs;        /* 0: unknown */
 };
 
 static double ceiling_ts(const struct run_info *ri)
@@ -297,10 +302,10 @@ static void print_table_head(FILE *out, const struct run_info *ri)
         fprintf(out, "decode reads %.1f MB of weights per token; memory bandwidth %.1f GB/s (%s)"
                      "; ceiling %.1f tokens/s\n\n", (double)ri->mb.token_bytes / 1e6, ri->bw_gbs,
                 ri->p->bandwidth_gbs > 0 ? "given" : "measured", ceiling_ts(ri));
-    fprintf(out, "| %-30s | %10s | %10s | %-7s | %7s | %10s | %20s | %11s | %9s |\n", "model",
+    fprintf(out, "| %-30s | %10s | %10s | %-8s | %7s | %13s | %20s | %11s | %9s |\n", "model",
             "size", "params", "backend", "threads", "test", "t/s", "ceiling t/s", "% ceiling");
-    fprintf(out, "| ------------------------------ | ---------: | ---------: | ------- | ------: "
-                 "| ---------: | -------------------: | ----------: | --------: |\n");
+    fprintf(out, "| ------------------------------ | ---------: | ---------: | -------- | ------: "
+                 "| ------------: | -------------------: | ----------: | --------: |\n");
 }
 
 static void print_table_row(FILE *out, const struct run_info *ri, const struct test_result *r)
@@ -314,7 +319,10 @@ static void print_table_row(FILE *out, const struct run_info *ri, const struct t
     snprintf(params, sizeof params, "%.2f %s", ri->mb.n_params >= 1000000000ull ?
              (double)ri->mb.n_params / 1e9 : (double)ri->mb.n_params / 1e6,
              ri->mb.n_params >= 1000000000ull ? "B" : "M");
-    snprintf(test, sizeof test, r->n_gen ? "tg%d" : "pp%d", r->n_gen ? r->n_gen : r->n_prompt);
+    int tl = snprintf(test, sizeof test, r->n_gen ? "tg%d" : "pp%d",
+                      r->n_gen ? r->n_gen : r->n_prompt);
+    if (ri->p->depth > 0)
+        snprintf(test + tl, sizeof test - (size_t)tl, " @ d%d", ri->p->depth);
     snprintf(ts, sizeof ts, "%.2f ± %.2f", r->avg, r->stddev);
     double c = ceiling_ts(ri);
     if (r->n_gen && c > 0) { /* the bandwidth ceiling bounds decode only */
@@ -322,7 +330,7 @@ static void print_table_row(FILE *out, const struct run_info *ri, const struct t
         snprintf(frac, sizeof frac, "%.1f%%", 100.0 * r->avg / c);
     }
     /* "±" is 2 bytes: widen the field by one so the columns line up */
-    fprintf(out, "| %-30.30s | %10s | %10s | %-7s | %7d | %10s | %21s | %11s | %9s |\n",
+    fprintf(out, "| %-30.30s | %10s | %10s | %-8s | %7d | %13s | %21s | %11s | %9s |\n",
             ri->mb.type_name, size, params, ri->backend, ri->n_threads, test, ts, ceil, frac);
 }
 
@@ -338,13 +346,13 @@ static void print_json(FILE *out, const struct run_info *ri, const struct test_r
             fprintf(out, *s == '"' || *s == '\\' ? "\\%c" : (unsigned char)*s < 32 ? "?" : "%c",
                     *s);
         fprintf(out, "\", \"model_type\": \"%s\", \"model_size\": %llu, \"model_n_params\": %llu"
-                     ", \"backend\": \"%s\", \"n_threads\": %d, \"n_batch\": %d"
-                     ", \"n_prompt\": %d, \"n_gen\": %d, \"avg_ts\": %.6f, \"stddev_ts\": %.6f"
-                     ", \"samples_ts\": [",
+                     ", \"backend\": \"%s\", \"n_threads\": %d, \"n_gpu_layers\": %d"
+                     ", \"n_batch\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d"
+                     ", \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ts\": [",
                 ri->mb.type_name, (unsigned long long)ri->mb.file_weight_bytes,
-                (unsigned long long)ri->mb.n_params, ri->backend, ri->n_threads,
-                ri->p->n_batch > 0 ? ri->p->n_batch : 512, r[i].n_prompt, r[i].n_gen, r[i].avg,
-                r[i].stddev);
+                (unsigned long long)ri->mb.n_params, ri->backend, ri->n_threads, ri->n_gpu,
+                ri->p->n_batch > 0 ? ri->p->n_batch : 512, r[i].n_prompt, r[i].n_gen,
+                ri->p->depth, r[i].avg, r[i].stddev);
         for (int k = 0; k < r[i].reps; k++)
             fprintf(out, "%s%.6f", k ? ", " : "", r[i].samples[k]);
         fprintf(out, "], \"model_bytes\": %llu, \"bandwidth_gbs\": %.3f, \"ceiling_ts\": ",
@@ -359,9 +367,11 @@ static void print_json(FILE *out, const struct run_info *ri, const struct test_r
 
 /* ---- the driver -------------------------------------------------------------------------------- */
 
-static const char *backend_name(enum exsa_backend_kind b)
+static const char *backend_name(const struct bench_params *p, int n_layers)
 {
-    return b == EXSA_BACKEND_REF ? "ref" : b == EXSA_BACKEND_CUDA ? "CUDA" : "CPU";
+    if (p->backend == EXSA_BACKEND_CUDA || p->gpu_layers >= n_layers)
+        return "CUDA";
+    return p->gpu_layers > 0 ? "CPU+CUDA" : p->backend == EXSA_BACKEND_REF ? "ref" : "CPU";
 }
 
 static int open_engine(const struct bench_params *p, int n_threads, struct exsa_model **m,
@@ -373,18 +383,17 @@ static int open_engine(const struct bench_params *p, int n_threads, struct exsa_
     struct exsa_engine_params ep;
     exsa_engine_params_default(&ep);
     ep.backend = p->backend;
+    ep.gpu_layers = p->gpu_layers;
+    ep.kv_type = p->kv_type;
     ep.n_threads = n_threads;
     ep.n_seq_max = 1;
-    ep.n_ctx = (p->n_prompt > p->n_gen + 1 ? p->n_prompt : p->n_gen + 1) + 16;
+    ep.n_ctx = p->depth + (p->n_prompt > p->n_gen + 1 ? p->n_prompt : p->n_gen + 1) + 16;
     if (p->n_batch > 0)
         ep.n_batch = p->n_batch;
     char why[256] = "";
     rc = exsa_engine_create(*m, &ep, e, why, sizeof why);
     if (rc) {
-        if (p->backend == EXSA_BACKEND_CUDA && rc == EXSA_EUNSUPPORTED)
-            snprintf(err, errlen, "this build of exsa has no CUDA backend (%s)", why);
-        else
-            snprintf(err, errlen, "cannot create the engine: %s", why);
+        snprintf(err, errlen, "cannot create the engine: %s", why);
         exsa_model_free(*m);
         *m = NULL;
     }
@@ -393,7 +402,7 @@ static int open_engine(const struct bench_params *p, int n_threads, struct exsa_
 
 int bench_run(const struct bench_params *p, FILE *out, char *err, size_t errlen)
 {
-    struct run_info ri = {.p = p, .backend = backend_name(p->backend)};
+    struct run_info ri = {.p = p};
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     ri.n_threads = p->n_threads > 0 ? p->n_threads : (cpus > 0 ? (int)cpus : 1);
     int rc = bench_model_bytes(p->model_path, &ri.mb, err, errlen);
@@ -403,9 +412,16 @@ int bench_run(const struct bench_params *p, FILE *out, char *err, size_t errlen)
     struct exsa_engine *e;
     if ((rc = open_engine(p, ri.n_threads, &m, &e, err, errlen)) != 0)
         return rc;
+    const int n_layers = exsa_model_info(m)->n_layers;
+    ri.backend = backend_name(p, n_layers);
+    ri.n_gpu = p->backend == EXSA_BACKEND_CUDA && p->gpu_layers == 0 ? n_layers
+               : p->gpu_layers < n_layers                             ? p->gpu_layers
+                                                                      : n_layers;
     if (p->bandwidth_gbs > 0)
         ri.bw_gbs = p->bandwidth_gbs;
-    else if (p->backend != EXSA_BACKEND_CUDA) /* host DRAM does not bound a GPU */
+    else if (ri.n_gpu == n_layers) /* every weight in GPU memory: its read speed bounds decode */
+        ri.bw_gbs = backend_cuda_read_bandwidth((size_t)1 << 30);
+    else if (ri.n_gpu == 0) /* partial offload has no single ceiling */
         ri.bw_gbs = bench_mem_bandwidth(ri.n_threads, (size_t)1 << 30, 5);
     if (ri.bw_gbs < 0)
         ri.bw_gbs = 0;

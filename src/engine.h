@@ -1,8 +1,12 @@
 /*
- * engine.h: the engine behind struct exsa_engine: a backend, the sequence cache and the
- * activation scratch for the largest batch, carved from one allocation at creation so the step
- * loop never calls malloc. engine.c checks batches and manages sequences; models/lfm2.c runs
- * the forward pass over a checked batch.
+ * engine.h: the engine behind struct exsa_engine. The layers are split into stages, each run by
+ * one backend: with GPU_LAYERS = N < n_layers, layers [0, n_layers - N) on the CPU and the last
+ * N layers plus the output head on the GPU; otherwise one stage. Each stage's activations
+ * (sized for the largest batch at creation, so the step loop never allocates) live in its
+ * backend's memory; the hidden state crosses between stages once per step. The engine holds its
+ * own copy of the model's tensor structs, prepared by the backend of the stage that uses them
+ * (the model stays read-only and may be shared). engine.c checks batches, builds the step and
+ * manages sequences; models/lfm2.c runs the forward pass over a checked step.
  */
 #ifndef EXSA_ENGINE_H
 #define EXSA_ENGINE_H
@@ -11,30 +15,57 @@
 #include "kvcache.h"
 #include "model.h"
 
-struct scratch {
+#define ENGINE_MAX_STAGES 2
+#define ENGINE_HEAD_ROWS 64 /* logit rows per LM-head pass on a device backend */
+
+/* Activations of one stage, in its backend's memory. */
+struct acts {
     float *h;      /* [n_batch][dim] residual stream */
     float *xn;     /* [n_batch][dim] normed input of a block */
     float *y;      /* [n_batch][dim] block output */
     float *wide;   /* [n_batch][max(3 dim, q + k + v)] in_proj output, or q|k|v */
-    float *att;    /* [n_batch][n_heads head_dim] attention output, conv output */
-    float *gate;   /* [n_batch][hidden_dim] */
-    float *up;     /* [n_batch][hidden_dim] */
-    float **state; /* [n_batch] conv state of each entry, for the current layer */
-    int32_t *rows; /* [n_batch] entries that want logits */
+    float *att;    /* [n_batch][max(n_heads head_dim, dim)] attention output, conv output */
+    float *gate;   /* [n_batch][hidden] */
+    float *up;     /* [n_batch][hidden] */
+    float *logits; /* [ENGINE_HEAD_ROWS][vocab] (head stage of a device backend), or NULL */
+};
+
+struct stage {
+    struct backend *be;
+    int l0, l1; /* layers [l0, l1) */
+    bool embed; /* the first stage embeds the tokens */
+    bool head;  /* the last stage runs the final norm and the LM head */
+    struct acts a;
+    void *mem;  /* the allocation the activations are carved from */
+    size_t mem_bytes;
+};
+
+/* The engine's copy of the model's tensors (be_data set by each one's backend). */
+struct weights {
+    struct tensor tok_embd, out_norm, output;
+    struct layer *layers; /* n_layers */
 };
 
 struct exsa_engine {
     struct exsa_model *m;
     struct exsa_engine_params p;
-    struct backend *be;
+    struct backend *cpu, *gpu; /* either may be NULL */
+    int n_stages;
+    struct stage stages[ENGINE_MAX_STAGES];
+    struct backend **layer_be; /* n_layers */
+    int *kv_type;              /* n_layers */
     struct kv_cache *kv;
-    struct scratch s;
-    void *scratch_mem;
+    struct weights w;
+    struct kv_step_buf sb;
+    char describe[512]; /* where each layer runs, and the memory it took */
 };
 
-/* The forward pass over a batch that engine.c has checked and for which it reserved KV blocks.
- * Writes vocab_size floats per entry with want[i] set, in order. */
-void lfm2_forward(struct exsa_engine *e, const int32_t *tok, const struct batch_view *b,
-                  const uint8_t *want, float *logits);
+/* What the head stage writes for each entry that wants output. */
+enum head_out { HEAD_LOGITS, HEAD_HIDDEN };
+
+/* The forward pass over a checked step for which engine.c reserved KV blocks. Writes
+ * vocab_size logits (or dim normed hidden floats) per entry of st->out_rows, in order, to out
+ * (host). Returns 0 or the first error of any op or backend. */
+int lfm2_forward(struct exsa_engine *e, const struct step *st, enum head_out what, float *out);
 
 #endif

@@ -176,35 +176,10 @@ int exsa_model_load(const char *path, struct exsa_model **out, char *err, size_t
     return 0;
 }
 
-int model_for_each_matrix(struct exsa_model *m, int (*fn)(struct tensor *t, void *arg), void *arg)
-{
-    int rc = fn(&m->tok_embd, arg);
-    if (rc == 0 && !m->tied_output)
-        rc = fn(&m->output, arg);
-    for (int i = 0; rc == 0 && m->layers && i < m->hp.n_layers; i++) {
-        struct layer *l = &m->layers[i];
-        struct tensor *ts[] = {&l->conv_in,  &l->conv_out, &l->wq,        &l->wk,
-                               &l->wv,       &l->wo,       &l->ffn_gate,  &l->ffn_up,
-                               &l->ffn_down, &l->gate_exps, &l->up_exps, &l->down_exps};
-        for (size_t k = 0; rc == 0 && k < sizeof(ts) / sizeof(ts[0]); k++)
-            if (ts[k]->data)
-                rc = fn(ts[k], arg);
-    }
-    return rc;
-}
-
-static int free_be_data(struct tensor *t, void *arg)
-{
-    free(t->be_data);
-    t->be_data = NULL;
-    return 0;
-}
-
 void exsa_model_free(struct exsa_model *m)
 {
     if (!m)
         return;
-    model_for_each_matrix(m, free_be_data, NULL);
     if (m->tmpl)
         chat_template_free(m->tmpl);
     if (m->tok)

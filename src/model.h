@@ -25,7 +25,8 @@ struct tensor {
     int64_t ne[4];
     const void *data; /* host bytes inside the mapping */
     uint64_t nbytes;
-    void *be_data; /* a backend's repacked copy (malloc'd; exsa_model_free frees it), or NULL */
+    void *be_data; /* in an engine's copy: its backend's own copy (repacked or on the device);
+                      NULL in the model, which backends never change */
 };
 
 struct hparams {
@@ -83,10 +84,6 @@ struct exsa_model {
  * exactly ne[0..n_dims) (trailing 1s ignored). Errors name the tensor and both shapes. */
 int model_bind(const struct gguf_file *f, const char *name, int n_dims, const int64_t *ne,
                struct tensor *t, bool required, char *err, size_t errlen);
-
-/* Calls fn on every matrix of the model (the ones a backend may repack), stopping at the first
- * negative return, which it returns. */
-int model_for_each_matrix(struct exsa_model *m, int (*fn)(struct tensor *t, void *arg), void *arg);
 
 /* Architecture hooks (models/lfm2.c). */
 int lfm2_load_hparams(const struct gguf_file *f, const char *arch, struct hparams *hp, char *err,

@@ -591,9 +591,12 @@ static void do_load(struct sched *s)
         ep.n_batch = s->p.n_batch;
         ep.n_threads = s->p.n_threads;
         ep.gpu_layers = ngl;
+        ep.kv_type = s->p.kv_type;
         rc = exsa_engine_create(m, &ep, &e, err, sizeof err);
         if (rc < 0)
             exsa_model_free(m);
+        else
+            fprintf(stderr, "exsa: %s: %s\n", path, exsa_engine_describe(e));
     }
     pthread_mutex_lock(&s->mu);
     if (rc < 0) {

@@ -30,6 +30,7 @@ struct sched_params {
     int n_batch;          /* tokens per forward step (prefill chunks + decode tokens) */
     int n_threads;        /* CPU threads (0: all) */
     int gpu_layers;
+    enum exsa_kv_type kv_type;
     int max_queue;        /* requests waiting for a free slot; past it sched_submit refuses */
     int max_batch;        /* sequences decoded together (forced to 1 when !continuous) */
     bool continuous;      /* continuous batching on */

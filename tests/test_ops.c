@@ -35,14 +35,19 @@ static void check_attention(int n_heads, int n_kv_heads, int head_dim, int n_seq
     struct hparams hp = {.dim = n_heads * head_dim, .n_layers = 1, .n_heads = n_heads,
                          .head_dim = head_dim, .l_cache = 3};
     hp.n_kv_heads[0] = n_kv_heads;
+    struct backend_config cfg = {.n_threads = 2, .n_batch = 512, .n_ctx = 512, .hp = &hp};
+    struct backend *ref = backend_ref_create(&cfg), *cpu = backend_cpu_create(&cfg);
+    const int f32 = EXSA_DTYPE_F32;
     struct kv_cache *kr, *kc;
-    CHECK(kv_create(&hp, n_seq, 512, 0, &kr) == 0 && kv_create(&hp, n_seq, 512, 0, &kc) == 0,
+    CHECK(kv_create(&hp, n_seq, 512, 0, &ref, &f32, &kr) == 0 &&
+              kv_create(&hp, n_seq, 512, 0, &cpu, &f32, &kc) == 0,
           "kv");
-    struct backend *ref = backend_ref_create(), *cpu = backend_cpu_create(2);
+    struct kv_step_buf sr, sc;
+    CHECK(kv_step_buf_init(&sr, kr, 512) == 0 && kv_step_buf_init(&sc, kc, 512) == 0, "steps");
     for (int s = 0; s < n_seq; s++)
         kv_seq_new(kr), kv_seq_new(kc);
     unsigned seed = 7;
-    int len[8] = {0};
+    int32_t len[8] = {0};
     double worst = 0;
     for (int c = 0; c < n_chunks; c++) {
         /* chunk c: chunks[c] entries, round-robin over the sequences */
@@ -62,16 +67,20 @@ static void check_attention(int n_heads, int n_kv_heads, int head_dim, int n_seq
         for (int s = 0; s < n_seq; s++) {
             kv_reserve(kr, s, len[s]), kv_reserve(kc, s, len[s]);
         }
-        struct batch_view b = {n, pos, seq};
-        ref->ops->attention(ref, o1, q, k, v, kr, 0, &b, n_heads, n_kv_heads, head_dim);
-        cpu->ops->attention(cpu, o2, q, k, v, kc, 0, &b, n_heads, n_kv_heads, head_dim);
-        for (int s = 0; s < n_seq; s++)
-            kr->seqs[s].len = kc->seqs[s].len = len[s];
+        struct step tr, tc;
+        kv_step_build(kr, &sr, n, NULL, pos, seq, NULL, &tr);
+        kv_step_build(kc, &sc, n, NULL, pos, seq, NULL, &tc);
+        CHECK(ref->ops->attention(ref, &tr, o1, q, k, v, kr, 0, n_heads, n_kv_heads,
+                                  head_dim) == 0, "ref attention");
+        CHECK(cpu->ops->attention(cpu, &tc, o2, q, k, v, kc, 0, n_heads, n_kv_heads,
+                                  head_dim) == 0, "cpu attention");
+        kv_commit(kr, &tr, len), kv_commit(kc, &tc, len);
         double e = nmse(o2, o1, (size_t)n * qd);
         worst = e > worst ? e : worst;
         free(q), free(k), free(v), free(o1), free(o2);
     }
     CHECK(worst <= 1e-7, "%s: nmse %.3g", label, worst);
+    kv_step_buf_free(&sr), kv_step_buf_free(&sc);
     kv_free(kr), kv_free(kc);
     ref->ops->free(ref), cpu->ops->free(cpu);
 }
@@ -93,7 +102,8 @@ static void test_attention(void)
  * above the threading threshold, odd lengths included. */
 static void test_elementwise(void)
 {
-    struct backend *ref = backend_ref_create(), *cpu = backend_cpu_create(2);
+    struct backend_config cfg = {.n_threads = 2};
+    struct backend *ref = backend_ref_create(&cfg), *cpu = backend_cpu_create(&cfg);
     const long sizes[] = {1, 17, 2048, 70001, 512L * 1024 + 3};
     unsigned seed = 3;
     for (int k = 0; k < 5; k++) {
@@ -121,10 +131,11 @@ static void test_elementwise(void)
             x[i] = frand(&seed);
         for (int i = 0; i < dim; i++)
             w[i] = frand(&seed);
-        ref->ops->rmsnorm(ref, r, x, w, rows, dim, 1e-5f);
-        cpu->ops->rmsnorm(cpu, c, x, w, rows, dim, 1e-5f);
+        struct tensor wt = {.type = EXSA_DTYPE_F32, .n_dims = 1, .ne = {dim, 1, 1, 1}, .data = w};
+        ref->ops->rmsnorm(ref, r, x, &wt, rows, dim, 1e-5f);
+        cpu->ops->rmsnorm(cpu, c, x, &wt, rows, dim, 1e-5f);
         CHECK(nmse(c, r, n) <= 1e-7, "rmsnorm %dx%d: %.3g", rows, dim, nmse(c, r, n));
-        cpu->ops->rmsnorm(cpu, x, x, w, rows, dim, 1e-5f); /* in place */
+        cpu->ops->rmsnorm(cpu, x, x, &wt, rows, dim, 1e-5f); /* in place */
         CHECK(nmse(x, r, n) <= 1e-7, "rmsnorm in place %dx%d", rows, dim);
         free(x), free(w), free(r), free(c);
     }

@@ -13,6 +13,7 @@
 #include "cpu/attn.h"
 #include "cpu/matmul.h"
 #include "cpu/ops-fast.h"
+#include "cpu/ops-ref.h"
 #include "cpu/scratch.h"
 #include "kvcache.h"
 
@@ -27,22 +28,29 @@ static struct cpu_priv *priv(struct backend *be)
     return be->priv;
 }
 
-static void cpu_matmul_op(struct backend *be, const struct tensor *w, int expert, const float *x,
-                          float *y, int n_tok)
+static int cpu_matmul_op(struct backend *be, const struct tensor *w, int expert, const float *x,
+                         float *y, int n_tok)
 {
     cpu_matmul(priv(be)->tp, w, expert, x, y, n_tok);
+    return 0;
 }
 
+/* Norms and vectors stay as they are; matrices may get a repacked copy. */
 static int cpu_prepare(struct backend *be, struct tensor *w)
 {
-    return cpu_matmul_prepare(w);
+    return w->n_dims >= 2 && w->ne[1] > 1 ? cpu_matmul_prepare(w) : 0;
+}
+
+static void cpu_unprepare(struct backend *be, struct tensor *w)
+{
+    cpu_matmul_release(w);
 }
 
 struct attn_job {
     float *out;
     const float *q;
     struct kv_cache *kv;
-    const struct batch_view *b;
+    const struct step *b;
     int a, n_heads, n_kv_heads, head_dim;
     int n_blocks;
     const int32_t *block_start; /* n_blocks + 1 entry indices */
@@ -125,7 +133,7 @@ static void attn_worker(void *arg, int ith, int nth)
 
 /* Splits the batch into blocks of consecutive entries of one sequence, at most 16 lanes each;
  * returns the block count (starts[n_blocks] = n). */
-static int make_blocks(const struct batch_view *b, int lanes_per_entry, int32_t *starts)
+static int make_blocks(const struct step *b, int lanes_per_entry, int32_t *starts)
 {
     const int per_block = lanes_per_entry <= 16 ? 16 / lanes_per_entry : 1;
     int n = 0;
@@ -136,23 +144,21 @@ static int make_blocks(const struct batch_view *b, int lanes_per_entry, int32_t 
     return n;
 }
 
-static void cpu_attention(struct backend *be, float *out, const float *q, const float *k,
-                          const float *v, struct kv_cache *kv, int a, const struct batch_view *b,
-                          int n_heads, int n_kv_heads, int head_dim)
+static int cpu_attention(struct backend *be, const struct step *b, float *out, const float *q,
+                         const float *k, const float *v, struct kv_cache *kv, int a, int n_heads,
+                         int n_kv_heads, int head_dim)
 {
-    const int kvd = n_kv_heads * head_dim;
-    if (n_heads / n_kv_heads > 16) {
-        backend_ref_ops.attention(be, out, q, k, v, kv, a, b, n_heads, n_kv_heads, head_dim);
-        return;
-    }
-    for (int i = 0; i < b->n; i++) {
-        memcpy(kv_k(kv, a, b->seq[i], b->pos[i]), k + (size_t)i * kvd, sizeof(float) * kvd);
-        memcpy(kv_v(kv, a, b->seq[i], b->pos[i]), v + (size_t)i * kvd, sizeof(float) * kvd);
-    }
+    if (n_heads / n_kv_heads > 16)
+        return ref_attention(be, b, out, q, k, v, kv, a, n_heads, n_kv_heads,
+                                         head_dim);
+    int rc = ref_kv_store(b, kv, a, k, v);
+    if (rc < 0)
+        return rc;
     int32_t starts[b->n + 1];
     struct attn_job j = {out, q, kv, b, a, n_heads, n_kv_heads, head_dim, 0, starts};
     j.n_blocks = make_blocks(b, n_heads / n_kv_heads, starts);
     tp_run(priv(be)->tp, attn_worker, &j);
+    return 0;
 }
 
 static bool grow_moe(struct cpu_priv *p, size_t floats)
@@ -167,16 +173,14 @@ static bool grow_moe(struct cpu_priv *p, size_t floats)
 
 /* MoE over a batch, grouped by expert: each expert's tokens go through its three matrices as
  * one matmul of many rows (the reference op runs one token at a time). */
-static void cpu_moe(struct backend *be, float *out, const float *x, const struct layer *l,
-                    int n_tok, int dim, int n_experts, int k, int fe)
+static int cpu_moe(struct backend *be, float *out, const float *x, const struct layer *l,
+                   int n_tok, int dim, int n_experts, int k, int fe)
 {
     struct cpu_priv *p = priv(be);
     size_t n = (size_t)n_tok;
     size_t need = n * n_experts + n * k * 2 + n * dim * 2 + n * fe * 2;
-    if (n_experts > 512 || k > 64 || (need > p->moe_floats && !grow_moe(p, need))) {
-        backend_ref_ops.moe(be, out, x, l, n_tok, dim, n_experts, k, fe);
-        return;
-    }
+    if (n_experts > 512 || k > 64 || (need > p->moe_floats && !grow_moe(p, need)))
+        return ref_moe(be, out, x, l, n_tok, dim, n_experts, k, fe);
     float *logits = p->moe, *wts = logits + n * n_experts;
     int *ids = (int *)(wts + n * k);
     float *xg = (float *)(ids + n * k), *yg = xg + n * dim, *g = yg + n * dim, *u = g + n * fe;
@@ -208,22 +212,26 @@ static void cpu_moe(struct backend *be, float *out, const float *x, const struct
                 o[i] += rw[r] * yr[i];
         }
     }
+    return 0;
 }
 
-static void cpu_swiglu(struct backend *be, float *out, const float *gate, const float *up, long n)
+static int cpu_swiglu(struct backend *be, float *out, const float *gate, const float *up, long n)
 {
     fast_swiglu(priv(be)->tp, out, gate, up, n);
+    return 0;
 }
 
-static void cpu_add(struct backend *be, float *y, const float *x, long n)
+static int cpu_add(struct backend *be, float *y, const float *x, long n)
 {
     fast_add(priv(be)->tp, y, x, n);
+    return 0;
 }
 
-static void cpu_rmsnorm(struct backend *be, float *y, const float *x, const float *w, int n_rows,
-                        int dim, float eps)
+static int cpu_rmsnorm(struct backend *be, float *y, const float *x, const struct tensor *w,
+                       int n_rows, int dim, float eps)
 {
-    fast_rmsnorm(priv(be)->tp, y, x, w, n_rows, dim, eps);
+    fast_rmsnorm(priv(be)->tp, y, x, w->data, n_rows, dim, eps);
+    return 0;
 }
 
 static void cpu_free(struct backend *be)
@@ -239,29 +247,42 @@ static void cpu_free(struct backend *be)
     free(be);
 }
 
-static struct backend_ops cpu_ops;
+/* The hot ops replaced; memory, embed, rope, the short conv and gather are the reference ones. */
+static const struct backend_ops cpu_ops = {
+    .name = "cpu",
+    .free = cpu_free,
+    .alloc = cpu_host_alloc,
+    .release = cpu_host_release,
+    .upload = cpu_host_copy,
+    .download = cpu_host_copy,
+    .copy = cpu_host_copy,
+    .zero = cpu_host_zero,
+    .prepare = cpu_prepare,
+    .unprepare = cpu_unprepare,
+    .matmul = cpu_matmul_op,
+    .embed = ref_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = ref_rope,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .shortconv = ref_shortconv,
+    .attention = cpu_attention,
+    .moe = cpu_moe,
+    .gather = ref_gather,
+};
 
-struct backend *backend_cpu_create(int n_threads)
+struct backend *backend_cpu_create(const struct backend_config *c)
 {
     struct backend *be = calloc(1, sizeof(*be));
     struct cpu_priv *p = calloc(1, sizeof(*p));
-    if (!be || !p || !(p->tp = tp_create(n_threads))) {
+    if (!be || !p || !(p->tp = tp_create(c ? c->n_threads : 0))) {
         free(p);
         free(be);
         return NULL;
     }
-    cpu_ops = backend_ref_ops;
-    cpu_ops.name = "cpu";
-    cpu_ops.free = cpu_free;
-    cpu_ops.prepare = cpu_prepare;
-    cpu_ops.matmul = cpu_matmul_op;
-    cpu_ops.attention = cpu_attention;
-    cpu_ops.moe = cpu_moe;
-    cpu_ops.swiglu = cpu_swiglu;
-    cpu_ops.add = cpu_add;
-    cpu_ops.rmsnorm = cpu_rmsnorm;
     be->ops = &cpu_ops;
     be->n_threads = tp_n_threads(p->tp);
+    be->host_memory = true;
     be->priv = p;
     return be;
 }

@@ -299,81 +299,130 @@ int lfm2_bind_tensors(struct exsa_model *m, char *err, size_t errlen)
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
-static void attention_block(struct exsa_engine *e, const struct layer *l,
-                            const struct batch_view *b)
+#define TRY(x)                                                                                 \
+    do {                                                                                       \
+        int rc_ = (x);                                                                         \
+        if (rc_ < 0)                                                                           \
+            return rc_;                                                                        \
+    } while (0)
+
+static int attention_block(struct exsa_engine *e, struct stage *sg, const struct step *st,
+                           const struct layer *l)
 {
     const struct hparams *hp = &e->m->hp;
-    struct backend *be = e->be;
-    struct scratch *s = &e->s;
-    const int n = b->n, hd = hp->head_dim, H = hp->n_heads, Hkv = l->n_kv_heads;
+    struct backend *be = sg->be;
+    struct acts *s = &sg->a;
+    const int n = st->n, hd = hp->head_dim, H = hp->n_heads, Hkv = l->n_kv_heads;
     float *q = s->wide, *k = q + (size_t)n * H * hd, *v = k + (size_t)n * Hkv * hd;
-    be->ops->matmul(be, &l->wq, 0, s->xn, q, n);
-    be->ops->matmul(be, &l->wk, 0, s->xn, k, n);
-    be->ops->matmul(be, &l->wv, 0, s->xn, v, n);
-    be->ops->rmsnorm(be, q, q, l->q_norm.data, n * H, hd, hp->eps);
-    be->ops->rmsnorm(be, k, k, l->k_norm.data, n * Hkv, hd, hp->eps);
-    be->ops->rope(be, q, b->pos, n, H, hd, hp->rope_base);
-    be->ops->rope(be, k, b->pos, n, Hkv, hd, hp->rope_base);
-    be->ops->attention(be, s->att, q, k, v, e->kv, l->attn_idx, b, H, Hkv, hd);
-    be->ops->matmul(be, &l->wo, 0, s->att, s->y, n);
+    TRY(be->ops->matmul(be, &l->wq, 0, s->xn, q, n));
+    TRY(be->ops->matmul(be, &l->wk, 0, s->xn, k, n));
+    TRY(be->ops->matmul(be, &l->wv, 0, s->xn, v, n));
+    TRY(be->ops->rmsnorm(be, q, q, &l->q_norm, n * H, hd, hp->eps));
+    TRY(be->ops->rmsnorm(be, k, k, &l->k_norm, n * Hkv, hd, hp->eps));
+    TRY(be->ops->rope(be, st, q, H, hd, hp->rope_base));
+    TRY(be->ops->rope(be, st, k, Hkv, hd, hp->rope_base));
+    TRY(be->ops->attention(be, st, s->att, q, k, v, e->kv, l->attn_idx, H, Hkv, hd));
+    return be->ops->matmul(be, &l->wo, 0, s->att, s->y, n);
 }
 
-static void conv_block(struct exsa_engine *e, const struct layer *l, const struct batch_view *b)
+static int conv_block(struct exsa_engine *e, struct stage *sg, const struct step *st,
+                      const struct layer *l)
 {
     const struct hparams *hp = &e->m->hp;
-    struct backend *be = e->be;
-    struct scratch *s = &e->s;
-    for (int i = 0; i < b->n; i++)
-        s->state[i] = kv_conv_state(e->kv, b->seq[i], l->conv_idx);
-    be->ops->matmul(be, &l->conv_in, 0, s->xn, s->wide, b->n);
-    be->ops->shortconv(be, s->att, s->wide, &l->conv_w, s->state, b, hp->dim, hp->l_cache);
-    be->ops->matmul(be, &l->conv_out, 0, s->att, s->y, b->n);
+    struct backend *be = sg->be;
+    struct acts *s = &sg->a;
+    TRY(be->ops->matmul(be, &l->conv_in, 0, s->xn, s->wide, st->n));
+    TRY(be->ops->shortconv(be, st, s->att, s->wide, &l->conv_w, e->kv, l->conv_idx, hp->dim,
+                           hp->l_cache));
+    return be->ops->matmul(be, &l->conv_out, 0, s->att, s->y, st->n);
 }
 
-static void ffn_block(struct exsa_engine *e, const struct layer *l, int n)
+static int ffn_block(struct exsa_engine *e, struct stage *sg, const struct layer *l, int n)
 {
     const struct hparams *hp = &e->m->hp;
-    struct backend *be = e->be;
-    struct scratch *s = &e->s;
-    if (l->is_moe) {
-        be->ops->moe(be, s->y, s->xn, l, n, hp->dim, hp->n_experts, hp->n_experts_used,
-                     hp->expert_hidden_dim);
-        return;
-    }
-    be->ops->matmul(be, &l->ffn_gate, 0, s->xn, s->gate, n);
-    be->ops->matmul(be, &l->ffn_up, 0, s->xn, s->up, n);
-    be->ops->swiglu(be, s->gate, s->gate, s->up, (long)n * hp->hidden_dim);
-    be->ops->matmul(be, &l->ffn_down, 0, s->gate, s->y, n);
+    struct backend *be = sg->be;
+    struct acts *s = &sg->a;
+    if (l->is_moe)
+        return be->ops->moe(be, s->y, s->xn, l, n, hp->dim, hp->n_experts, hp->n_experts_used,
+                            hp->expert_hidden_dim);
+    TRY(be->ops->matmul(be, &l->ffn_gate, 0, s->xn, s->gate, n));
+    TRY(be->ops->matmul(be, &l->ffn_up, 0, s->xn, s->up, n));
+    TRY(be->ops->swiglu(be, s->gate, s->gate, s->up, (long)n * hp->hidden_dim));
+    return be->ops->matmul(be, &l->ffn_down, 0, s->gate, s->y, n);
 }
 
-void lfm2_forward(struct exsa_engine *e, const int32_t *tok, const struct batch_view *b,
-                  const uint8_t *want, float *logits)
+static int layer_forward(struct exsa_engine *e, struct stage *sg, const struct step *st,
+                         const struct layer *l)
 {
-    const struct exsa_model *m = e->m;
-    const struct hparams *hp = &m->hp;
-    struct backend *be = e->be;
-    struct scratch *s = &e->s;
-    const int n = b->n, d = hp->dim;
-    be->ops->embed(be, &m->tok_embd, tok, n, s->h);
-    for (int i = 0; i < hp->n_layers; i++) {
-        const struct layer *l = &m->layers[i];
-        be->ops->rmsnorm(be, s->xn, s->h, l->attn_norm.data, n, d, hp->eps);
-        if (l->is_attn)
-            attention_block(e, l, b);
-        else
-            conv_block(e, l, b);
-        be->ops->add(be, s->h, s->y, (long)n * d);
-        be->ops->rmsnorm(be, s->xn, s->h, l->ffn_norm.data, n, d, hp->eps);
-        ffn_block(e, l, n);
-        be->ops->add(be, s->h, s->y, (long)n * d);
+    const struct hparams *hp = &e->m->hp;
+    struct backend *be = sg->be;
+    struct acts *s = &sg->a;
+    const int n = st->n, d = hp->dim;
+    TRY(be->ops->rmsnorm(be, s->xn, s->h, &l->attn_norm, n, d, hp->eps));
+    TRY(l->is_attn ? attention_block(e, sg, st, l) : conv_block(e, sg, st, l));
+    TRY(be->ops->add(be, s->h, s->y, (long)n * d));
+    TRY(be->ops->rmsnorm(be, s->xn, s->h, &l->ffn_norm, n, d, hp->eps));
+    TRY(ffn_block(e, sg, l, n));
+    return be->ops->add(be, s->h, s->y, (long)n * d);
+}
+
+/* The rows that asked for output through the final norm (and the LM head), in chunks of
+ * ENGINE_HEAD_ROWS on a device backend (whose logits buffer holds one chunk). */
+static int head_forward(struct exsa_engine *e, struct stage *sg, const struct step *st,
+                        enum head_out what, float *out)
+{
+    const struct hparams *hp = &e->m->hp;
+    struct backend *be = sg->be;
+    struct acts *s = &sg->a;
+    const int d = hp->dim, V = hp->vocab_size;
+    const int chunk = be->host_memory ? st->n_out : ENGINE_HEAD_ROWS;
+    const size_t width = what == HEAD_LOGITS ? (size_t)V : (size_t)d;
+    for (int r0 = 0; r0 < st->n_out; r0 += chunk) {
+        const int nr = st->n_out - r0 < chunk ? st->n_out - r0 : chunk;
+        float *dst = out + (size_t)r0 * width;
+        TRY(be->ops->gather(be, st, s->xn, s->h, r0, nr, d));
+        TRY(be->ops->rmsnorm(be, s->xn, s->xn, &e->w.out_norm, nr, d, hp->eps));
+        const float *res = s->xn;
+        if (what == HEAD_LOGITS) {
+            float *y = be->host_memory ? dst : s->logits;
+            TRY(be->ops->matmul(be, &e->w.output, 0, s->xn, y, nr));
+            res = y;
+        }
+        if (be->host_memory && res != dst)
+            memcpy(dst, res, sizeof(float) * nr * width);
+        else if (!be->host_memory)
+            TRY(be->ops->download(be, dst, res, sizeof(float) * nr * width));
     }
-    /* Only the rows that asked for logits go through the final norm and the LM head. */
-    int n_out = 0;
-    for (int i = 0; i < n; i++)
-        if (want[i])
-            memcpy(s->xn + (size_t)n_out++ * d, s->h + (size_t)i * d, sizeof(float) * d);
-    if (n_out == 0)
-        return;
-    be->ops->rmsnorm(be, s->xn, s->xn, m->out_norm.data, n_out, d, hp->eps);
-    be->ops->matmul(be, &m->output, 0, s->xn, logits, n_out);
+    return 0;
+}
+
+/* One stage between its backend's begin and end: its input (the embeddings, or the hidden
+ * state of the previous stage), its layers, and the head if it has it. */
+static int stage_forward(struct exsa_engine *e, int k, const struct step *st, enum head_out what,
+                         float *out)
+{
+    struct stage *sg = &e->stages[k];
+    struct backend *be = sg->be;
+    const size_t h_bytes = sizeof(float) * (size_t)st->n * e->m->hp.dim;
+    if (sg->embed)
+        TRY(be->ops->embed(be, st, &e->w.tok_embd, sg->a.h));
+    else
+        TRY(backend_transfer(be, sg->a.h, e->stages[k - 1].be, e->stages[k - 1].a.h, h_bytes));
+    for (int i = sg->l0; i < sg->l1; i++)
+        TRY(layer_forward(e, sg, st, &e->w.layers[i]));
+    return sg->head && st->n_out > 0 ? head_forward(e, sg, st, what, out) : 0;
+}
+
+int lfm2_forward(struct exsa_engine *e, const struct step *st, enum head_out what, float *out)
+{
+    for (int k = 0; k < e->n_stages; k++) {
+        struct backend *be = e->stages[k].be;
+        int rc = be->ops->begin ? be->ops->begin(be, st) : 0;
+        if (rc == 0)
+            rc = stage_forward(e, k, st, what, out);
+        int end = be->ops->end ? be->ops->end(be) : 0; /* closes the step even after an error */
+        if (rc < 0 || end < 0)
+            return rc < 0 ? rc : end;
+    }
+    return 0;
 }

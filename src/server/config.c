@@ -38,6 +38,8 @@ static const struct opt opts[] = {
      "tokens per forward step (512)"},
     {"THREADS", "--threads", "-t", OPT_INT, F(n_threads), 0, 4096, "CPU threads (0: all)"},
     {"BACKEND", "--backend", NULL, OPT_STR, 0, 0, 0, 0, "ref, cpu or cuda (cpu)"},
+    {"KV_TYPE", "--kv-type", NULL, OPT_STR, 0, 0, 0, 0,
+     "K/V cache: f32 or f16 (f16 on GPU layers, f32 on CPU ones)"},
     {"ENABLE_CORS", "--cors", NULL, OPT_BOOL, F(cors), 0, 1, "CORS headers (false)"},
     {"CORS_ORIGINS", "--cors-origins", NULL, OPT_STR, F(cors_origins), 0, 0,
      "allowed origins, comma-separated (*)"},
@@ -109,6 +111,13 @@ static int set_opt(struct srv_config *c, const struct opt *o, const char *name, 
         if (b < 0)
             goto bad;
         c->backend = b;
+        return 0;
+    }
+    if (!strcmp(o->env, "KV_TYPE")) {
+        int t = !strcmp(v, "f32") ? EXSA_KV_F32 : !strcmp(v, "f16") ? EXSA_KV_F16 : -1;
+        if (t < 0)
+            goto bad;
+        c->kv_type = t;
         return 0;
     }
     if (o->type == OPT_STR) {

@@ -454,6 +454,7 @@ int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_
     sp.n_batch = cfg->n_batch;
     sp.n_threads = cfg->n_threads;
     sp.gpu_layers = cfg->gpu_layers;
+    sp.kv_type = (enum exsa_kv_type)cfg->kv_type;
     sp.max_queue = cfg->max_queue;
     sp.max_batch = cfg->max_batch;
     sp.continuous = cfg->continuous;

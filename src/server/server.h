@@ -29,6 +29,7 @@ struct srv_config {
     int port;
     int gpu_layers, n_ctx, n_batch, n_threads;
     int backend; /* enum exsa_backend_kind */
+    int kv_type; /* enum exsa_kv_type */
     bool cors;
     char cors_origins[1024]; /* comma-separated, or "*" */
     bool rate_limit;

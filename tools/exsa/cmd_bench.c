@@ -1,6 +1,6 @@
 /*
  * cmd_bench.c: `exsa bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r REPS] [-b N_BATCH]
- * [--backend ref|cpu|cuda] [--bw GB/s] [--json]`: prefill and decode speed with the decode
+ * [-d DEPTH] [--backend ref|cpu|cuda] [-ngl N] [--kv-type f32|f16] [--bw GB/s] [--json]`: prefill and decode speed with the decode
  * bandwidth ceiling beside it (src/bench.h). Called by main.c with argv[0] = "bench"; returns
  * the exit code (0 ok, 1 error, 2 usage).
  */
@@ -19,7 +19,11 @@ static void bench_usage(FILE *f)
                "  -t N            threads (default: all CPUs)\n"
                "  -r N            repetitions after one warm-up (default 5)\n"
                "  -b N            batch size: prefill chunk (default 512)\n"
-               "  --backend B     ref, cpu (default) or cuda\n"
+               "  -d N            depth: positions in the cache before each run (default 0)\n"
+               "  --backend B     ref, cpu (default) or cuda (every layer on the GPU)\n"
+               "  -ngl N          layers on the GPU: the last N and the output head (CUDA)\n"
+               "  --kv-type T     K/V cache type: f32 or f16 (default: f16 on the GPU, f32\n"
+               "                  on the CPU)\n"
                "  --bw GBS        bandwidth for the ceiling instead of measuring DRAM (GB/s)\n"
                "  --json          a JSON array, one object per test (llama-bench fields)\n");
 }
@@ -51,6 +55,14 @@ int cmd_bench(int argc, char **argv)
             bad = cli_int("-r", v, 1, 1000, &p.reps);
         } else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) {
             bad = cli_int("-b", v, 1, 1 << 16, &p.n_batch);
+        } else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) {
+            bad = cli_int("-d", v, 0, 1 << 24, &p.depth);
+        } else if (!strcmp(a, "-ngl") || !strcmp(a, "--gpu-layers")) {
+            bad = cli_int("-ngl", v, 0, 1 << 20, &p.gpu_layers);
+        } else if (!strcmp(a, "--kv-type")) {
+            int t = cli_parse_kv_type(v);
+            bad = t < 0;
+            p.kv_type = (enum exsa_kv_type)(t < 0 ? 0 : t);
         } else if (!strcmp(a, "--backend")) {
             int b = cli_parse_backend(v);
             bad = b < 0;

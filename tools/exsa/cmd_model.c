@@ -28,6 +28,16 @@ int cli_parse_backend(const char *s)
     return -1;
 }
 
+int cli_parse_kv_type(const char *s)
+{
+    if (!strcmp(s, "f32"))
+        return EXSA_KV_F32;
+    if (!strcmp(s, "f16"))
+        return EXSA_KV_F16;
+    fprintf(stderr, "exsa: unknown KV cache type '%s' (f32 or f16)\n", s);
+    return -1;
+}
+
 int cli_int(const char *opt, const char *s, long lo, long hi, int *out)
 {
     char *end;
@@ -89,17 +99,20 @@ static int write_logits(struct exsa_engine *e, const int32_t *ids, int n, int n_
 int cmd_logits(int argc, char **argv)
 {
     const char *model = NULL, *tokens = NULL, *outp = NULL;
-    int backend = EXSA_BACKEND_CPU, threads = 0;
+    int backend = EXSA_BACKEND_CPU, threads = 0, ngl = 0, kvt = EXSA_KV_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-m") && v) model = v, i++;
+        else if (!strcmp(a, "-ngl") && v) { if (cli_int("-ngl", v, 0, 1 << 20, &ngl)) return 2; i++; }
+        else if (!strcmp(a, "--kv-type") && v) { if ((kvt = cli_parse_kv_type(v)) < 0) return 2; i++; }
         else if (!strcmp(a, "--tokens") && v) tokens = v, i++;
         else if (!strcmp(a, "-o") && v) outp = v, i++;
         else if (!strcmp(a, "--backend") && v) { if ((backend = cli_parse_backend(v)) < 0) return 2; i++; }
         else if (!strcmp(a, "-t") && v) { if (cli_int("-t", v, 1, 1024, &threads)) return 2; i++; }
         else {
-            fprintf(stderr, "usage: exsa logits -m MODEL --tokens 1,6,129,... [--backend ref|cpu]"
-                    " [-t THREADS] -o OUT.f32\n");
+            fprintf(stderr, "usage: exsa logits -m MODEL --tokens 1,6,129,... "
+                    "[--backend ref|cpu|cuda] [-ngl N] [--kv-type f32|f16] [-t THREADS] "
+                    "-o OUT.f32\n");
             return 2;
         }
     }
@@ -132,6 +145,7 @@ int cmd_logits(int argc, char **argv)
     struct exsa_engine_params p;
     exsa_engine_params_default(&p);
     p.backend = backend, p.n_threads = threads, p.n_ctx = n, p.n_batch = n < 512 ? n : 512;
+    p.gpu_layers = ngl, p.kv_type = (enum exsa_kv_type)kvt;
     if (rc == 0 && (rc = exsa_engine_create(m, &p, &e, err, sizeof(err))) < 0)
         fprintf(stderr, "exsa: %s\n", err);
     FILE *fp = rc == 0 ? fopen(outp, "wb") : NULL;

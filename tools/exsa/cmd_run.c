@@ -35,7 +35,7 @@ struct run_opts {
     const char *cmd; /* "run" or "chat" */
     const char *model, *prompt, *system;
     int n_predict; /* <= 0: until EOG or the context ends */
-    int n_ctx, n_batch, n_threads, backend;
+    int n_ctx, n_batch, n_threads, backend, gpu_layers, kv_type;
     bool raw, ids, verbose, ignore_eos, no_cache;
     bool temp_set, penalty_set;
     struct gen_params gp; /* gen_params_default() with the sampling flags given applied */
@@ -63,7 +63,10 @@ static void run_usage(FILE *f, const char *cmd)
                "  -c N                context size (default: min(4096, the model's))\n"
                "  -b N                prefill chunk, the engine's batch size (default 512)\n"
                "  -t N                threads (default: all CPUs)\n"
-               "  --backend B         ref or cpu (default)\n"
+               "  --backend B         ref, cpu (default) or cuda (every layer on the GPU)\n"
+               "  -ngl N              layers on the GPU: the last N and the output head\n"
+               "  --kv-type T         K/V cache: f32 or f16 (default f16 on the GPU, f32 on\n"
+               "                      the CPU)\n"
                "  --verbose           %s\n"
                "%s"
                "MODEL may also come from $MODEL_PATH.\n",
@@ -118,6 +121,10 @@ static int opt_value(struct run_opts *o, const char *a, const char *v, bool chat
         return cli_int("-t", v, 1, 1024, &o->n_threads);
     else if (!strcmp(a, "--backend"))
         return (o->backend = cli_parse_backend(v)) < 0 ? -1 : 0;
+    else if (!strcmp(a, "-ngl") || !strcmp(a, "--gpu-layers"))
+        return cli_int("-ngl", v, 0, 1 << 20, &o->gpu_layers);
+    else if (!strcmp(a, "--kv-type"))
+        return (o->kv_type = cli_parse_kv_type(v)) < 0 ? -1 : 0;
     else if (!strcmp(a, "--temp") && (o->temp_set = true))
         return opt_float(a, v, 0, 100, &sp->temperature);
     else if (!strcmp(a, "--top-k"))
@@ -229,6 +236,8 @@ static int session_open(struct session *s, const struct run_opts *o)
     struct exsa_engine_params ep;
     exsa_engine_params_default(&ep);
     ep.backend = (enum exsa_backend_kind)o->backend;
+    ep.gpu_layers = o->gpu_layers;
+    ep.kv_type = (enum exsa_kv_type)o->kv_type;
     ep.n_ctx = o->n_ctx > 0 ? o->n_ctx : mi->n_ctx_train > 0 && mi->n_ctx_train < 4096
                                              ? mi->n_ctx_train : 4096;
     ep.n_batch = o->n_batch;
