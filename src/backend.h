@@ -109,6 +109,21 @@ struct backend_ops {
     /* dst[r] = src[rows[r]] for r < n_rows, rows of dim floats (rows: st->out_rows from r0). */
     int (*gather)(struct backend *be, const struct step *st, float *dst, const float *src,
                   int r0, int n_rows, int dim);
+
+    /* ---- fused ops, optional (NULL: models/lfm2.c calls the plain ops instead) */
+    /* y += W x (matmul then add). */
+    int (*matmul_add)(struct backend *be, const struct tensor *w, const float *x, float *y,
+                      int n_tok);
+    /* out = silu(gate x) * (up x): the dense FFN's first half. */
+    int (*glu)(struct backend *be, const struct tensor *gate, const struct tensor *up,
+               const float *x, float *out, int n_tok);
+    /* q, k, v = wq x, wk x, wv x. */
+    int (*qkv)(struct backend *be, const struct tensor *wq, const struct tensor *wk,
+               const struct tensor *wv, const float *x, float *q, float *k, float *v, int n_tok);
+    /* Per-head RMSNorm (q_norm, k_norm) then RoPE at each entry's position, of q and k. */
+    int (*qk_norm_rope)(struct backend *be, const struct step *st, float *q, float *k,
+                        const struct tensor *q_norm, const struct tensor *k_norm, int n_heads,
+                        int n_kv_heads, int head_dim, float eps, float base);
 };
 
 struct backend {
@@ -123,6 +138,7 @@ struct backend_config {
     int n_threads;             /* CPU threads (0: all cores) */
     int n_batch;               /* most entries in one step */
     int n_ctx;                 /* most positions per sequence */
+    int n_seq_max;             /* most sequences alive at once */
     const struct hparams *hp;  /* the model's shapes */
 };
 

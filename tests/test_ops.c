@@ -35,7 +35,8 @@ static void check_attention(int n_heads, int n_kv_heads, int head_dim, int n_seq
     struct hparams hp = {.dim = n_heads * head_dim, .n_layers = 1, .n_heads = n_heads,
                          .head_dim = head_dim, .l_cache = 3};
     hp.n_kv_heads[0] = n_kv_heads;
-    struct backend_config cfg = {.n_threads = 2, .n_batch = 512, .n_ctx = 512, .hp = &hp};
+    struct backend_config cfg = {.n_threads = 2, .n_batch = 512, .n_ctx = 512, .n_seq_max = 8,
+                                 .hp = &hp};
     struct backend *ref = backend_ref_create(&cfg), *cpu = backend_cpu_create(&cfg);
     const int f32 = EXSA_DTYPE_F32;
     struct kv_cache *kr, *kc;

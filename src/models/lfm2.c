@@ -306,6 +306,16 @@ int lfm2_bind_tensors(struct exsa_model *m, char *err, size_t errlen)
             return rc_;                                                                        \
     } while (0)
 
+/* h += W x: one fused op where the backend has it, else the product into y and an add. */
+static int residual(struct backend *be, const struct tensor *w, const float *x, float *y,
+                    float *h, int n, int dim)
+{
+    if (be->ops->matmul_add)
+        return be->ops->matmul_add(be, w, x, h, n);
+    TRY(be->ops->matmul(be, w, 0, x, y, n));
+    return be->ops->add(be, h, y, (long)n * dim);
+}
+
 static int attention_block(struct exsa_engine *e, struct stage *sg, const struct step *st,
                            const struct layer *l)
 {
@@ -314,15 +324,23 @@ static int attention_block(struct exsa_engine *e, struct stage *sg, const struct
     struct acts *s = &sg->a;
     const int n = st->n, hd = hp->head_dim, H = hp->n_heads, Hkv = l->n_kv_heads;
     float *q = s->wide, *k = q + (size_t)n * H * hd, *v = k + (size_t)n * Hkv * hd;
-    TRY(be->ops->matmul(be, &l->wq, 0, s->xn, q, n));
-    TRY(be->ops->matmul(be, &l->wk, 0, s->xn, k, n));
-    TRY(be->ops->matmul(be, &l->wv, 0, s->xn, v, n));
-    TRY(be->ops->rmsnorm(be, q, q, &l->q_norm, n * H, hd, hp->eps));
-    TRY(be->ops->rmsnorm(be, k, k, &l->k_norm, n * Hkv, hd, hp->eps));
-    TRY(be->ops->rope(be, st, q, H, hd, hp->rope_base));
-    TRY(be->ops->rope(be, st, k, Hkv, hd, hp->rope_base));
-    TRY(be->ops->attention(be, st, s->att, q, k, v, e->kv, l->attn_idx, H, Hkv, hd));
-    return be->ops->matmul(be, &l->wo, 0, s->att, s->y, n);
+    if (be->ops->qkv) {
+        TRY(be->ops->qkv(be, &l->wq, &l->wk, &l->wv, s->xn, q, k, v, n));
+    } else {
+        TRY(be->ops->matmul(be, &l->wq, 0, s->xn, q, n));
+        TRY(be->ops->matmul(be, &l->wk, 0, s->xn, k, n));
+        TRY(be->ops->matmul(be, &l->wv, 0, s->xn, v, n));
+    }
+    if (be->ops->qk_norm_rope) {
+        TRY(be->ops->qk_norm_rope(be, st, q, k, &l->q_norm, &l->k_norm, H, Hkv, hd, hp->eps,
+                                  hp->rope_base));
+    } else {
+        TRY(be->ops->rmsnorm(be, q, q, &l->q_norm, n * H, hd, hp->eps));
+        TRY(be->ops->rmsnorm(be, k, k, &l->k_norm, n * Hkv, hd, hp->eps));
+        TRY(be->ops->rope(be, st, q, H, hd, hp->rope_base));
+        TRY(be->ops->rope(be, st, k, Hkv, hd, hp->rope_base));
+    }
+    return be->ops->attention(be, st, s->att, q, k, v, e->kv, l->attn_idx, H, Hkv, hd);
 }
 
 static int conv_block(struct exsa_engine *e, struct stage *sg, const struct step *st,
@@ -332,9 +350,8 @@ static int conv_block(struct exsa_engine *e, struct stage *sg, const struct step
     struct backend *be = sg->be;
     struct acts *s = &sg->a;
     TRY(be->ops->matmul(be, &l->conv_in, 0, s->xn, s->wide, st->n));
-    TRY(be->ops->shortconv(be, st, s->att, s->wide, &l->conv_w, e->kv, l->conv_idx, hp->dim,
-                           hp->l_cache));
-    return be->ops->matmul(be, &l->conv_out, 0, s->att, s->y, st->n);
+    return be->ops->shortconv(be, st, s->att, s->wide, &l->conv_w, e->kv, l->conv_idx, hp->dim,
+                              hp->l_cache);
 }
 
 static int ffn_block(struct exsa_engine *e, struct stage *sg, const struct layer *l, int n)
@@ -342,14 +359,22 @@ static int ffn_block(struct exsa_engine *e, struct stage *sg, const struct layer
     const struct hparams *hp = &e->m->hp;
     struct backend *be = sg->be;
     struct acts *s = &sg->a;
-    if (l->is_moe)
-        return be->ops->moe(be, s->y, s->xn, l, n, hp->dim, hp->n_experts, hp->n_experts_used,
-                            hp->expert_hidden_dim);
-    TRY(be->ops->matmul(be, &l->ffn_gate, 0, s->xn, s->gate, n));
-    TRY(be->ops->matmul(be, &l->ffn_up, 0, s->xn, s->up, n));
-    TRY(be->ops->swiglu(be, s->gate, s->gate, s->up, (long)n * hp->hidden_dim));
-    return be->ops->matmul(be, &l->ffn_down, 0, s->gate, s->y, n);
+    if (l->is_moe) {
+        TRY(be->ops->moe(be, s->y, s->xn, l, n, hp->dim, hp->n_experts, hp->n_experts_used,
+                         hp->expert_hidden_dim));
+        return be->ops->add(be, s->h, s->y, (long)n * hp->dim);
+    }
+    if (be->ops->glu) {
+        TRY(be->ops->glu(be, &l->ffn_gate, &l->ffn_up, s->xn, s->gate, n));
+    } else {
+        TRY(be->ops->matmul(be, &l->ffn_gate, 0, s->xn, s->gate, n));
+        TRY(be->ops->matmul(be, &l->ffn_up, 0, s->xn, s->up, n));
+        TRY(be->ops->swiglu(be, s->gate, s->gate, s->up, (long)n * hp->hidden_dim));
+    }
+    return residual(be, &l->ffn_down, s->gate, s->y, s->h, n, hp->dim);
 }
+
+
 
 static int layer_forward(struct exsa_engine *e, struct stage *sg, const struct step *st,
                          const struct layer *l)
@@ -360,10 +385,10 @@ static int layer_forward(struct exsa_engine *e, struct stage *sg, const struct s
     const int n = st->n, d = hp->dim;
     TRY(be->ops->rmsnorm(be, s->xn, s->h, &l->attn_norm, n, d, hp->eps));
     TRY(l->is_attn ? attention_block(e, sg, st, l) : conv_block(e, sg, st, l));
-    TRY(be->ops->add(be, s->h, s->y, (long)n * d));
+    /* the mixer's output projection, added to the residual stream */
+    TRY(residual(be, l->is_attn ? &l->wo : &l->conv_out, s->att, s->y, s->h, n, d));
     TRY(be->ops->rmsnorm(be, s->xn, s->h, &l->ffn_norm, n, d, hp->eps));
-    TRY(ffn_block(e, sg, l, n));
-    return be->ops->add(be, s->h, s->y, (long)n * d);
+    return ffn_block(e, sg, l, n);
 }
 
 /* The rows that asked for output through the final norm (and the LM head), in chunks of

@@ -1,0 +1,74 @@
+#!/bin/sh
+# device-run.sh: one call on a GPU machine of the device tool (its copy of this tree): unpacks the
+# carried Debian libraries (carry/debs, from `apt-get download libmicrohttpd-dev libmicrohttpd12
+# libcjson-dev libcjson1 libpcre2-dev libpcre2-8-0 ...`) into a sysroot, builds exsa and the GPU
+# tests with CUDA, then runs the steps named on the command line, each logged to $OUT/STEP.log:
+#   test [NAMES]   build/tests/test_cuda (fixtures from $EXSA_FIXTURES, e.g. carry/fxA)
+#   memcheck       compute-sanitizer memcheck over the ops and one fixture
+#   bench          exsa synth files of the real shapes, exsa bench -ngl 99 on each ($BENCH_MODELS)
+#   serve          exsa serve -ngl 99 answering chat completions, stream and not, with curl
+# Usage there: sh tools/device-run.sh test bench ...
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+R=/tmp/sysroot
+L=$R/usr/lib/x86_64-linux-gnu
+mkdir -p $R
+for f in carry/debs/*.deb; do dpkg -x "$f" $R; done
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+t0=$(date +%s)
+if ! make -j16 CUDA=1 DEB_HEADERS= CFLAGS="-I$R/usr/include" LDFLAGS="-L$L -Wl,-rpath,$L" \
+    build/exsa build/tests/test_cuda >"$OUT/build.log" 2>&1; then
+    tail -40 "$OUT/build.log"
+    exit 1
+fi
+echo "build: $(($(date +%s) - t0)) s"
+EXSA=build/exsa
+
+step_test() {
+    timeout 400 build/tests/test_cuda "$@" 2>&1 | tee "$OUT/test.log" | grep -E "FAIL|ok \]|passed|gpu |ngl|graphs" | head -150
+}
+
+step_memcheck() {
+    EXSA_GPU_FIXTURES=lfm2-tiny-Q4_K_M timeout 300 compute-sanitizer --tool memcheck \
+        --error-exitcode 9 build/tests/test_cuda test_norm test_attention test_fixtures \
+        >"$OUT/memcheck.log" 2>&1
+    echo "memcheck rc=$? (0: clean)"
+    grep -E "ERROR SUMMARY|Invalid|passed" "$OUT/memcheck.log" | head -20
+}
+
+bench_one() { # preset type [extra bench args]
+    f=/tmp/$1-$2.gguf
+    [ -f "$f" ] || $EXSA synth --preset "$1" --type "$2" -o "$f" >/dev/null 2>&1 || { echo "synth $1 $2 failed"; return; }
+    shift 2
+    timeout 120 $EXSA bench -m "$f" -r 3 "$@" 2>>"$OUT/bench.err" | grep -E "^\| lfm2|ceiling" | tee -a "$OUT/bench.log"
+}
+
+step_bench() {
+    for m in ${BENCH_MODELS:-"lfm2-1.2b:Q4_K_M"}; do
+        bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 512 -n 128
+    done
+}
+
+step_serve() {
+    f=/tmp/lfm2-350m-Q4_K_M.gguf
+    [ -f "$f" ] || $EXSA synth --preset lfm2-350m --type Q4_K_M -o "$f" >/dev/null 2>&1
+    $EXSA serve -m "$f" -ngl 99 --port 3123 >"$OUT/serve.log" 2>&1 &
+    pid=$!
+    for i in $(seq 60); do curl -sf localhost:3123/v1/health >/dev/null && break; sleep 1; done
+    body='{"model":"x","messages":[{"role":"user","content":"Hello"}],"max_tokens":24,"temperature":0}'
+    curl -s -H 'Content-Type: application/json' -d "$body" localhost:3123/v1/chat/completions | tee "$OUT/serve-chat.json"
+    echo
+    curl -sN -H 'Content-Type: application/json' -d "${body%\}},\"stream\":true}" \
+        localhost:3123/v1/chat/completions | tee "$OUT/serve-stream.txt" | tail -4
+    kill $pid
+    wait $pid 2>/dev/null
+    grep -E "layers|cuda|GPU" "$OUT/serve.log" | head -5
+}
+
+for s in "$@"; do
+    case "$s" in
+    test) shift; step_test "$@"; break ;;
+    *) echo "== $s"; "step_$s" ;;
+    esac
+done
