@@ -50,4 +50,9 @@ double backend_cuda_read_bandwidth(size_t bytes)
 {
     return -1;
 }
+
+long backend_cuda_graph_replays(const struct backend *be)
+{
+    return -1;
+}
 #endif

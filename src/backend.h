@@ -110,6 +110,10 @@ struct backend_ops {
     int (*gather)(struct backend *be, const struct step *st, float *dst, const float *src,
                   int r0, int n_rows, int dim);
 
+    /* Optional hint: x will not be read again before it is next written, so work that only
+     * produces x may be dropped (a deferred norm). Never changes results. */
+    void (*discard)(struct backend *be, const float *x);
+
     /* ---- fused ops, optional (NULL: models/lfm2.c calls the plain ops instead) */
     /* y += W x (matmul then add). */
     int (*matmul_add)(struct backend *be, const struct tensor *w, const float *x, float *y,
@@ -167,5 +171,7 @@ int backend_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 /* Read bandwidth of device 0's memory in GB/s: the best of several passes of a streaming-read
  * kernel over `bytes`; < 0 without a device. */
 double backend_cuda_read_bandwidth(size_t bytes);
+/* CUDA graph replays of a CUDA backend so far (-1 for another backend): for tests. */
+long backend_cuda_graph_replays(const struct backend *be);
 
 #endif

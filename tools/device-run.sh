@@ -50,6 +50,32 @@ step_bench() {
     done
 }
 
+# The decode and prefill profile (per-op GPU time, eager), and decode without PDL / graphs.
+step_perf() {
+    m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
+    f=/tmp/${m%%:*}-${m#*:}.gguf
+    [ -f "$f" ] || $EXSA synth --preset "${m%%:*}" --type "${m#*:}" -o "$f" >/dev/null 2>&1
+    EXSA_CUDA_PROFILE=1 $EXSA bench -m "$f" -ngl 99 -p 0 -n 64 -r 1 2>&1 | grep -A40 "cuda profile" | tee "$OUT/prof-tg.txt"
+    EXSA_CUDA_PROFILE=1 $EXSA bench -m "$f" -ngl 99 -p 512 -n 0 -r 1 2>&1 | grep -A40 "cuda profile" | tee "$OUT/prof-pp.txt"
+    for v in EXSA_CUDA_NO_PDL EXSA_CUDA_GRAPHS; do
+        echo "$v=off:"
+        env $v=off $EXSA bench -m "$f" -ngl 99 -p 0 -n 128 -r 3 2>/dev/null | grep -E "^\| lfm2"
+    done
+}
+
+# True kernel durations (no launch gaps) of a few decode steps, per kernel, with ncu.
+step_ncu() {
+    m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
+    f=/tmp/${m%%:*}-${m#*:}.gguf
+    [ -f "$f" ] || $EXSA synth --preset "${m%%:*}" --type "${m#*:}" -o "$f" >/dev/null 2>&1
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    EXSA_CUDA_GRAPHS=off timeout 300 $NCU --clock-control none \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv \
+        $EXSA bench -m "$f" -ngl 99 -p 0 -n 4 -r 1 >"$OUT/ncu.csv" 2>"$OUT/ncu.err"
+    echo "ncu rc=$?"
+    python3 tools/ncu-summary.py <"$OUT/ncu.csv" | tee "$OUT/ncu-summary.txt"
+}
+
 step_serve() {
     f=/tmp/lfm2-350m-Q4_K_M.gguf
     [ -f "$f" ] || $EXSA synth --preset lfm2-350m --type Q4_K_M -o "$f" >/dev/null 2>&1

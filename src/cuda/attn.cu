@@ -105,8 +105,9 @@ template <int HD, typename T> __global__ void k_attn(attn_params p)
         for (int i = threadIdx.x; i < 32 * HD; i += blockDim.x) {
             const int r = i / HD, d = i % HD;
             const int64_t at = (row0 + r) * p.kvd + g * HD + d;
-            ks[r * (HD + 1) + d] = ld_kv<T>(kp + at);
-            vs[r * (HD + 1) + d] = ld_kv<T>(vp + at);
+            const bool in = pt + r < p1; /* rows past the split hold stale data: zeros */
+            ks[r * (HD + 1) + d] = in ? ld_kv<T>(kp + at) : 0.0f;
+            vs[r * (HD + 1) + d] = in ? ld_kv<T>(vp + at) : 0.0f;
         }
         __syncthreads();
         if (!valid)
@@ -151,10 +152,10 @@ template <int HD, typename T> __global__ void k_attn(attn_params p)
         out[2 + lane + 32 * k] = o[k];
 }
 
-/* One warp per (entry, head): merges the splits; quantizes per 32 when q8.q is set. */
+/* One warp per (entry, head): merges the splits. */
 template <int HD>
 __global__ void k_attn_merge(const float *__restrict__ part, int n, int H, int n_split,
-                             float *__restrict__ out, struct q8act q8)
+                             float *__restrict__ out)
 {
     pdl_trigger();
     pdl_wait();
@@ -182,26 +183,8 @@ __global__ void k_attn_merge(const float *__restrict__ part, int n, int H, int n
     }
     const int64_t e = wid / H, h = wid % H, K = (int64_t)H * HD;
 #pragma unroll
-    for (int k = 0; k < HD / 32; k++) {
-        const float v = o[k] / L;
-        out[e * K + h * HD + lane + 32 * k] = v;
-        if (!q8.q)
-            continue;
-        float amax = fabsf(v);
-        for (int s = 16; s; s >>= 1)
-            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, s));
-        const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
-        const int qv = __float2int_rn(v * inv);
-        int sum = qv;
-        for (int s = 16; s; s >>= 1)
-            sum += __shfl_xor_sync(0xffffffffu, sum, s);
-        q8.q[e * K + h * HD + lane + 32 * k] = (int8_t)qv;
-        if (lane == 0) {
-            const int64_t b = e * (K / 32) + (h * HD) / 32 + k;
-            q8.d[b] = d;
-            q8.s[b] = d * (float)sum;
-        }
-    }
+    for (int k = 0; k < HD / 32; k++)
+        out[e * K + h * HD + lane + 32 * k] = o[k] / L;
 }
 
 void cu_kv_store(struct cuda_be *c, const struct kv_cache *kv, int a, const float *k,
@@ -227,7 +210,7 @@ template <int HD> static attn_kernel pick_attn(bool f16)
 }
 
 void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const float *q,
-                  float *out, int n, int n_heads, int n_kv_heads, int hd, bool quant)
+                  float *out, int n, int n_heads, int n_kv_heads, int hd)
 {
     attn_params p;
     p.ds = c->ds, p.q = q, p.kp = kv->k[a], p.vp = kv->v[a], p.part = c->attn_part;
@@ -249,19 +232,16 @@ void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const flo
                   dim3(32 * p.units), smem);
     cudaLaunchKernelEx(&l.cfg, k, p);
     cu_check_launch(c, "attention");
-    struct q8act q8 = c->q8;
-    if (!quant)
-        q8.q = NULL;
     const int64_t warps = (int64_t)n * n_heads;
     cu_launch_cfg(c, &l, dim3((unsigned)((warps + 3) / 4)), dim3(128), 0);
     if (hd == 64)
         cudaLaunchKernelEx(&l.cfg, k_attn_merge<64>, (const float *)c->attn_part, n, n_heads,
-                           split, out, q8);
+                           split, out);
     else if (hd == 128)
         cudaLaunchKernelEx(&l.cfg, k_attn_merge<128>, (const float *)c->attn_part, n, n_heads,
-                           split, out, q8);
+                           split, out);
     else
         cudaLaunchKernelEx(&l.cfg, k_attn_merge<32>, (const float *)c->attn_part, n, n_heads,
-                           split, out, q8);
+                           split, out);
     cu_check_launch(c, "attention merge");
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda/cuda.h"
 
@@ -80,7 +81,7 @@ void cu_release(struct backend *be, void *p)
         cudaFree(p);
 }
 
-struct copy_args {
+struct PACKED copy_args {
     void *dst;
     const void *src;
     size_t bytes;
@@ -91,6 +92,17 @@ static void run_copy(struct cuda_be *c, const void *args)
 {
     const struct copy_args *a = (const struct copy_args *)args;
     check(c, cudaMemcpyAsync(a->dst, a->src, a->bytes, a->kind, c->stream), "copy");
+}
+
+/* A copy on the work stream, complete on return; its error, if any. */
+static int sync_copy(struct cuda_be *c, void *dst, const void *src, size_t bytes,
+                     cudaMemcpyKind kind, const char *what)
+{
+    int rc = check(c, cudaMemcpyAsync(dst, src, bytes, kind, c->stream), what);
+    if (!rc)
+        rc = check(c, cudaStreamSynchronize(c->stream), what);
+    c->err = 0;
+    return rc;
 }
 
 /* Reserves bytes of a pinned staging area (16-byte aligned); NULL when it is full. */
@@ -106,8 +118,9 @@ static unsigned char *stage(unsigned char *base, size_t cap, size_t *used, size_
 int cu_upload(struct backend *be, void *dst, const void *src, size_t bytes)
 {
     struct cuda_be *c = CB(be);
-    if (!c->in_step)
-        return check(c, cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "upload");
+    if (!c->in_step) /* on the work stream: ordered with every step */
+        return sync_copy(c, dst, src, bytes, cudaMemcpyHostToDevice, "upload");
+    cu_touch(c, NULL, dst);
     unsigned char *s = stage(c->stage_in, c->stage_in_bytes, &c->stage_in_used, bytes);
     if (!s || c->n_pre >= c->max_copies) {
         cu_fail(c, EXSA_ENOMEM, "upload: the step's staging area is full", cudaSuccess);
@@ -115,7 +128,7 @@ int cu_upload(struct backend *be, void *dst, const void *src, size_t bytes)
     }
     c->pre[c->n_pre++] = (struct host_copy){s, src, bytes};
     struct copy_args a = {dst, s, bytes, cudaMemcpyHostToDevice};
-    cu_record(c, run_copy, &a, sizeof a);
+    cu_record(c, run_copy, "copy", &a, sizeof a);
     return 0;
 }
 
@@ -123,35 +136,56 @@ int cu_download(struct backend *be, void *dst, const void *src, size_t bytes)
 {
     struct cuda_be *c = CB(be);
     if (!c->in_step)
-        return check(c, cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "download");
+        return sync_copy(c, dst, src, bytes, cudaMemcpyDeviceToHost, "download");
+    cu_touch(c, src, NULL);
     unsigned char *s = stage(c->stage_out, c->stage_out_bytes, &c->stage_out_used, bytes);
     if (!s || c->n_post >= c->max_copies) {
         /* too large for staging: straight into pageable memory (that step runs eagerly) */
         struct copy_args a = {dst, src, bytes, cudaMemcpyDeviceToHost};
-        cu_record(c, run_copy, &a, sizeof a);
+        cu_record(c, run_copy, "copy", &a, sizeof a);
         c->stage_out_used = c->stage_out_bytes + 1; /* marks the step as not for a graph */
         return 0;
     }
     c->post[c->n_post++] = (struct host_copy){dst, s, bytes};
     struct copy_args a = {s, src, bytes, cudaMemcpyDeviceToHost};
-    cu_record(c, run_copy, &a, sizeof a);
+    cu_record(c, run_copy, "copy", &a, sizeof a);
     return 0;
 }
 
 int cu_copy(struct backend *be, void *dst, const void *src, size_t bytes)
 {
     struct cuda_be *c = CB(be);
+    if (!c->in_step)
+        return sync_copy(c, dst, src, bytes, cudaMemcpyDeviceToDevice, "copy");
+    cu_touch(c, src, dst);
     struct copy_args a = {dst, src, bytes, cudaMemcpyDeviceToDevice};
-    cu_record(c, run_copy, &a, sizeof a);
-    return c->in_step ? 0 : check(c, cudaStreamSynchronize(c->stream), "copy");
+    cu_record(c, run_copy, "copy", &a, sizeof a);
+    return 0;
+}
+
+struct PACKED zero_args {
+    void *dst;
+    size_t bytes;
+};
+
+static void run_zero(struct cuda_be *c, const void *args)
+{
+    const struct zero_args *a = (const struct zero_args *)args;
+    check(c, cudaMemsetAsync(a->dst, 0, a->bytes, c->stream), "zero");
 }
 
 int cu_zero(struct backend *be, void *dst, size_t bytes)
 {
     struct cuda_be *c = CB(be);
-    if (check(c, cudaMemsetAsync(dst, 0, bytes, c->stream), "zero") < 0)
-        return c->err;
-    return c->in_step ? 0 : check(c, cudaStreamSynchronize(c->stream), "zero");
+    if (c->in_step)
+        cu_touch(c, NULL, dst);
+    struct zero_args a = {dst, bytes};
+    cu_record(c, run_zero, "zero", &a, sizeof a);
+    if (c->in_step)
+        return 0;
+    int rc = check(c, cudaStreamSynchronize(c->stream), "zero") ? c->err : c->err;
+    c->err = 0;
+    return rc;
 }
 
 /* ---- weights ---------------------------------------------------------------------------------- */
@@ -356,10 +390,11 @@ void cu_unprepare(struct backend *be, struct tensor *t)
 
 /* ---- the step --------------------------------------------------------------------------------- */
 
-void cu_record(struct cuda_be *c, op_fn fn, const void *args, size_t size)
+void cu_record(struct cuda_be *c, op_fn fn, const char *name, const void *args, size_t size)
 {
-    if (!c->in_step) { /* outside a step: run now */
+    if (!c->in_step) { /* outside a step: run now, complete on return (errors in c->err) */
         fn(c, args);
+        check(c, cudaStreamSynchronize(c->stream), name);
         return;
     }
     if (c->n_ops == c->max_ops || size > OP_ARGS_MAX) {
@@ -368,8 +403,16 @@ void cu_record(struct cuda_be *c, op_fn fn, const void *args, size_t size)
     }
     struct op *o = &c->ops[c->n_ops++];
     o->fn = fn;
+    o->name = name;
     o->size = (uint16_t)size;
     memcpy(o->args, args, size);
+}
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
 }
 
 /* Byte offsets of the step arrays in staging and device memory (fixed: graphs replay them). */
@@ -442,27 +485,46 @@ int cu_begin(struct backend *be, const struct step *st)
     c->err = 0;
     c->n_ops = c->n_pre = c->n_post = 0;
     c->stage_out_used = 0;
-    c->q8_src = NULL;
+    cu_step_reset(c);
     c->n_tok = st->n;
     c->n_sq = st->n_sq;
+    if (c->profile)
+        c->t_begin = now_us();
     c->in_step = true;
     const size_t bytes = stage_step(c, st);
     c->stage_in_used = c->stage_arrays;
     struct copy_args a = {c->ds_mem, c->stage_in, bytes, cudaMemcpyHostToDevice};
-    cu_record(c, run_copy, &a, sizeof a);
+    cu_record(c, run_copy, "copy", &a, sizeof a);
     return 0;
 }
 
-/* FNV-1a over the op list: function and argument bytes. */
+/* A 64-bit hash of the op list (functions and argument bytes), 8 bytes at a time: the key of
+ * the step's graph, computed on every step, so it must cost little next to the step. */
+static uint64_t mix(uint64_t h, uint64_t w)
+{
+    h ^= w * 0x9e3779b97f4a7c15ull;
+    h = (h << 27 | h >> 37) * 0xbf58476d1ce4e5b9ull;
+    return h;
+}
+
 static uint64_t fingerprint(const struct cuda_be *c)
 {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = 0x243f6a8885a308d3ull;
     for (int i = 0; i < c->n_ops; i++) {
-        const unsigned char *p = (const unsigned char *)&c->ops[i].fn;
-        for (size_t k = 0; k < sizeof(op_fn); k++)
-            h = (h ^ p[k]) * 1099511628211ull;
-        for (size_t k = 0; k < c->ops[i].size; k++)
-            h = (h ^ c->ops[i].args[k]) * 1099511628211ull;
+        const struct op *o = &c->ops[i];
+        uint64_t w;
+        memcpy(&w, &o->fn, sizeof w);
+        h = mix(h, w ^ o->size);
+        size_t k = 0;
+        for (; k + 8 <= o->size; k += 8) {
+            memcpy(&w, o->args + k, 8);
+            h = mix(h, w);
+        }
+        if (k < o->size) {
+            w = 0;
+            memcpy(&w, o->args + k, o->size - k);
+            h = mix(h, w);
+        }
     }
     return h;
 }
@@ -493,6 +555,7 @@ static struct graph_entry *slot_of(struct cuda_be *c, uint64_t key)
 static bool capture(struct cuda_be *c, struct graph_entry *g)
 {
     cudaGraph_t graph = NULL;
+    c->graph_captures++;
     if (cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
         cudaGetLastError();
         return false;
@@ -512,18 +575,79 @@ static bool capture(struct cuda_be *c, struct graph_entry *g)
     return true;
 }
 
+/* ---- the profile (EXSA_CUDA_PROFILE=1) ----------------------------------------------------- */
+
+static void prof_add(struct cuda_be *c, const char *name, double us)
+{
+    int i = 0;
+    while (i < c->n_prof && strcmp(c->prof[i].name, name))
+        i++;
+    if (i == c->n_prof) {
+        if (c->n_prof == (int)(sizeof c->prof / sizeof c->prof[0]))
+            return;
+        c->prof[c->n_prof].name = name;
+        c->prof[c->n_prof].us = 0;
+        c->prof[c->n_prof++].calls = 0;
+    }
+    c->prof[i].us += us;
+    c->prof[i].calls++;
+}
+
+/* Eager run with an event after every op; times added per op name after the step's sync. */
+static void run_profiled(struct cuda_be *c)
+{
+    if (!c->ev) {
+        c->ev = (cudaEvent_t *)calloc((size_t)c->max_ops + 1, sizeof(cudaEvent_t));
+        for (int i = 0; c->ev && i <= c->max_ops; i++)
+            cudaEventCreate(&c->ev[i]);
+    }
+    if (!c->ev)
+        return run_ops(c);
+    cudaEventRecord(c->ev[0], c->stream);
+    for (int i = 0; i < c->n_ops && !c->err; i++) {
+        c->ops[i].fn(c, c->ops[i].args);
+        cudaEventRecord(c->ev[i + 1], c->stream);
+    }
+    cudaEventSynchronize(c->ev[c->n_ops]);
+    for (int i = 0; i < c->n_ops; i++) {
+        float ms = 0;
+        cudaEventElapsedTime(&ms, c->ev[i], c->ev[i + 1]);
+        prof_add(c, c->ops[i].name, ms * 1000.0);
+    }
+    c->prof_steps++;
+}
+
+static void prof_print(struct cuda_be *c)
+{
+    if (!c->profile || !c->prof_steps)
+        return;
+    double total = 0;
+    for (int i = 0; i < c->n_prof; i++)
+        total += c->prof[i].us;
+    fprintf(stderr, "exsa: cuda profile: %.0f steps, GPU %.1f us/step, host record %.1f us/step\n",
+            c->prof_steps, total / c->prof_steps, c->prof_host_us / c->prof_steps);
+    for (int i = 0; i < c->n_prof; i++)
+        fprintf(stderr, "  %-14s %8.1f us/step %6.1f calls/step %7.2f us/call\n", c->prof[i].name,
+                c->prof[i].us / c->prof_steps, c->prof[i].calls / c->prof_steps,
+                c->prof[i].us / c->prof[i].calls);
+}
+
 static void execute(struct cuda_be *c)
 {
+    if (c->profile) {
+        run_profiled(c);
+        return;
+    }
     const bool graphable = c->n_tok <= MMV_MAX_N && c->stage_out_used <= c->stage_out_bytes &&
-                           getenv("EXSA_CUDA_GRAPHS") == NULL;
+                           c->graphs_on;
     if (!graphable) {
         run_ops(c);
         return;
     }
     struct graph_entry *g = slot_of(c, fingerprint(c));
     g->last_use = ++c->use_clock;
-    if (!g->exec && ++g->seen >= 2 && !capture(c, g)) {
-        run_ops(c); /* cannot capture (e.g. an op that is not capturable): eagerly */
+    if (!g->exec && ++g->seen == 2 && !capture(c, g)) {
+        run_ops(c); /* cannot capture (an op that is not capturable): eagerly from now on */
         return;
     }
     if (!g->exec) {
@@ -531,6 +655,7 @@ static void execute(struct cuda_be *c)
         return;
     }
     check(c, cudaGraphLaunch(g->exec, c->stream), "graph launch");
+    c->graph_replays++;
 }
 
 int cu_end(struct backend *be)
@@ -538,6 +663,8 @@ int cu_end(struct backend *be)
     struct cuda_be *c = CB(be);
     if (!c->in_step)
         return 0;
+    if (c->profile)
+        c->prof_host_us += now_us() - c->t_begin;
     for (int i = 0; i < c->n_pre; i++)
         memcpy(c->pre[i].dst, c->pre[i].src, c->pre[i].bytes);
     if (!c->err)
@@ -691,6 +818,10 @@ void cu_free(struct backend *be)
     struct cuda_be *c = CB(be);
     if (!c)
         return;
+    prof_print(c);
+    for (int i = 0; c->ev && i <= c->max_ops; i++)
+        cudaEventDestroy(c->ev[i]);
+    free(c->ev);
     for (int i = 0; i < GRAPH_SLOTS; i++)
         if (c->graphs[i].exec)
             cudaGraphExecDestroy(c->graphs[i].exec);
@@ -739,7 +870,10 @@ static int open_device(struct cuda_be *c, char *err, size_t errlen)
         return EXSA_EUNSUPPORTED;
     }
     c->n_sms = prop.multiProcessorCount;
+    cu_mmv_init();
     c->pdl = prop.major >= 9 && !getenv("EXSA_CUDA_NO_PDL");
+    c->profile = getenv("EXSA_CUDA_PROFILE") != NULL;
+    c->graphs_on = getenv("EXSA_CUDA_GRAPHS") == NULL; /* EXSA_CUDA_GRAPHS=off: eager only */
     cublasSetStream(c->blas, c->stream);
     return 0;
 }
@@ -790,3 +924,8 @@ extern "C" double backend_cuda_read_bandwidth(size_t bytes)
     return cu_read_bandwidth(bytes);
 }
 
+
+extern "C" long backend_cuda_graph_replays(const struct backend *be)
+{
+    return be && be->ops == &cuda_ops ? ((const struct cuda_be *)be)->graph_replays : -1;
+}

@@ -26,6 +26,10 @@ extern "C" {
 #include "quant.h"
 }
 
+/* Op argument structs are packed: a step's ops are fingerprinted by their bytes, which must not
+ * include uninitialised padding. */
+#define PACKED __attribute__((packed))
+
 /* ---- weights ------------------------------------------------------------------------------ */
 
 enum gtype { GT_F32, GT_F16, GT_BF16, GT_Q8_0, GT_Q4_0, GT_Q4_K, GT_Q5_K, GT_Q6_K, GT_COUNT };
@@ -61,7 +65,8 @@ typedef void (*op_fn)(struct cuda_be *c, const void *args);
 #define OP_ARGS_MAX 256
 struct op {
     op_fn fn;
-    uint16_t size; /* bytes of args used (fingerprinted) */
+    const char *name; /* for the profile (not fingerprinted) */
+    uint16_t size;    /* bytes of args used (fingerprinted) */
     alignas(16) unsigned char args[OP_ARGS_MAX];
 };
 
@@ -97,7 +102,7 @@ struct cuda_be {
     cublasHandle_t blas;
     int err;         /* first error of the current step (EXSA_E*) */
     char errmsg[256];
-    bool in_step, pdl;
+    bool in_step, pdl, graphs_on;
     int n_sms;
 
     /* step */
@@ -116,9 +121,29 @@ struct cuda_be {
     int n_tiles_max;
     struct graph_entry graphs[GRAPH_SLOTS];
     uint64_t use_clock;
+    /* EXSA_CUDA_PROFILE=1: every step eager, GPU time per op name, printed when freed */
+    bool profile;
+    struct prof_row {
+        const char *name;
+        double us;
+        long calls;
+    } prof[48];
+    int n_prof;
+    cudaEvent_t *ev;
+    double prof_steps, prof_host_us, t_begin;
+    long graph_replays, graph_captures; /* for tests and the profile */
+
+    /* an RMSNorm not yet run: y = norm(x) * w over rows x dim (ops-table.cu) */
+    struct pending_norm {
+        bool on;
+        float *y;
+        const float *x, *w;
+        int rows, dim;
+        float eps;
+    } pend;
 
     /* scratch */
-    struct q8act q8;                /* quantized activations of the tagged buffer */
+    struct q8act q8;                /* quantized activations of the tagged buffer (MoE) */
     const float *q8_src;            /* which buffer q8 holds (NULL: none) */
     int q8_n;
     int64_t q8_K;
@@ -150,7 +175,7 @@ void cu_fail(struct cuda_be *c, int code, const char *what, cudaError_t e);
 /* Checks the launch just made. */
 void cu_check_launch(struct cuda_be *c, const char *what);
 /* Appends an op (args copied) to the step's list; runs it at once outside a step. */
-void cu_record(struct cuda_be *c, op_fn fn, const void *args, size_t size);
+void cu_record(struct cuda_be *c, op_fn fn, const char *name, const void *args, size_t size);
 /* Launch configuration with programmatic dependent launch when enabled. */
 struct cu_launch {
     cudaLaunchConfig_t cfg;
@@ -181,8 +206,9 @@ __device__ __forceinline__ void pdl_trigger()
 #define MOE_TILE 8      /* problems (token, expert slot) per MoE tile */
 void cu_quantize(struct cuda_be *c, const float *x, int n, int64_t K, const struct q8act *out);
 /* y[t][r] (+)= W[r] . x[t] for the rows of up to 3 matrices of one type and K (segments of
- * one row range, each with its own y), t < n (<= MMV_MAX_TOK). x: q8 (quantized types) or f32
- * (float types). glu: two segments (gate, up) of equal rows, y0 = silu(gate) * up. */
+ * one row range, each with its own y), t < n (<= cu_mmv_max_tok). x is f32 [n][ldx], RMS-normed
+ * with weights nw on the way in when nw is set; each block stages it in shared memory (8-bit per
+ * 32 for quantized weights). glu: two segments (gate, up) of equal rows, y0 = silu(gate) * up. */
 struct mmv_seg {
     const struct dweight *w;
     int64_t row0; /* first row of the matrix (expert offset) */
@@ -190,16 +216,23 @@ struct mmv_seg {
     float *y;
     int64_t ldy;
 };
-struct mmv_args {
+static_assert(sizeof(struct mmv_seg) == 40, "mmv_seg has no padding (fingerprinted)");
+static_assert(sizeof(struct q8act) == 32, "q8act has no padding (fingerprinted)");
+struct PACKED mmv_args {
     struct mmv_seg seg[3];
     int n_seg;
     int n; /* tokens */
     const float *x;
     int64_t ldx;
-    struct q8act q8;
+    const float *nw;
+    float eps;
     bool acc, glu;
 };
 void cu_mmv(struct cuda_be *c, const struct mmv_args *a);
+/* Tokens one launch takes for weights of type gt and row length K (shared memory bound). */
+int cu_mmv_max_tok(int gt, int64_t K);
+/* Lets every product kernel use the shared memory it may ask for (once, at creation). */
+void cu_mmv_init(void);
 /* MoE: route (ids, wts) and tiles of problems grouped by expert; gathered products. */
 void cu_moe_route(struct cuda_be *c, const float *logits, const float *bias, int n, int n_exp,
                   int k);
@@ -218,20 +251,27 @@ void cu_embed(struct cuda_be *c, const struct dweight *w, const int32_t *tok, in
 void cu_kv_store(struct cuda_be *c, const struct kv_cache *kv, int a, const float *k,
                  const float *v, int n);
 void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const float *q,
-                  float *out, int n, int n_heads, int n_kv_heads, int head_dim, bool quant);
+                  float *out, int n, int n_heads, int n_kv_heads, int head_dim);
 /* Attention tiles of a step: pairs (sequence index, first unit); returns the count. */
 int cu_attn_tiles(const struct step *st, int group, int units, int32_t *tiles);
 
 /* ops.cu */
 void cu_rmsnorm(struct cuda_be *c, float *y, const float *x, const float *w, int rows, int dim,
-                float eps, const struct q8act *q8);
+                float eps);
+/* Optionally also stores k (after RoPE) and v into an attention layer's cache (kp NULL: not). */
+struct PACKED kv_dst {
+    void *kp, *vp;
+    const float *v;
+    int kvd, f16;
+};
 void cu_qk_norm_rope(struct cuda_be *c, float *q, float *k, const float *qw, const float *kw,
-                     int n, int n_heads, int n_kv_heads, int head_dim, float eps);
+                     int n, int n_heads, int n_kv_heads, int head_dim, float eps,
+                     struct kv_dst st);
 void cu_rope(struct cuda_be *c, float *x, int n, int n_heads, int head_dim);
 void cu_swiglu(struct cuda_be *c, float *out, const float *g, const float *u, long n);
 void cu_add(struct cuda_be *c, float *y, const float *x, long n);
 void cu_shortconv(struct cuda_be *c, float *y, const float *bcx, const float *w, float *state,
-                  int n_sq, int dim, int l_cache, const struct q8act *q8);
+                  int n, int n_sq, int dim, int l_cache);
 void cu_gather(struct cuda_be *c, float *dst, const float *src, int r0, int n_rows, int dim);
 double cu_read_bandwidth(size_t bytes);
 
@@ -256,5 +296,10 @@ int cu_end(struct backend *be);
 
 /* ops-table.cu */
 extern const struct backend_ops cuda_ops;
+/* Before a memory op inside a step that reads rd and writes wr (either may be NULL): keeps the
+ * pending norm right. */
+void cu_touch(struct cuda_be *c, const void *rd, const void *wr);
+/* At begin: nothing pending, nothing quantized. */
+void cu_step_reset(struct cuda_be *c);
 
 #endif

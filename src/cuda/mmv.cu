@@ -101,10 +101,12 @@ template <int N> __device__ __forceinline__ int dot_i8(const int *a, const int *
     return s;
 }
 
-/* Loads the 16 int8 activations of values [o, o + 16) of one quantized row. */
+/* Loads the 16 int8 activations of values [o, o + 16) of one quantized row (shared or global
+ * memory: a generic load). */
 __device__ __forceinline__ void ldx16(int *dst, const int8_t *q, int64_t o)
 {
-    ld16(dst, q + o);
+    const int4 v = *(const int4 *)(q + o);
+    dst[0] = v.x, dst[1] = v.y, dst[2] = v.z, dst[3] = v.w;
 }
 
 template <int GT> struct unit;
@@ -273,7 +275,7 @@ template <int GT> struct unit_f {
         float acc = 0;
 #pragma unroll
         for (int i = 0; i < VPU / 4; i++) {
-            const float4 xv = __ldg(xf + i);
+            const float4 xv = xf[i]; /* shared or global */
             float w0, w1, w2, w3;
             if (GT == GT_F32) {
                 w0 = __int_as_float(q[4 * i]), w1 = __int_as_float(q[4 * i + 1]);
@@ -298,24 +300,31 @@ template <> struct unit<GT_BF16> : unit_f<GT_BF16> {};
 
 /* ---- the row loop shared by the dense and the MoE kernels --------------------------------------- */
 
-/* acc[t] = W[r] . x_t over the units u = sub, sub + tpr, ... of the row, software-pipelined. */
-template <int GT, int NT>
-__device__ __forceinline__ void row_dot(const wview &w, int64_t r, int64_t U, int sub, int tpr,
-                                        const xrow *x, int n, float *acc)
+/* Weight units a lane loads before it multiplies any: as many as the registers hold (a float
+ * unit is 128 bytes, a quantized one 32-48). */
+__host__ __device__ constexpr int ub_of(int gt, bool glu)
 {
-    unit<GT> cur, nxt;
-    int64_t u = sub;
-    if (u < U)
-        cur.load(w, r, u);
-    pdl_wait(); /* the activations come from the previous kernel; the weights do not */
-    for (; u < U; u += tpr) {
-        if (u + tpr < U)
-            nxt.load(w, r, u + tpr);
+    return gt == GT_F32 || gt == GT_F16 || gt == GT_BF16 ? (glu ? 1 : 2) : (glu ? 2 : 4);
+}
+
+/* acc[t] += W[r] . x_t over the units u = u0 + k tpr of the row, UB units loaded at once. */
+template <int GT, int NT, int UB = ub_of(GT, false)>
+__device__ __forceinline__ void row_dot(const wview &w, int64_t r, int64_t U, int64_t first,
+                                        int tpr, const xrow *x, int n, float *acc)
+{
+    for (int64_t u0 = first; u0 < U; u0 += (int64_t)UB * tpr) {
+        unit<GT> wu[UB];
 #pragma unroll
-        for (int t = 0; t < NT; t++)
-            if (t < n)
-                acc[t] += cur.dot(x[t], u);
-        cur = nxt;
+        for (int j = 0; j < UB; j++)
+            if (u0 + j * tpr < U)
+                wu[j].load(w, r, u0 + j * tpr);
+#pragma unroll
+        for (int j = 0; j < UB; j++)
+            if (u0 + j * tpr < U)
+#pragma unroll
+                for (int t = 0; t < NT; t++)
+                    if (t < n)
+                        acc[t] += wu[j].dot(x[t], u0 + j * tpr);
     }
 }
 
@@ -333,6 +342,9 @@ __device__ __forceinline__ float silu(float g)
 
 /* ---- dense kernel ------------------------------------------------------------------------------ */
 
+#define MMV_THREADS 128 /* small blocks: even a 2048-row matrix spreads over every SM */
+#define MMV_SMEM_MAX (160 << 10) /* dynamic shared memory a launch may ask for */
+
 struct mmv_params {
     wview w[3];
     int64_t rows[3]; /* rows of each segment; glu: rows[0] = rows[1] */
@@ -342,40 +354,169 @@ struct mmv_params {
     int n_seg;
     int64_t total, K, U;
     int tpr, n;
-    int8_t *xq;
-    const float *xd, *xs, *xf;
-    int64_t ldx; /* f32 activations: floats between tokens */
+    const float *x; /* [n][ldx] f32 */
+    int64_t ldx;
+    const float *nw; /* RMSNorm weights: x is normed on the way in (NULL: as it is) */
+    float eps;
     bool acc;
 };
 
-template <int GT, int NT, bool GLU> __global__ void __launch_bounds__(128) k_mmv(mmv_params p)
+/* Every token's input into shared memory, normed when p.nw is set: quantized per 32 (int8 q,
+ * f32 d and d x sum) for quantized weights, or f32. All threads of the block; ends synced. */
+template <int NT, bool QUANT>
+__device__ void stage_x(const mmv_params &p, unsigned char *sm)
+{
+    __shared__ float part[MMV_THREADS / 32][NT], scale[NT];
+    const int tid = threadIdx.x, K = (int)p.K, n = p.n < NT ? p.n : NT;
+    if (p.nw) { /* sum of squares per token: float4 per thread, then the warps' partials */
+        float ss[NT];
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+            ss[t] = 0;
+        for (int i = 4 * tid; i < K; i += 4 * MMV_THREADS)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                if (t < n) {
+                    const float4 v = *(const float4 *)(p.x + t * p.ldx + i);
+                    ss[t] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+                }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            for (int o = 16; o; o >>= 1)
+                ss[t] += __shfl_xor_sync(0xffffffffu, ss[t], o);
+            if ((tid & 31) == 0)
+                part[tid >> 5][t] = ss[t];
+        }
+        __syncthreads();
+        if (tid < NT) {
+            float s = 0;
+            for (int w = 0; w < MMV_THREADS / 32; w++)
+                s += part[w][tid];
+            scale[tid] = 1.0f / sqrtf(s / K + p.eps);
+        }
+        __syncthreads();
+    }
+    if (!QUANT) { /* f32: one float4 per thread and step */
+        float *xf = (float *)sm;
+        for (int i = 4 * tid; i < n * K; i += 4 * MMV_THREADS) {
+            const int t = i / K, k = i % K;
+            float4 v = *(const float4 *)(p.x + t * p.ldx + k);
+            if (p.nw) {
+                const float4 g = *(const float4 *)(p.nw + k);
+                const float sc = scale[t];
+                v = make_float4(v.x * sc * g.x, v.y * sc * g.y, v.z * sc * g.z, v.w * sc * g.w);
+            }
+            *(float4 *)(xf + i) = v;
+        }
+        __syncthreads();
+        return;
+    }
+    int8_t *q = (int8_t *)sm;
+    float *d = (float *)(sm + (size_t)NT * K), *s = d + NT * (K / 32);
+    /* 8 values per thread; the 4 threads of a 32-block meet through shuffles (all threads busy:
+     * the whole block waits on this) */
+    for (int i = 8 * tid; i < n * K; i += 8 * MMV_THREADS) {
+        const int t = i / K, k = i % K;
+        float v[8];
+#pragma unroll
+        for (int h = 0; h < 8; h += 4) {
+            float4 a = *(const float4 *)(p.x + t * p.ldx + k + h);
+            if (p.nw) {
+                const float4 g = *(const float4 *)(p.nw + k + h);
+                const float sc = scale[t];
+                a = make_float4(a.x * sc * g.x, a.y * sc * g.y, a.z * sc * g.z, a.w * sc * g.w);
+            }
+            v[h] = a.x, v[h + 1] = a.y, v[h + 2] = a.z, v[h + 3] = a.w;
+        }
+        float amax = 0;
+#pragma unroll
+        for (int h = 0; h < 8; h++)
+            amax = fmaxf(amax, fabsf(v[h]));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+        const float dd = amax / 127.0f, inv = dd > 0 ? 1.0f / dd : 0.0f;
+        int sum = 0, pk[2];
+#pragma unroll
+        for (int h = 0; h < 8; h += 4) {
+            const int q0 = __float2int_rn(v[h] * inv), q1 = __float2int_rn(v[h + 1] * inv);
+            const int q2 = __float2int_rn(v[h + 2] * inv), q3 = __float2int_rn(v[h + 3] * inv);
+            sum += q0 + q1 + q2 + q3;
+            pk[h / 4] = (q0 & 0xff) | (q1 & 0xff) << 8 | (q2 & 0xff) << 16 | (q3 & 0xff) << 24;
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        *(int2 *)(q + (size_t)t * K + k) = make_int2(pk[0], pk[1]);
+        if ((tid & 3) == 0) {
+            const int b = t * (K / 32) + k / 32;
+            d[b] = dd;
+            s[b] = dd * (float)sum;
+        }
+    }
+    __syncthreads();
+}
+
+__host__ __device__ constexpr bool quantized_gt(int gt)
+{
+    return gt != GT_F32 && gt != GT_F16 && gt != GT_BF16;
+}
+
+template <int GT, int NT, bool GLU>
+__global__ void __launch_bounds__(MMV_THREADS, 4) k_mmv(mmv_params p)
 {
     pdl_trigger();
+    extern __shared__ __align__(16) unsigned char sm[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, rpw = 32 / p.tpr;
     const int sub = lane % p.tpr;
-    int64_t r = ((int64_t)blockIdx.x * 4 + warp) * rpw + lane / p.tpr;
+    int64_t r = ((int64_t)blockIdx.x * (MMV_THREADS / 32) + warp) * rpw + lane / p.tpr;
     const bool live = r < p.total;
     int sg = 0;
     while (live && sg < p.n_seg - 1 && r >= p.rows[sg])
         r -= p.rows[sg++];
     if (!live)
         r = 0;
+    const int64_t U = live ? p.U : 0; /* dead lanes still join the shuffles and the barriers */
+    constexpr bool Q = quantized_gt(GT);
+    constexpr int UB = ub_of(GT, GLU);
+    /* the first UB weight units of the row(s) are in flight while the block stages x */
+    unit<GT> w0[UB], w1[GLU ? UB : 1];
+#pragma unroll
+    for (int j = 0; j < UB; j++)
+        if (sub + j * p.tpr < U) {
+            w0[j].load(p.w[sg], p.row0[sg] + r, sub + j * p.tpr);
+            if (GLU)
+                w1[GLU ? j : 0].load(p.w[1], p.row0[1] + r, sub + j * p.tpr);
+        }
+    pdl_wait();
+    stage_x<NT, Q>(p, sm);
     xrow x[NT];
+    const int K = (int)p.K;
 #pragma unroll
     for (int t = 0; t < NT; t++) {
-        x[t].q = p.xq + t * p.K;
-        x[t].d = p.xd + t * (p.K / 32);
-        x[t].s = p.xs + t * (p.K / 32);
-        x[t].f = p.xf + t * p.ldx;
+        x[t].q = (const int8_t *)sm + t * K;
+        x[t].d = (const float *)(sm + (size_t)NT * K) + t * (K / 32);
+        x[t].s = (const float *)(sm + (size_t)NT * K) + NT * (K / 32) + t * (K / 32);
+        x[t].f = (const float *)sm + t * K;
     }
     float a0[NT], a1[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++)
         a0[t] = a1[t] = 0;
-    const int64_t U = live ? p.U : 0; /* dead lanes still join the shuffles */
-    row_dot<GT, NT>(p.w[sg], p.row0[sg] + r, U, sub, p.tpr, x, p.n, a0);
-    if (GLU)
-        row_dot<GT, NT>(p.w[1], p.row0[1] + r, U, sub, p.tpr, x, p.n, a1);
+#pragma unroll
+    for (int j = 0; j < UB; j++)
+        if (sub + j * p.tpr < U)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                if (t < p.n) {
+                    a0[t] += w0[j].dot(x[t], sub + j * p.tpr);
+                    if (GLU)
+                        a1[t] += w1[GLU ? j : 0].dot(x[t], sub + j * p.tpr);
+                }
+    if (U > (int64_t)UB * p.tpr) { /* long rows: the rest, UB units at a time */
+        const int64_t rest = sub + (int64_t)UB * p.tpr;
+        row_dot<GT, NT, UB>(p.w[sg], p.row0[sg] + r, U, rest, p.tpr, x, p.n, a0);
+        if (GLU)
+            row_dot<GT, NT, UB>(p.w[1], p.row0[1] + r, U, rest, p.tpr, x, p.n, a1);
+    }
 #pragma unroll
     for (int t = 0; t < NT; t++) {
         a0[t] = reduce_lanes(a0[t], p.tpr);
@@ -430,12 +571,35 @@ bool cu_mmv_supported(int gt)
     return gt >= 0 && gt < GT_COUNT;
 }
 
-static int lanes_per_row(int64_t U)
+/* Lanes per row: enough that each lane has about ub units (all in flight at once). */
+static int lanes_per_row(int64_t U, int ub)
 {
     int tpr = 1;
-    while (tpr < 32 && tpr < U)
+    while (tpr < 32 && (int64_t)tpr * ub < U)
         tpr <<= 1;
     return tpr;
+}
+
+static size_t smem_of(int gt, int nt, int64_t K)
+{
+    return quantized_gt(gt) ? (size_t)nt * K + (size_t)nt * (K / 32) * 8 : (size_t)nt * K * 4;
+}
+
+int cu_mmv_max_tok(int gt, int64_t K)
+{
+    int nt = MMV_MAX_TOK;
+    while (nt > 1 && smem_of(gt, nt, K) > MMV_SMEM_MAX)
+        nt /= 2;
+    return nt;
+}
+
+void cu_mmv_init(void)
+{
+    for (int gt = 0; gt < GT_COUNT; gt++)
+        for (int nt = 1; nt <= 8; nt *= 2)
+            for (int glu = 0; glu < 2; glu++)
+                cudaFuncSetAttribute(pick(gt, nt, glu), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     MMV_SMEM_MAX);
 }
 
 static wview view_of(const struct dweight *w)
@@ -451,7 +615,7 @@ void cu_mmv(struct cuda_be *c, const struct mmv_args *a)
     p.n_seg = a->glu ? 1 : a->n_seg;
     p.K = w0->K;
     p.U = w0->K / vpu_of(w0->gt);
-    p.tpr = lanes_per_row(p.U);
+    p.tpr = lanes_per_row(p.U, ub_of(w0->gt, a->glu));
     p.n = a->n;
     p.acc = a->acc;
     for (int i = 0; i < a->n_seg; i++) {
@@ -463,12 +627,12 @@ void cu_mmv(struct cuda_be *c, const struct mmv_args *a)
         if (!a->glu || i == 0)
             p.total += a->seg[i].rows;
     }
-    p.xq = a->q8.q, p.xd = a->q8.d, p.xs = a->q8.s, p.xf = a->x, p.ldx = a->ldx;
+    p.x = a->x, p.ldx = a->ldx, p.nw = a->nw, p.eps = a->eps;
     const int nt = a->n <= 1 ? 1 : a->n <= 2 ? 2 : a->n <= 4 ? 4 : 8;
-    const int64_t rows_per_block = 4 * (32 / p.tpr);
+    const int64_t rows_per_block = (MMV_THREADS / 32) * (32 / p.tpr);
     struct cu_launch l;
     cu_launch_cfg(c, &l, dim3((unsigned)((p.total + rows_per_block - 1) / rows_per_block)),
-                  dim3(128), 0);
+                  dim3(MMV_THREADS), smem_of(w0->gt, nt, p.K));
     cudaLaunchKernelEx(&l.cfg, pick(w0->gt, nt, a->glu), p);
     cu_check_launch(c, "matrix-vector product");
 }
@@ -523,8 +687,8 @@ __global__ void k_moe_tiles(const int32_t *ids, int np, int E, int32_t *order, i
 {
     pdl_trigger();
     pdl_wait();
-    extern __shared__ int sm[];
-    int *cnt = sm, *start = sm + E;
+    extern __shared__ int smi[];
+    int *cnt = smi, *start = smi + E;
     for (int e = threadIdx.x; e < E; e += blockDim.x)
         cnt[e] = 0;
     __syncthreads();
@@ -666,7 +830,8 @@ static void moe_launch(struct cuda_be *c, const struct dweight *a, const struct 
     p.w[0] = view_of(a);
     if (b)
         p.w[1] = view_of(b);
-    p.N = a->N, p.K = a->K, p.U = a->K / vpu_of(a->gt), p.tpr = lanes_per_row(p.U), p.k = k;
+    p.N = a->N, p.K = a->K, p.U = a->K / vpu_of(a->gt);
+    p.tpr = lanes_per_row(p.U, ub_of(a->gt, false)), p.k = k;
     p.glu = b != NULL, p.in_by_token = in_by_token;
     p.order = c->moe_order, p.tiles = c->moe_tiles;
     p.xq = x->q, p.xd = x->d, p.xs = x->s, p.xf = xf, p.y = y;

@@ -1,16 +1,32 @@
 /*
  * ops-table.cu: the seam's ops on the CUDA backend. Each op checks its arguments, decides at
  * record time which kernels run (matrix-vector path for up to MMV_MAX_N tokens, cuBLAS past
- * it; whether its input is already quantized), and records them (cu_record): the same calls
- * record the same op list, which is what lets backend-cuda.cu replay a captured graph. The backend
- * remembers which activation buffer the 8-bit scratch holds (q8_src), so the norm that
- * quantized xn serves the q, k and v products, or gate and up, without requantizing.
+ * it), and records them (cu_record): the same calls record the same op list, which is what lets
+ * backend-cuda.cu replay a captured graph.
+ *
+ * An RMSNorm of a few rows is not run at once but kept pending (c->pend): the products that read
+ * its output norm their input on the way in (q, k and v, or gate and up, all from one norm), and
+ * the norm is only materialized when something else reads its output or overwrites its input;
+ * when its output is overwritten first, it is dropped. Every op says what it reads and writes
+ * (touch) so the pending norm stays correct. MoE inputs are quantized into c->q8 (q8_src says
+ * which buffer it holds).
  */
 #include <string.h>
 
 #include "cuda/cuda.h"
 
-#define REC(fn, a) cu_record(c, fn, &(a), sizeof(a))
+#define REC(fn, a) cu_record(c, fn, #fn, &(a), sizeof(a))
+
+/* An op's result for its caller: in a step the errors come at end(); outside one the op has
+ * run and finished, and its error (if any) is returned. */
+static int done(struct cuda_be *c)
+{
+    if (c->in_step)
+        return 0;
+    int rc = c->err;
+    c->err = 0;
+    return rc;
+}
 
 static int bad(struct cuda_be *c, int code, const char *what)
 {
@@ -25,9 +41,71 @@ static void invalidate(struct cuda_be *c, const float *x)
         c->q8_src = NULL;
 }
 
+/* ---- the pending norm -------------------------------------------------------------------------- */
+
+struct PACKED norm_args {
+    float *y;
+    const float *x, *w;
+    int rows, dim;
+    float eps;
+};
+
+static void run_norm(struct cuda_be *c, const void *p)
+{
+    const struct norm_args *a = (const struct norm_args *)p;
+    cu_rmsnorm(c, a->y, a->x, a->w, a->rows, a->dim, a->eps);
+}
+
+/* Runs the pending norm (its output is needed as it is). */
+static void flush(struct cuda_be *c)
+{
+    if (!c->pend.on)
+        return;
+    c->pend.on = false;
+    struct norm_args a = {c->pend.y, c->pend.x, c->pend.w, c->pend.rows, c->pend.dim,
+                          c->pend.eps};
+    REC(run_norm, a);
+    invalidate(c, c->pend.y);
+}
+
+/* An op is about to read rd[] and write wr[] (NULL entries ignored). */
+static void touch(struct cuda_be *c, const void *const *rd, int n_rd, const void *const *wr,
+                  int n_wr)
+{
+    for (int i = 0; c->pend.on && i < n_rd; i++)
+        if (rd[i] && rd[i] == c->pend.y)
+            flush(c);
+    for (int i = 0; c->pend.on && i < n_wr; i++) {
+        if (wr[i] && wr[i] == c->pend.x)
+            flush(c); /* its input changes: the norm must run first */
+        else if (wr[i] && wr[i] == c->pend.y)
+            c->pend.on = false; /* its output is overwritten unread */
+    }
+    for (int i = 0; i < n_wr; i++)
+        invalidate(c, (const float *)wr[i]);
+}
+
+#define TOUCH(rd, wr)                                                                          \
+    do {                                                                                       \
+        const void *r_[] = rd, *w_[] = wr;                                                     \
+        touch(c, r_, (int)(sizeof r_ / sizeof r_[0]), w_, (int)(sizeof w_ / sizeof w_[0]));    \
+    } while (0)
+#define L(...) {__VA_ARGS__}
+
+void cu_touch(struct cuda_be *c, const void *rd, const void *wr)
+{
+    TOUCH(L(rd), L(wr));
+}
+
+void cu_step_reset(struct cuda_be *c)
+{
+    c->pend.on = false;
+    c->q8_src = NULL;
+}
+
 /* ---- quantization ------------------------------------------------------------------------------ */
 
-struct quant_args {
+struct PACKED quant_args {
     const float *x;
     int n;
     int64_t K;
@@ -49,11 +127,6 @@ static void need_q8(struct cuda_be *c, const float *x, int n, int64_t K)
     c->q8_src = x, c->q8_n = n, c->q8_K = K;
 }
 
-static void tag(struct cuda_be *c, const float *x, int n, int64_t K)
-{
-    c->q8_src = x, c->q8_n = n, c->q8_K = K;
-}
-
 static bool quantized(int gt)
 {
     return gt != GT_F32 && gt != GT_F16 && gt != GT_BF16;
@@ -66,7 +139,7 @@ static void run_mmv(struct cuda_be *c, const void *p)
     cu_mmv(c, (const struct mmv_args *)p);
 }
 
-struct gemm_args {
+struct PACKED gemm_args {
     const struct dweight *w;
     int64_t row0, N;
     const float *x;
@@ -86,21 +159,20 @@ static bool mmv_path(const struct dweight *w, int n)
     return n <= MMV_MAX_N && w->K % (w->gt == GT_F32 ? 32 : 64) == 0;
 }
 
-/* Records products of up to 3 segments sharing x, type and K, MMV_MAX_TOK tokens a launch. */
+/* Records products of up to 3 segments sharing x, type and K, as many tokens a launch as the
+ * kernel's shared memory holds; x is read through the pending norm when it is its output. */
 static void record_mmv(struct cuda_be *c, struct mmv_args a, const float *x, int n)
 {
     const struct dweight *w = a.seg[0].w;
-    if (quantized(w->gt))
-        need_q8(c, x, n, w->K);
-    for (int t0 = 0; t0 < n; t0 += MMV_MAX_TOK) {
+    const bool normed = c->pend.on && x == c->pend.y;
+    if (normed)
+        x = c->pend.x, a.nw = c->pend.w, a.eps = c->pend.eps;
+    const int per = cu_mmv_max_tok(w->gt, w->K);
+    for (int t0 = 0; t0 < n; t0 += per) {
         struct mmv_args b = a;
-        b.n = n - t0 < MMV_MAX_TOK ? n - t0 : MMV_MAX_TOK;
+        b.n = n - t0 < per ? n - t0 : per;
         b.x = x + (int64_t)t0 * w->K;
         b.ldx = w->K;
-        b.q8 = c->q8;
-        b.q8.q += (int64_t)t0 * w->K;
-        b.q8.d += (int64_t)t0 * (w->K / 32);
-        b.q8.s += (int64_t)t0 * (w->K / 32);
         for (int i = 0; i < b.n_seg; i++)
             b.seg[i].y += (int64_t)t0 * b.seg[i].ldy;
         REC(run_mmv, b);
@@ -118,8 +190,11 @@ static int product(struct cuda_be *c, const struct tensor *t, int expert, const 
     const struct dweight *w = DW(t);
     if (!w)
         return bad(c, EXSA_EINVAL, "matmul: the weight was not prepared for this backend");
-    invalidate(c, y);
-    if (mmv_path(w, n)) {
+    const bool mmv = mmv_path(w, n);
+    if (!mmv) /* cuBLAS reads x as it is */
+        TOUCH(L(x), L(acc ? (const void *)y : NULL));
+    TOUCH(L(acc ? (const void *)y : NULL), L(y));
+    if (mmv) {
         struct mmv_args a;
         memset(&a, 0, sizeof a);
         a.seg[0] = seg_of(w, expert, y);
@@ -130,7 +205,14 @@ static int product(struct cuda_be *c, const struct tensor *t, int expert, const 
         struct gemm_args a = {w, (int64_t)expert * w->N, w->N, x, y, n, acc};
         REC(run_gemm, a);
     }
-    return 0;
+    return done(c);
+}
+
+static void op_discard(struct backend *be, const float *x)
+{
+    struct cuda_be *c = CB(be);
+    if (c->pend.on && c->pend.y == x)
+        c->pend.on = false;
 }
 
 static int op_matmul(struct backend *be, const struct tensor *w, int expert, const float *x,
@@ -145,7 +227,7 @@ static int op_matmul_add(struct backend *be, const struct tensor *w, const float
     return product(CB(be), w, 0, x, y, n, true);
 }
 
-struct ew_args {
+struct PACKED ew_args {
     float *y;
     const float *a, *b;
     long n;
@@ -170,8 +252,8 @@ static int op_glu(struct backend *be, const struct tensor *gate, const struct te
     const struct dweight *g = DW(gate), *u = DW(up);
     if (!g || !u)
         return bad(c, EXSA_EINVAL, "glu: the weights were not prepared for this backend");
-    invalidate(c, out);
     if (g->gt == u->gt && g->K == u->K && g->N == u->N && mmv_path(g, n)) {
+        TOUCH(L(NULL), L(out));
         struct mmv_args a;
         memset(&a, 0, sizeof a);
         a.seg[0] = seg_of(g, 0, out);
@@ -179,15 +261,15 @@ static int op_glu(struct backend *be, const struct tensor *gate, const struct te
         a.n_seg = 2;
         a.glu = true;
         record_mmv(c, a, x, n);
-        return 0;
+        return done(c);
     }
     int rc = product(c, gate, 0, x, out, n, false);
     if (!rc)
         rc = product(c, up, 0, x, c->glu_tmp, n, false);
+    TOUCH(L(out, c->glu_tmp), L(out));
     struct ew_args a = {out, out, c->glu_tmp, (long)n * g->N};
     REC(run_swiglu, a);
-    invalidate(c, out);
-    return rc;
+    return rc ? rc : done(c);
 }
 
 static int op_qkv(struct backend *be, const struct tensor *wq, const struct tensor *wk,
@@ -196,12 +278,13 @@ static int op_qkv(struct backend *be, const struct tensor *wq, const struct tens
     struct cuda_be *c = CB(be);
     const struct tensor *ts[3] = {wq, wk, wv};
     float *ys[3] = {q, k, v};
-    bool done[3] = {false, false, false};
+    bool taken[3] = {false, false, false};
     for (int i = 0; i < 3; i++) {
         const struct dweight *w = DW(ts[i]);
         if (!w)
             return bad(c, EXSA_EINVAL, "qkv: the weights were not prepared for this backend");
-        if (done[i])
+        TOUCH(L(NULL), L(ys[i]));
+        if (taken[i])
             continue;
         if (!mmv_path(w, n)) {
             int rc = product(c, ts[i], 0, x, ys[i], n, false);
@@ -213,31 +296,17 @@ static int op_qkv(struct backend *be, const struct tensor *wq, const struct tens
         memset(&a, 0, sizeof a);
         for (int j = i; j < 3; j++) {
             const struct dweight *o = DW(ts[j]);
-            if (!done[j] && o->gt == w->gt && o->K == w->K) {
+            if (!taken[j] && o->gt == w->gt && o->K == w->K) {
                 a.seg[a.n_seg++] = seg_of(o, 0, ys[j]);
-                done[j] = true;
+                taken[j] = true;
             }
         }
         record_mmv(c, a, x, n);
     }
-    return 0;
+    return done(c);
 }
 
 /* ---- norms, rope, element-wise ------------------------------------------------------------------ */
-
-struct norm_args {
-    float *y;
-    const float *x, *w;
-    int rows, dim;
-    float eps;
-    bool quant;
-};
-
-static void run_norm(struct cuda_be *c, const void *p)
-{
-    const struct norm_args *a = (const struct norm_args *)p;
-    cu_rmsnorm(c, a->y, a->x, a->w, a->rows, a->dim, a->eps, a->quant ? &c->q8 : NULL);
-}
 
 static const float *vec(const struct tensor *t)
 {
@@ -251,43 +320,31 @@ static int op_rmsnorm(struct backend *be, float *y, const float *x, const struct
     struct cuda_be *c = CB(be);
     if (!vec(w))
         return bad(c, EXSA_EINVAL, "rmsnorm: the norm weight is not an F32 vector on the GPU");
-    const bool quant = dim % 32 == 0 && rows <= c->cfg.n_batch && dim <= c->q8.K &&
-                       rows <= MMV_MAX_N;
-    struct norm_args a = {y, x, vec(w), rows, dim, eps, quant};
-    invalidate(c, y);
+    TOUCH(L(x), L(y));
+    if (rows <= MMV_MAX_N && dim % 32 == 0 && c->in_step) { /* for the products that follow */
+        c->pend = cuda_be::pending_norm{true, y, x, vec(w), rows, dim, eps};
+        return 0;
+    }
+    struct norm_args a = {y, x, vec(w), rows, dim, eps};
     REC(run_norm, a);
-    if (quant)
-        tag(c, y, rows, dim);
-    return 0;
+    return done(c);
 }
 
-struct qknr_args {
+struct PACKED qknr_args {
     float *q, *k;
     const float *qw, *kw;
     int n, H, Hkv, hd;
     float eps;
+    struct kv_dst store; /* set by the attention op that follows (it then stores nothing) */
 };
 
 static void run_qknr(struct cuda_be *c, const void *p)
 {
     const struct qknr_args *a = (const struct qknr_args *)p;
-    cu_qk_norm_rope(c, a->q, a->k, a->qw, a->kw, a->n, a->H, a->Hkv, a->hd, a->eps);
+    cu_qk_norm_rope(c, a->q, a->k, a->qw, a->kw, a->n, a->H, a->Hkv, a->hd, a->eps, a->store);
 }
 
-static int op_qk_norm_rope(struct backend *be, const struct step *st, float *q, float *k,
-                           const struct tensor *qn, const struct tensor *kn, int H, int Hkv,
-                           int hd, float eps, float base)
-{
-    struct cuda_be *c = CB(be);
-    if ((hd != 64 && hd != 128) || hd != c->hp.head_dim || !vec(qn) || !vec(kn))
-        return bad(c, EXSA_EUNSUPPORTED, "q/k norm: head size must be 64 or 128");
-    invalidate(c, q), invalidate(c, k);
-    struct qknr_args a = {q, k, vec(qn), vec(kn), st->n, H, Hkv, hd, eps};
-    REC(run_qknr, a);
-    return 0;
-}
-
-struct rope_args {
+struct PACKED rope_args {
     float *x;
     int n, H, hd;
 };
@@ -298,39 +355,65 @@ static void run_rope(struct cuda_be *c, const void *p)
     cu_rope(c, a->x, a->n, a->H, a->hd);
 }
 
+static int op_qk_norm_rope(struct backend *be, const struct step *st, float *q, float *k,
+                           const struct tensor *qn, const struct tensor *kn, int H, int Hkv,
+                           int hd, float eps, float base)
+{
+    struct cuda_be *c = CB(be);
+    if (hd != c->hp.head_dim || base != c->hp.rope_base || !vec(qn) || !vec(kn))
+        return bad(c, EXSA_EUNSUPPORTED, "q/k norm: the model's head size and rope base only");
+    TOUCH(L(q, k), L(q, k));
+    if (hd == 64 || hd == 128) { /* one warp per head, in registers */
+        struct qknr_args a;
+        memset(&a, 0, sizeof a);
+        a.q = q, a.k = k, a.qw = vec(qn), a.kw = vec(kn), a.n = st->n, a.H = H, a.Hkv = Hkv;
+        a.hd = hd, a.eps = eps;
+        REC(run_qknr, a);
+        return done(c);
+    }
+    struct norm_args nq = {q, q, vec(qn), st->n * H, hd, eps};
+    struct norm_args nk = {k, k, vec(kn), st->n * Hkv, hd, eps};
+    struct rope_args rq = {q, st->n, H, hd}, rk = {k, st->n, Hkv, hd};
+    REC(run_norm, nq);
+    REC(run_norm, nk);
+    REC(run_rope, rq);
+    REC(run_rope, rk);
+    return done(c);
+}
+
 static int op_rope(struct backend *be, const struct step *st, float *x, int H, int hd,
                    float base)
 {
     struct cuda_be *c = CB(be);
     if (hd != c->hp.head_dim || base != c->hp.rope_base)
         return bad(c, EXSA_EUNSUPPORTED, "rope: only the model's head size and base");
-    invalidate(c, x);
+    TOUCH(L(x), L(x));
     struct rope_args a = {x, st->n, H, hd};
     REC(run_rope, a);
-    return 0;
+    return done(c);
 }
 
 static int op_swiglu(struct backend *be, float *out, const float *g, const float *u, long n)
 {
     struct cuda_be *c = CB(be);
-    invalidate(c, out);
+    TOUCH(L(g, u), L(out));
     struct ew_args a = {out, g, u, n};
     REC(run_swiglu, a);
-    return 0;
+    return done(c);
 }
 
 static int op_add(struct backend *be, float *y, const float *x, long n)
 {
     struct cuda_be *c = CB(be);
-    invalidate(c, y);
+    TOUCH(L(x, y), L(y));
     struct ew_args a = {y, x, NULL, n};
     REC(run_add, a);
-    return 0;
+    return done(c);
 }
 
 /* ---- embed, gather --------------------------------------------------------------------------- */
 
-struct embed_args {
+struct PACKED embed_args {
     const struct dweight *w;
     int n;
     float *out;
@@ -347,13 +430,13 @@ static int op_embed(struct backend *be, const struct step *st, const struct tens
     struct cuda_be *c = CB(be);
     if (!DW(w) || !st->tok)
         return bad(c, EXSA_EINVAL, "embed: no prepared table or no tokens");
-    invalidate(c, out);
+    TOUCH(L(NULL), L(out));
     struct embed_args a = {DW(w), st->n, out};
     REC(run_embed, a);
-    return 0;
+    return done(c);
 }
 
-struct gather_args {
+struct PACKED gather_args {
     float *dst;
     const float *src;
     int r0, n_rows, dim;
@@ -371,27 +454,25 @@ static int op_gather(struct backend *be, const struct step *st, float *dst, cons
     struct cuda_be *c = CB(be);
     if (dst == src)
         return bad(c, EXSA_EINVAL, "gather: in place is not supported");
-    invalidate(c, dst);
+    TOUCH(L(src), L(dst));
     struct gather_args a = {dst, src, r0, n_rows, dim};
     REC(run_gather, a);
-    return 0;
+    return done(c);
 }
 
 /* ---- short conv, attention ------------------------------------------------------------------- */
 
-struct conv_args {
+struct PACKED conv_args {
     float *y;
     const float *bcx, *w;
     float *state;
-    int n_sq, dim, l_cache;
-    bool quant;
+    int n, n_sq, dim, l_cache;
 };
 
 static void run_conv(struct cuda_be *c, const void *p)
 {
     const struct conv_args *a = (const struct conv_args *)p;
-    cu_shortconv(c, a->y, a->bcx, a->w, a->state, a->n_sq, a->dim, a->l_cache,
-                 a->quant ? &c->q8 : NULL);
+    cu_shortconv(c, a->y, a->bcx, a->w, a->state, a->n, a->n_sq, a->dim, a->l_cache);
 }
 
 static int op_shortconv(struct backend *be, const struct step *st, float *y, const float *bcx,
@@ -401,29 +482,41 @@ static int op_shortconv(struct backend *be, const struct step *st, float *y, con
     struct cuda_be *c = CB(be);
     if (!vec(w) || l_cache < 1 || l_cache > 9 || kv->conv_be[ci] != be)
         return bad(c, EXSA_EUNSUPPORTED, "short conv: kernel size 1..9 with its state here");
-    const bool quant = dim % 32 == 0 && dim <= c->q8.K && st->n <= MMV_MAX_N;
-    invalidate(c, y);
-    struct conv_args a = {y, bcx, vec(w), kv->conv[ci], st->n_sq, dim, l_cache, quant};
+    TOUCH(L(bcx), L(y));
+    struct conv_args a = {y, bcx, vec(w), kv->conv[ci], st->n, st->n_sq, dim, l_cache};
     REC(run_conv, a);
-    if (quant)
-        tag(c, y, st->n, dim);
-    return 0;
+    return done(c);
 }
 
-struct attn_args {
+struct PACKED attn_args {
     const struct kv_cache *kv;
     int a;
     const float *q, *k, *v;
     float *out;
     int n, H, Hkv, hd;
-    bool quant;
+    bool stored; /* the q/k norm before stored k and v */
 };
 
 static void run_attn(struct cuda_be *c, const void *p)
 {
     const struct attn_args *a = (const struct attn_args *)p;
-    cu_kv_store(c, a->kv, a->a, a->k, a->v, a->n);
-    cu_attention(c, a->kv, a->a, a->q, a->out, a->n, a->H, a->Hkv, a->hd, a->quant);
+    if (!a->stored)
+        cu_kv_store(c, a->kv, a->a, a->k, a->v, a->n);
+    cu_attention(c, a->kv, a->a, a->q, a->out, a->n, a->H, a->Hkv, a->hd);
+}
+
+/* When the op just recorded is the fused q/k norm of these q and k, it stores k and v into the
+ * cache as well (one kernel less). */
+static bool store_in_qk_norm(struct cuda_be *c, const struct kv_cache *kv, int a, const float *q,
+                             const float *k, const float *v)
+{
+    if (c->n_ops == 0 || c->ops[c->n_ops - 1].fn != run_qknr)
+        return false;
+    struct qknr_args *qa = (struct qknr_args *)c->ops[c->n_ops - 1].args;
+    if (qa->q != q || qa->k != k)
+        return false;
+    qa->store = kv_dst{kv->k[a], kv->v[a], v, kv->kv_dim, kv->kv_type[a] == EXSA_DTYPE_F16};
+    return true;
 }
 
 static int op_attention(struct backend *be, const struct step *st, float *out, const float *q,
@@ -434,18 +527,16 @@ static int op_attention(struct backend *be, const struct step *st, float *out, c
     if ((hd != 32 && hd != 64 && hd != 128) || H % Hkv || kv->attn_be[a] != be ||
         kv->kv_dim != Hkv * hd)
         return bad(c, EXSA_EUNSUPPORTED, "attention: head size 32, 64 or 128, cache here");
-    const bool quant = st->n <= MMV_MAX_N && (int64_t)H * hd <= c->q8.K;
-    invalidate(c, out);
-    struct attn_args args = {kv, a, q, k, v, out, st->n, H, Hkv, hd, quant};
+    TOUCH(L(q, k, v), L(out));
+    struct attn_args args = {kv, a, q, k, v, out, st->n, H, Hkv, hd, false};
+    args.stored = store_in_qk_norm(c, kv, a, q, k, v);
     REC(run_attn, args);
-    if (quant)
-        tag(c, out, st->n, (int64_t)H * hd);
-    return 0;
+    return done(c);
 }
 
 /* ---- MoE ------------------------------------------------------------------------------------- */
 
-struct moe_args {
+struct PACKED moe_args {
     const struct layer *l;
     const float *x;
     float *out;
@@ -471,6 +562,7 @@ static int op_moe(struct backend *be, float *out, const float *x, const struct l
     struct cuda_be *c = CB(be);
     if (!c->moe_ids || E > 512 || k > 32 || !vec(&l->exp_bias) || !cu_moe_supported(l))
         return bad(c, EXSA_EUNSUPPORTED, "moe: up to 512 experts, top-32, prepared weights");
+    TOUCH(L(x), L(out)); /* the experts read x as it is */
     int rc = product(c, &l->router, 0, x, c->moe_logits, n, false);
     if (rc)
         return rc;
@@ -478,9 +570,8 @@ static int op_moe(struct backend *be, float *out, const float *x, const struct l
     REC(run_moe_route, a);
     if (quantized(DW(&l->gate_exps)->gt))
         need_q8(c, x, n, dim);
-    invalidate(c, out);
     REC(run_moe_ffn, a);
-    return 0;
+    return done(c);
 }
 
 const struct backend_ops cuda_ops = {
@@ -506,6 +597,7 @@ const struct backend_ops cuda_ops = {
     .attention = op_attention,
     .moe = op_moe,
     .gather = op_gather,
+    .discard = op_discard,
     .matmul_add = op_matmul_add,
     .glu = op_glu,
     .qkv = op_qkv,

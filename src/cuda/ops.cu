@@ -1,32 +1,10 @@
 /*
- * ops.cu: the CUDA backend's small ops: RMSNorm (optionally quantizing its output per 32 for
- * the product that follows), per-head q/k RMSNorm with RoPE in one pass, RoPE from the table of
- * cos/sin the reference computes, SwiGLU, add, the gated short conv over each sequence's
- * entries in order (reading one conv slot, writing the other; quantizing its output), row
- * gather, and the read-bandwidth probe of exsa bench.
+ * ops.cu: the CUDA backend's small ops: RMSNorm (a warp per 32 values for few rows, a block
+ * per row for many), per-head q/k RMSNorm with RoPE in one pass, RoPE from the table of cos/sin
+ * the reference computes, SwiGLU, add, the gated short conv (a thread per entry and channel,
+ * reading one conv slot and writing the other), row gather, and the read-bandwidth probe.
  */
 #include "cuda/cuda.h"
-
-/* Quantizes v (one value per lane; the warp holds 32 consecutive values) into q8 block b of
- * row t (row length K). */
-__device__ __forceinline__ void quant_warp(float v, const struct q8act &q8, int64_t t,
-                                           int64_t K, int64_t b)
-{
-    const int lane = threadIdx.x & 31;
-    float amax = fabsf(v);
-    for (int o = 16; o; o >>= 1)
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
-    const int q = __float2int_rn(v * inv);
-    int sum = q;
-    for (int o = 16; o; o >>= 1)
-        sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    q8.q[t * K + 32 * b + lane] = (int8_t)q;
-    if (lane == 0) {
-        q8.d[t * (K / 32) + b] = d;
-        q8.s[t * (K / 32) + b] = d * (float)sum;
-    }
-}
 
 __device__ __forceinline__ float block_sum(float v, float *sm)
 {
@@ -43,9 +21,9 @@ __device__ __forceinline__ float block_sum(float v, float *sm)
     return s;
 }
 
-/* One block per row; q8.q set: the normed row quantized too (dim a multiple of 32). */
+/* One block per row (many rows: prefill). */
 __global__ void k_rmsnorm(const float *x, const float *__restrict__ w, float *y, int dim,
-                          float eps, struct q8act q8)
+                          float eps)
 {
     pdl_trigger();
     pdl_wait();
@@ -57,33 +35,78 @@ __global__ void k_rmsnorm(const float *x, const float *__restrict__ w, float *y,
         ss += xr[i] * xr[i];
     ss = block_sum(ss, sm);
     const float scale = 1.0f / sqrtf(ss / dim + eps);
-    if (!q8.q) {
-        for (int i = threadIdx.x; i < dim; i += blockDim.x)
-            y[r * dim + i] = xr[i] * scale * w[i];
-        return;
-    }
-    const int lane = threadIdx.x & 31;
-    for (int b = threadIdx.x >> 5; b < dim / 32; b += blockDim.x >> 5) {
-        const int i = 32 * b + lane;
-        const float v = xr[i] * scale * w[i];
-        y[r * dim + i] = v;
-        quant_warp(v, q8, r, dim, b);
-    }
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        y[r * dim + i] = xr[i] * scale * w[i];
 }
 
-/* One warp per (entry, head) of q then k: RMSNorm over the head, then NEOX RoPE. */
+/* One warp per 32 values (few rows: decode): each warp sums its whole row, so every load is
+ * issued at once and no block barrier waits. dim a multiple of 32, at most 32 x 64; not in
+ * place (a warp writes its values while others of the row may still read theirs). */
+__global__ void k_rmsnorm_small(const float *x, const float *__restrict__ w, float *y, int rows,
+                                int dim, float eps)
+{
+    pdl_trigger();
+    pdl_wait();
+    const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31, nb = dim / 32;
+    if (wid >= (int64_t)rows * nb)
+        return;
+    const int64_t r = wid / nb;
+    const int b = (int)(wid % nb);
+    const float *xr = x + r * dim;
+    float v[64], ss = 0;
+#pragma unroll
+    for (int i = 0; i < 64; i++)
+        if (i < nb) {
+            v[i] = xr[32 * i + lane];
+            ss += v[i] * v[i];
+        }
+    for (int o = 16; o; o >>= 1)
+        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    const float scale = 1.0f / sqrtf(ss / dim + eps);
+    y[r * dim + 32 * b + lane] = xr[32 * b + lane] * scale * w[32 * b + lane];
+}
+
+/* The pool row of entry e's own position (its sequence's block table). */
+__device__ __forceinline__ int64_t own_row(const struct dstep &ds, int e)
+{
+    const int j = ds.ent_sq[e], p = ds.pos[e];
+    return (int64_t)ds.blk[ds.blk_off[j] + p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK;
+}
+
+__device__ __forceinline__ void kv_put(const struct kv_dst &d, void *pool, int64_t at, float v)
+{
+    if (d.f16)
+        ((__half *)pool)[at] = __float2half_rn(v);
+    else
+        ((float *)pool)[at] = v;
+}
+
+/* One warp per (entry, head) of q, then of k: RMSNorm over the head, then NEOX RoPE; with a
+ * cache destination, k is stored after RoPE and further warps store v. */
 template <int HD>
 __global__ void k_qk_norm_rope(float *q, float *k, const float *__restrict__ qw,
-                               const float *__restrict__ kw, const int32_t *__restrict__ pos,
-                               const float *__restrict__ cs, int n, int H, int Hkv, float eps)
+                               const float *__restrict__ kw, struct dstep ds,
+                               const float *__restrict__ cs, int n, int H, int Hkv, float eps,
+                               struct kv_dst st)
 {
     pdl_trigger();
     pdl_wait();
     constexpr int V = HD / 32;
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
-    if (wid >= (int64_t)n * (H + Hkv))
+    const int64_t nq = (int64_t)n * H, nk = (int64_t)n * Hkv;
+    if (st.kp && wid >= nq + nk && wid < nq + 2 * nk) { /* v: stored as it is */
+        const int64_t hw = wid - nq - nk, e = hw / Hkv, at = own_row(ds, (int)e) * st.kvd +
+                                                             (hw % Hkv) * HD;
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            kv_put(st, st.vp, at + lane + 32 * i, st.v[hw * HD + lane + 32 * i]);
         return;
+    }
+    if (wid >= nq + nk)
+        return;
+    const int32_t *pos = ds.pos;
     const bool is_q = wid < (int64_t)n * H;
     const int64_t hw = is_q ? wid : wid - (int64_t)n * H;
     const int heads = is_q ? H : Hkv, e = (int)(hw / heads);
@@ -110,6 +133,12 @@ __global__ void k_qk_norm_rope(float *q, float *k, const float *__restrict__ qw,
 #pragma unroll
     for (int i = 0; i < V; i++)
         x[lane + 32 * i] = v[i];
+    if (!is_q && st.kp) {
+        const int64_t at = own_row(ds, e) * st.kvd + (hw % Hkv) * HD;
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            kv_put(st, st.kp, at + lane + 32 * i, v[i]);
+    }
 }
 
 /* NEOX RoPE, one thread per (entry, head, frequency). */
@@ -149,56 +178,36 @@ __global__ void k_add(float *y, const float *x, long n)
         y[i] += x[i];
 }
 
-/* One thread per (step sequence, channel): the sequence's entries in position order. */
+/* One thread per (entry, channel): the window of each entry is its sequence's previous entries
+ * in this step, or the state from before it; the last entry of each sequence writes the state
+ * after the step. Every product is recomputed where it is needed, so entries are independent. */
 __global__ void k_shortconv(struct dstep ds, float *__restrict__ y, const float *__restrict__ bcx,
-                            const float *__restrict__ w, float *state, int dim, int l_cache,
-                            struct q8act q8)
+                            const float *__restrict__ w, float *state, int dim, int l_cache)
 {
     pdl_trigger();
     pdl_wait();
-    const int j = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x, ns = l_cache - 1;
-    const bool live = c < dim;
+    const int p = blockIdx.y, c = blockIdx.x * blockDim.x + threadIdx.x, ns = l_cache - 1;
+    if (c >= dim)
+        return;
+    const int e = ds.sq_ent[p], j = ds.ent_sq[e], off = ds.sq_ent_off[j];
+    const int i = p - off, m = ds.sq_ent_off[j + 1] - off;
     const size_t slot = (size_t)dim * ns;
     const float *rd = state + (size_t)ds.conv_rd[j] * slot + (size_t)c * ns;
-    float *wr = state + (size_t)ds.conv_wr[j] * slot + (size_t)c * ns;
-    float st[8], wc[9];
-#pragma unroll
-    for (int k = 0; k < 8; k++)
-        st[k] = live && k < ns ? rd[k] : 0;
-#pragma unroll
-    for (int k = 0; k < 9; k++)
-        wc[k] = live && k < l_cache ? w[(size_t)c * l_cache + k] : 0;
-    const int e0 = ds.sq_ent_off[j], e1 = ds.sq_ent_off[j + 1];
-    for (int i = e0; i < e1; i++) {
-        const int e = ds.sq_ent[i];
-        const float *B = bcx + (size_t)e * 3 * dim;
-        const float s = live ? B[c] * B[2 * dim + c] : 0;
-        float acc = 0;
-#pragma unroll
-        for (int k = 0; k < 9; k++)
-            if (k == ns)
-                acc += wc[k] * s;
-#pragma unroll
-        for (int k = 0; k < 8; k++)
-            if (k < ns)
-                acc += wc[k] * st[k];
-#pragma unroll
-        for (int k = 0; k < 7; k++)
-            if (k + 1 < ns)
-                st[k] = st[k + 1];
-#pragma unroll
-        for (int k = 0; k < 8; k++)
-            if (k == ns - 1)
-                st[k] = s;
-        const float v = live ? B[dim + c] * acc : 0;
-        if (live)
-            y[(size_t)e * dim + c] = v;
-        if (q8.q && (c & ~31) < dim) /* whole warps inside dim (dim % 32 == 0) */
-            quant_warp(v, q8, e, dim, c / 32);
-    }
-    if (live)
+    const float *wc = w + (size_t)c * l_cache;
+    /* the gated input at local index q of this sequence: this step's, or the old state's */
+#define VAL(q) ((q) >= 0 ? bcx[(size_t)ds.sq_ent[off + (q)] * 3 * dim + c] *                   \
+                               bcx[(size_t)ds.sq_ent[off + (q)] * 3 * dim + 2 * dim + c]         \
+                         : rd[ns + (q)])
+    float acc = wc[ns] * VAL(i);
+    for (int k = 0; k < ns; k++)
+        acc += wc[k] * VAL(i - ns + k);
+    y[(size_t)e * dim + c] = bcx[(size_t)e * 3 * dim + dim + c] * acc;
+    if (i == m - 1) {
+        float *wr = state + (size_t)ds.conv_wr[j] * slot + (size_t)c * ns;
         for (int k = 0; k < ns; k++)
-            wr[k] = st[k];
+            wr[k] = VAL(m - ns + k);
+    }
+#undef VAL
 }
 
 __global__ void k_gather(float *dst, const float *src, const int32_t *__restrict__ rows, int r0,
@@ -219,26 +228,31 @@ static dim3 blocks_for(int64_t n, int per)
 }
 
 void cu_rmsnorm(struct cuda_be *c, float *y, const float *x, const float *w, int rows, int dim,
-                float eps, const struct q8act *q8)
+                float eps)
 {
-    struct q8act q = q8 ? *q8 : q8act{};
     struct cu_launch l;
-    cu_launch_cfg(c, &l, dim3((unsigned)rows), dim3(dim >= 1024 ? 256 : 128), 0);
-    cudaLaunchKernelEx(&l.cfg, k_rmsnorm, x, w, y, dim, eps, q);
+    if (dim % 32 == 0 && dim <= 32 * 64 && rows <= MMV_MAX_N && y != x) {
+        cu_launch_cfg(c, &l, blocks_for((int64_t)rows * (dim / 32), 8), dim3(256), 0);
+        cudaLaunchKernelEx(&l.cfg, k_rmsnorm_small, x, w, y, rows, dim, eps);
+    } else {
+        cu_launch_cfg(c, &l, dim3((unsigned)rows), dim3(dim >= 1024 ? 256 : 128), 0);
+        cudaLaunchKernelEx(&l.cfg, k_rmsnorm, x, w, y, dim, eps);
+    }
     cu_check_launch(c, "rmsnorm");
 }
 
 void cu_qk_norm_rope(struct cuda_be *c, float *q, float *k, const float *qw, const float *kw,
-                     int n, int H, int Hkv, int hd, float eps)
+                     int n, int H, int Hkv, int hd, float eps, struct kv_dst st)
 {
     struct cu_launch l;
-    cu_launch_cfg(c, &l, blocks_for((int64_t)n * (H + Hkv), 4), dim3(128), 0);
+    const int64_t warps = (int64_t)n * (H + (st.kp ? 2 : 1) * Hkv);
+    cu_launch_cfg(c, &l, blocks_for(warps, 4), dim3(128), 0);
     if (hd == 64)
-        cudaLaunchKernelEx(&l.cfg, k_qk_norm_rope<64>, q, k, qw, kw, (const int32_t *)c->ds.pos,
-                           (const float *)c->rope_cs, n, H, Hkv, eps);
+        cudaLaunchKernelEx(&l.cfg, k_qk_norm_rope<64>, q, k, qw, kw, c->ds,
+                           (const float *)c->rope_cs, n, H, Hkv, eps, st);
     else
-        cudaLaunchKernelEx(&l.cfg, k_qk_norm_rope<128>, q, k, qw, kw, (const int32_t *)c->ds.pos,
-                           (const float *)c->rope_cs, n, H, Hkv, eps);
+        cudaLaunchKernelEx(&l.cfg, k_qk_norm_rope<128>, q, k, qw, kw, c->ds,
+                           (const float *)c->rope_cs, n, H, Hkv, eps, st);
     cu_check_launch(c, "q/k norm and rope");
 }
 
@@ -268,12 +282,11 @@ void cu_add(struct cuda_be *c, float *y, const float *x, long n)
 }
 
 void cu_shortconv(struct cuda_be *c, float *y, const float *bcx, const float *w, float *state,
-                  int n_sq, int dim, int l_cache, const struct q8act *q8)
+                  int n, int n_sq, int dim, int l_cache)
 {
-    struct q8act q = q8 ? *q8 : q8act{};
     struct cu_launch l;
-    cu_launch_cfg(c, &l, dim3((unsigned)n_sq, (unsigned)((dim + 127) / 128)), dim3(128), 0);
-    cudaLaunchKernelEx(&l.cfg, k_shortconv, c->ds, y, bcx, w, state, dim, l_cache, q);
+    cu_launch_cfg(c, &l, dim3((unsigned)((dim + 127) / 128), (unsigned)n), dim3(128), 0);
+    cudaLaunchKernelEx(&l.cfg, k_shortconv, c->ds, y, bcx, w, state, dim, l_cache);
     cu_check_launch(c, "short conv");
 }
 

@@ -299,6 +299,13 @@ int lfm2_bind_tensors(struct exsa_model *m, char *err, size_t errlen)
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
+/* Tells the backend that activation buffer x is dead until its next write. */
+static void discard(struct backend *be, const float *x)
+{
+    if (be->ops->discard)
+        be->ops->discard(be, x);
+}
+
 #define TRY(x)                                                                                 \
     do {                                                                                       \
         int rc_ = (x);                                                                         \
@@ -331,6 +338,7 @@ static int attention_block(struct exsa_engine *e, struct stage *sg, const struct
         TRY(be->ops->matmul(be, &l->wk, 0, s->xn, k, n));
         TRY(be->ops->matmul(be, &l->wv, 0, s->xn, v, n));
     }
+    discard(be, s->xn);
     if (be->ops->qk_norm_rope) {
         TRY(be->ops->qk_norm_rope(be, st, q, k, &l->q_norm, &l->k_norm, H, Hkv, hd, hp->eps,
                                   hp->rope_base));
@@ -350,6 +358,7 @@ static int conv_block(struct exsa_engine *e, struct stage *sg, const struct step
     struct backend *be = sg->be;
     struct acts *s = &sg->a;
     TRY(be->ops->matmul(be, &l->conv_in, 0, s->xn, s->wide, st->n));
+    discard(be, s->xn);
     return be->ops->shortconv(be, st, s->att, s->wide, &l->conv_w, e->kv, l->conv_idx, hp->dim,
                               hp->l_cache);
 }
@@ -362,6 +371,7 @@ static int ffn_block(struct exsa_engine *e, struct stage *sg, const struct layer
     if (l->is_moe) {
         TRY(be->ops->moe(be, s->y, s->xn, l, n, hp->dim, hp->n_experts, hp->n_experts_used,
                          hp->expert_hidden_dim));
+        discard(be, s->xn);
         return be->ops->add(be, s->h, s->y, (long)n * hp->dim);
     }
     if (be->ops->glu) {
@@ -371,6 +381,7 @@ static int ffn_block(struct exsa_engine *e, struct stage *sg, const struct layer
         TRY(be->ops->matmul(be, &l->ffn_up, 0, s->xn, s->up, n));
         TRY(be->ops->swiglu(be, s->gate, s->gate, s->up, (long)n * hp->hidden_dim));
     }
+    discard(be, s->xn);
     return residual(be, &l->ffn_down, s->gate, s->y, s->h, n, hp->dim);
 }
 
@@ -411,6 +422,7 @@ static int head_forward(struct exsa_engine *e, struct stage *sg, const struct st
         if (what == HEAD_LOGITS) {
             float *y = be->host_memory ? dst : s->logits;
             TRY(be->ops->matmul(be, &e->w.output, 0, s->xn, y, nr));
+            discard(be, s->xn);
             res = y;
         }
         if (be->host_memory && res != dst)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "engine.h"
 #include "fixture-util.h"
 #include "harness.h"
 #include "kernel-util.h"
@@ -256,12 +257,15 @@ static void test_norm(void)
         }
         float *dx = dev_put(x, (size_t)rows * dim), *dp = dev_put(NULL, (size_t)rows * 96);
         struct step st = one_seq_step(rows > NB ? NB : rows);
+        /* the product reads the norm through its input; the download reads the norm's output */
+        float *y = malloc(sizeof(float) * rows * dim);
         int rc = gpu->ops->begin(gpu, &st);
         rc = rc ? rc : gpu->ops->rmsnorm(gpu, dx, dx, &wg, rows, dim, 1e-5f);
         if (prod && !rc)
             rc = gpu->ops->matmul(gpu, &mw, 0, dx, dp, rows);
+        rc = rc ? rc : gpu->ops->download(gpu, y, dx, sizeof(float) * rows * dim);
         rc = gpu->ops->end(gpu) ? -1 : rc;
-        float *y = dev_get(dx, (size_t)rows * dim), *yp = dev_get(dp, (size_t)rows * 96);
+        float *yp = dev_get(dp, (size_t)rows * 96);
         CHECK(rc == 0 && nmse_f(y, r, (size_t)rows * dim) <= 1e-7, "rmsnorm %dx%d: %.3g", rows,
               dim, nmse_f(y, r, (size_t)rows * dim));
         if (prod)
@@ -744,6 +748,9 @@ static void decode_run(struct exsa_model *m, bool graphs, bool batched, float *o
         for (int s = 0; s < n; s++)
             exsa_seq_free(e, ids[s]);
     }
+    const long replays = e ? backend_cuda_graph_replays(e->gpu) : -1;
+    CHECK(graphs ? replays >= steps - 2 : replays == 0, "graphs %s: %ld replays", graphs ? "on" : "off",
+          replays);
     exsa_engine_free(e);
     unsetenv("EXSA_CUDA_GRAPHS");
 }
