@@ -800,6 +800,11 @@ static int alloc_scratch(struct cuda_be *c)
         rc = dev(c, (void **)&c->wh, c->wh_elems * 4);
     if (!rc)
         rc = dev(c, (void **)&c->glu_tmp, nb * (size_t)hp->hidden_dim * 4 + 16);
+    c->xsplit_elems = nb * K;
+    if (!rc)
+        rc = dev(c, (void **)&c->xhi, c->xsplit_elems * 4);
+    if (!rc)
+        rc = dev(c, (void **)&c->xlo, c->xsplit_elems * 4);
     if (!rc)
         rc = dev(c, &c->blas_ws, (size_t)32 << 20);
     size_t units = nb * H > (size_t)MMV_MAX_N * H * 32 ? nb * H : (size_t)MMV_MAX_N * H * 32;
@@ -828,7 +833,7 @@ void cu_free(struct backend *be)
     for (int i = 0; i < c->n_w; i++)
         if (c->wlist[i])
             cudaFree(c->wlist[i]->q), cudaFree(c->wlist[i]->d), free(c->wlist[i]);
-    void *dev_ptrs[] = {c->ds_mem, c->q8.q, c->q8.d, c->q8.s, c->wh, c->glu_tmp, c->blas_ws,
+    void *dev_ptrs[] = {c->ds_mem, c->q8.q, c->q8.d, c->q8.s, c->wh, c->glu_tmp, c->xhi, c->xlo, c->blas_ws,
                         c->attn_part, c->rope_cs, c->moe_ids, c->moe_order, c->moe_tiles,
                         c->moe_wts, c->moe_logits, c->moe_act, c->moe_out, c->moe_q8.q,
                         c->moe_q8.d, c->moe_q8.s};

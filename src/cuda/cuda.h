@@ -149,6 +149,8 @@ struct cuda_be {
     int64_t q8_K;
     float *wh;                      /* dequantized weights for cuBLAS (largest dense matrix) */
     float *glu_tmp;                 /* [n_batch][hidden]: the up product of an unfused GLU */
+    float *xhi, *xlo;               /* activations split for F16/BF16 products (gemm.cu) */
+    size_t xsplit_elems;
     size_t wh_elems;
     void *blas_ws;
     float *attn_part;               /* attention partials */
