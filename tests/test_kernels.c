@@ -165,6 +165,26 @@ static void test_experts(void)
     tp_free(tp);
 }
 
+/* K not a multiple of the block size breaks cpu_matmul's contract (model binding rejects such
+ * files, and dequantize_row asserts), but a kernel handed one declines it, reading nothing. */
+static void test_bad_shapes(void)
+{
+    const int kernels[] = {MM_GEMV, MM_TILED_Q8, MM_GEMM_BF16, MM_GEMM_AMX};
+    const int types[] = {EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q6_K, EXSA_DTYPE_Q4_0};
+    float x[20 * 288] = {0}, y[20 * 3];
+    for (int ki = 0; ki < 4; ki++)
+        for (int ti = 0; ti < 3; ti++)
+            for (int n = 1; n <= 20; n += 19) {
+                const int64_t K = types[ti] == EXSA_DTYPE_Q4_0 ? 40 : 288;
+                struct tensor w = {.name = "w", .type = types[ti], .n_dims = 2, .ne = {K, 3, 1, 1}};
+                w.data = NULL; /* a kernel that read it would crash */
+                y[0] = 42;
+                CHECK(!cpu_matmul_with(kernels[ki], NULL, &w, 0, x, y, n) && y[0] == 42,
+                      "%s K=%lld n_tok=%d taken by %s", dtype_info(types[ti])->name,
+                      (long long)K, n, cpu_matmul_kernel_name(kernels[ki]));
+            }
+}
+
 static atomic_int counts[3];
 static void count_fn(void *arg, int ith, int nth)
 {
@@ -193,5 +213,6 @@ int main(void)
     RUN(test_experts);
     RUN(test_vnni_level);
     RUN(test_c_level);
+    RUN(test_bad_shapes);
     TEST_END();
 }

@@ -102,8 +102,8 @@ static bool quantize_all(const float *x, int kind, struct gv_job *j)
 bool gemv_run(const struct mm_call *mc)
 {
     const int kind = mc->route->gv_act;
-    if (kind == GV_ACT_NONE || mc->n_tok < 1 || mc->n_tok > GV_MAX_CALL_TOK)
-        return false;
+    if (kind == GV_ACT_NONE || mc->n_tok < 1 || mc->n_tok > GV_MAX_CALL_TOK || mc->row_bytes == 0)
+        return false; /* row_bytes 0: K is no multiple of the block size */
     struct call c = {
         .j = {.type = mc->type, .n_tok = mc->n_tok, .w = mc->w, .row_bytes = mc->row_bytes,
               .K = mc->K, .N = mc->N, .y = mc->y, .ldy = mc->N},

@@ -254,8 +254,8 @@ static bool run_rows(const struct mm_call *mc, int kernel)
         .n_tok = mc->n_tok,
     };
     if (kernel == MM_TILED_Q8) {
-        if (mc->K % 32 != 0 || !act_scratch(&c))
-            return false;
+        if (mc->row_bytes == 0 || mc->K % 32 != 0 || !act_scratch(&c))
+            return false; /* whole blocks of 32 only */
         if (mc->n_tok >= 2 * tp_n_threads(mc->tp))
             tp_run(mc->tp, quantize_worker, &c);
         else

@@ -35,8 +35,9 @@ int cpu_matmul_prepare(struct tensor *w);
 void cpu_matmul_release(struct tensor *w);
 
 /* y[t][n] = sum_k W[n][k] x[t][k], t < n_tok, for expert `expert` of w (0 for 2-D weights).
- * tp may be NULL (one thread). Never fails for a supported type; for a type dequantize_row
- * cannot read it fills y with zeros (model binding rejects such types earlier). */
+ * K must be a multiple of the type's block size (model binding checks it). tp may be NULL (one
+ * thread). Never fails for a supported type; for a type dequantize_row cannot read it fills y
+ * with zeros (model binding rejects such types earlier). */
 void cpu_matmul(struct threadpool *tp, const struct tensor *w, int expert, const float *x, float *y,
                 int n_tok);
 
