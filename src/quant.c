@@ -2,7 +2,7 @@
  * quant.c: the ggml type table (LFM2-SPEC.md 1.7), fp16/bf16 conversion and the reference
  * dequantization of every supported block type (LFM2-SPEC.md section 5), in plain C.
  *
- * Invariants: the block structs of quant.h mirror the on-disk bytes exactly (static_asserts there
+ * Invariants: the block structs of quant.h mirror the on-disk bytes exactly (static_asserts here
  * check the sizes); every dequantizer evaluates its floats in the same order as the reference engine
  * (scale products first, then times the quant, then minus the min), so results are bit-exact
  * against it. Callers: the GGUF reader and model binding (dtype_info / dtype_row_size), the
@@ -12,6 +12,20 @@
 
 #include <assert.h>
 #include <string.h>
+
+/* The block structs of quant.h are the on-disk bytes. */
+_Static_assert(sizeof(struct blk_q4_0) == 18, "q4_0");
+_Static_assert(sizeof(struct blk_q4_1) == 20, "q4_1");
+_Static_assert(sizeof(struct blk_q5_0) == 22, "q5_0");
+_Static_assert(sizeof(struct blk_q5_1) == 24, "q5_1");
+_Static_assert(sizeof(struct blk_q8_0) == 34, "q8_0");
+_Static_assert(sizeof(struct blk_iq4_nl) == 18, "iq4_nl");
+_Static_assert(sizeof(struct blk_q2_k) == 84, "q2_k");
+_Static_assert(sizeof(struct blk_q3_k) == 110, "q3_k");
+_Static_assert(sizeof(struct blk_q4_k) == 144, "q4_k");
+_Static_assert(sizeof(struct blk_q5_k) == 176, "q5_k");
+_Static_assert(sizeof(struct blk_q6_k) == 210, "q6_k");
+_Static_assert(sizeof(struct blk_iq4_xs) == 136, "iq4_xs");
 
 /* ---- type table ----------------------------------------------------------------------------- */
 

@@ -29,20 +29,8 @@ struct blk_q4_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
 struct blk_q5_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
 struct blk_q6_k { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
 struct blk_iq4_xs { uint16_t d, scales_h; uint8_t scales_l[4]; uint8_t qs[128]; };
-/* Q8_K starts with an f32; it is read with memcpy, so no struct is needed (292 bytes). */
-
-_Static_assert(sizeof(struct blk_q4_0) == 18, "q4_0");
-_Static_assert(sizeof(struct blk_q4_1) == 20, "q4_1");
-_Static_assert(sizeof(struct blk_q5_0) == 22, "q5_0");
-_Static_assert(sizeof(struct blk_q5_1) == 24, "q5_1");
-_Static_assert(sizeof(struct blk_q8_0) == 34, "q8_0");
-_Static_assert(sizeof(struct blk_iq4_nl) == 18, "iq4_nl");
-_Static_assert(sizeof(struct blk_q2_k) == 84, "q2_k");
-_Static_assert(sizeof(struct blk_q3_k) == 110, "q3_k");
-_Static_assert(sizeof(struct blk_q4_k) == 144, "q4_k");
-_Static_assert(sizeof(struct blk_q5_k) == 176, "q5_k");
-_Static_assert(sizeof(struct blk_q6_k) == 210, "q6_k");
-_Static_assert(sizeof(struct blk_iq4_xs) == 136, "iq4_xs");
+/* Q8_K starts with an f32; it is read with memcpy, so no struct is needed (292 bytes).
+ * quant.c checks the sizes (C11 _Static_assert: this header is also read by C++/CUDA). */
 
 struct dtype_info {
     const char *name; /* "Q4_K" */
