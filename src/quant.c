@@ -2,10 +2,10 @@
  * quant.c: the ggml type table (LFM2-SPEC.md 1.7), fp16/bf16 conversion and the reference
  * dequantization of every supported block type (LFM2-SPEC.md section 5), in plain C.
  *
- * Invariants: the block structs of quant.h mirror the on-disk bytes exactly (static_asserts here
- * check the sizes); every dequantizer evaluates its floats in the same order as the reference engine
- * (scale products first, then times the quant, then minus the min), so results are bit-exact
- * against it. Callers: the GGUF reader and model binding (dtype_info / dtype_row_size), the
+ * Invariants: the block structs of quant.h mirror the on-disk bytes exactly (static_asserts
+ * here check the sizes); every dequantizer evaluates its floats in the same order as the
+ * reference engine (scale products first, then times the quant, then minus the min), so results
+ * are bit-exact against it. Callers: the GGUF reader and model binding (dtype_info / dtype_row_size), the
  * reference backend (dequantize_row), the fast CPU kernels (fallback path and tests).
  */
 #include "quant.h"
