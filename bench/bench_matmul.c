@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cpu/features.h"
 #include "cpu/matmul.h"
 #include "quant.h"
 
@@ -137,10 +138,12 @@ static void bench_type(struct threadpool *tp, int type, double bw)
         tp_[r] = now() - t0;
     }
     double dec = median(td, nd), pre = median(tp_, 5);
-    printf("%-5s %s decode %7.1f us %6.1f GB/s (%3.0f%% of stream)   prefill-512 %7.1f ms %6.1f "
-           "GFLOP/s\n",
-           dtype_info(type)->name, cpu_matmul_is_fast(type) ? "fast" : "slow", dec * 1e6,
-           size / dec / 1e9, 100 * size / dec / 1e9 / bw, pre * 1e3, 2.0 * K * N * P / pre / 1e9);
+    printf("%-5s decode %-9s %7.1f us %6.1f GB/s (%3.0f%% of stream)   prefill-512 %-9s %7.1f ms "
+           "%6.1f GFLOP/s\n",
+           dtype_info(type)->name, cpu_matmul_kernel_name(cpu_matmul_pick(type, 1)), dec * 1e6,
+           size / dec / 1e9, 100 * size / dec / 1e9 / bw,
+           cpu_matmul_kernel_name(cpu_matmul_pick(type, (int)P)), pre * 1e3,
+           2.0 * K * N * P / pre / 1e9);
     fflush(stdout);
     for (int c = 0; c < copies && c < 64; c++)
         free((void *)w[c].data);
@@ -154,7 +157,7 @@ int main(int argc, char **argv)
     int nth = argc > 1 ? atoi(argv[1]) : 2;
     struct threadpool *tp = tp_create(nth);
     double bw = getenv("BENCH_PREFILL_ONLY") ? 1 : stream_bw(tp);
-    printf("threads %d, kernel level %d, streaming read %.1f GB/s\n", nth, cpu_matmul_level(), bw);
+    printf("threads %d, CPU features 0x%x, streaming read %.1f GB/s\n", nth, cpu_features(), bw);
     static const char *names[] = {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16", "BF16", "F32"};
     static const int types[] = {EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q5_K,
                                 EXSA_DTYPE_Q6_K, EXSA_DTYPE_Q8_0, EXSA_DTYPE_F16,

@@ -78,6 +78,9 @@ struct exsa_model_info {
     int n_attn_layers, n_conv_layers;
     int n_experts, n_experts_used, expert_hidden_dim, n_dense_lead;
     uint64_t n_params, weight_bytes;
+    int l_cache;                /* short-conv kernel length */
+    float norm_eps, rope_base;  /* as the model uses them (defaults applied) */
+    bool tied_output;           /* the output head is token_embd */
 };
 
 /* Maps and validates a GGUF, binds every tensor, reads the tokenizer and chat template.
@@ -85,6 +88,8 @@ struct exsa_model_info {
 int exsa_model_load(const char *path, struct exsa_model **out, char *err, size_t errlen);
 void exsa_model_free(struct exsa_model *m);
 const struct exsa_model_info *exsa_model_info(const struct exsa_model *m);
+/* Whether layer l (0-based) is an attention layer; false for a short-conv layer or no layer. */
+bool exsa_model_layer_is_attn(const struct exsa_model *m, int l);
 
 /* ---- engine: backend + per-sequence cache ----------------------------------------------------- */
 

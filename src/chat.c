@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model.h"
 #include "tokenizer.h"
 
 struct chat_template {
@@ -677,6 +678,11 @@ void chat_template_free(struct chat_template *t)
 }
 
 enum chat_variant chat_template_variant(const struct chat_template *t) { return t->variant; }
+
+const struct chat_template *chat_of_model(const struct exsa_model *m)
+{
+    return m ? m->tmpl : NULL;
+}
 
 int chat_render(const struct chat_template *t, const struct exsa_chat_msg *msgs, int n_msgs,
                 const char *tools_json, bool add_generation_prompt, char **out)

@@ -17,6 +17,7 @@ enum chat_variant { CHAT_LFM2 = 0, CHAT_LFM25, CHAT_LFM25_REASONING, CHAT_FALLBA
 
 struct chat_template;
 struct tokenizer;
+struct exsa_model;
 
 /* Picks the variant from f's tokenizer.chat_template. Never fails on an odd template: it falls
  * back to CHAT_FALLBACK (the LFM2 layout) and writes a warning into warn (empty if none). */
@@ -24,6 +25,8 @@ int chat_template_load(const struct gguf_file *f, struct chat_template **out, ch
                        size_t warnlen);
 void chat_template_free(struct chat_template *t);
 enum chat_variant chat_template_variant(const struct chat_template *t);
+/* The chat template of a loaded model (NULL for NULL): what code outside the model module uses. */
+const struct chat_template *chat_of_model(const struct exsa_model *m);
 const char *chat_variant_name(enum chat_variant v);
 
 /* Renders the conversation as text (the BOS marker included); *out is malloc'd. tools_json is

@@ -92,6 +92,10 @@ static void fill_info(struct exsa_model *m, const char *arch)
     in->n_experts_used = hp->n_experts_used;
     in->expert_hidden_dim = hp->expert_hidden_dim;
     in->n_dense_lead = hp->n_dense_lead;
+    in->l_cache = hp->l_cache;
+    in->norm_eps = hp->eps;
+    in->rope_base = hp->rope_base;
+    in->tied_output = m->tied_output;
     for (int l = 0; l < hp->n_layers; l++)
         *(hp->n_kv_heads[l] ? &in->n_attn_layers : &in->n_conv_layers) += 1;
     for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
@@ -190,6 +194,11 @@ void exsa_model_free(struct exsa_model *m)
     gguf_close(m->gguf);
     free(m->path);
     free(m);
+}
+
+bool exsa_model_layer_is_attn(const struct exsa_model *m, int l)
+{
+    return m && l >= 0 && l < m->hp.n_layers && m->layers[l].is_attn;
 }
 
 const struct exsa_model_info *exsa_model_info(const struct exsa_model *m)

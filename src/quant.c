@@ -2,10 +2,10 @@
  * quant.c: the ggml type table (LFM2-SPEC.md 1.7), fp16/bf16 conversion and the reference
  * dequantization of every supported block type (LFM2-SPEC.md section 5), in plain C.
  *
- * Invariants: the block structs below mirror the on-disk bytes exactly (static_asserts check the
- * sizes); every dequantizer evaluates its floats in the same order as the reference engine
- * (scale products first, then times the quant, then minus the min), so results are bit-exact
- * against it. Callers: the GGUF reader and model binding (dtype_info / dtype_row_size), the
+ * Invariants: the block structs of quant.h mirror the on-disk bytes exactly (static_asserts
+ * here check the sizes); every dequantizer evaluates its floats in the same order as the
+ * reference engine (scale products first, then times the quant, then minus the min), so results
+ * are bit-exact against it. Callers: the GGUF reader and model binding (dtype_info / dtype_row_size), the
  * reference backend (dequantize_row), the fast CPU kernels (fallback path and tests).
  */
 #include "quant.h"
@@ -13,22 +13,7 @@
 #include <assert.h>
 #include <string.h>
 
-/* ---- block layouts (packed: every field is bytes or 16-bit, all sizes match the format) ----- */
-
-struct blk_q4_0 { uint16_t d; uint8_t qs[QK / 2]; };
-struct blk_q4_1 { uint16_t d, m; uint8_t qs[QK / 2]; };
-struct blk_q5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[QK / 2]; };
-struct blk_q5_1 { uint16_t d, m; uint8_t qh[4]; uint8_t qs[QK / 2]; };
-struct blk_q8_0 { uint16_t d; int8_t qs[QK]; };
-struct blk_iq4_nl { uint16_t d; uint8_t qs[QK / 2]; };
-struct blk_q2_k { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; };
-struct blk_q3_k { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; };
-struct blk_q4_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
-struct blk_q5_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
-struct blk_q6_k { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
-struct blk_iq4_xs { uint16_t d, scales_h; uint8_t scales_l[4]; uint8_t qs[128]; };
-/* Q8_K starts with an f32; it is read with memcpy, so no struct is needed (292 bytes). */
-
+/* The block structs of quant.h are the on-disk bytes. */
 _Static_assert(sizeof(struct blk_q4_0) == 18, "q4_0");
 _Static_assert(sizeof(struct blk_q4_1) == 20, "q4_1");
 _Static_assert(sizeof(struct blk_q5_0) == 22, "q5_0");

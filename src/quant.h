@@ -15,6 +15,23 @@
 #define QK 32    /* elements per block of the 32-element types */
 #define QK_K 256 /* elements per K super-block */
 
+/* ---- block layouts (packed: every field is bytes or 16-bit, all sizes match the format) ----- */
+
+struct blk_q4_0 { uint16_t d; uint8_t qs[QK / 2]; };
+struct blk_q4_1 { uint16_t d, m; uint8_t qs[QK / 2]; };
+struct blk_q5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[QK / 2]; };
+struct blk_q5_1 { uint16_t d, m; uint8_t qh[4]; uint8_t qs[QK / 2]; };
+struct blk_q8_0 { uint16_t d; int8_t qs[QK]; };
+struct blk_iq4_nl { uint16_t d; uint8_t qs[QK / 2]; };
+struct blk_q2_k { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; };
+struct blk_q3_k { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; };
+struct blk_q4_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
+struct blk_q5_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
+struct blk_q6_k { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
+struct blk_iq4_xs { uint16_t d, scales_h; uint8_t scales_l[4]; uint8_t qs[128]; };
+/* Q8_K starts with an f32; it is read with memcpy, so no struct is needed (292 bytes).
+ * quant.c checks the sizes (C11 _Static_assert: this header is also read by C++/CUDA). */
+
 struct dtype_info {
     const char *name; /* "Q4_K" */
     int block_size;   /* elements per block */

@@ -783,6 +783,11 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add
 
 /* ---- public API (include/exsa.h) ------------------------------------------------------------ */
 
+const struct tokenizer *tok_of_model(const struct exsa_model *m)
+{
+    return m ? m->tok : NULL;
+}
+
 int exsa_tokenize(const struct exsa_model *m, const char *text, size_t len, bool add_bos,
                   bool parse_special, int32_t *out, int max)
 {

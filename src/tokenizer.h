@@ -14,6 +14,7 @@
 #include "gguf.h"
 
 struct tokenizer;
+struct exsa_model;
 
 /* Reads the vocabulary from f. vocab_size is the model's embedding row count (every token id
  * must be below it), or 0 for a vocabulary-only file. An unknown tokenizer model or pre-tokenizer
@@ -40,5 +41,8 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add
  * the pointer stays valid while t lives. Returns 0 or EXSA_ERANGE. */
 int tok_piece(const struct tokenizer *t, int32_t id, bool special, const char **bytes,
               size_t *len);
+
+/* The tokenizer of a loaded model (NULL for NULL): what code outside the model module uses. */
+const struct tokenizer *tok_of_model(const struct exsa_model *m);
 
 #endif

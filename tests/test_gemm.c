@@ -1,16 +1,16 @@
 /*
- * test_gemm.c: the prefill path (cpu/gemm.c: gemm_run) against the reference: dequantize_row of
- * each weight row and a double-accumulated dot product, on random weights and inputs of odd and
- * real sizes, 1 and 2 threads, on every kernel path this CPU has (AMX-BF16, AVX-512 BF16).
- * Bars (DESIGN.md): NMSE <= 1e-4 for Q4_0 Q8_0 Q4_K Q5_K Q6_K (bf16 products, the 8-bit
- * activation bar of their cpu_matmul kernels), <= 1e-7 for the other types (split products). Also: expert offsets, the calls gemm_run must decline, and
- * cpu_matmul routing through it.
+ * test_gemm.c: the prefill kernels (MM_GEMM_AMX, MM_GEMM_BF16: cpu/gemm*.c, run through
+ * cpu_matmul_with) against the reference: dequantize_row of each weight row and a
+ * double-accumulated dot product, on random weights and inputs of odd and real sizes, 1 and 2
+ * threads, on each of them this CPU has. Bars (DESIGN.md): NMSE <= 1e-4 for Q4_0 Q8_0 Q4_K
+ * Q5_K Q6_K (bf16 products, the 8-bit activation bar of their other kernels), <= 1e-7 for the
+ * other types (split products). Also: expert offsets, the calls the GEMM declines, cpu_matmul
+ * routing through it, and EXSA_GEMM=off.
  */
 #include <math.h>
 #include <string.h>
 
-#include "cpu/fastmm.h"
-#include "cpu/gemm.h"
+#include "cpu/features.h"
 #include "cpu/matmul.h"
 #include "harness.h"
 #include "quant.h"
@@ -23,24 +23,16 @@ static const int types[] = {
     EXSA_DTYPE_Q3_K, EXSA_DTYPE_IQ4_NL, EXSA_DTYPE_IQ4_XS,
 };
 
-/* 8-bit-activation bar where cpu_matmul's own kernel quantizes activations, else the f32 one. */
-static double bar(int type)
+/* The 8-bit-activation bar where the kernel rounds products to bf16, else the f32 one. */
+static double bar(int kernel, int type)
 {
-    return type == EXSA_DTYPE_Q4_0 || type == EXSA_DTYPE_Q8_0 || type == EXSA_DTYPE_Q4_K ||
-                   type == EXSA_DTYPE_Q5_K || type == EXSA_DTYPE_Q6_K
-               ? 1e-4
-               : 1e-7;
+    return cpu_matmul_exact(kernel, type) ? 1e-7 : 1e-4;
 }
 
 static double worst[64]; /* largest NMSE seen per type, printed after each sweep */
 
-static const char *path_name(int p)
-{
-    return p == GEMM_AMX ? "amx" : p == GEMM_AVX512 ? "avx512" : "off";
-}
-
-/* One weight of type {K, N}: gemm_run on n_tok tokens with 1 and 2 threads vs the reference. */
-static void check_one(struct threadpool *tp2, int type, int64_t K, int N, int n_tok)
+/* One weight of type {K, N}: the kernel on n_tok tokens with 1 and 2 threads vs the reference. */
+static void check_one(struct threadpool *tp2, int kernel, int type, int64_t K, int N, int n_tok)
 {
     struct tensor w = {.name = "w", .type = type, .n_dims = 2, .ne = {K, N, 1, 1}};
     w.data = random_weights(type, K, N);
@@ -49,11 +41,13 @@ static void check_one(struct threadpool *tp2, int type, int64_t K, int N, int n_
     reference(&w, 0, x, ref, n_tok);
     for (int th = 1; th <= 2; th++) {
         memset(y, 0xff, sizeof(float) * N * n_tok); /* NaN: catches unwritten outputs */
-        bool ran = gemm_run(th == 1 ? NULL : tp2, &w, 0, x, y, n_tok);
+        bool ran = cpu_matmul_with(kernel, th == 1 ? NULL : tp2, &w, 0, x, y, n_tok);
         double e = nmse(y, ref, (size_t)N * n_tok);
         worst[type] = e > worst[type] ? e : worst[type];
-        CHECK(ran && e <= bar(type), "%s K=%lld N=%d n_tok=%d threads=%d path=%s: ran %d nmse %.3g",
-              dtype_info(type)->name, (long long)K, N, n_tok, th, path_name(gemm_path()), ran, e);
+        CHECK(ran && e <= bar(kernel, type),
+              "%s K=%lld N=%d n_tok=%d threads=%d kernel=%s: ran %d nmse %.3g",
+              dtype_info(type)->name, (long long)K, N, n_tok, th, cpu_matmul_kernel_name(kernel),
+              ran, e);
     }
     free(x);
     free(y);
@@ -61,22 +55,22 @@ static void check_one(struct threadpool *tp2, int type, int64_t K, int N, int n_
     free((void *)w.data);
 }
 
-static void sweep(void)
+/* Every type, odd and real sizes, token counts below and above one 16-token block. */
+static void sweep(int kernel)
 {
     static const int Ks[] = {256, 2048}, toks[] = {1, 16, 33, 100}, Ns[] = {37, 520};
     struct threadpool *tp2 = tp_create(2);
-    gemm_set_min_tokens(1);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
         for (int ki = 0; ki < 2; ki++)
             for (int ni = 0; ni < 2; ni++)
                 for (int t = 0; t < 4; t++)
-                    check_one(tp2, types[ti], Ks[ki], Ns[ni], toks[t]);
+                    check_one(tp2, kernel, types[ti], Ks[ki], Ns[ni], toks[t]);
     /* real shapes: ffn_down-like K, and a 16-token block boundary */
-    check_one(tp2, EXSA_DTYPE_Q6_K, 8192, 64, 48);
-    check_one(tp2, EXSA_DTYPE_Q4_K, 2048, 2048, 64);
-    check_one(tp2, EXSA_DTYPE_F16, 1024, 96, 31);
+    check_one(tp2, kernel, EXSA_DTYPE_Q6_K, 8192, 64, 48);
+    check_one(tp2, kernel, EXSA_DTYPE_Q4_K, 2048, 2048, 64);
+    check_one(tp2, kernel, EXSA_DTYPE_F16, 1024, 96, 31);
     tp_free(tp2);
-    gemm_set_min_tokens(16);
+    fprintf(stderr, "  %s:", cpu_matmul_kernel_name(kernel));
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         fprintf(stderr, "  %s %.2g", dtype_info(types[ti])->name, worst[types[ti]]);
         worst[types[ti]] = 0;
@@ -86,19 +80,23 @@ static void sweep(void)
 
 static void test_amx(void)
 {
-    int p = gemm_set_path(GEMM_AMX);
-    fprintf(stderr, "  best path %s, testing %s\n", path_name(gemm_best_path()), path_name(p));
-    CHECK(p == gemm_best_path(), "set_path clamps to the best path");
-    CHECK(p != GEMM_OFF, "this CPU has a gemm path (AVX-512 BF16 at least)");
-    sweep();
+    if (!cpu_has(CPU_LEVEL_AMX)) {
+        fprintf(stderr, "  no AMX-BF16 on this CPU (or no OS permission): gemm-amx not run\n");
+        CHECK(cpu_matmul_pick(EXSA_DTYPE_Q4_K, 64) != MM_GEMM_AMX, "gemm-amx without its level");
+        return;
+    }
+    sweep(MM_GEMM_AMX);
 }
 
 static void test_avx512(void)
 {
-    int p = gemm_set_path(GEMM_AVX512);
-    CHECK(p == GEMM_AVX512, "avx512 path available");
-    sweep();
-    gemm_set_path(GEMM_AMX);
+    sweep(MM_GEMM_BF16);
+}
+
+/* The best GEMM kernel of this CPU. */
+static int best_gemm(void)
+{
+    return cpu_has(CPU_LEVEL_AMX) ? MM_GEMM_AMX : MM_GEMM_BF16;
 }
 
 /* Expert e of a {K, N, E} weight is the e-th block of N rows. */
@@ -117,9 +115,9 @@ static void test_experts(void)
             x[k] = rndf(-1, 1);
         for (int e = 0; e < E; e++) {
             reference(&w, e, x, ref, n_tok);
-            bool ran = gemm_run(tp, &w, e, x, y, n_tok);
+            bool ran = cpu_matmul_with(best_gemm(), tp, &w, e, x, y, n_tok);
             double err = nmse(y, ref, (size_t)n_tok * N);
-            CHECK(ran && err <= bar(ts[i]), "%s expert %d: ran %d nmse %.3g",
+            CHECK(ran && err <= bar(best_gemm(), ts[i]), "%s expert %d: ran %d nmse %.3g",
                   dtype_info(ts[i])->name, e, ran, err);
         }
         free((void *)w.data);
@@ -127,33 +125,31 @@ static void test_experts(void)
     tp_free(tp);
 }
 
-/* Calls left to cpu_matmul's kernels: few tokens, F32 weights, K not a multiple of 32, path off,
- * plain C level. And cpu_matmul itself goes through gemm for many tokens. */
+/* Calls the GEMM declines or is not given: F32 weights (not in their row), K not a multiple of
+ * 32, a CPU limit without BF16 (EXSA_GEMM=off's limit). And cpu_matmul itself runs it for
+ * many tokens. */
 static void test_routing(void)
 {
     const int64_t K = 256;
     float *x = calloc(64 * K, sizeof(float)), *y = malloc(64 * 64 * sizeof(float));
     struct tensor w = {.name = "w", .type = EXSA_DTYPE_Q4_K, .n_dims = 2, .ne = {K, 64, 1, 1}};
     w.data = random_weights(EXSA_DTYPE_Q4_K, K, 64);
-    CHECK(!gemm_run(NULL, &w, 0, x, y, 15), "15 tokens: below the default minimum");
-    CHECK(gemm_run(NULL, &w, 0, x, y, 16), "16 tokens: taken");
-    gemm_set_path(GEMM_OFF);
-    CHECK(!gemm_run(NULL, &w, 0, x, y, 64), "path off");
-    gemm_set_path(GEMM_AMX);
-    cpu_matmul_set_level(CPU_LEVEL_C);
-    CHECK(!gemm_run(NULL, &w, 0, x, y, 64), "plain C level");
-    cpu_matmul_set_level(CPU_LEVEL_AVX512);
+    CHECK(cpu_matmul_pick(EXSA_DTYPE_Q4_K, MM_PREFILL_MIN_TOK) == best_gemm(), "16 tokens: gemm");
+    cpu_limit(CPU_ALL & ~(CPU_AVX512BF16 | CPU_AMX_BF16));
+    CHECK(!cpu_matmul_with(MM_GEMM_BF16, NULL, &w, 0, x, y, 64), "taken without BF16");
+    CHECK(cpu_matmul_pick(EXSA_DTYPE_Q4_K, 64) == MM_TILED_Q8, "no BF16: the row's fallback");
+    cpu_limit(CPU_ALL);
     struct tensor f = {.name = "f", .type = EXSA_DTYPE_F32, .n_dims = 2, .ne = {K, 8, 1, 1}};
     f.data = random_weights(EXSA_DTYPE_F32, K, 8);
-    CHECK(!gemm_run(NULL, &f, 0, x, y, 64), "F32 weights stay on the f32 path");
+    CHECK(!cpu_matmul_with(MM_GEMM_BF16, NULL, &f, 0, x, y, 64), "F32 weights taken");
     struct tensor h = {.name = "h", .type = EXSA_DTYPE_F16, .n_dims = 2, .ne = {40, 8, 1, 1}};
     h.data = random_weights(EXSA_DTYPE_F16, 40, 8);
-    CHECK(!gemm_run(NULL, &h, 0, x, y, 64), "K = 40");
-    /* cpu_matmul on 64 tokens: the same numbers as gemm_run */
+    CHECK(!cpu_matmul_with(MM_GEMM_BF16, NULL, &h, 0, x, y, 64), "K = 40 taken");
+    /* cpu_matmul on 64 tokens: the same numbers as the GEMM */
     for (int64_t i = 0; i < 64 * K; i++)
         x[i] = rndf(-1, 1);
     float *y2 = malloc(64 * 64 * sizeof(float));
-    gemm_run(NULL, &w, 0, x, y, 64);
+    cpu_matmul_with(best_gemm(), NULL, &w, 0, x, y, 64);
     cpu_matmul(NULL, &w, 0, x, y2, 64);
     CHECK(!memcmp(y, y2, 64 * 64 * sizeof(float)), "cpu_matmul routes 64 tokens to gemm");
     free(y2);
@@ -164,8 +160,24 @@ static void test_routing(void)
     free(y);
 }
 
+/* EXSA_GEMM=off, read when the CPU is first probed, keeps the prefill off the GEMM. */
+static void test_env(void)
+{
+    CHECK(cpu_matmul_pick(EXSA_DTYPE_Q4_K, 64) == MM_TILED_Q8, "EXSA_GEMM=off: %s",
+          cpu_matmul_kernel_name(cpu_matmul_pick(EXSA_DTYPE_Q4_K, 64)));
+    CHECK(!(cpu_features() & CPU_AVX512BF16), "EXSA_GEMM=off: BF16 left out");
+    cpu_limit(CPU_ALL);
+    CHECK(cpu_matmul_pick(EXSA_DTYPE_Q4_K, 64) == best_gemm(), "limit lifted: gemm again");
+}
+
 int main(void)
 {
+    setenv("EXSA_GEMM", "off", 1); /* before the first probe: test_env */
+    if (!cpu_has(CPU_LEVEL_VNNI) || !(cpu_detected() & CPU_AVX512BF16)) {
+        fprintf(stderr, "  no AVX-512 VNNI and BF16 on this CPU: the GEMM kernels never run\n");
+        TEST_END();
+    }
+    RUN(test_env);
     RUN(test_amx);
     RUN(test_avx512);
     RUN(test_experts);

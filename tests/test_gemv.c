@@ -1,34 +1,20 @@
 /*
- * test_gemv.c: the decode matmul path (gemv_run, cpu/gemv*.c) against the reference: dequantize_row
- * of each weight row and a double-accumulated dot product, on random weights (sane fp16 scales)
- * and inputs with rare outliers, for every type it takes, odd and real sizes, 1..15 tokens, 1 and
- * 2 threads, experts of 3-D weights. Bars (DESIGN.md): NMSE <= 1e-4 with 8-bit activations,
- * <= 1e-7 for the f32 paths (F32, F16, BF16). Also: the calls it must refuse leave y untouched.
+ * test_gemv.c: the decode matmul kernel (MM_GEMV: cpu/gemv*.c, run through cpu_matmul_with)
+ * against the reference: dequantize_row of each weight row and a double-accumulated dot product,
+ * on random weights (sane fp16 scales) and inputs with rare outliers, for every type it takes,
+ * odd and real sizes, 1..16 tokens, 1 and 2 threads, experts of 3-D weights. Bars (DESIGN.md):
+ * NMSE <= 1e-4 with 8-bit activations, <= 1e-7 for the f32 paths (F32, F16, BF16). Also: the
+ * calls it must refuse leave y untouched.
  */
 #include <math.h>
 #include <string.h>
 
-#include "cpu/fastmm.h"
+#include "cpu/features.h"
 #include "cpu/matmul.h"
 #include "harness.h"
 #include "quant.h"
 
 #include "kernel-util.h"
-
-static bool is_f(int type)
-{
-    return type == EXSA_DTYPE_F32 || type == EXSA_DTYPE_F16 || type == EXSA_DTYPE_BF16;
-}
-
-static bool have_path(void)
-{
-    static const float x[256] = {0};
-    float y[1] = {0};
-    uint8_t blk[144] = {0};
-    struct tensor w = {.name = "w", .type = EXSA_DTYPE_Q4_K, .n_dims = 2, .ne = {256, 1, 1, 1}};
-    w.data = blk;
-    return gemv_run(NULL, &w, 0, x, y, 1);
-}
 
 /* One (type, K, N, n_tok, expert count) case with 1 and 2 threads; returns false if refused. */
 static void check_case(struct threadpool *tp2, int type, int64_t K, int64_t N, int n_tok, int E)
@@ -38,12 +24,12 @@ static void check_case(struct threadpool *tp2, int type, int64_t K, int64_t N, i
     const size_t ny = (size_t)N * n_tok;
     float *x = random_input(K * n_tok), *y = malloc(sizeof(float) * (ny + 16));
     double *ref = malloc(sizeof(double) * ny);
-    const double bar = is_f(type) ? 1e-7 : 1e-4;
+    const double bar = cpu_matmul_exact(MM_GEMV, type) ? 1e-7 : 1e-4;
     for (int e = 0; e < E; e++) {
         reference(&w, e, x, ref, n_tok);
         for (int th = 1; th <= 2; th++) {
             memset(y, 0xff, sizeof(float) * (ny + 16)); /* NaN: catches unwritten outputs */
-            bool ok = gemv_run(th == 1 ? NULL : tp2, &w, e, x, y, n_tok);
+            bool ok = cpu_matmul_with(MM_GEMV, th == 1 ? NULL : tp2, &w, e, x, y, n_tok);
             CHECK(ok, "%s K=%lld N=%lld n_tok=%d refused", dtype_info(type)->name, (long long)K,
                   (long long)N, n_tok);
             double err = nmse(y, ref, ny);
@@ -66,11 +52,11 @@ static const int f_types[] = {EXSA_DTYPE_F16, EXSA_DTYPE_BF16, EXSA_DTYPE_F32};
 
 static void test_kquants(void)
 {
-    static const int Ks[] = {256, 768, 2048}, toks[] = {1, 2, 3, 4, 5, 6, 7, 8, 11};
+    static const int Ks[] = {256, 768, 2048}, toks[] = {1, 2, 3, 4, 5, 6, 7, 8, 11, 16};
     struct threadpool *tp = tp_create(2);
     for (int ti = 2; ti < 5; ti++)
         for (int k = 0; k < 3; k++)
-            for (int n = 0; n < 9; n++)
+            for (int n = 0; n < 10; n++)
                 check_case(tp, q_types[ti], Ks[k], n == 0 ? 5 : 37, toks[n], 1);
     tp_free(tp);
 }
@@ -131,28 +117,31 @@ static void test_guided_chunks(void)
     tp_free(tp);
 }
 
-/* Calls the path must refuse, with y untouched: other types, 16+ tokens, the plain C level. */
+/* Calls the kernel must refuse, with y untouched: a type without a decode format, more tokens
+ * than its side data holds, none, and a CPU limit below its level. */
 static void test_refusals(void)
 {
-    float x[16 * 256] = {0}, y[16] = {0};
-    uint8_t blk[16 * 210] = {0};
+    float x[17 * 256] = {0}, y[17] = {0};
+    uint8_t blk[17 * 210] = {0};
     struct tensor w = {.name = "w", .type = EXSA_DTYPE_Q4_1, .n_dims = 2, .ne = {256, 1, 1, 1}};
     w.data = blk;
     y[0] = 42;
-    CHECK(!gemv_run(NULL, &w, 0, x, y, 1), "Q4_1 taken");
+    CHECK(!cpu_matmul_with(MM_GEMV, NULL, &w, 0, x, y, 1), "Q4_1 taken");
     w.type = EXSA_DTYPE_Q6_K;
-    CHECK(!gemv_run(NULL, &w, 0, x, y, 16), "16 tokens taken");
-    CHECK(!gemv_run(NULL, &w, 0, x, y, 0), "0 tokens taken");
-    cpu_matmul_set_level(CPU_LEVEL_C);
-    CHECK(!gemv_run(NULL, &w, 0, x, y, 1), "taken at level C");
-    cpu_matmul_set_level(CPU_LEVEL_AVX512);
+    CHECK(!cpu_matmul_with(MM_GEMV, NULL, &w, 0, x, y, 17), "17 tokens taken");
+    CHECK(!cpu_matmul_with(MM_GEMV, NULL, &w, 0, x, y, 0), "0 tokens taken");
+    cpu_limit(CPU_LEVEL_VNNI);
+    CHECK(!cpu_matmul_with(MM_GEMV, NULL, &w, 0, x, y, 1), "taken without VBMI");
+    cpu_limit(0);
+    CHECK(!cpu_matmul_with(MM_GEMV, NULL, &w, 0, x, y, 1), "taken at the plain C limit");
+    cpu_limit(CPU_ALL);
     CHECK(y[0] == 42, "y written by a refused call");
 }
 
 int main(void)
 {
     rng = 0x9e3779b97f4a7c15ull; /* this test's own draws */
-    if (!have_path()) {
+    if (!cpu_has(CPU_LEVEL_VBMI)) {
         /* a CPU without AVX-512 VNNI/VBMI: only the refusals can be checked */
         fprintf(stderr, "  no AVX-512 VNNI/VBMI on this CPU: the decode path refuses every call\n");
         RUN(test_refusals);

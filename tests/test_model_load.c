@@ -208,15 +208,18 @@ static void test_variants(void)
     CHECK(m && m->out_norm.data != NULL, "output_norm.weight not bound");
     exsa_model_free(m);
     m = load_edited("untied head", E(.add_output = true), 0, NULL);
-    CHECK(m && !m->tied_output, "output.weight present but the head is tied");
+    CHECK(m && !exsa_model_info(m)->tied_output, "output.weight present but the head is tied");
     exsa_model_free(m);
     m = load_edited("no rope key", E(.drop_key = "lfm2.rope.freq_base"), 0, NULL);
-    CHECK(m && m->hp.rope_base == 1e6f, "rope base defaults to 1e6, got %g",
-          m ? m->hp.rope_base : 0);
+    CHECK(m && exsa_model_info(m)->rope_base == 1e6f, "rope base defaults to 1e6, got %g",
+          m ? exsa_model_info(m)->rope_base : 0);
     exsa_model_free(m);
     m = load_edited("plain", E(.drop_key = NULL), 0, NULL);
-    CHECK(m && m->tied_output && m->hp.n_layers == 6 && m->layers[2].is_attn &&
-              !m->layers[3].is_attn && m->hp.vocab_size == 1024,
+    const struct exsa_model_info *in = m ? exsa_model_info(m) : NULL;
+    CHECK(in && in->tied_output && in->n_layers == 6 && exsa_model_layer_is_attn(m, 2) &&
+              !exsa_model_layer_is_attn(m, 3) && !exsa_model_layer_is_attn(m, 6) &&
+              !exsa_model_layer_is_attn(m, -1) && in->vocab_size == 1024 && in->l_cache == 3 &&
+              in->norm_eps == 1e-5f,
           "hparams of the fixture");
     exsa_model_free(m);
 }

@@ -12,7 +12,6 @@
 #include "exsa.h"
 #include "gguf.h"
 #include "harness.h"
-#include "model.h"
 #include "tok_inp.h"
 #include "tokenizer.h"
 
@@ -284,28 +283,33 @@ static void test_eog_and_pieces(void)
     CHECK(tok_n_vocab(t) == 1024 && tok_n_vocab(g_gpt2) == 50257, "n_vocab");
 }
 
+/* The tokenizer through include/exsa.h, on the loaded fixture model. */
 static void test_public_api(void)
 {
-    if (!g_lfm2)
+    char err[256];
+    struct exsa_model *m = NULL;
+    int rc = exsa_model_load(fx("lfm2-tiny-F32.gguf"), &m, err, sizeof(err));
+    CHECK(rc == 0, "load lfm2-tiny-F32.gguf: %s", err);
+    if (rc != 0)
         return;
-    struct exsa_model m;
-    memset(&m, 0, sizeof(m));
-    m.tok = g_lfm2;
+    CHECK(tok_of_model(m) != NULL && tok_n_vocab(tok_of_model(m)) == 1024, "tok_of_model");
+    CHECK(tok_of_model(NULL) == NULL, "tok_of_model(NULL)");
     int32_t ids[64];
-    int n = exsa_tokenize(&m, "<|im_start|>Hi", 14, true, true, ids, 64);
+    int n = exsa_tokenize(m, "<|im_start|>Hi", 14, true, true, ids, 64);
     CHECK(n >= 3 && ids[0] == 1 && ids[1] == 6, "exsa_tokenize: %d", n);
-    CHECK(exsa_tokenize(&m, "Hello world", 11, false, false, ids, 1) > 1, "count past max");
+    CHECK(exsa_tokenize(m, "Hello world", 11, false, false, ids, 1) > 1, "count past max");
     char buf[16];
-    CHECK(exsa_token_to_piece(&m, 7, true, buf, sizeof(buf)) == 10 &&
+    CHECK(exsa_token_to_piece(m, 7, true, buf, sizeof(buf)) == 10 &&
               memcmp(buf, "<|im_end|>", 10) == 0,
           "to_piece");
-    CHECK(exsa_token_to_piece(&m, 7, false, buf, sizeof(buf)) == 0, "to_piece hidden");
-    CHECK(exsa_token_to_piece(&m, 7, true, buf, 4) == 10, "to_piece reports the full length");
-    CHECK(exsa_token_to_piece(&m, 99999, true, buf, sizeof(buf)) == EXSA_ERANGE, "bad id");
-    CHECK(exsa_token_is_eog(&m, 7) && !exsa_token_is_eog(&m, 6), "is_eog");
-    CHECK(exsa_token_bos(&m) == 1 && exsa_token_eos(&m) == 7, "bos/eos");
+    CHECK(exsa_token_to_piece(m, 7, false, buf, sizeof(buf)) == 0, "to_piece hidden");
+    CHECK(exsa_token_to_piece(m, 7, true, buf, 4) == 10, "to_piece reports the full length");
+    CHECK(exsa_token_to_piece(m, 99999, true, buf, sizeof(buf)) == EXSA_ERANGE, "bad id");
+    CHECK(exsa_token_is_eog(m, 7) && !exsa_token_is_eog(m, 6), "is_eog");
+    CHECK(exsa_token_bos(m) == 1 && exsa_token_eos(m) == 7, "bos/eos");
     CHECK(exsa_tokenize(NULL, "x", 1, false, false, ids, 64) == EXSA_EINVAL, "NULL model");
     CHECK(exsa_token_bos(NULL) == -1, "NULL model bos");
+    exsa_model_free(m);
 }
 
 /* The ref.json prompts: tokens == encode(text) with BOS and specials. */

@@ -11,14 +11,14 @@
 #include <string.h>
 
 #include "cpu/attn.h"
+#include "cpu/features.h"
 #include "cpu/vmath.h"
 #include "kvcache.h"
 
-#define TGT __attribute__((target("avx512f")))
 
 /* Scores of every position for all lanes into s[p*16 + lane] (masked lanes: -inf); returns
  * the per-lane maximum. qt is [hd][16] (queries transposed, pre-scaled). */
-static TGT __m512 scores(const struct attn_block *b, const float *qt, float *s)
+static TGT_AVX512F __m512 scores(const struct attn_block *b, const float *qt, float *s)
 {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     const __m512i lane_pos = _mm512_loadu_si512(b->lane_pos);
@@ -42,7 +42,8 @@ static TGT __m512 scores(const struct attn_block *b, const float *qt, float *s)
 }
 
 /* out rows of 4 lanes (l0..l0+3) = sum_p e[p][lane] v[p] / sum[lane]. */
-static TGT void weighted_v(const struct attn_block *b, const float *s, const float *inv, int l0)
+static TGT_AVX512F void weighted_v(const struct attn_block *b, const float *s, const float *inv,
+                                   int l0)
 {
     const int hd = b->head_dim;
     for (int d0 = 0; d0 < hd; d0 += 64) {
@@ -67,11 +68,9 @@ static TGT void weighted_v(const struct attn_block *b, const float *s, const flo
     }
 }
 
-TGT int attn_block_avx512(const struct attn_block *b, float *work)
+static TGT_AVX512F void attend(const struct attn_block *b, float *work)
 {
     const int hd = b->head_dim;
-    if (hd % 16 != 0 || b->n_lanes > 16 || !__builtin_cpu_supports("avx512f"))
-        return -1;
     float *qt = work, *s = work + (size_t)hd * 16; /* both 64-byte aligned */
     const float scale = 1.0f / sqrtf((float)hd);
     for (int d = 0; d < hd; d++)
@@ -88,5 +87,12 @@ TGT int attn_block_avx512(const struct attn_block *b, float *work)
     _mm512_storeu_ps(inv, _mm512_div_ps(_mm512_set1_ps(1.0f), sum));
     for (int l0 = 0; l0 < b->n_lanes; l0 += 4)
         weighted_v(b, s, inv, l0);
+}
+
+int attn_block_avx512(const struct attn_block *b, float *work)
+{
+    if (b->head_dim % 16 != 0 || b->n_lanes > 16 || !cpu_has(CPU_LEVEL_AVX512F))
+        return -1;
+    attend(b, work);
     return 0;
 }

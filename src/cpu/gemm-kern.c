@@ -1,50 +1,22 @@
 /*
  * gemm-kern.c: the kernels of the prefill path (gemm.h): AMX-BF16 tile products, the AVX-512
  * BF16 dot-product fallback, packing of activations and weight rows into the bf16 layouts.
- * Compiled with target attributes; gemm.c calls them only after cpuid (and, for AMX, the OS
- * permission request) said the CPU has the features.
+ * Compiled for levels BF16 and AMX (features.h); gemm.c calls them only at those levels.
  *
  * Both kernels compute 16 weight rows x 16 tokens blocks C[r][t] and write them transposed into
  * y[t][n] (16x16 in-register transpose, masked at the last rows of N and tokens of n_tok).
  */
-#include <immintrin.h>
 #include <stdalign.h>
 #include <string.h>
 
 #include "cpu/gemm.h"
-#include "quant.h"
+#include "cpu/simd.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-#include <cpuid.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
-#define TGT_AMX                                                                                 \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c,"       \
-                          "amx-tile,amx-bf16")))
-#define INL static inline __attribute__((always_inline)) TGT
-
 #define TILE_EL 512 /* bf16 elements of one 1 KiB tile */
 
-/* ---- AMX setup -------------------------------------------------------------------------- */
-
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
-
-bool gemm_amx_init(void)
-{
-    static int ok = -1;
-    if (ok >= 0)
-        return ok;
-    unsigned a, b, c, d;
-    ok = 0;
-    /* leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE */
-    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1))
-        ok = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-    return ok;
-}
+/* ---- AMX tiles ------------------------------------------------------------------------ */
 
 struct tilecfg {
     uint8_t palette, start_row, reserved[14];
@@ -79,7 +51,7 @@ TGT_AMX void gemm_amx_done(void)
 
 /* ---- 16x16 transpose and the transposed write of one C block ----------------------------- */
 
-INL void transpose16(__m512 *r)
+INL_BF16 void transpose16(__m512 *r)
 {
     __m512 t[16], u[16];
     for (int i = 0; i < 8; i++) {
@@ -108,7 +80,7 @@ INL void transpose16(__m512 *r)
 }
 
 /* C[r][t] (16x16 f32, rows of panel group g, tokens of block b) into y[t][n0 + 16 g + r]. */
-INL void write_block(const struct gemm_tile_job *j, const float *C, int g, int b)
+INL_BF16 void write_block(const struct gemm_tile_job *j, const float *C, int g, int b)
 {
     __m512 r[16];
     for (int i = 0; i < 16; i++)
@@ -190,7 +162,7 @@ TGT_AMX void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0
 /* ---- AVX-512 BF16 kernel ---------------------------------------------------------------- */
 
 /* 8 rows (panel group g, half h) x 16 or 32 tokens: C[v][8h + r][t] for token block b + v. */
-INL void avx_8rows(const struct gemm_tile_job *j, int g, int h, int b, bool two, float *C0,
+INL_BF16 void avx_8rows(const struct gemm_tile_job *j, int g, int h, int b, bool two, float *C0,
                    float *C1)
 {
     const size_t nks = (size_t)j->nks;
@@ -220,19 +192,19 @@ INL void avx_8rows(const struct gemm_tile_job *j, int g, int h, int b, bool two,
     }
 }
 
-static TGT void avx_block_2(const struct gemm_tile_job *j, int g, int b, float *C0, float *C1)
+static TGT_BF16 void avx_block_2(const struct gemm_tile_job *j, int g, int b, float *C0, float *C1)
 {
     avx_8rows(j, g, 0, b, true, C0, C1);
     avx_8rows(j, g, 1, b, true, C0, C1);
 }
 
-static TGT void avx_block_1(const struct gemm_tile_job *j, int g, int b, float *C0, float *C1)
+static TGT_BF16 void avx_block_1(const struct gemm_tile_job *j, int g, int b, float *C0, float *C1)
 {
     avx_8rows(j, g, 0, b, false, C0, C1);
     avx_8rows(j, g, 1, b, false, C0, C1);
 }
 
-TGT void gemm_kern_avx512(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1)
+TGT_BF16 void gemm_kern_avx512(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1)
 {
     alignas(64) float C[2][256];
     for (int b = b0; b < b1; b += 2) {
@@ -252,13 +224,13 @@ TGT void gemm_kern_avx512(const struct gemm_tile_job *j, int g0, int g1, int b0,
 /* ---- packing ---------------------------------------------------------------------------- */
 
 /* 32 floats -> 32 bf16 (round to nearest even), as 16 dword pairs. */
-INL __m512i bf16x32(__m512 lo, __m512 hi)
+INL_BF16 __m512i bf16x32(__m512 lo, __m512 hi)
 {
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
 /* The bf16 rounding of 16 floats, and the f32 value of that rounding. */
-INL __m256i bf16x16(__m512 v, __m512 *back)
+INL_BF16 __m256i bf16x16(__m512 v, __m512 *back)
 {
     const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
     *back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -266,7 +238,7 @@ INL __m256i bf16x16(__m512 v, __m512 *back)
 }
 
 /* 32 floats of x at k (for segs > 1 also their residuals) as dword pair vectors. */
-INL void x_pairs(const float *x, int segs, __m512 *hi, __m512 *lo)
+INL_BF16 void x_pairs(const float *x, int segs, __m512 *hi, __m512 *lo)
 {
     const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
     if (segs == 1) {
@@ -279,14 +251,14 @@ INL void x_pairs(const float *x, int segs, __m512 *hi, __m512 *lo)
     *lo = (__m512)bf16x32(_mm512_sub_ps(v0, b0), _mm512_sub_ps(v1, b1));
 }
 
-INL void store_tile_t(uint16_t *dst, __m512 *r)
+INL_BF16 void store_tile_t(uint16_t *dst, __m512 *r)
 {
     transpose16(r); /* r[kp] = pair kp of the 16 tokens */
     for (int kp = 0; kp < 16; kp++)
         _mm512_store_ps((float *)(dst + 32 * kp), r[kp]);
 }
 
-TGT void gemm_pack_x(const float *x, int64_t K, int segs, int b0, int b1, int n_tok,
+TGT_BF16 void gemm_pack_x(const float *x, int64_t K, int segs, int b0, int b1, int n_tok,
                      uint16_t *xb)
 {
     const int64_t nks = K / 32, steps = nks * segs;
@@ -319,7 +291,7 @@ static inline uint16_t *panel_at(uint16_t *panel, int p, int64_t steps, int64_t 
     return panel + ((size_t)(p / 16) * steps + s) * TILE_EL + (p % 16) * 32;
 }
 
-TGT void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, uint16_t *panel)
+TGT_BF16 void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, uint16_t *panel)
 {
     const int64_t nks = K / 32, steps = segs * nks;
     for (int64_t s = 0; s < nks; s++) {
@@ -335,127 +307,39 @@ TGT void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, uint16_
 
 /* ---- direct unpackers of the int8-kernel types: 32 weights per K-step -------------------- */
 
-INL float f16_at(const uint8_t *p)
+/* dst = bf16 of (u[i] * a0 + b0) for i < 16 and (u[i] * a1 + b1) for i >= 16, u unsigned bytes. */
+INL_BF16 void put32(uint16_t *dst, __m256i u, float a0, float b0, float a1, float b1)
 {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
-INL __m256i lo_nib(__m256i q) { return _mm256_and_si256(q, _mm256_set1_epi8(0x0f)); }
-INL __m256i hi_nib(__m256i q)
-{
-    return _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0f));
-}
-/* ((q >> shift) & mask) << 4 on every byte. */
-INL __m256i bits_up(__m256i q, int shift, int mask)
-{
-    return _mm256_slli_epi16(
-        _mm256_and_si256(_mm256_srli_epi16(q, shift), _mm256_set1_epi8((char)mask)), 4);
-}
-
-/* dst = bf16 of (u[i] * a0 + b0) for i < 16 and (u[i] * a1 + b1) for i >= 16; u unsigned bytes
- * (signed when sgn). */
-INL void put32(uint16_t *dst, __m256i u, bool sgn, float a0, float b0, float a1, float b1)
-{
-    const __m128i u0 = _mm256_castsi256_si128(u), u1 = _mm256_extracti128_si256(u, 1);
-    const __m512i i0 = sgn ? _mm512_cvtepi8_epi32(u0) : _mm512_cvtepu8_epi32(u0);
-    const __m512i i1 = sgn ? _mm512_cvtepi8_epi32(u1) : _mm512_cvtepu8_epi32(u1);
-    const __m512 v0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_set1_ps(a0), _mm512_set1_ps(b0));
-    const __m512 v1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_set1_ps(a1), _mm512_set1_ps(b1));
+    const __m512i i0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(u));
+    const __m512i i1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(u, 1));
+    const __m512 v0 =
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_set1_ps(a0), _mm512_set1_ps(b0));
+    const __m512 v1 =
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_set1_ps(a1), _mm512_set1_ps(b1));
     _mm512_store_si512(dst, bf16x32(v0, v1));
 }
 
-/* The 6-bit scales and mins of a Q4_K / Q5_K super-block (LFM2-SPEC.md 5.3). */
-INL void k4_scales(const uint8_t *q, uint8_t *sc, uint8_t *mn)
+/* Row p of a panel from one row of K elements of type (a constant after inlining). */
+INL_BF16 void pack_row_q8(int type, const uint8_t *w, int64_t K, int p, int64_t steps,
+                     uint16_t *panel)
 {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63;
-        mn[j] = q[j + 4] & 63;
-        sc[j + 4] = (q[j + 8] & 0x0f) | ((q[j] >> 6) << 4);
-        mn[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+    int64_t s = 0; /* K-step: 32-element chunk of the row */
+    for (const uint8_t *b = w; s < K / 32; b += block_bytes(type)) {
+        struct wblock wb;
+        const int n = unpack_block(type, b, &wb);
+        for (int i = 0; i < n; i++, s++)
+            put32(panel_at(panel, p, steps, s), wb.u[i], wb.a[2 * i], wb.b[2 * i],
+                  wb.a[2 * i + 1], wb.b[2 * i + 1]);
     }
 }
 
-INL void unpack_q45_k(const uint8_t *w, int64_t K, bool has_qh, int p, int64_t steps,
-                      uint16_t *panel)
-{
-    for (int64_t sb = 0; sb < K / 256; sb++, w += has_qh ? 176 : 144) {
-        const float d = f16_at(w), dmin = f16_at(w + 2);
-        uint8_t sc[8], mn[8];
-        k4_scales(w + 4, sc, mn);
-        const uint8_t *qs = w + (has_qh ? 48 : 16);
-        const __m256i qh = has_qh ? _mm256_loadu_si256((const __m256i *)(w + 16))
-                                  : _mm256_setzero_si256();
-        for (int g = 0; g < 4; g++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
-            __m256i lo = lo_nib(q), hi = hi_nib(q);
-            if (has_qh) {
-                lo = _mm256_or_si256(lo, bits_up(qh, 2 * g, 1));
-                hi = _mm256_or_si256(hi, bits_up(qh, 2 * g + 1, 1));
-            }
-            const float a0 = d * sc[2 * g], b0 = -dmin * mn[2 * g];
-            const float a1 = d * sc[2 * g + 1], b1 = -dmin * mn[2 * g + 1];
-            put32(panel_at(panel, p, steps, 8 * sb + 2 * g), lo, false, a0, b0, a0, b0);
-            put32(panel_at(panel, p, steps, 8 * sb + 2 * g + 1), hi, false, a1, b1, a1, b1);
-        }
-    }
-}
-
-INL void unpack_q6_k(const uint8_t *w, int64_t K, int p, int64_t steps, uint16_t *panel)
-{
-    for (int64_t sb = 0; sb < K / 256; sb++, w += 210) {
-        const float d = f16_at(w + 208);
-        const int8_t *S = (const int8_t *)(w + 192);
-        for (int n = 0; n < 2; n++) {
-            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w + 64 * n));
-            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w + 64 * n + 32));
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * n));
-            const __m256i u[4] = {
-                _mm256_or_si256(lo_nib(ql0), bits_up(qh, 0, 3)),
-                _mm256_or_si256(lo_nib(ql1), bits_up(qh, 2, 3)),
-                _mm256_or_si256(hi_nib(ql0), bits_up(qh, 4, 3)),
-                _mm256_or_si256(hi_nib(ql1), bits_up(qh, 6, 3)),
-            };
-            for (int j = 0; j < 4; j++) {
-                const int c = 4 * n + j;
-                const float da = d * S[2 * c], db = d * S[2 * c + 1];
-                put32(panel_at(panel, p, steps, 8 * sb + c), u[j], false, da, -32 * da, db,
-                      -32 * db);
-            }
-        }
-    }
-}
-
-INL void unpack_q4_0(const uint8_t *w, int64_t K, int p, int64_t steps, uint16_t *panel)
-{
-    for (int64_t s = 0; s < K / 32; s++, w += 18) {
-        const float d = f16_at(w);
-        const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w + 2)));
-        const __m256i u = _mm256_blend_epi32(lo_nib(both), hi_nib(both), 0xf0);
-        put32(panel_at(panel, p, steps, s), u, false, d, -8 * d, d, -8 * d);
-    }
-}
-
-INL void unpack_q8_0(const uint8_t *w, int64_t K, int p, int64_t steps, uint16_t *panel)
-{
-    for (int64_t s = 0; s < K / 32; s++, w += 34) {
-        const float d = f16_at(w);
-        put32(panel_at(panel, p, steps, s), _mm256_loadu_si256((const __m256i *)(w + 2)), true,
-              d, 0, d, 0);
-    }
-}
-
-TGT bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, uint16_t *panel)
+TGT_BF16 bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p,
+                             uint16_t *panel)
 {
     const int64_t nks = K / 32, steps = segs * nks;
-    switch (segs == 1 ? type : -1) { /* the int8-kernel types: plain bf16 only */
-    case EXSA_DTYPE_Q4_K: unpack_q45_k(w, K, false, p, steps, panel); return true;
-    case EXSA_DTYPE_Q5_K: unpack_q45_k(w, K, true, p, steps, panel); return true;
-    case EXSA_DTYPE_Q6_K: unpack_q6_k(w, K, p, steps, panel); return true;
-    case EXSA_DTYPE_Q4_0: unpack_q4_0(w, K, p, steps, panel); return true;
-    case EXSA_DTYPE_Q8_0: unpack_q8_0(w, K, p, steps, panel); return true;
-    default: break;
+    if (segs == 1 && block_bytes(type) != 0) { /* the int8-kernel types: plain bf16 only */
+        WITH_Q8_TYPE(type, pack_row_q8, w, K, p, steps, panel);
+        return true;
     }
     switch (type) {
     case EXSA_DTYPE_BF16: /* segments: w, w */
@@ -487,9 +371,8 @@ TGT bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, u
     }
 }
 
-#else /* not x86-64 gcc/clang: no kernels; gemm_best_path() says GEMM_OFF */
+#else /* not x86-64 gcc/clang: no kernels; features.c finds no level that runs them */
 
-bool gemm_amx_init(void) { return false; }
 void gemm_amx_done(void) {}
 void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1) {}
 void gemm_kern_avx512(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1) {}

@@ -1,7 +1,7 @@
 /*
- * gemm.c: the prefill matmul path (fastmm.h): for calls of at least 16 tokens (gemm_set_min_tokens)
- * y = W x runs as a bf16 GEMM with f32 accumulation, on AMX-BF16 tiles where the CPU and OS
- * allow it, else on AVX-512 BF16 dot products (gemm.h has the layouts).
+ * gemm.c: the prefill matmul path (MM_GEMM_AMX, MM_GEMM_BF16 of matmul.c's table): y = W x as
+ * a bf16 GEMM with f32 accumulation, on AMX-BF16 tiles or on AVX-512 BF16 dot products
+ * (gemm.h has the layouts). The table gives it calls of MM_PREFILL_MIN_TOK tokens or more.
  *
  * A call: (1) the threads convert x to bf16 in the tile layout, 16-token blocks split among
  * them; (2) each thread takes a contiguous range of 32-row sub-panels of W, and for each panel of
@@ -10,14 +10,17 @@
  * so gemm_prepare repacks nothing and the model keeps no second copy.
  * Accuracy: bf16 rounding of weights and activations (relative 2^-9) is well inside the 8-bit
  * activation bar (NMSE 1e-4); F32 weights stay on cpu_matmul's exact f32 path.
+ * K segments per type (the table's segs): 1 (bf16 products) for the types whose other kernels
+ * quantize activations to 8 bits; else split products at f32 accuracy, as their other kernels
+ * are exact: BF16 weights are exact in bf16 (2), the rest need hi + lo (3).
  * Scratch lives in thread-local buffers that only grow. Caller: cpu_matmul (matmul.c).
  */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/fastmm.h"
 #include "cpu/gemm.h"
+#include "cpu/matmul-impl.h"
 #include "cpu/scratch.h"
 #include "quant.h"
 
@@ -26,50 +29,6 @@
 #endif
 #define PANEL_MAX 256            /* rows */
 
-static int g_path = -1, g_best = -1, g_min_tok = 16;
-
-int gemm_best_path(void)
-{
-    if (g_best >= 0)
-        return g_best;
-    int best = GEMM_OFF;
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        best = gemm_amx_init() ? GEMM_AMX : GEMM_AVX512;
-#endif
-    g_best = best;
-    return best;
-}
-
-int gemm_set_path(int path)
-{
-    const int best = gemm_best_path();
-    g_path = path < GEMM_OFF ? GEMM_OFF : path > best ? best : path;
-    return g_path;
-}
-
-int gemm_path(void)
-{
-    if (g_path >= 0)
-        return g_path;
-    const char *e = getenv("EXSA_GEMM");
-    int want = GEMM_AMX;
-    if (e && !strcmp(e, "off"))
-        want = GEMM_OFF;
-    else if (e && !strcmp(e, "avx512"))
-        want = GEMM_AVX512;
-    return gemm_set_path(want);
-}
-
-void gemm_set_min_tokens(int n)
-{
-    g_min_tok = n < 1 ? 1 : n;
-}
-
 /* ---- thread-local scratch --------------------------------------------------------------- */
 
 static _Thread_local struct scratch tl_x, tl_panel, tl_row;
@@ -77,7 +36,8 @@ static _Thread_local struct scratch tl_x, tl_panel, tl_row;
 /* ---- the threaded call ------------------------------------------------------------------ */
 
 struct gemm_call {
-    int type, path, n_tok, n_blocks;
+    int type, n_tok, n_blocks;
+    bool amx; /* AMX tiles, else AVX-512 BF16 dot products */
     int segs; /* K segments (gemm.h): 1, or 2 (BF16) / 3 (F16) for f32-accurate products */
     const uint8_t *w; /* row 0 of the matrix (expert applied) */
     size_t row_bytes;
@@ -139,61 +99,35 @@ static void gemm_worker(void *arg, int ith, int nth)
             .panel = panel, .xb = c->xb, .nks = (int)(KS / 32),
             .y = c->y, .ldy = c->N, .n0 = (int)n0, .n_valid = n_valid, .n_tok = c->n_tok,
         };
-        if (c->path == GEMM_AMX)
+        if (c->amx)
             gemm_kern_amx(&j, 0, groups, 0, c->n_blocks);
         else
             gemm_kern_avx512(&j, 0, groups, 0, c->n_blocks);
     }
-    if (c->path == GEMM_AMX)
+    if (c->amx)
         gemm_amx_done();
 }
 
-/* K segments of a type (gemm.h): 1 (bf16 products) for the types whose cpu_matmul kernels
- * quantize activations to 8 bits; else split products at f32 accuracy, as cpu_matmul's own
- * kernels for them are exact: BF16 weights are exact in bf16 (2), the rest need hi + lo (3). */
-static int segments(int type)
-{
-    if (type == EXSA_DTYPE_BF16)
-        return 2;
-    return type == EXSA_DTYPE_Q4_0 || type == EXSA_DTYPE_Q8_0 || type == EXSA_DTYPE_Q4_K ||
-                   type == EXSA_DTYPE_Q5_K || type == EXSA_DTYPE_Q6_K
-               ? 1
-               : 3;
-}
-
-static bool type_ok(int type, int64_t K)
+/* Whether the path can take a weight of type with rows of K elements. */
+static bool shape_ok(int type, int64_t K)
 {
     const struct dtype_info *ti = dtype_info(type);
-    return type != EXSA_DTYPE_F32 && ti && ti->supported && K % 32 == 0 &&
-           K % ti->block_size == 0;
+    return ti && ti->supported && K % 32 == 0 && K % ti->block_size == 0;
 }
 
-bool gemm_run(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
-              float *y, int n_tok)
+bool gemm_run(const struct mm_call *mc, bool amx)
 {
-    const int64_t K = w->ne[0], N = w->ne[1];
-    if (n_tok < g_min_tok || gemm_path() == GEMM_OFF || !type_ok(w->type, K) || N < 1 ||
-        cpu_matmul_level() < CPU_LEVEL_AVX512)
+    if (mc->route->segs < 1 || !shape_ok(mc->type, mc->K))
         return false;
     struct gemm_call c = {
-        .type = w->type, .path = gemm_path(), .n_tok = n_tok, .n_blocks = (n_tok + 15) / 16,
-        .row_bytes = dtype_row_size(w->type, K), .K = K, .N = N, .x = x, .y = y,
-        .segs = segments(w->type),
+        .type = mc->type, .amx = amx, .n_tok = mc->n_tok, .n_blocks = (mc->n_tok + 15) / 16,
+        .segs = mc->route->segs, .w = mc->w, .row_bytes = mc->row_bytes, .K = mc->K, .N = mc->N,
+        .x = mc->x, .y = mc->y,
     };
-    c.w = (const uint8_t *)w->data + (size_t)expert * (size_t)N * c.row_bytes;
-    c.xb = scratch_get(&tl_x, (size_t)c.n_blocks * (size_t)K * c.segs * 32);
+    c.xb = scratch_get(&tl_x, (size_t)c.n_blocks * (size_t)c.K * c.segs * 32);
     if (!c.xb)
         return false;
-    tp_run(tp, pack_worker, &c);
-    tp_run(tp, gemm_worker, &c);
-    return !atomic_load(&c.failed); /* out of memory: cpu_matmul's kernels overwrite all of y */
-}
-
-int gemm_prepare(struct tensor *w)
-{
-    return 0;
-}
-
-void gemm_release(struct tensor *w)
-{
+    tp_run(mc->tp, pack_worker, &c);
+    tp_run(mc->tp, gemm_worker, &c);
+    return !atomic_load(&c.failed); /* out of memory: the next kernel overwrites all of y */
 }

@@ -1,6 +1,6 @@
 /*
- * gemm.h: internals of the prefill matmul path (gemm.c, gemm-kern.c), and the path switch that
- * tests and benchmarks use.
+ * gemm.h: what the prefill matmul path (MM_GEMM_BF16, MM_GEMM_AMX: gemm_run in gemm.c) shares
+ * with its kernels (gemm-kern.c).
  *
  * Layouts (bf16 = 16-bit brain float, K-steps of 32 elements, s = k / 32):
  * - weight panel: P rows (P a multiple of 32) x K, as 16-row groups: element (row p, k) at
@@ -18,24 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Kernel families of the prefill path, best first. */
-enum gemm_path {
-    GEMM_OFF = 0,    /* gemm_run handles nothing (cpu_matmul's own kernels run) */
-    GEMM_AVX512 = 1, /* AVX-512 BF16 dot products (Zen 4, Sapphire Rapids) */
-    GEMM_AMX = 2,    /* AMX-BF16 tiles (Sapphire Rapids and later) */
-};
-
-/* The best path this CPU (and OS) allows. */
-int gemm_best_path(void);
-/* The path in use: at first use, the best one, lowered by the environment variable EXSA_GEMM
- * (off, avx512 or amx). */
-int gemm_path(void);
-/* Sets the path in use, clamped to gemm_best_path(); returns the path now in use. */
-int gemm_set_path(int path);
-/* Smallest n_tok that gemm_run takes (default 16); tests lower it. */
-void gemm_set_min_tokens(int n);
-
-/* ---- kernels (gemm-kern.c); all assume the CPU has what their path needs ---------------- */
+/* ---- kernels (gemm-kern.c): run only at their level (features.h: BF16, AMX) --------------- */
 
 struct gemm_tile_job {
     const uint16_t *panel; /* weight panel (layout above), P rows */
@@ -47,8 +30,6 @@ struct gemm_tile_job {
     int n_tok;       /* tokens that exist */
 };
 
-/* Requests AMX permission from the OS once; true if AMX-BF16 can be used by this process. */
-bool gemm_amx_init(void);
 /* y for panel rows [g0 * 16, g1 * 16) and token blocks [b0, b1) (all of them here). */
 void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1);
 void gemm_kern_avx512(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1);

@@ -1,176 +1,232 @@
 /*
- * matmul.c: cpu_matmul, the dispatcher of the fast CPU matrix product (see matmul.h): picks the
- * kernel family for the weight type and the CPU, quantizes the activations once per call when
- * the kernel wants 8-bit ones, and splits the N rows across the pool's threads.
+ * matmul.c: cpu_matmul (matmul.h) and the one table that says which kernel runs a call: a row
+ * per weight type names its decode, prefill and fallback kernels, and each kernel names the CPU
+ * level it needs (features.h). A call runs its row's kernel for its token count; where the CPU
+ * lacks that kernel's level, or the kernel declines the call (shape, scratch), the next one
+ * runs: AMX tiles, then AVX-512 BF16, then the row's fallback, then the reference kernel.
  *
- * Also the plain C paths: activation quantization and the fallback kernel (dequantize one row
- * into a per-thread buffer, f32 dot with every token), which is what any type without a SIMD
- * kernel and any CPU without AVX-512 VNNI runs. Scratch lives in thread-local buffers that only
- * grow, so the step loop does not allocate after the first calls.
+ * Also here: the reference kernel (plain C: dequantize a row into a per-thread buffer,
+ * cpu_dot_f32 with every token) and the threaded driver of it and of the tiled kernels of
+ * matmul-avx512.c (activations quantized once per call, rows split over threads).
+ * Scratch lives in thread-local buffers that only grow: the step loop does not allocate after
+ * the first calls.
  */
-#include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/features.h"
+#include "cpu/gemv-impl.h"
 #include "cpu/matmul-impl.h"
-#include "cpu/matmul.h"
 #include "cpu/scratch.h"
-#include "cpu/fastmm.h"
 #include "quant.h"
 
-static int g_level = -1; /* current kernel level; -1 until detected */
+/* ---- the kernel table ------------------------------------------------------------------- */
 
-static int detect_level(void)
+static bool run_ref(const struct mm_call *c);
+static bool run_tiled_q8(const struct mm_call *c);
+static bool run_tiled_f(const struct mm_call *c);
+static bool run_gemv(const struct mm_call *c)
 {
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-        __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-        __builtin_cpu_supports("avx2"))
-        return CPU_LEVEL_AVX512;
-#endif
-    return CPU_LEVEL_C;
+    return gemv_run(c);
+}
+static bool run_gemm_bf16(const struct mm_call *c)
+{
+    return gemm_run(c, false);
+}
+static bool run_gemm_amx(const struct mm_call *c)
+{
+    return gemm_run(c, true);
 }
 
-int cpu_matmul_level(void)
+static const struct kernel {
+    const char *name;
+    unsigned level; /* the CPU features it needs (features.h) */
+    bool (*run)(const struct mm_call *c);
+} kernels[MM_N_KERNELS] = {
+    [MM_REF] = {"ref", 0, run_ref},
+    [MM_TILED_Q8] = {"tiled-q8", CPU_LEVEL_VNNI, run_tiled_q8},
+    [MM_TILED_F] = {"tiled-f32", CPU_LEVEL_VNNI, run_tiled_f},
+    [MM_GEMV] = {"gemv", CPU_LEVEL_VBMI, run_gemv},
+    [MM_GEMM_BF16] = {"gemm-bf16", CPU_LEVEL_BF16, run_gemm_bf16},
+    [MM_GEMM_AMX] = {"gemm-amx", CPU_LEVEL_AMX, run_gemm_amx},
+};
+
+/* What runs a call of w's type: decode below MM_PREFILL_MIN_TOK tokens, prefill from there;
+ * fallback where those cannot. gv_act: the activation format of the decode kernel; segs: K
+ * segments of the prefill GEMM (1: bf16 products, at the 8-bit activation bar like the int8
+ * kernels; 2 or 3: split products at f32 accuracy like the f32 kernels). A type without a row
+ * (one model binding rejects) gets the zero row: the reference kernel for every call. */
+/* clang-format off */
+static const struct mm_route routes[EXSA_DTYPE_COUNT] = {
+    /* weight type          decode   prefill      fallback     gv_act       segs */
+    [EXSA_DTYPE_Q4_0]    = {MM_GEMV, MM_GEMM_AMX, MM_TILED_Q8, GV_ACT_B4,   1},
+    [EXSA_DTYPE_Q8_0]    = {MM_GEMV, MM_GEMM_AMX, MM_TILED_Q8, GV_ACT_B8,   1},
+    [EXSA_DTYPE_Q4_K]    = {MM_GEMV, MM_GEMM_AMX, MM_TILED_Q8, GV_ACT_K8,   1},
+    [EXSA_DTYPE_Q5_K]    = {MM_GEMV, MM_GEMM_AMX, MM_TILED_Q8, GV_ACT_K8,   1},
+    [EXSA_DTYPE_Q6_K]    = {MM_GEMV, MM_GEMM_AMX, MM_TILED_Q8, GV_ACT_K6,   1},
+    [EXSA_DTYPE_F16]     = {MM_GEMV, MM_GEMM_AMX, MM_TILED_F,  GV_ACT_F32,  3},
+    [EXSA_DTYPE_BF16]    = {MM_GEMV, MM_GEMM_AMX, MM_TILED_F,  GV_ACT_BF,   2},
+    [EXSA_DTYPE_F32]     = {MM_GEMV, MM_TILED_F,  MM_TILED_F,  GV_ACT_F32,  0},
+    [EXSA_DTYPE_Q4_1]    = {MM_REF,  MM_GEMM_AMX, MM_REF,      GV_ACT_NONE, 3},
+    [EXSA_DTYPE_Q5_0]    = {MM_REF,  MM_GEMM_AMX, MM_REF,      GV_ACT_NONE, 3},
+    [EXSA_DTYPE_Q5_1]    = {MM_REF,  MM_GEMM_AMX, MM_REF,      GV_ACT_NONE, 3},
+    [EXSA_DTYPE_Q2_K]    = {MM_REF,  MM_GEMM_AMX, MM_REF,      GV_ACT_NONE, 3},
+    [EXSA_DTYPE_Q3_K]    = {MM_REF,  MM_GEMM_AMX, MM_REF,      GV_ACT_NONE, 3},
+    [EXSA_DTYPE_Q8_K]    = {MM_REF,  MM_GEMM_AMX, MM_REF,      GV_ACT_NONE, 3},
+    [EXSA_DTYPE_IQ4_NL]  = {MM_REF,  MM_GEMM_AMX, MM_REF,      GV_ACT_NONE, 3},
+    [EXSA_DTYPE_IQ4_XS]  = {MM_REF,  MM_GEMM_AMX, MM_REF,      GV_ACT_NONE, 3},
+};
+/* clang-format on */
+
+static const struct mm_route *route_of(int type)
 {
-    if (g_level < 0)
-        g_level = detect_level();
-    return g_level;
+    static const struct mm_route none = {MM_REF, MM_REF, MM_REF, GV_ACT_NONE, 0};
+    return type >= 0 && type < EXSA_DTYPE_COUNT ? &routes[type] : &none;
 }
 
-void cpu_matmul_set_level(int level)
+/* The kernel to try after k on row r: AMX tiles -> AVX-512 BF16 -> fallback -> reference. */
+static int next_kernel(const struct mm_route *r, int k)
 {
-    int max = detect_level();
-    g_level = level < max ? (level < 0 ? 0 : level) : max;
+    if (k == MM_GEMM_AMX)
+        return MM_GEMM_BF16;
+    return k == r->fallback || k == MM_REF ? MM_REF : r->fallback;
 }
 
-static bool is_q8_type(int type)
+/* k, or the first kernel after it whose level the CPU has (the reference one needs none). */
+static int usable(const struct mm_route *r, int k)
 {
-    return type == EXSA_DTYPE_Q4_0 || type == EXSA_DTYPE_Q8_0 || type == EXSA_DTYPE_Q4_K ||
-           type == EXSA_DTYPE_Q5_K || type == EXSA_DTYPE_Q6_K;
+    while (!cpu_has(kernels[k].level))
+        k = next_kernel(r, k);
+    return k;
 }
 
-static bool is_float_type(int type)
+static int pick(const struct mm_route *r, int n_tok)
 {
-    return type == EXSA_DTYPE_F32 || type == EXSA_DTYPE_F16 || type == EXSA_DTYPE_BF16;
+    return usable(r, n_tok >= MM_PREFILL_MIN_TOK ? r->prefill : r->decode);
 }
 
-int cpu_matmul_is_fast(int type)
+/* Whether a call on row r that starts at kernel `from` can come to kernel k. */
+static bool reaches(const struct mm_route *r, int from, int k)
 {
-    return cpu_matmul_level() >= CPU_LEVEL_AVX512 && (is_q8_type(type) || is_float_type(type));
+    for (;; from = next_kernel(r, from)) {
+        if (from == k)
+            return true;
+        if (from == MM_REF)
+            return false;
+    }
+}
+
+int cpu_matmul_pick(int type, int n_tok)
+{
+    return pick(route_of(type), n_tok);
+}
+
+const char *cpu_matmul_kernel_name(int kernel)
+{
+    return kernel >= 0 && kernel < MM_N_KERNELS ? kernels[kernel].name : "?";
+}
+
+bool cpu_matmul_exact(int kernel, int type)
+{
+    const struct mm_route *r = route_of(type);
+    switch (kernel) {
+    case MM_TILED_Q8:
+        return false;
+    case MM_GEMV:
+        return r->gv_act == GV_ACT_F32 || r->gv_act == GV_ACT_BF;
+    case MM_GEMM_BF16:
+    case MM_GEMM_AMX:
+        return r->segs > 1;
+    default:
+        return true;
+    }
 }
 
 int cpu_matmul_prepare(struct tensor *w)
 {
-    return w->be_data ? 0 : gemm_prepare(w);
+    return 0;
 }
 
 void cpu_matmul_release(struct tensor *w)
 {
-    gemm_release(w);
 }
 
-/* ---- thread-local scratch ------------------------------------------------------------------- */
+/* ---- plain C: the f32 dot and the reference kernel -------------------------------------- */
+
+float cpu_dot_f32(const float *a, const float *b, int64_t n)
+{
+    float s[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++)
+            s[j] += a[i + j] * b[i + j];
+    for (; i < n; i++)
+        s[i & 15] += a[i] * b[i];
+    float sum = 0.0f;
+    for (int j = 0; j < 16; j++)
+        sum += s[j];
+    return sum;
+}
 
 static _Thread_local struct scratch tl_act, tl_row;
 
-/* ---- activation quantization (plain C) ------------------------------------------------------ */
-
-/* One token: xq[k] = round(x[k] / dx[b]) with dx[b] = max|x| / 127 per 32-block b; s16[h] = dx
- * times the sum of xq over 16-element half h. K a multiple of 32. */
-static void quantize_c(const float *x, int64_t K, int8_t *xq, float *dx, float *s16)
-{
-    for (int64_t b = 0; b < K / 32; b++) {
-        const float *xb = x + 32 * b;
-        float amax = 0;
-        for (int i = 0; i < 32; i++)
-            amax = fmaxf(amax, fabsf(xb[i]));
-        const float d = amax / 127, id = d != 0 ? 1 / d : 0;
-        int sum[2] = {0, 0};
-        for (int i = 0; i < 32; i++) {
-            int q = (int)lrintf(xb[i] * id);
-            xq[32 * b + i] = (int8_t)q;
-            sum[i / 16] += q;
-        }
-        dx[b] = d;
-        s16[2 * b] = d * sum[0];
-        s16[2 * b + 1] = d * sum[1];
-    }
-}
-
-/* ---- fallback kernel: dequantize a row, f32 dot with every token ---------------------------- */
-
-static float dot_f32(const float *a, const float *b, int64_t n)
-{
-    float s[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            s[j] += a[i + j] * b[i + j];
-    for (; i < n; i++)
-        s[0] += a[i] * b[i];
-    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-}
-
-static void rows_generic(const struct mm_job *j, int r0, int r1, int n_tok)
+/* Reference rows [r0, r1): each row dequantized once, then dotted with every token. */
+static void rows_ref(const struct mm_job *j, int r0, int r1, int n_tok)
 {
     float *row = scratch_get(&tl_row, sizeof(float) * (size_t)j->K);
     for (int r = r0; r < r1; r++) {
         int rc = row ? dequantize_row(j->type, j->w + (size_t)r * j->row_bytes, row, j->K) : -1;
         for (int t = 0; t < n_tok; t++)
-            j->y[(size_t)t * j->N + r] = rc == 0 ? dot_f32(row, j->x + (size_t)t * j->K, j->K) : 0;
+            j->y[(size_t)t * j->N + r] =
+                rc == 0 ? cpu_dot_f32(row, j->x + (size_t)t * j->K, j->K) : 0;
     }
 }
 
-/* ---- the threaded call ---------------------------------------------------------------------- */
+/* ---- the threaded driver of the reference and the tiled kernels ------------------------- */
 
-enum path { PATH_GENERIC, PATH_Q8, PATH_F };
-
-struct mm_call {
+struct rows_call {
     struct mm_job job;
-    enum path path;
+    int kernel; /* MM_REF, MM_TILED_Q8 or MM_TILED_F */
     int n_tok;
-    int8_t *xq;
+    int8_t *xq; /* MM_TILED_Q8: where job.a points, writable */
     float *dx, *s16;
+    atomic_int declined; /* a thread's kernel could not run (out of scratch) */
 };
 
-static void quantize_tokens(const struct mm_call *c, int t0, int t1)
+static void quantize_tokens(const struct rows_call *c, int t0, int t1)
 {
     const int64_t K = c->job.K;
-    for (int t = t0; t < t1; t++) {
-        const float *x = c->job.x + (size_t)t * K;
-        int8_t *xq = c->xq + (size_t)t * K;
-        float *dx = c->dx + (size_t)t * (K / 32), *s16 = c->s16 + (size_t)t * (K / 16);
-        if (cpu_matmul_level() < CPU_LEVEL_AVX512 || mm_avx512_quantize(x, K, xq, dx, s16) != 0)
-            quantize_c(x, K, xq, dx, s16);
-    }
+    for (int t = t0; t < t1; t++)
+        mm_avx512_quantize(c->job.x + (size_t)t * K, K, c->xq + (size_t)t * K,
+                           c->dx + (size_t)t * (K / 32), c->s16 + (size_t)t * (K / 16));
 }
 
 static void quantize_worker(void *arg, int ith, int nth)
 {
-    const struct mm_call *c = arg;
+    const struct rows_call *c = arg;
     quantize_tokens(c, c->n_tok * ith / nth, c->n_tok * (ith + 1) / nth);
 }
 
-static void matmul_worker(void *arg, int ith, int nth)
+static void rows_worker(void *arg, int ith, int nth)
 {
-    const struct mm_call *c = arg;
+    struct rows_call *c = arg;
     const int r0 = (int)(c->job.N * ith / nth), r1 = (int)(c->job.N * (ith + 1) / nth);
     if (r0 >= r1)
         return;
-    int done = -1;
-    if (c->path == PATH_Q8)
-        done = mm_avx512_q8(&c->job, r0, r1, 0, c->n_tok);
-    else if (c->path == PATH_F)
-        done = mm_avx512_f(&c->job, r0, r1, 0, c->n_tok);
-    if (done != 0)
-        rows_generic(&c->job, r0, r1, c->n_tok);
+    int rc = 0;
+    if (c->kernel == MM_TILED_Q8)
+        rc = mm_avx512_q8(&c->job, r0, r1, 0, c->n_tok);
+    else if (c->kernel == MM_TILED_F)
+        rc = mm_avx512_f(&c->job, r0, r1, 0, c->n_tok);
+    else
+        rows_ref(&c->job, r0, r1, c->n_tok);
+    if (rc != 0)
+        atomic_store(&c->declined, 1);
 }
 
-/* Points c at the quantized-activation scratch of this thread; false if out of memory. */
-static bool act_scratch(struct mm_call *c)
+/* Points the job's activations at this thread's act8 scratch; false if out of memory. */
+static bool act_scratch(struct rows_call *c)
 {
     const size_t K = (size_t)c->job.K, n = (size_t)c->n_tok;
     const size_t q_bytes = (n * K + 63) & ~(size_t)63, d_bytes = (n * K / 32 * 4 + 63) & ~63ul;
@@ -184,28 +240,82 @@ static bool act_scratch(struct mm_call *c)
     return true;
 }
 
-void cpu_matmul(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
-                float *y, int n_tok)
+static bool run_rows(const struct mm_call *mc, int kernel)
 {
-    if (gemm_run(tp, w, expert, x, y, n_tok) || gemv_run(tp, w, expert, x, y, n_tok))
-        return;
+    struct rows_call c = {
+        .job = {.type = mc->type,
+                .w = mc->w,
+                .row_bytes = mc->row_bytes,
+                .K = mc->K,
+                .N = mc->N,
+                .x = mc->x,
+                .y = mc->y},
+        .kernel = kernel,
+        .n_tok = mc->n_tok,
+    };
+    if (kernel == MM_TILED_Q8) {
+        if (mc->row_bytes == 0 || mc->K % 32 != 0 || !act_scratch(&c))
+            return false; /* whole blocks of 32 only */
+        if (mc->n_tok >= 2 * tp_n_threads(mc->tp))
+            tp_run(mc->tp, quantize_worker, &c);
+        else
+            quantize_tokens(&c, 0, mc->n_tok);
+    }
+    atomic_init(&c.declined, 0);
+    tp_run(mc->tp, rows_worker, &c);
+    return !atomic_load(&c.declined);
+}
+
+static bool run_ref(const struct mm_call *c)
+{
+    return run_rows(c, MM_REF);
+}
+static bool run_tiled_q8(const struct mm_call *c)
+{
+    return run_rows(c, MM_TILED_Q8);
+}
+static bool run_tiled_f(const struct mm_call *c)
+{
+    return run_rows(c, MM_TILED_F);
+}
+
+/* ---- the entry points ------------------------------------------------------------------- */
+
+static struct mm_call make_call(struct threadpool *tp, const struct tensor *w, int expert,
+                                const float *x, float *y, int n_tok)
+{
     const int64_t K = w->ne[0], N = w->ne[1];
     const size_t row_bytes = dtype_row_size(w->type, K);
-    struct mm_call c = {
-        .job = {.type = w->type, .row_bytes = row_bytes, .K = K, .N = N, .x = x, .y = y},
+    return (struct mm_call){
+        .tp = tp,
+        .route = route_of(w->type),
+        .type = w->type,
         .n_tok = n_tok,
+        .K = K,
+        .N = N,
+        .row_bytes = row_bytes,
+        .x = x,
+        .y = y,
+        .w = (const uint8_t *)w->data + (size_t)expert * (size_t)N * row_bytes,
     };
-    c.job.w = (const uint8_t *)w->data + (size_t)expert * (size_t)N * row_bytes;
-    c.path = !cpu_matmul_is_fast(w->type) ? PATH_GENERIC
-             : is_float_type(w->type)     ? PATH_F
-                                          : PATH_Q8;
-    if (c.path == PATH_Q8 && !act_scratch(&c))
-        c.path = PATH_GENERIC;
-    if (c.path == PATH_Q8) {
-        if (n_tok >= 2 * tp_n_threads(tp))
-            tp_run(tp, quantize_worker, &c);
-        else
-            quantize_tokens(&c, 0, n_tok);
-    }
-    tp_run(tp, matmul_worker, &c);
+}
+
+void cpu_matmul(struct threadpool *tp, const struct tensor *w, int expert, const float *x, float *y,
+                int n_tok)
+{
+    const struct mm_call c = make_call(tp, w, expert, x, y, n_tok);
+    int k = pick(c.route, n_tok);
+    while (!kernels[k].run(&c)) /* the reference kernel always runs */
+        k = usable(c.route, next_kernel(c.route, k));
+}
+
+bool cpu_matmul_with(int kernel, struct threadpool *tp, const struct tensor *w, int expert,
+                     const float *x, float *y, int n_tok)
+{
+    if (kernel < 0 || kernel >= MM_N_KERNELS || !cpu_has(kernels[kernel].level))
+        return false;
+    const struct mm_call c = make_call(tp, w, expert, x, y, n_tok);
+    const bool in_row =
+        reaches(c.route, c.route->decode, kernel) || reaches(c.route, c.route->prefill, kernel);
+    return in_row && kernels[kernel].run(&c);
 }

@@ -1,17 +1,19 @@
 /*
- * matmul.h: the fast CPU matrix product y = W x for every weight type, and the thread pool it
- * runs on. W is a struct tensor {K, N} (N rows of K elements; expert e of {K, N, E} starts at row
- * e N); x is [n_tok][K] f32, y is [n_tok][N] f32 (row-major, as backend_ops.matmul).
+ * matmul.h: the fast CPU matrix product y = W x for every weight type, the thread pool it runs
+ * on, and the f32 dot product of the CPU kernels. W is a struct tensor {K, N} (N rows of K
+ * elements; expert e of {K, N, E} starts at row e N); x is [n_tok][K] f32, y is [n_tok][N] f32
+ * (row-major, as backend_ops.matmul).
  *
- * Paths, chosen per type at run time from cpuid: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K quantize the
- * activations to 8 bits per 32 and use int8 VNNI dot products (AVX-512 VNNI/VL); F32, F16, BF16
- * use f32 FMA; everything else (and any CPU without those features) dequantizes a row and takes
- * an f32 dot product. Threads split the N rows into contiguous ranges (one linear weight stream
- * per thread); prefill walks token tiles over a small row chunk that stays in L2.
- * Callers: cpu/backend-cpu.c (the lead plugs it in), tests/test_kernels.c, bench/bench_matmul.c.
+ * Which kernel runs a call is one table in matmul.c: a row per weight type names its decode
+ * kernel (calls of fewer than MM_PREFILL_MIN_TOK tokens), its prefill kernel (that many or more)
+ * and its fallback, for when the CPU lacks a kernel's level (cpu/features.h) or a kernel declines
+ * the call (shape, scratch); the reference kernel runs where nothing else can.
+ * Callers: cpu/backend-cpu.c, tests/test_kernels.c, test_gemv.c, test_gemm.c, bench/bench_matmul.c.
  */
 #ifndef EXSA_CPU_MATMUL_H
 #define EXSA_CPU_MATMUL_H
+
+#include <stdbool.h>
 
 #include "model.h"
 
@@ -26,24 +28,47 @@ int tp_n_threads(const struct threadpool *tp);
  * Not reentrant: one tp_run at a time per pool. tp NULL: runs fn(arg, 0, 1). */
 void tp_run(struct threadpool *tp, void (*fn)(void *arg, int ith, int nth), void *arg);
 
-/* Optional per-weight preparation at load (a repacked copy in w->be_data). Returns 0 or a
- * negative EXSA_E* code; today it repacks nothing and always returns 0. */
+/* Optional per-weight preparation at load. Every kernel reads the weights in their file layout,
+ * so nothing is repacked: returns 0 and leaves w->be_data alone. */
 int cpu_matmul_prepare(struct tensor *w);
-/* Frees what cpu_matmul_prepare made (safe on any tensor). */
+/* Frees what cpu_matmul_prepare made: nothing today (safe on any tensor). */
 void cpu_matmul_release(struct tensor *w);
 
 /* y[t][n] = sum_k W[n][k] x[t][k], t < n_tok, for expert `expert` of w (0 for 2-D weights).
- * tp may be NULL (one thread, scratch from malloc). Never fails for a supported type; for a type
- * dequantize_row cannot read it fills y with zeros (model binding rejects such types earlier). */
-void cpu_matmul(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
-                float *y, int n_tok);
+ * K must be a multiple of the type's block size (model binding checks it). tp may be NULL (one
+ * thread). Never fails for a supported type; for a type dequantize_row cannot read it fills y
+ * with zeros (model binding rejects such types earlier). */
+void cpu_matmul(struct threadpool *tp, const struct tensor *w, int expert, const float *x, float *y,
+                int n_tok);
 
-/* Kernel level in use: 0 plain C (dequantize + f32 dot), 1 AVX-512 VNNI. cpu_matmul_set_level
- * lowers (or restores, up to what the CPU has) the level: tests and benchmarks compare paths. */
-enum { CPU_LEVEL_C = 0, CPU_LEVEL_AVX512 = 1 };
-int cpu_matmul_level(void);
-void cpu_matmul_set_level(int level);
-/* Whether type has a fast (non-fallback) kernel at the current level. */
-int cpu_matmul_is_fast(int type);
+/* The kernels of the table (what each is: matmul.c). */
+enum mm_kernel {
+    MM_REF,       /* plain C: dequantize a row, cpu_dot_f32 with each token */
+    MM_TILED_Q8,  /* 8-bit activations, VNNI dot products, 4-token tiles (matmul-avx512.c) */
+    MM_TILED_F,   /* f32 FMA, 4-token tiles (matmul-avx512.c) */
+    MM_GEMV,      /* decode: weights streamed once for all tokens (gemv.c, gemv-avx512.c) */
+    MM_GEMM_BF16, /* prefill: bf16 GEMM on AVX-512 BF16 dot products (gemm.c, gemm-kern.c) */
+    MM_GEMM_AMX,  /* prefill: the same GEMM on AMX tiles */
+    MM_N_KERNELS
+};
+#define MM_PREFILL_MIN_TOK 16 /* calls of this many tokens or more take the prefill kernel */
+
+/* The kernel cpu_matmul runs first for n_tok tokens of type, at the current CPU limit. */
+int cpu_matmul_pick(int type, int n_tok);
+/* "gemv", "gemm-amx", ...; "?" for a number that is no kernel. */
+const char *cpu_matmul_kernel_name(int kernel);
+/* Whether kernel keeps f32 accuracy on type (NMSE 1e-7 against the exact product) rather than
+ * rounding activations to 8 bits or products to bf16 (NMSE 1e-4). */
+bool cpu_matmul_exact(int kernel, int type);
+/* Runs the one kernel on the call, as cpu_matmul would. False when it is not in the table row
+ * of w's type or the CPU (at the current limit) lacks its level (y untouched), or when it
+ * declines the call (y untouched, except after running out of scratch midway). For tests and
+ * benchmarks, which compare the kernels. */
+bool cpu_matmul_with(int kernel, struct threadpool *tp, const struct tensor *w, int expert,
+                     const float *x, float *y, int n_tok);
+
+/* sum a[i] b[i], i < n, in a fixed order whatever the build: 16 partial sums, s[j] over the
+ * i = j (mod 16) (the tail too), then s[0] + s[1] + ... + s[15] left to right. */
+float cpu_dot_f32(const float *a, const float *b, int64_t n);
 
 #endif

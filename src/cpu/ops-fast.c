@@ -6,21 +6,13 @@
 #include <math.h>
 #include <stdbool.h>
 
+#include "cpu/features.h"
 #include "cpu/ops-fast.h"
 #include "cpu/vmath.h"
 
-#define TGT __attribute__((target("avx512f")))
 #define PAR_MIN 65536 /* elements below which one thread does it all */
 
-static bool have_avx512(void)
-{
-    static int v = -1;
-    if (v < 0)
-        v = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return v;
-}
-
-static TGT void swiglu_avx512(float *out, const float *g, const float *u, long n)
+static TGT_AVX512F void swiglu_avx512(float *out, const float *g, const float *u, long n)
 {
     long i = 0;
     const __m512 one = _mm512_set1_ps(1.0f);
@@ -33,7 +25,7 @@ static TGT void swiglu_avx512(float *out, const float *g, const float *u, long n
         out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-static TGT void add_avx512(float *y, const float *x, long n)
+static TGT_AVX512F void add_avx512(float *y, const float *x, long n)
 {
     long i = 0;
     for (; i + 16 <= n; i += 16)
@@ -42,7 +34,7 @@ static TGT void add_avx512(float *y, const float *x, long n)
         y[i] += x[i];
 }
 
-static TGT void rmsnorm_row_avx512(float *y, const float *x, const float *w, int dim, float eps)
+static TGT_AVX512F void rmsnorm_row_avx512(float *y, const float *x, const float *w, int dim, float eps)
 {
     __m512 acc = _mm512_setzero_ps();
     int i = 0;
@@ -83,7 +75,7 @@ struct ew_job {
 
 static void run_range(const struct ew_job *j, long i0, long i1)
 {
-    const bool v = have_avx512();
+    const bool v = cpu_has(CPU_LEVEL_AVX512F);
     if (j->kind == 0) {
         if (v)
             swiglu_avx512(j->y + i0, j->a + i0, j->b + i0, i1 - i0);

@@ -1,14 +1,16 @@
 /*
  * vmath.h: AVX-512 helpers shared by the CPU kernels (include only from code compiled for, or
- * functions targeted at, avx512f).
+ * functions targeted at, level AVX512F of features.h).
  */
 #ifndef EXSA_CPU_VMATH_H
 #define EXSA_CPU_VMATH_H
 
 #include <immintrin.h>
 
+#include "cpu/features.h"
+
 /* e^x, relative error ~2e-7; 0 below -87, inf above ~88. */
-__attribute__((target("avx512f"))) static inline __m512 exp512(__m512 x)
+TGT_AVX512F static inline __m512 exp512(__m512 x)
 {
     const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2 = _mm512_set1_ps(0.693147181f);
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));

@@ -12,7 +12,6 @@
 #include "chat.h"
 #include "cli.h"
 #include "gguf.h"
-#include "model.h"
 #include "quant.h"
 #include "tokenizer.h"
 
@@ -195,34 +194,35 @@ static void print_value(const struct gguf_kv *kv)
     }
 }
 
-static void print_model(const struct exsa_model *m)
+/* The file's keys and tensors as the GGUF reader sees them, and the model as the loader bound
+ * it (f: the same file, opened by the GGUF reader alone). */
+static void print_model(const char *path, const struct gguf_file *f, const struct exsa_model *m)
 {
-    const struct gguf_file *f = m->gguf;
-    printf("file: %s (GGUF v%u, %" PRIu64 " keys, %" PRIu64 " tensors)\n\nmetadata:\n", m->path,
+    printf("file: %s (GGUF v%u, %" PRIu64 " keys, %" PRIu64 " tensors)\n\nmetadata:\n", path,
            f->version, f->n_kv, f->n_tensors);
     for (uint64_t i = 0; i < f->n_kv; i++) {
         printf("  %-44s ", f->kv[i].key);
         print_value(&f->kv[i]);
         printf("\n");
     }
-    const struct exsa_model_info *in = &m->info;
+    const struct exsa_model_info *in = exsa_model_info(m);
     printf("\nhparams: arch %s, %d layers (%d conv + %d attention), dim %d, ffn %d, heads %d, "
            "head_dim %d, vocab %d, n_ctx_train %d, l_cache %d, eps %g, rope_base %g\n",
            in->arch, in->n_layers, in->n_conv_layers, in->n_attn_layers, in->dim, in->hidden_dim,
-           in->n_heads, in->head_dim, in->vocab_size, in->n_ctx_train, m->hp.l_cache, m->hp.eps,
-           m->hp.rope_base);
+           in->n_heads, in->head_dim, in->vocab_size, in->n_ctx_train, in->l_cache, in->norm_eps,
+           in->rope_base);
     printf("layers: ");
-    for (int l = 0; l < m->hp.n_layers; l++)
-        printf("%s%s", l ? "," : "", m->layers[l].is_attn ? "attn" : "conv");
-    if (m->hp.is_moe)
+    for (int l = 0; l < in->n_layers; l++)
+        printf("%s%s", l ? "," : "", exsa_model_layer_is_attn(m, l) ? "attn" : "conv");
+    if (in->n_experts > 0)
         printf("\nmoe: %d experts, %d used, expert ffn %d, %d dense leading layers",
                in->n_experts, in->n_experts_used, in->expert_hidden_dim, in->n_dense_lead);
     printf("\noutput: %s\nparams: %" PRIu64 ", weights %.1f MiB\n",
-           m->tied_output ? "tied to token_embd" : "output.weight", in->n_params,
+           in->tied_output ? "tied to token_embd" : "output.weight", in->n_params,
            in->weight_bytes / 1048576.0);
     printf("tokenizer: %d tokens, bos %d, eos %d; chat template: %s\n\ntensors:\n",
-           tok_n_vocab(m->tok), tok_bos(m->tok), tok_eos(m->tok),
-           chat_variant_name(chat_template_variant(m->tmpl)));
+           tok_n_vocab(tok_of_model(m)), exsa_token_bos(m), exsa_token_eos(m),
+           chat_variant_name(chat_template_variant(chat_of_model(m))));
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const struct gguf_tensor *t = &f->tensors[i];
         const struct dtype_info *di = dtype_info(t->type);
@@ -240,11 +240,18 @@ int cmd_inspect(int argc, char **argv)
     }
     char err[512];
     struct exsa_model *m;
+    struct gguf_file *f = NULL;
     if (exsa_model_load(argv[1], &m, err, sizeof(err)) < 0) {
         fprintf(stderr, "exsa: %s: %s\n", argv[1], err);
         return 1;
     }
-    print_model(m);
+    if (gguf_open(argv[1], &f, err, sizeof(err)) < 0) { /* changed since the load */
+        fprintf(stderr, "exsa: %s: %s\n", argv[1], err);
+        exsa_model_free(m);
+        return 1;
+    }
+    print_model(argv[1], f, m);
+    gguf_close(f);
     exsa_model_free(m);
     return 0;
 }

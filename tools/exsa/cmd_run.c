@@ -25,7 +25,6 @@
 #include "cli.h"
 #include "exsa.h"
 #include "gen.h"
-#include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -382,14 +381,15 @@ static int prompt_ids(const struct run_opts *o, const struct exsa_model *m, int3
         struct exsa_chat_msg msgs[2] = {{.role = "system", .content = o->system},
                                         {.role = "user", .content = o->prompt}};
         int first = o->system ? 0 : 1;
-        return chat_tokenize(m->tmpl, m->tok, msgs + first, 2 - first, NULL, true, out, n);
+        return chat_tokenize(chat_of_model(m), tok_of_model(m), msgs + first, 2 - first, NULL,
+                             true, out, n);
     }
     size_t len = strlen(o->prompt);
     int cap = (int)(len < (1u << 24) ? len : (1u << 24)) + 8;
     *out = malloc(sizeof(int32_t) * (size_t)cap);
     if (!*out)
         return EXSA_ENOMEM;
-    int k = tok_encode(m->tok, o->prompt, len, true, true, *out, cap);
+    int k = exsa_tokenize(m, o->prompt, len, true, true, *out, cap);
     if (k > cap) /* more ids than bytes + 8 cannot happen; guard anyway */
         k = EXSA_ERANGE;
     *n = k;
@@ -416,7 +416,7 @@ static int run_once(const struct run_opts *o, struct session *s)
         return 1;
     }
     struct gen *g = NULL;
-    if ((rc = gen_create(s->m->tok, s->n_vocab, &o->gp, &g)) != 0) {
+    if ((rc = gen_create(tok_of_model(s->m), s->n_vocab, &o->gp, &g)) != 0) {
         fprintf(stderr, "exsa run: bad sampling parameters: %s\n", exsa_strerror(rc));
         free(ids);
         return 1;
@@ -577,7 +577,8 @@ static int chat_turn(struct chat *c, const struct run_opts *o, const char *line)
     int32_t *ids = NULL;
     int n = 0, reused = 0, rc = push_msg(c, "user", line);
     if (!rc)
-        rc = chat_tokenize(s->m->tmpl, s->m->tok, c->msgs, c->n_msgs, NULL, true, &ids, &n);
+        rc = chat_tokenize(chat_of_model(s->m), tok_of_model(s->m), c->msgs, c->n_msgs, NULL, true,
+                           &ids, &n);
     if (!rc && n >= s->n_ctx) {
         fprintf(stderr, "exsa chat: the conversation is %d tokens, as long as the context of %d "
                 "or longer; /reset to start over\n", n, s->n_ctx);
@@ -596,7 +597,7 @@ static int chat_turn(struct chat *c, const struct run_opts *o, const char *line)
     double t1 = now_s();
     if (!rc) {
         take_snap(c);
-        rc = gen_create(s->m->tok, s->n_vocab, &o->gp, &g);
+        rc = gen_create(tok_of_model(s->m), s->n_vocab, &o->gp, &g);
     }
     struct text reply = {0};
     if (!rc) {
