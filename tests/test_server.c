@@ -688,6 +688,72 @@ static void test_queue_zero(void)
     CHECK(stop(&E) == 0, "server E exit status");
 }
 
+/* A JSON body: head, then n copies of item joined by commas, then tail (malloc'd). */
+static char *repeat_body(const char *head, const char *item, int n, const char *tail)
+{
+    size_t hl = strlen(head), il = strlen(item), tl = strlen(tail);
+    char *b = malloc(hl + (il + 1) * (size_t)n + tl + 1), *p = b;
+    memcpy(p, head, hl), p += hl;
+    for (int i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        memcpy(p, item, il), p += il;
+    }
+    memcpy(p, tail, tl + 1);
+    return b;
+}
+
+/* Issue 9, finding 1: 220,000 messages (3.5 MB, under the 4 MiB default limit) held a core for
+ * minutes (cJSON_GetArrayItem in a loop); every list a client sends now has a cap answered at
+ * once with a 400 naming the field and the cap, and what is under a cap is parsed linearly. */
+static void test_linear_caps(void)
+{
+    struct srv Q;
+    char flags[PATH_MAX + 32];
+    snprintf(flags, sizeof flags, "-m '%s' -c 512", g_model);
+    if (start(&Q, NULL, flags) < 0) {
+        CHECK(0, "server Q did not start");
+        return;
+    }
+    struct {
+        char *body;
+        const char *path, *needle;
+        int status;
+    } cases[] = {
+        {repeat_body("{\"messages\":[", "{\"role\":\"user\"}", 220000, "]}"),
+         "/v1/chat/completions", "more than 4096 entries", 400},
+        {repeat_body("{\"messages\":[", "{\"role\":\"user\",\"content\":\"hi\"}", 4096, "]}"),
+         "/v1/chat/completions", "context_length_exceeded", 400},
+        {repeat_body("{\"messages\":[{\"role\":\"user\",\"content\":[",
+                     "{\"type\":\"text\",\"text\":\"x\"}", 100000, "]}]}"),
+         "/v1/chat/completions", "more than 1024 parts", 400},
+        {repeat_body("{\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":[",
+                     "{\"type\":\"text\",\"text\":\"\"}", 1024, "]}]}"),
+         "/v1/chat/completions", "chat.completion", 200},
+        {repeat_body("{\"prompt\":\"a\",\"stop\":[", "\"s\"", 17, "]}"), "/v1/completions",
+         "at most 16", 400},
+        {repeat_body("{\"prompt\":\"a\",\"logit_bias\":{", "\"2\":1", 4097, "}}"),
+         "/v1/completions", "more than 4096 entries", 400},
+        {repeat_body("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"tools\":[",
+                     "{\"type\":\"function\",\"function\":{\"name\":\"f\"}}", 257, "]}"),
+         "/v1/chat/completions", "more than 256 entries", 400},
+        {repeat_body("{\"tokens\":[", "1", (1 << 20) + 1, "]}"), "/detokenize",
+         "at most 1048576 token ids", 400},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int st;
+        char *b = req(&Q, "POST", cases[i].path, cases[i].body, NULL, &st);
+        CHECK(st == cases[i].status && has(b, cases[i].needle), "case %zu (%zu bytes): %d %.300s",
+              i, strlen(cases[i].body), st, b);
+        free(b), free(cases[i].body);
+    }
+    int st;
+    char *b = req(&Q, "GET", "/v1/health", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"active_requests\":0"), "health after the caps %d %s", st, b);
+    free(b);
+    CHECK(stop(&Q) == 0, "server Q exit status");
+}
+
 static char g_argv0[PATH_MAX];
 static bool g_ready;
 
@@ -755,6 +821,7 @@ int main(int argc, char **argv)
     RUN(test_rate_limit);
     RUN(test_batched_equals_alone);
     RUN(test_queue_zero);
+    RUN(test_linear_caps);
     free(sh("rm -rf %s", g_tmp));
     TEST_END();
 }

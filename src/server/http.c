@@ -233,6 +233,18 @@ int srv_reply_error(struct srv_conn *c, int status, const char *type, const char
     return queue_json(c, status, s);
 }
 
+int srv_reply_err(struct srv_conn *c, const struct srv_err *e)
+{
+    int st = e->status;
+    const char *type = st == 401   ? "authentication_error"
+                       : st == 403 ? "permission_error"
+                       : st == 429 ? "rate_limit_error"
+                       : st >= 500 ? "server_error" : "invalid_request_error";
+    if (e->retry_after > 0)
+        c->retry_after = e->retry_after;
+    return srv_reply_error(c, st, type, e->param, e->code, "%s", e->message);
+}
+
 int srv_queue_response(struct srv_conn *c, int status, struct MHD_Response *r)
 {
     return queue(c, status, r);

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gen.h"
 #include "scheduler.h"
 
 struct cJSON;
@@ -135,47 +136,86 @@ char *srv_utf8_scrub(char *s);
 /* Whether the client of c still holds its connection open. */
 bool srv_client_alive(const struct srv_conn *c);
 
-/* ---- the generating routes (job.c, openai.c, exsa_api.c) ------------------------------------ */
+/* ---- request bodies (request.c): bytes in, a job or a 400 out; no socket, no model --------- */
 
-enum job_kind { JOB_CHAT, JOB_COMPLETION, JOB_GENERATE };
+/* Caps on the lists a client controls (past one: a 400 naming the field and the cap). */
+#define JOB_MAX_MESSAGES 4096  /* "messages" of a chat request */
+#define JOB_MAX_PARTS 1024     /* content parts of one message */
+#define JOB_MAX_STOP 16        /* stop strings */
+#define JOB_MAX_TOOLS 256      /* "tools" */
+#define JOB_MAX_LOGIT_BIAS 4096 /* "logit_bias" entries */
+#define JOB_MAX_IDS (1 << 20)  /* token ids in a prompt or a /detokenize body */
+#define JOB_MAX_UNKNOWN 8      /* unknown parameter names kept for the log */
 
-/* A generating request, parsed and tokenized, ready for the scheduler. */
+/* An answer decided away from the socket: status, OpenAI's param and code, a sentence. */
+struct srv_err {
+    int status;        /* 0: no error */
+    const char *param; /* static string or NULL */
+    const char *code;  /* static string or NULL */
+    int retry_after;   /* > 0: sent as Retry-After */
+    char message[512];
+};
+
+enum job_kind { JOB_CHAT, JOB_COMPLETION, JOB_GENERATE, JOB_TOKENIZE, JOB_DETOKENIZE, JOB_LOAD };
+
+/* A request parsed from its body, then (generating kinds) tokenized and run. Strings point into
+ * body, which the job owns; so do the arrays (job_free frees them). */
 struct job {
     enum job_kind kind;
+    struct cJSON *body;
+    const char *model; /* the body's "model", or NULL */
     bool stream, include_usage;
     char id[48];
     char model_id[256];
     long created;
+    /* chat: messages (strings into body, or joined parts in owned), tools as one JSON text */
+    struct exsa_chat_msg *msgs;
+    int n_msgs, n_owned;
+    char **owned;
+    char *tools;
+    /* completion / generate / tokenize text; generate and tokenize switches */
+    const char *text;
+    bool use_chat_template, add_special, parse_special;
+    /* token ids: given in the body (ids_given: completion ids, /detokenize) or tokenized */
     int32_t *prompt;
     int n_prompt;
+    bool ids_given;
+    /* models/load */
+    const char *load_path;
+    int load_gpu_layers, load_n_ctx; /* -1: keep the current setting */
     struct gen_params gp;
     char **stop; /* owned copies behind gp.stop */
     int32_t *bias_id;
     float *bias;
-    int n_bias_max;
+    const char *unknown[JOB_MAX_UNKNOWN]; /* names of unknown parameters (into body) */
+    int n_unknown;                        /* how many there were in all */
 };
 
-void job_init(struct job *j, enum job_kind kind, const char *id_prefix);
+/* Parses body[0..len) as a request of kind into j (always initialised: job_free it). Returns 0,
+ * or -1 with the 400 in e. Linear in len. */
+int job_parse(enum job_kind kind, const char *body, size_t len, struct job *j, struct srv_err *e);
 void job_free(struct job *j);
-/* Sampling parameters of an OpenAI body (or Exsa's sampling_params when exsa is true) into
- * j->gp, over the defaults already there. Returns 0, or replies 400 on c and returns -1. */
-int job_parse_sampling(struct srv_conn *c, struct job *j, const struct cJSON *o, bool exsa);
-/* Checks the prompt against the context and the logit-bias ids against the vocabulary (n_ctx,
- * n_vocab of the model the prompt was tokenized with); replies 400 and returns -1 when wrong. */
-int job_check(struct srv_conn *c, struct job *j, int n_ctx, int n_vocab);
-/* Submits j to the scheduler and replies: an SSE stream or one JSON body (which waits). */
-int job_run(struct srv_conn *c, struct job *j, unsigned model_gen);
-/* The body of c as a JSON object, or NULL after replying 400. */
-struct cJSON *job_body(struct srv_conn *c);
-/* Borrows the model (release with sched_model_release) and checks the body's "model" names it;
- * fills j->model_id. NULL after replying 503 (none loaded) or 404 (another model named). */
-struct exsa_model *job_model(struct srv_conn *c, struct job *j, const struct cJSON *b,
-                             unsigned *gen, int *n_ctx);
+/* Checks the prompt against the context and every token id (prompt ids given in the body,
+ * logit-bias ids) against the vocabulary. Returns 0 or -1 with the 400 in e. */
+int job_check(const struct job *j, int n_ctx, int n_vocab, struct srv_err *e);
+/* Fills e (status, param, code, printf-style message); returns -1. */
+int srv_err_set(struct srv_err *e, int status, const char *param, const char *code,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* ---- the routes with a body (job.c, openai.c, exsa_api.c) ------------------------------------ */
+
+/* Replies e on c (its status, OpenAI's error shape, Retry-After when set). */
+int srv_reply_err(struct srv_conn *c, const struct srv_err *e);
+/* The prologue every model route shares: parses c's body as kind into j, logs its unknown
+ * parameters, borrows the model (release with sched_model_release) and checks the body's
+ * "model" names it. Returns the model, or NULL with the answer in e (400, 503, 404). */
+struct exsa_model *job_open(struct srv_conn *c, enum job_kind kind, struct job *j, unsigned *gen,
+                            int *n_ctx, struct srv_err *e);
+/* A generating route (chat, completion, generate) from body to reply. */
+int job_route(struct srv_conn *c, enum job_kind kind);
 /* Tokenizes text with m; *out malloc'd. Returns 0 or a negative code. */
 int job_tokenize(struct exsa_model *m, const char *text, bool add_bos, bool special,
                  int32_t **out, int *n_out);
-/* Logs the keys of o that are not in known (a NULL-terminated list). */
-void job_log_unknown(const struct srv_conn *c, const struct cJSON *o, const char *const *known);
 /* The public id of the loaded model: its file name without ".gguf". */
 void srv_model_id(const char *path, char *out, size_t size);
 
