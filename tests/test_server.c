@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -754,6 +755,108 @@ static void test_linear_caps(void)
     CHECK(stop(&Q) == 0, "server Q exit status");
 }
 
+/* A socket connected to s from the loopback address src ("127.0.0.1", "127.0.0.2", ...); -1 on
+ * failure. */
+static int dial(const struct srv *s, const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET}, to = {.sin_family = AF_INET};
+    inet_pton(AF_INET, src, &a.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    to.sin_port = htons((uint16_t)s->port);
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        connect(fd, (struct sockaddr *)&to, sizeof to) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Everything fd receives until the server closes it (or 30 s pass), malloc'd. */
+static char *read_all(int fd)
+{
+    size_t len = 0, cap = 1 << 16;
+    char *o = malloc(cap);
+    ssize_t n;
+    while (o && (n = recv(fd, o + len, cap - len - 1, 0)) > 0)
+        if ((len += (size_t)n) + 1 >= cap)
+            o = realloc(o, cap *= 2);
+    if (o)
+        o[len] = 0;
+    return o;
+}
+
+/* A raw POST of a JSON body with extra header lines (each ending in \r\n). */
+static void send_post(int fd, const struct srv *s, const char *path, const char *body,
+                      const char *extra)
+{
+    char head[1024];
+    int n = snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: "
+                     "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
+                     path, s->port, strlen(body), extra ? extra : "");
+    CHECK(send(fd, head, (size_t)n, MSG_NOSIGNAL) == n, "send head");
+    CHECK(send(fd, body, strlen(body), MSG_NOSIGNAL) == (ssize_t)strlen(body), "send body");
+}
+
+/* Issue 9, finding 5: with API_KEY set, /v1/health showed the model's absolute path to anyone;
+ * a client that half-closed its socket after its request (a read of 0 bytes, write side still
+ * open) got no reply on the generating routes. A client that closes for good still cancels. */
+static void test_half_close_and_health(void)
+{
+    struct srv H;
+    const char *env[] = {"API_KEY=k9", "EXSA_TEST_STEP_DELAY_MS=150", "BATCH_TIMEOUT_MS=0", NULL};
+    char flags[PATH_MAX + 32];
+    snprintf(flags, sizeof flags, "-m '%s' -c 256", g_model);
+    if (start(&H, env, flags) < 0) {
+        CHECK(0, "server H did not start");
+        return;
+    }
+    int st;
+    char *b = req(&H, "GET", "/v1/health", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"model_loaded\":true") && !has(b, "lfm2-tiny") &&
+              !has(b, "fixtures"), "health without the key shows no path: %d %s", st, b);
+    free(b);
+    b = req(&H, "GET", "/v1/health", NULL, "-H 'Authorization: Bearer k9'", &st);
+    CHECK(st == 200 && has(b, "lfm2-tiny-F32.gguf"), "health with the key %d %s", st, b);
+    free(b);
+    const char *bodies[] = {"{\"prompt\":\"a\",\"max_tokens\":5,\"ignore_eos\":true}",
+                            "{\"prompt\":\"a\",\"max_tokens\":5,\"ignore_eos\":true,"
+                            "\"stream\":true}"};
+    const char *ends[] = {"\"completion_tokens\":5", "data: [DONE]"};
+    for (int i = 0; i < 2; i++) {
+        int fd = dial(&H, "127.0.0.1");
+        CHECK(fd >= 0, "connect");
+        if (fd < 0)
+            continue;
+        send_post(fd, &H, "/v1/completions", bodies[i], "Authorization: Bearer k9\r\n");
+        shutdown(fd, SHUT_WR);
+        char *o = read_all(fd);
+        close(fd);
+        CHECK(has(o, "HTTP/1.1 200") && has(o, ends[i]), "half-closed client %d got: %s", i, o);
+        free(o);
+    }
+    /* a client that leaves for good mid-reply (curl gives up after 1 s of a 15 s reply) */
+    b = req(&H, "GET", "/metrics", NULL, "-H 'Authorization: Bearer k9'", &st);
+    const char *cc = b ? strstr(b, "\nexsa_requests_cancelled_total ") : NULL;
+    char want[64];
+    snprintf(want, sizeof want, "exsa_requests_cancelled_total %d", cc ? atoi(cc + 31) + 1 : -1);
+    free(b);
+    free(sh("curl -s -m 1 -o /dev/null %s/v1/completions -H 'Authorization: Bearer k9' -H "
+            "'Content-Type: application/json' -d '{\"prompt\":\"a\",\"max_tokens\":100,"
+            "\"ignore_eos\":true}'", H.url));
+    bool idle = false;
+    for (int i = 0; i < 30 && !idle; i++, usleep(100000)) {
+        b = req(&H, "GET", "/metrics", NULL, "-H 'Authorization: Bearer k9'", &st);
+        idle = has(b, want) && has(b, "exsa_active_sequences 0");
+        free(b);
+    }
+    CHECK(idle, "the request of a client that left was cancelled within 3 s");
+    CHECK(stop(&H) == 0, "server H exit status");
+}
+
 static char g_argv0[PATH_MAX];
 static bool g_ready;
 
@@ -822,6 +925,7 @@ int main(int argc, char **argv)
     RUN(test_batched_equals_alone);
     RUN(test_queue_zero);
     RUN(test_linear_caps);
+    RUN(test_half_close_and_health);
     free(sh("rm -rf %s", g_tmp));
     TEST_END();
 }

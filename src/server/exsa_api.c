@@ -38,7 +38,7 @@ int route_health(struct srv_conn *c)
     cJSON_AddStringToObject(o, "status", status);
     cJSON_AddStringToObject(o, "version", EXSA_VERSION);
     cJSON_AddBoolToObject(o, "model_loaded", st.loaded);
-    if (st.loaded)
+    if (st.loaded && c->authed) /* with API_KEY set, the path is for those with the key */
         cJSON_AddStringToObject(o, "model_path", st.model_path);
     else
         cJSON_AddNullToObject(o, "model_path");

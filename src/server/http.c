@@ -11,6 +11,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,17 +251,27 @@ int srv_queue_response(struct srv_conn *c, int status, struct MHD_Response *r)
     return queue(c, status, r);
 }
 
-bool srv_client_alive(const struct srv_conn *c)
+enum srv_peer_state srv_peer_check(struct srv_peer *p)
 {
-    if (c->fd < 0)
-        return true;
-    char b;
-    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0)
-        return true;
-    if (n == 0)
-        return false;
-    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    struct pollfd pf = {.fd = p->fd, .events = POLLIN | POLLRDHUP};
+    if (p->fd < 0 || poll(&pf, 1, 0) <= 0)
+        return PEER_THERE;
+    if (pf.revents & (POLLERR | POLLHUP | POLLNVAL)) /* a reset, or both halves shut */
+        return PEER_GONE;
+    double now = sched_now();
+    if (!(pf.revents & POLLRDHUP) || now < p->next)
+        return PEER_THERE;
+    p->gap = p->gap > 0 ? (p->gap < 4 ? p->gap * 2 : 8) : 0.5;
+    p->next = now + p->gap;
+    return PEER_PROBE;
+}
+
+bool srv_peer_probe_continue(struct srv_peer *p)
+{
+    static const char msg[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    /* HTTP/1.0 clients must not get a 1xx: such a client is kept until the reply is done */
+    return !p->http11 || send(p->fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT) > 0 ||
+           errno == EAGAIN || errno == EWOULDBLOCK;
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
@@ -315,7 +326,8 @@ static int dispatch(struct srv_conn *c)
                                "too many requests from %s: at most %d per %d s", c->addr,
                                srv->cfg.rate_limit_max, srv->cfg.rate_limit_window);
     }
-    if (!is_health && !authorized(c))
+    c->authed = authorized(c);
+    if (!is_health && !c->authed)
         return srv_reply_error(c, 401, "authentication_error", NULL, "invalid_api_key",
                                "a valid API key is needed: send 'Authorization: Bearer <key>'");
     if (!path_known)
@@ -364,6 +376,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         if (!c)
             return MHD_NO;
         c->srv = srv, c->mc = mc, c->method = method, c->url = url, c->route = "other";
+        c->http11 = !strcmp(version, MHD_HTTP_VERSION_1_1);
         conn_info(c);
         *con_cls = c;
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");

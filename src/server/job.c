@@ -7,12 +7,10 @@
  * and cancel its request only. An error after the stream began goes out as an SSE error event.
  * Called by openai.c and exsa_api.c.
  */
-#include <errno.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <cjson/cJSON.h>
 
@@ -148,19 +146,10 @@ struct stream {
     struct server *srv;
     struct sched_req *req;
     struct job meta; /* kind, ids, include_usage; no owned arrays */
-    int fd;
+    struct srv_peer peer;
     struct out out;
     bool began, finished;
 };
-
-static bool fd_alive(int fd)
-{
-    if (fd < 0)
-        return true;
-    char b;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
-}
 
 /* Formats what a read took from the channel into SSE events. */
 static void stream_format(struct stream *st, const struct sched_chunk *ch)
@@ -238,13 +227,18 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         if (st->finished)
             return MHD_CONTENT_READER_END_OF_STREAM;
         struct sched_chunk ch;
-        if (!sched_read(st->req, 100, &ch)) {
-            if (!fd_alive(st->fd)) {
-                sched_cancel(st->req);
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            }
-            continue;
+        bool got = sched_read(st->req, 100, &ch);
+        enum srv_peer_state ps = srv_peer_check(&st->peer);
+        if (ps == PEER_GONE) {
+            if (got)
+                sched_chunk_free(&ch);
+            sched_cancel(st->req);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
         }
+        if (ps == PEER_PROBE) /* an SSE comment: clients skip it */
+            out_put(&st->out, ":\n\n", 3);
+        if (!got)
+            continue;
         stream_format(st, &ch);
         sched_chunk_free(&ch);
     }
@@ -266,7 +260,7 @@ static int reply_stream(struct srv_conn *c, struct job *j, struct sched_req *r)
         return MHD_NO;
     st->srv = c->srv;
     st->req = r;
-    st->fd = c->fd;
+    st->peer = (struct srv_peer){.fd = c->fd, .http11 = c->http11};
     st->meta = *j;
     st->meta.prompt = NULL, st->meta.stop = NULL, st->meta.bias_id = NULL, st->meta.bias = NULL;
     struct MHD_Response *resp =
@@ -287,15 +281,19 @@ static int reply_blocking(struct srv_conn *c, struct job *j, struct sched_req *r
 {
     struct out text = {0};
     struct sched_chunk ch;
+    struct srv_peer peer = {.fd = c->fd, .http11 = c->http11};
     for (;;) {
-        if (!sched_read(r, 100, &ch)) {
-            if (!fd_alive(c->fd)) {
-                sched_cancel(r);
-                free(text.p);
-                return MHD_NO; /* closes the connection */
-            }
-            continue;
+        bool got = sched_read(r, 100, &ch);
+        enum srv_peer_state ps = srv_peer_check(&peer);
+        if (ps == PEER_GONE || (ps == PEER_PROBE && !srv_peer_probe_continue(&peer))) {
+            if (got)
+                sched_chunk_free(&ch);
+            sched_cancel(r);
+            free(text.p);
+            return MHD_NO; /* closes the connection */
         }
+        if (!got)
+            continue;
         out_put(&text, ch.text, ch.len);
         if (ch.done)
             break;

@@ -108,6 +108,8 @@ struct srv_conn {
     bool body_too_big;
     char addr[64];
     int fd;
+    bool http11;  /* the request is HTTP/1.1 */
+    bool authed;  /* no API key is set, or the request carries it */
     int status; /* the status replied (0 until then) */
     int retry_after; /* > 0: the next reply carries Retry-After */
     struct sched_req *req; /* the request in the scheduler, if any (cancelled at the end) */
@@ -133,8 +135,21 @@ char *srv_json_quote(const char *s, size_t n);
 /* s (malloc'd, NUL-terminated JSON text) with invalid UTF-8 bytes replaced by U+FFFD: s itself
  * when it is valid, else a new string (s is freed); NULL when out of memory (s is freed). */
 char *srv_utf8_scrub(char *s);
-/* Whether the client of c still holds its connection open. */
-bool srv_client_alive(const struct srv_conn *c);
+/* The client end of a reply being generated. A read of 0 bytes (the client's FIN) is not a
+ * disconnect: the client may have half-closed its socket and still read. Only a write tells,
+ * so after a FIN the reply probes now and then (a 100 Continue before a whole reply, an SSE
+ * comment in a stream); a client that left answers the probe with a reset. */
+struct srv_peer {
+    int fd;         /* -1: unknown (always there) */
+    bool http11;    /* 1xx answers are allowed */
+    double next, gap; /* when the next probe is due; seconds between probes */
+};
+enum srv_peer_state { PEER_THERE, PEER_PROBE, PEER_GONE };
+/* PEER_THERE: go on; PEER_PROBE: write a probe now (then go on); PEER_GONE: the client left. */
+enum srv_peer_state srv_peer_check(struct srv_peer *p);
+/* Writes "HTTP/1.1 100 Continue" (an interim answer every HTTP/1.1 client skips) as the probe
+ * before a whole reply; false when the client is gone (or too old for 1xx answers). */
+bool srv_peer_probe_continue(struct srv_peer *p);
 
 /* ---- request bodies (request.c): bytes in, a job or a 400 out; no socket, no model --------- */
 
