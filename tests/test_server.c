@@ -73,10 +73,10 @@ static char *sh(const char *fmt, ...)
     return out;
 }
 
-/* curl: method, path, body (or NULL), extra curl args; *status gets the HTTP status; returns the
- * body (malloc'd). */
-static char *req(const struct srv *s, const char *method, const char *path, const char *body,
-                 const char *extra, int *status)
+/* curl: method, path, body (or NULL), its Content-Type ("" sends none), extra curl args; *status
+ * gets the HTTP status; returns the body (malloc'd). */
+static char *req_ct(const struct srv *s, const char *method, const char *path,
+                    const char *body, const char *ctype, const char *extra, int *status)
 {
     char bfile[PATH_MAX], ofile[PATH_MAX];
     snprintf(bfile, sizeof bfile, "%s/req.json", g_tmp);
@@ -86,12 +86,19 @@ static char *req(const struct srv *s, const char *method, const char *path, cons
         fputs(body, f);
         fclose(f);
     }
-    char *code = sh("curl -s -m 30 -X %s %s%s -H 'Content-Type: application/json' %s -o %s "
+    char *code = sh("curl -s -m 30 -X %s %s%s -H 'Content-Type:%s' %s -o %s "
                     "-w '%%{http_code}' '%s%s'", method, body ? "--data-binary @" : "",
-                    body ? bfile : "", extra ? extra : "", ofile, s->url, path);
+                    body ? bfile : "", ctype, extra ? extra : "", ofile, s->url, path);
     *status = atoi(code);
     free(code);
     return sh("cat %s", ofile);
+}
+
+/* req_ct with a JSON body. */
+static char *req(const struct srv *s, const char *method, const char *path, const char *body,
+                 const char *extra, int *status)
+{
+    return req_ct(s, method, path, body, " application/json", extra, status);
 }
 
 /* Starts exsa serve with env assignments (NULL-terminated "K=V") and extra flags. */
@@ -159,6 +166,7 @@ static bool is_error_shape(const char *b)
            has(b, "\"param\":") && has(b, "\"code\":");
 }
 
+#define JSON_CT "-H 'Content-Type: application/json' "
 #define CHAT(extra) "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]" extra "}"
 
 static struct srv A; /* the main server */
@@ -481,7 +489,7 @@ static void test_key_and_queue(void)
     free(b);
     /* 5 at once with one running and one waiting: the rest get 503 + Retry-After at once */
     char *o = sh("cd %s && for i in 1 2 3 4 5; do curl -s -m 30 -D h$i -o b$i -w '%%{http_code}\\n'"
-                 " -H 'Authorization: Bearer sekret' %s/v1/completions -d '{\"prompt\":\"x\","
+                 " -H 'Authorization: Bearer sekret' " JSON_CT "%s/v1/completions -d '{\"prompt\":\"x\","
                  "\"max_tokens\":40,\"ignore_eos\":true}' & done; wait; cat h* | grep -ci "
                  "'^retry-after'", g_tmp, B.url);
     int n200 = 0, n503 = 0;
@@ -498,8 +506,8 @@ static void test_key_and_queue(void)
     free(o);
     /* SIGTERM while a stream runs: it finishes, then the server exits 0 */
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "curl -s -N -m 30 %s/v1/completions -H 'Authorization: Bearer "
-             "sekret' -d '{\"prompt\":\"x\",\"max_tokens\":30,\"stream\":true}' > %s/term.out",
+    snprintf(cmd, sizeof cmd, "curl -s -N -m 30 %s/v1/completions " JSON_CT "-H 'Authorization: "
+             "Bearer sekret' -d '{\"prompt\":\"x\",\"max_tokens\":30,\"stream\":true}' > %s/term.out",
              B.url, g_tmp);
     pid_t cp = fork();
     if (cp == 0) {
@@ -647,7 +655,7 @@ static void test_batched_equals_alone(void)
         fclose(f);
     }
     free(sh("cd %s && for i in $(seq 0 19); do curl -s -N -m 120 -o par$i.out %s/v1/completions "
-            "--data-binary @par$i.json & done; wait", g_tmp, D.url));
+            JSON_CT "--data-binary @par$i.json & done; wait", g_tmp, D.url));
     int same = 0;
     for (int i = 0; i < 20; i++) {
         char *b = sh("cat %s/par%d.out", g_tmp, i);
@@ -679,7 +687,7 @@ static void test_queue_zero(void)
     CHECK(st == 200 && has(b, "text_completion"), "served %d %s", st, b);
     free(b);
     char *o = sh("for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%%{http_code}\\n' -m 30 "
-                 "%s/v1/completions -d '{\"prompt\":\"x\",\"max_tokens\":60,\"ignore_eos\":true}'"
+                 JSON_CT "%s/v1/completions -d '{\"prompt\":\"x\",\"max_tokens\":60,\"ignore_eos\":true}'"
                  " & done; wait", E.url);
     int n200 = 0, n503 = 0;
     for (char *p = o; *p; p++)
@@ -857,6 +865,89 @@ static void test_half_close_and_health(void)
     CHECK(stop(&H) == 0, "server H exit status");
 }
 
+/* The status and response headers of a curl request with extra arguments (malloc'd). */
+static char *head_of(const struct srv *s, const char *method, const char *path, const char *extra,
+                     int *status)
+{
+    char hdr[PATH_MAX + 64];
+    snprintf(hdr, sizeof hdr, "-D %s/hdr.out %s", g_tmp, extra);
+    free(req(s, method, path, NULL, hdr, status));
+    return sh("cat %s/hdr.out", g_tmp);
+}
+
+/* Issue 9, finding 3: with no API_KEY a web page could unload the model with a text/plain
+ * POST (a "simple" cross-site request), and a DNS-rebinding host name was not checked. POST
+ * routes need application/json, a Host that is not this server's is refused, and the
+ * model-management routes send no CORS headers unless CORS_MANAGEMENT asks for them. */
+static void test_cross_site(void)
+{
+    struct srv X, Y;
+    static char e1[PATH_MAX + 16], e2[PATH_MAX + 16];
+    snprintf(e1, sizeof e1, "MODEL_PATH=%s", g_model);
+    snprintf(e2, sizeof e2, "MODELS_DIR=%s", g_models_dir);
+    const char *env[] = {e1, e2, "ENABLE_CORS=true", "ALLOWED_HOSTS=exsa.example, other.example",
+                         "CONTEXT_SIZE=128", NULL};
+    if (start(&X, env, NULL) < 0) {
+        CHECK(0, "server X did not start");
+        return;
+    }
+    int st;
+    const char *bad_ct[] = {" text/plain", " application/x-www-form-urlencoded", ""};
+    for (int i = 0; i < 3; i++) {
+        char *b = req_ct(&X, "POST", "/v1/models/unload", "{}", bad_ct[i], NULL, &st);
+        CHECK(st == 415 && has(b, "application/json"), "unload as '%s': %d %s", bad_ct[i], st, b);
+        free(b);
+    }
+    char *b = req_ct(&X, "POST", "/v1/chat/completions", CHAT(",\"max_tokens\":2"),
+                     " application/json; charset=utf-8", NULL, &st);
+    CHECK(st == 200, "JSON with a charset %d %s", st, b);
+    free(b);
+    const char *hosts[] = {"evil.example", "evil.example:3000", "exsa.example.evil.example",
+                           "exsa.example", "EXSA.example.:99", "other.example", "localhost:1",
+                           "[::1]:5", "10.1.2.3", "127.0.0.1"};
+    for (int i = 0; i < 10; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra, "-H 'Host: %s'", hosts[i]);
+        b = req(&X, "POST", "/v1/models/unload", NULL, extra, &st);
+        bool refused = i < 3;
+        CHECK(refused ? st == 403 && has(b, "host_not_allowed") : st == 200,
+              "Host %s: %d %s", hosts[i], st, b);
+        free(b);
+        if (i == 2) { /* nothing was unloaded by the refused names */
+            b = req(&X, "GET", "/v1/health", NULL, NULL, &st);
+            CHECK(has(b, "\"model_loaded\":true"), "still loaded: %s", b);
+            free(b);
+        }
+    }
+    const char *origin = "-H 'Origin: http://page.example' -H 'Access-Control-Request-Method: POST'";
+    char *h = head_of(&X, "GET", "/v1/models", origin, &st);
+    CHECK(st == 200 && has(h, "Access-Control-Allow-Origin: *"), "CORS on /v1/models: %s", h);
+    free(h);
+    h = head_of(&X, "OPTIONS", "/v1/chat/completions", origin, &st);
+    CHECK(st == 204 && has(h, "Access-Control-Allow-Origin"), "preflight chat: %d %s", st, h);
+    free(h);
+    const char *manage[][2] = {{"GET", "/v1/models/list"}, {"OPTIONS", "/v1/models/load"},
+                               {"OPTIONS", "/v1/models/unload"}, {"POST", "/v1/models/reload"}};
+    for (int i = 0; i < 4; i++) {
+        h = head_of(&X, manage[i][0], manage[i][1], origin, &st);
+        /* reload answers 400: the allowed hosts above unloaded the model */
+        CHECK(!has(h, "Access-Control-Allow") && st == (i == 0 ? 200 : i == 3 ? 400 : 403),
+              "no CORS on %s %s: %d %s", manage[i][0], manage[i][1], st, h);
+        free(h);
+    }
+    CHECK(stop(&X) == 0, "server X exit status");
+    char flags[PATH_MAX + 64];
+    snprintf(flags, sizeof flags, "-m '%s' -c 128 --cors --cors-management", g_model);
+    if (start(&Y, NULL, flags) < 0) {
+        CHECK(0, "server Y did not start");
+        return;
+    }
+    h = head_of(&Y, "OPTIONS", "/v1/models/load", origin, &st);
+    CHECK(st == 204 && has(h, "Access-Control-Allow-Origin: *"), "asked for: %d %s", st, h);
+    free(h);
+    CHECK(stop(&Y) == 0, "server Y exit status");
+}
+
 static char g_argv0[PATH_MAX];
 static bool g_ready;
 
@@ -926,6 +1017,7 @@ int main(int argc, char **argv)
     RUN(test_queue_zero);
     RUN(test_linear_caps);
     RUN(test_half_close_and_health);
+    RUN(test_cross_site);
     free(sh("rm -rf %s", g_tmp));
     TEST_END();
 }

@@ -27,24 +27,25 @@
 struct route {
     const char *method, *path;
     int (*fn)(struct srv_conn *c);
+    bool manage; /* model management: no CORS unless CORS_MANAGEMENT */
 };
 
 static const struct route routes[] = {
-    {"GET", "/v1/models", route_models},
-    {"POST", "/v1/chat/completions", route_chat},
-    {"POST", "/v1/completions", route_completions},
-    {"GET", "/v1/health", route_health},
-    {"GET", "/v1/status", route_status},
-    {"GET", "/v1/model/info", route_model_info},
-    {"POST", "/v1/generate", route_generate},
-    {"GET", "/v1/models/list", route_models_list},
-    {"GET", "/v1/models/active", route_model_info},
-    {"POST", "/v1/models/load", route_models_load},
-    {"POST", "/v1/models/reload", route_models_reload},
-    {"POST", "/v1/models/unload", route_models_unload},
-    {"GET", "/metrics", route_metrics},
-    {"POST", "/tokenize", route_tokenize},
-    {"POST", "/detokenize", route_detokenize},
+    {"GET", "/v1/models", route_models, false},
+    {"POST", "/v1/chat/completions", route_chat, false},
+    {"POST", "/v1/completions", route_completions, false},
+    {"GET", "/v1/health", route_health, false},
+    {"GET", "/v1/status", route_status, false},
+    {"GET", "/v1/model/info", route_model_info, false},
+    {"POST", "/v1/generate", route_generate, false},
+    {"GET", "/v1/models/list", route_models_list, true},
+    {"GET", "/v1/models/active", route_model_info, false},
+    {"POST", "/v1/models/load", route_models_load, true},
+    {"POST", "/v1/models/reload", route_models_reload, true},
+    {"POST", "/v1/models/unload", route_models_unload, true},
+    {"GET", "/metrics", route_metrics, false},
+    {"POST", "/tokenize", route_tokenize, false},
+    {"POST", "/detokenize", route_detokenize, false},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -124,7 +125,7 @@ char *srv_utf8_scrub(char *s)
 static void add_cors(struct srv_conn *c, struct MHD_Response *r)
 {
     const struct srv_config *cfg = &c->srv->cfg;
-    if (!cfg->cors)
+    if (!cfg->cors || (c->manage && !cfg->cors_manage))
         return;
     if (!strcmp(cfg->cors_origins, "*")) {
         MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
@@ -303,21 +304,41 @@ static bool authorized(struct srv_conn *c)
     return srv_consttime_eq(h, key);
 }
 
-static int dispatch(struct srv_conn *c)
+#define ADMITTED 2 /* neither MHD_YES nor MHD_NO */
+
+/* The route of c's path and method (NULL: none); sets c->route, c->manage and *path_known. */
+static const struct route *find_route(struct srv_conn *c, bool *path_known)
 {
-    struct server *srv = c->srv;
-    if (srv->cfg.cors && !strcmp(c->method, "OPTIONS"))
-        return preflight(c);
     const struct route *rt = NULL;
-    bool path_known = false;
+    *path_known = false;
     for (size_t i = 0; i < N_ROUTES; i++) {
         if (strcmp(routes[i].path, c->url) != 0)
             continue;
-        path_known = true;
+        *path_known = true;
         c->route = routes[i].path;
+        c->manage = routes[i].manage;
         if (!strcmp(routes[i].method, c->method))
             rt = &routes[i];
     }
+    return rt;
+}
+
+/* The checks before a route's own: Host, CORS preflight, rate limit, key, route, body size,
+ * content type. Returns ADMITTED when the request may go to its route, else the reply's MHD
+ * result. */
+static int admit(struct srv_conn *c, const struct route *rt, bool path_known)
+{
+    struct server *srv = c->srv;
+    const char *host = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Host");
+    if (!srv_host_allowed(&srv->cfg, host))
+        return srv_reply_error(c, 403, "permission_error", NULL, "host_not_allowed",
+                               "Host '%s' is not an address of this server; add the name to "
+                               "ALLOWED_HOSTS to accept it", host);
+    if (srv->cfg.cors && !strcmp(c->method, "OPTIONS"))
+        return c->manage && !srv->cfg.cors_manage
+                   ? srv_reply_error(c, 403, "permission_error", NULL, "cors_not_allowed",
+                                     "%s takes no cross-origin requests (CORS_MANAGEMENT)", c->url)
+                   : preflight(c);
     bool is_health = path_known && !strcmp(c->url, "/v1/health");
     int retry;
     if (!is_health && srv->rl && !ratelimit_allow(srv->rl, c->addr, &retry)) {
@@ -340,7 +361,20 @@ static int dispatch(struct srv_conn *c)
         return srv_reply_error(c, 413, "invalid_request_error", NULL, "body_too_large",
                                "the request body is larger than %ld bytes (MAX_BODY_SIZE)",
                                srv->cfg.max_body);
-    return rt->fn(c);
+    const char *ct = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Content-Type");
+    if (!strcmp(c->method, "POST") && !srv_is_json_type(ct))
+        return srv_reply_error(c, 415, "invalid_request_error", NULL, "unsupported_media_type",
+                               "POST %s needs 'Content-Type: application/json' (got '%s')",
+                               c->url, ct ? ct : "none");
+    return ADMITTED;
+}
+
+static int dispatch(struct srv_conn *c)
+{
+    bool path_known;
+    const struct route *rt = find_route(c, &path_known);
+    int rc = admit(c, rt, path_known);
+    return rc == ADMITTED ? rt->fn(c) : rc;
 }
 
 /* Fills c's client address and socket. */

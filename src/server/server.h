@@ -32,6 +32,8 @@ struct srv_config {
     int backend; /* enum exsa_backend_kind */
     bool cors;
     char cors_origins[1024]; /* comma-separated, or "*" */
+    bool cors_manage;        /* CORS on the model-management routes too */
+    char allowed_hosts[1024]; /* Host names besides the bound address, comma-separated */
     bool rate_limit;
     int rate_limit_max, rate_limit_window; /* requests per window; seconds */
     int max_queue;
@@ -56,6 +58,12 @@ void srv_config_usage(void);
 
 /* Equal strings, in time that depends only on the lengths' maximum, not on where they differ. */
 bool srv_consttime_eq(const char *a, const char *b);
+/* Whether a request's Host header (NULL: none) names this server: an address literal,
+ * localhost, the HOST it is bound to, or a name in ALLOWED_HOSTS. Any other name is what a
+ * DNS-rebinding page sends. */
+bool srv_host_allowed(const struct srv_config *cfg, const char *host);
+/* Whether a Content-Type is application/json (parameters such as charset allowed). */
+bool srv_is_json_type(const char *ctype);
 
 struct ratelimit;
 struct ratelimit *ratelimit_new(int max, int window_s);
@@ -109,6 +117,7 @@ struct srv_conn {
     char addr[64];
     int fd;
     bool http11;  /* the request is HTTP/1.1 */
+    bool manage;  /* a model-management route (no CORS unless cfg.cors_manage) */
     bool authed;  /* no API key is set, or the request carries it */
     int status; /* the status replied (0 until then) */
     int retry_after; /* > 0: the next reply carries Retry-After */
