@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -948,6 +949,84 @@ static void test_cross_site(void)
     CHECK(stop(&Y) == 0, "server Y exit status");
 }
 
+/* Whether the server has closed fd (EOF, reset, or a 408 waiting to be read). */
+static bool closed_by_server(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    return poll(&p, 1, 0) > 0;
+}
+
+/* How many of fds[0..n) the server still holds (waits until the count stops changing). */
+static int count_held(const int *fds, int n)
+{
+    int held = -1, prev;
+    for (int round = 0; round < 20; round++) {
+        prev = held, held = 0;
+        for (int i = 0; i < n; i++)
+            held += fds[i] >= 0 && !closed_by_server(fds[i]);
+        if (held == prev)
+            break;
+        usleep(200000);
+    }
+    return held;
+}
+
+/* Issue 9, finding 2 (slowloris): 1,100 half-open connections from one address locked every
+ * other client out (1,024 connections, a 600 s idle timeout, no per-address limit, no header
+ * timeout). Now one address holds at most MAX_CONNECTIONS_PER_ADDRESS (128), /v1/health and
+ * other clients are answered meanwhile, and headers or a body still missing after their
+ * timeout get a 408 and the connection is closed. */
+static void test_slowloris(void)
+{
+    struct srv S;
+    char flags[PATH_MAX + 64];
+    snprintf(flags, sizeof flags, "-m '%s' -c 128 --header-timeout 3 --body-timeout 3", g_model);
+    if (start(&S, NULL, flags) < 0) {
+        CHECK(0, "server S did not start");
+        return;
+    }
+    enum { N = 1100 };
+    static int fds[N];
+    const char *part = "GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n";
+    int opened = 0;
+    for (int i = 0; i < N; i++) {
+        fds[i] = dial(&S, "127.0.0.2");
+        if (fds[i] >= 0 && send(fds[i], part, strlen(part), MSG_NOSIGNAL) > 0)
+            opened++;
+    }
+    int held = count_held(fds, N);
+    CHECK(opened == N && held <= 128 && held >= 64, "%d of %d opened; held %d (limit 128)",
+          opened, N, held);
+    int st;
+    char *b = req(&S, "GET", "/v1/health", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "healthy"), "health during the attack %d %s", st, b);
+    free(b);
+    b = req(&S, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":2}", NULL, &st);
+    CHECK(st == 200 && has(b, "text_completion"), "a client during the attack %d %s", st, b);
+    free(b);
+    /* a body that stops halfway */
+    int fb = dial(&S, "127.0.0.1");
+    const char *hb = "POST /tokenize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     "application/json\r\nContent-Length: 100\r\n\r\n{\"content\":";
+    CHECK(fb >= 0 && send(fb, hb, strlen(hb), MSG_NOSIGNAL) > 0, "slow body sent");
+    sleep(4);
+    int still = count_held(fds, N);
+    char *o = fb >= 0 ? read_all(fb) : NULL;
+    CHECK(still == 0, "%d connections still held after the header timeout", still);
+    CHECK(has(o, "408 Request Timeout") && has(o, "request_timeout"), "slow body: %s", o);
+    free(o);
+    if (fb >= 0)
+        close(fb);
+    for (int i = 0; i < N; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    b = req(&S, "GET", "/metrics", NULL, NULL, &st);
+    const char *t = b ? strstr(b, "\nexsa_connections_timed_out_total ") : NULL;
+    CHECK(t && atoi(t + 34) >= held + 1, "timeouts counted: %s", t ? t : "(none)");
+    free(b);
+    CHECK(stop(&S) == 0, "server S exit status");
+}
+
 static char g_argv0[PATH_MAX];
 static bool g_ready;
 
@@ -1018,6 +1097,7 @@ int main(int argc, char **argv)
     RUN(test_linear_caps);
     RUN(test_half_close_and_health);
     RUN(test_cross_site);
+    RUN(test_slowloris);
     free(sh("rm -rf %s", g_tmp));
     TEST_END();
 }

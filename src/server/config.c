@@ -64,6 +64,14 @@ static const struct opt opts[] = {
     {"API_KEY", "--api-key", NULL, OPT_STR, F(api_key), 0, 0, "Bearer key (none)"},
     {"MAX_BODY_SIZE", "--max-body", NULL, OPT_LONG, F(max_body), 1, 1L << 34,
      "request body limit in bytes (4194304)"},
+    {"MAX_CONNECTIONS", "--max-connections", NULL, OPT_INT, F(max_conns), 1, 1 << 16,
+     "open connections in all (1024)"},
+    {"MAX_CONNECTIONS_PER_ADDRESS", "--max-conn-per-address", NULL, OPT_INT,
+     F(max_conns_per_addr), 0, 1 << 16, "open connections from one client address (128; 0: no limit)"},
+    {"HEADER_TIMEOUT", "--header-timeout", NULL, OPT_INT, F(header_timeout), 0, 86400,
+     "seconds a request's headers may take, also between kept-alive requests (60; 0: off)"},
+    {"BODY_TIMEOUT", "--body-timeout", NULL, OPT_INT, F(body_timeout), 0, 86400,
+     "seconds a request's body may take after its headers (60; 0: off)"},
     {"SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", NULL, OPT_INT, F(grace_ms), 0, 3600000,
      "how long SIGTERM lets requests finish (10000)"},
     {"EXSA_TEST_STEP_DELAY_MS", "--test-step-delay-ms", NULL, OPT_INT, F(step_delay_ms), 0,
@@ -88,6 +96,10 @@ void srv_config_default(struct srv_config *c)
     c->batch_timeout_ms = 100;
     c->max_body = 4L << 20;
     c->grace_ms = 10000;
+    c->max_conns = 1024;
+    c->max_conns_per_addr = 128;
+    c->header_timeout = 60;
+    c->body_timeout = 60;
 }
 
 static int parse_bool(const char *s, bool *out)

@@ -235,7 +235,11 @@ int route_metrics(struct srv_conn *c)
 {
     struct sched_stats st;
     sched_get_stats(c->srv->sched, &st);
-    char *s = metrics_render(c->srv->metrics, &st, sched_now() - c->srv->t_start);
+    int n_conns;
+    unsigned long long n_timeouts;
+    conntrack_stats(c->srv->ct, &n_conns, &n_timeouts);
+    char *s = metrics_render(c->srv->metrics, &st, sched_now() - c->srv->t_start, n_conns,
+                             n_timeouts);
     if (!s)
         return srv_reply_error(c, 503, "server_error", NULL, NULL, "out of memory");
     int ret = srv_reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", s);

@@ -377,7 +377,7 @@ static int dispatch(struct srv_conn *c)
     return rc == ADMITTED ? rt->fn(c) : rc;
 }
 
-/* Fills c's client address and socket. */
+/* Fills c's client address, socket and deadline slot. */
 static void conn_info(struct srv_conn *c)
 {
     c->fd = -1;
@@ -396,6 +396,8 @@ static void conn_info(struct srv_conn *c)
     ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci)
         c->fd = ci->connect_fd;
+    ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    c->slot = ci ? ci->socket_context : NULL;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
@@ -413,9 +415,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         c->http11 = !strcmp(version, MHD_HTTP_VERSION_1_1);
         conn_info(c);
         *con_cls = c;
+        conntrack_phase(srv->ct, c->slot, CONN_BODY); /* the headers are in */
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoll(cl, NULL, 10) > srv->cfg.max_body) {
             c->body_too_big = true;
+            conntrack_phase(srv->ct, c->slot, CONN_BUSY);
             return dispatch(c) == MHD_YES ? MHD_YES : MHD_NO;
         }
         return MHD_YES;
@@ -442,6 +446,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     }
     if (c->status)
         return MHD_YES;
+    conntrack_phase(srv->ct, c->slot, CONN_BUSY);
     return dispatch(c) == MHD_YES ? MHD_YES : MHD_NO;
 }
 
@@ -457,9 +462,25 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
         sched_req_put(c->req);
     }
     metrics_request(srv->metrics, c->route, c->status ? c->status : 499);
+    conntrack_phase(srv->ct, c->slot, CONN_HEADERS); /* a kept-alive connection waits again */
     free(c->body);
     free(c);
     *con_cls = NULL;
+}
+
+/* libmicrohttpd's connection start and end (the end comes before it closes the socket). */
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct server *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conntrack_close(srv->ct, *socket_ctx);
+        *socket_ctx = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc,
+                                                                 MHD_CONNECTION_INFO_CONNECTION_FD);
+    *socket_ctx = ci ? conntrack_open(srv->ct, ci->connect_fd) : NULL;
 }
 
 /* ---- start and stop ------------------------------------------------------------------------- */
@@ -494,6 +515,34 @@ static void find_models_root(struct server *srv)
         if (realpath(cands[i], srv->models_root))
             return;
     srv->models_root[0] = 0;
+}
+
+/* Starts libmicrohttpd on ss: one thread per connection (poll(), not select(), which fails past
+ * descriptor 1024), the connection limits, the deadline watchdog. Stops srv on failure. */
+static int start_daemon(struct server *srv, struct sockaddr_storage *ss, char *err,
+                        size_t errlen)
+{
+    const struct srv_config *cfg = &srv->cfg;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    if (ss->ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    srv->ct = conntrack_new(cfg->header_timeout, cfg->body_timeout);
+    if (srv->ct)
+        srv->daemon = MHD_start_daemon(
+            flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
+            (struct sockaddr *)ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+            MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_CONNECTION_LIMIT,
+            (unsigned)cfg->max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            (unsigned)cfg->max_conns_per_addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    if (!srv->daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this host)",
+                 cfg->host, cfg->port);
+        srv_stop(srv);
+        return EXSA_EIO;
+    }
+    return 0;
 }
 
 int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_t errlen)
@@ -537,24 +586,7 @@ int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_
         srv_stop(srv);
         return rc;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    srv->daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv,
-                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
-                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-                                   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-                                   MHD_OPTION_END);
-    if (!srv->daemon) {
-        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this host)",
-                 cfg->host, cfg->port);
-        srv_stop(srv);
-        return EXSA_EIO;
-    }
-    return 0;
+    return start_daemon(srv, &ss, err, errlen);
 }
 
 int srv_port(const struct server *srv)
@@ -581,5 +613,7 @@ void srv_stop(struct server *srv)
     srv->sched = NULL;
     metrics_free(srv->metrics);
     ratelimit_free(srv->rl);
+    conntrack_free(srv->ct);
+    srv->ct = NULL;
     srv->metrics = NULL, srv->rl = NULL;
 }

@@ -138,7 +138,8 @@ static void put_hist(struct buf *b, const char *name, const char *help, const st
         h->sum, name, h->count);
 }
 
-char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s)
+char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s,
+                     int n_conns, unsigned long long n_timeouts)
 {
     struct buf b = {malloc(4096), 0, 4096};
     if (!b.p)
@@ -172,6 +173,11 @@ char *metrics_render(struct metrics *m, const struct sched_stats *st, double upt
         st->n_cancelled);
     put(&b, "# HELP exsa_model_loaded 1 when a model is loaded.\n# TYPE exsa_model_loaded gauge\n"
             "exsa_model_loaded %d\n", st->loaded ? 1 : 0);
+    put(&b, "# HELP exsa_connections_open Client connections open.\n"
+            "# TYPE exsa_connections_open gauge\nexsa_connections_open %d\n", n_conns);
+    put(&b, "# HELP exsa_connections_timed_out_total Connections ended by HEADER_TIMEOUT or "
+            "BODY_TIMEOUT.\n# TYPE exsa_connections_timed_out_total counter\n"
+            "exsa_connections_timed_out_total %llu\n", n_timeouts);
     put(&b, "# HELP exsa_uptime_seconds Seconds since start.\n# TYPE exsa_uptime_seconds gauge\n"
             "exsa_uptime_seconds %.0f\n", uptime_s);
     return b.p;

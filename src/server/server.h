@@ -1,7 +1,7 @@
 /*
  * server.h: `exsa serve`, the HTTP server on libmicrohttpd: configuration (config.c), the
- * connection glue, routing, auth, CORS and replies (http.c), the rate limiter and constant-time
- * key check (guard.c), Prometheus metrics (metrics.c), the OpenAI routes (openai.c), the Exsa
+ * connection glue, routing, auth, CORS and replies (http.c), the rate limiter, Host, content
+ * type and constant-time key checks (guard.c), the header and body deadlines (conns.c), Prometheus metrics (metrics.c), the OpenAI routes (openai.c), the Exsa
  * routes and tokenize/detokenize (exsa_api.c), and the request plumbing the generating routes
  * share (job.c: sampling parameters, tokenizing, SSE and blocking replies).
  *
@@ -44,6 +44,8 @@ struct srv_config {
     long max_body;     /* bytes */
     int step_delay_ms; /* test hook (EXSA_TEST_STEP_DELAY_MS) */
     int grace_ms;      /* how long shutdown lets requests in flight finish */
+    int max_conns, max_conns_per_addr; /* open connections in all, and from one address */
+    int header_timeout, body_timeout;  /* seconds for a request's headers; for its body */
 };
 
 void srv_config_default(struct srv_config *c);
@@ -72,6 +74,26 @@ void ratelimit_free(struct ratelimit *rl);
  * seconds until the window ends. */
 bool ratelimit_allow(struct ratelimit *rl, const char *addr, int *retry_after);
 
+/* ---- conns.c -------------------------------------------------------------------------------- */
+
+enum conn_phase {
+    CONN_HEADERS, /* waiting for a request's headers: HEADER_TIMEOUT */
+    CONN_BODY,    /* receiving its body: BODY_TIMEOUT */
+    CONN_BUSY,    /* being answered: no deadline here */
+};
+struct conntrack;
+struct conn_slot;
+/* Starts the watchdog; seconds <= 0 turn a deadline off. NULL when out of memory. */
+struct conntrack *conntrack_new(int header_s, int body_s);
+void conntrack_free(struct conntrack *ct);
+/* A new connection on socket fd, waiting for headers (NULL when out of memory: no deadline). */
+struct conn_slot *conntrack_open(struct conntrack *ct, int fd);
+/* Before the socket is closed. */
+void conntrack_close(struct conntrack *ct, struct conn_slot *s);
+/* Enters phase ph (its deadline counts from now). */
+void conntrack_phase(struct conntrack *ct, struct conn_slot *s, enum conn_phase ph);
+void conntrack_stats(struct conntrack *ct, int *n_open, unsigned long long *n_timeouts);
+
 /* ---- metrics.c ------------------------------------------------------------------------------ */
 
 struct metrics;
@@ -80,8 +102,9 @@ void metrics_free(struct metrics *m);
 void metrics_request(struct metrics *m, const char *route, int status);
 void metrics_tokens(struct metrics *m, int n_prompt, int n_gen);
 void metrics_latency(struct metrics *m, double ttft_s, double tpot_s); /* < 0: not measured */
-/* The Prometheus text exposition; malloc'd. */
-char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s);
+/* The Prometheus text exposition; malloc'd. n_conns, n_timeouts: from conntrack_stats. */
+char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s,
+                     int n_conns, unsigned long long n_timeouts);
 
 /* ---- the server (http.c) -------------------------------------------------------------------- */
 
@@ -90,6 +113,7 @@ struct server {
     struct sched *sched;
     struct metrics *metrics;
     struct ratelimit *rl;
+    struct conntrack *ct;
     struct MHD_Daemon *daemon;
     double t_start;      /* monotonic */
     long t_start_wall;   /* time(NULL) at start */
@@ -122,6 +146,7 @@ struct srv_conn {
     int status; /* the status replied (0 until then) */
     int retry_after; /* > 0: the next reply carries Retry-After */
     struct sched_req *req; /* the request in the scheduler, if any (cancelled at the end) */
+    struct conn_slot *slot; /* the connection's deadlines (conns.c) */
     bool queued;
 };
 
