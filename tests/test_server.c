@@ -1027,6 +1027,45 @@ static void test_slowloris(void)
     CHECK(stop(&S) == 0, "server S exit status");
 }
 
+/* Issue 9, finding 4: `cp new.gguf served.gguf` (shrinking the served file in place) killed
+ * the server with SIGBUS on the next request, as the weights were a mapping of the file. With
+ * MMAP=0 (--no-mmap) they are read into memory: the server goes on; a reload of the broken file
+ * fails and keeps the model; writing beside, renaming and reloading replaces it. */
+static void test_no_mmap(void)
+{
+    struct srv M;
+    char dir[PATH_MAX], flags[PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/served", g_tmp);
+    free(sh("mkdir -p %s && cp '%s' %s/m.gguf", dir, g_model, dir));
+    snprintf(flags, sizeof flags, "-m %s/m.gguf -c 128", dir);
+    const char *env[] = {"MMAP=0", NULL};
+    if (start(&M, env, flags) < 0) {
+        CHECK(0, "server M did not start");
+        return;
+    }
+    int st;
+    const char *body = "{\"prompt\":\"hello there\",\"max_tokens\":3}";
+    char *b = req(&M, "POST", "/v1/completions", body, NULL, &st);
+    CHECK(st == 200, "before %d %s", st, b);
+    free(b);
+    free(sh("truncate -s 4096 %s/m.gguf", dir)); /* what cp of a smaller file does first */
+    b = req(&M, "POST", "/v1/completions", "{\"prompt\":\"other words\",\"max_tokens\":3}", NULL,
+            &st);
+    CHECK(st == 200 && has(b, "text_completion"), "after the file shrank %d %s", st, b);
+    free(b);
+    b = req(&M, "POST", "/v1/models/reload", NULL, NULL, &st);
+    CHECK(st == 400 && has(b, "m.gguf"), "reload of the broken file %d %s", st, b);
+    free(b);
+    b = req(&M, "POST", "/v1/completions", body, NULL, &st);
+    CHECK(st == 200, "the model stayed %d %s", st, b);
+    free(b);
+    free(sh("cp '%s' %s/m.gguf.new && mv %s/m.gguf.new %s/m.gguf", g_model, dir, dir, dir));
+    b = req(&M, "POST", "/v1/models/reload", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"success\":true"), "reload of the replaced file %d %s", st, b);
+    free(b);
+    CHECK(stop(&M) == 0, "server M exit status (no SIGBUS)");
+}
+
 static char g_argv0[PATH_MAX];
 static bool g_ready;
 
@@ -1098,6 +1137,7 @@ int main(int argc, char **argv)
     RUN(test_half_close_and_health);
     RUN(test_cross_site);
     RUN(test_slowloris);
+    RUN(test_no_mmap);
     free(sh("rm -rf %s", g_tmp));
     TEST_END();
 }

@@ -72,6 +72,8 @@ static const struct opt opts[] = {
      "seconds a request's headers may take, also between kept-alive requests (60; 0: off)"},
     {"BODY_TIMEOUT", "--body-timeout", NULL, OPT_INT, F(body_timeout), 0, 86400,
      "seconds a request's body may take after its headers (60; 0: off)"},
+    {"MMAP", "--mmap", NULL, OPT_BOOL, F(mmap), 0, 1,
+     "map the model file (true); --no-mmap reads it into memory"},
     {"SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", NULL, OPT_INT, F(grace_ms), 0, 3600000,
      "how long SIGTERM lets requests finish (10000)"},
     {"EXSA_TEST_STEP_DELAY_MS", "--test-step-delay-ms", NULL, OPT_INT, F(step_delay_ms), 0,
@@ -96,6 +98,7 @@ void srv_config_default(struct srv_config *c)
     c->batch_timeout_ms = 100;
     c->max_body = 4L << 20;
     c->grace_ms = 10000;
+    c->mmap = true;
     c->max_conns = 1024;
     c->max_conns_per_addr = 128;
     c->header_timeout = 60;
@@ -181,7 +184,7 @@ void srv_config_usage(void)
         fprintf(stderr, "  %-26s %-27s %s\n", names, opts[i].env, opts[i].help);
     }
     fprintf(stderr, "  %-26s %-27s %s\n", "--no-cors, --no-rate-limit", "", "turn a switch off");
-    fprintf(stderr, "  %-26s %-27s %s\n", "--no-continuous-batching", "", "");
+    fprintf(stderr, "  %-26s %-27s %s\n", "--no-continuous-batching, --no-mmap", "", "");
 }
 
 /* Finds the option of flag arg ("--x", "--x=v" or "--no-x"); *neg tells "--no-". */

@@ -572,6 +572,7 @@ int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_
         srv_stop(srv);
         return EXSA_ENOMEM;
     }
+    exsa_set_mmap(cfg->mmap); /* for this load and every later one */
     if (cfg->model_path[0]) {
         fprintf(stderr, "exsa serve: loading %s\n", cfg->model_path);
         int rc = sched_load(srv->sched, cfg->model_path, cfg->gpu_layers, cfg->n_ctx, err, errlen);

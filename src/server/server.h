@@ -46,6 +46,7 @@ struct srv_config {
     int grace_ms;      /* how long shutdown lets requests in flight finish */
     int max_conns, max_conns_per_addr; /* open connections in all, and from one address */
     int header_timeout, body_timeout;  /* seconds for a request's headers; for its body */
+    bool mmap;                         /* model files mapped (true) or read into memory */
 };
 
 void srv_config_default(struct srv_config *c);
