@@ -21,7 +21,7 @@ OBJ := $(SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test run bench fuzz clean format
+.PHONY: all deps test run bench fuzz soak clean format
 all: deps $(BUILD)/exsa
 
 deps:
@@ -59,13 +59,33 @@ run: deps $(BUILD)/exsa
 bench: deps $(BUILD)/exsa
 	@sh bench/run.sh $(BUILD)/exsa
 
-# libFuzzer over the GGUF reader (needs clang): FUZZ_SECONDS of fuzzing, corpus in build/fuzz.
+# libFuzzer (clang): every tests/fuzz_<name>.c is a target, run for FUZZ_SECONDS from the seed
+# corpus tests/fuzz/<name>/ (new inputs go to build/fuzz/<name>.corpus; a dictionary
+# tests/fuzz/<name>.dict is used when present). The targets link the sources they use from an
+# archive of src/ and src/server/ built with the fuzzer's instrumentation; src/cpu stays out.
 FUZZ_SECONDS ?= 60
-fuzz:
-	@mkdir -p build/fuzz/corpus
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
-	  tests/fuzz_gguf.c src/gguf.c src/quant.c -o build/fuzz/fuzz_gguf
-	build/fuzz/fuzz_gguf -max_len=4096 -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus
+FUZZ_CC ?= clang
+FUZZ_BUILD := build/fuzz
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined \
+               -fno-sanitize-recover=undefined -Iinclude -Isrc -Itests \
+               $(shell pkg-config --cflags libcjson 2>/dev/null)
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(sort $(wildcard src/*.c src/server/*.c)))
+FUZZ_NAMES := $(patsubst tests/fuzz_%.c,%,$(sort $(wildcard tests/fuzz_*.c)))
+FUZZ_BIN := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+
+$(FUZZ_BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h) | deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/libfuzz.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz_%.c $(wildcard tests/*.h) $(FUZZ_BUILD)/libfuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libfuzz.a $(LDLIBS) -o $@
+
+fuzz: deps $(FUZZ_BIN)
+	@sh tests/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
 format:
 	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h include/*.h tools/exsa/*.c tests/*.c tests/*.h)
