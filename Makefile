@@ -87,6 +87,20 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz_%.c $(wildcard tests/*.h) $(FUZZ_BUILD)/libfuzz
 fuzz: deps $(FUZZ_BIN)
 	@sh tests/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
+# The soak test (bench/soak.c): SOAK_CLIENTS streaming clients for SOAK_SECONDS against the
+# tiny fixture model, with client disconnects, bad and oversized bodies, bursts past the queue,
+# a slowloris burst and a reload; it fails when a request is lost or something is held at the end.
+SOAK_SECONDS ?= 120
+SOAK_CLIENTS ?= 16
+SOAK_DISCONNECT ?= 0.25
+$(BUILD)/bench/soak: bench/soak.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(LDFLAGS_ALL) -lpthread -o $@
+
+soak: deps $(BUILD)/exsa $(BUILD)/bench/soak
+	$(BUILD)/bench/soak --exsa $(BUILD)/exsa -m $(or $(EXSA_FIXTURES),../shared/fixtures)/lfm2-tiny-F32.gguf \
+	  -t $(SOAK_SECONDS) -c $(SOAK_CLIENTS) -d $(SOAK_DISCONNECT) --log $(BUILD)/soak-server.log
+
 format:
 	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h include/*.h tools/exsa/*.c tests/*.c tests/*.h)
 

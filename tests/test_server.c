@@ -398,11 +398,12 @@ static void test_disconnect(void)
         b = req(&A, "GET", "/metrics", NULL, NULL, &st);
         cancelled = has(b, "exsa_requests_cancelled_total 1") ||
                     has(b, "exsa_requests_cancelled_total 2");
-        idle = has(b, "exsa_active_sequences 0");
+        idle = has(b, "exsa_active_sequences 0") && has(b, "exsa_cache_sequences 0") &&
+               has(b, "exsa_kv_blocks_used 0") && !has(b, "exsa_kv_blocks_total 0");
         free(b);
         usleep(100000);
     }
-    CHECK(cancelled && idle, "the cut stream was cancelled and its sequence retired");
+    CHECK(cancelled && idle, "the cut stream was cancelled, its sequence and KV blocks freed");
 }
 
 static void test_metrics(void)
@@ -863,6 +864,14 @@ static void test_half_close_and_health(void)
         free(b);
     }
     CHECK(idle, "the request of a client that left was cancelled within 3 s");
+    /* found by the soak: a whole reply ended by a reload had no Retry-After */
+    char *o = sh("curl -s -m 20 -D - -o /dev/null %s/v1/completions -H 'Authorization: Bearer k9' "
+                 JSON_CT "-d '{\"prompt\":\"a\",\"max_tokens\":30,\"ignore_eos\":true}' & "
+                 "sleep 1; curl -s -o /dev/null -X POST %s/v1/models/reload -H 'Authorization: "
+                 "Bearer k9' " JSON_CT "; wait", H.url, H.url);
+    CHECK(has(o, " 503 ") && (has(o, "Retry-After: 1") || has(o, "retry-after: 1")),
+          "a reply ended by a reload: %s", o);
+    free(o);
     CHECK(stop(&H) == 0, "server H exit status");
 }
 

@@ -303,6 +303,8 @@ static int reply_blocking(struct srv_conn *c, struct job *j, struct sched_req *r
     record(c->srv, r, &res);
     int ret;
     if (ch.status) {
+        if (ch.status == 503) /* a model swap or the shutdown ended it: worth a retry */
+            c->retry_after = 1;
         ret = srv_reply_error(c, ch.status, ch.status >= 500 ? "server_error"
                                                               : "invalid_request_error",
                               NULL, NULL, "%s", ch.message);
