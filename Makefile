@@ -21,7 +21,7 @@ OBJ := $(SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test run bench fuzz soak clean format
+.PHONY: all deps test test-fast run bench fuzz soak clean format
 all: deps $(BUILD)/exsa
 
 deps:
@@ -52,6 +52,13 @@ $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libexsa.a
 
 test: deps $(BUILD)/exsa $(TEST_BIN)
 	@BUILD=$(BUILD) sh tests/run.sh $(TEST_BIN)
+
+# The fast tests: everything but the model suite (test_model and friends). .ci/run runs them
+# again with SAN=1 (AddressSanitizer + UBSan, leaks included).
+FAST_TESTS := $(patsubst %,$(BUILD)/tests/test_%,kernels gemm gemv ops quant gguf tokenizer \
+                chat sampler gen server)
+test-fast: deps $(BUILD)/exsa $(FAST_TESTS)
+	@BUILD=$(BUILD) sh tests/run.sh $(FAST_TESTS)
 
 run: deps $(BUILD)/exsa
 	@sh tools/run.sh $(BUILD)/exsa

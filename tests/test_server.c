@@ -2,7 +2,8 @@
  * test_server.c: `exsa serve` end to end: starts the real binary (BUILD/exsa, found next to this
  * test's folder) on free loopback ports with the tiny fixture model, and checks every route,
  * status code and error body with curl, the official `openai` npm package (installed into
- * BUILD/npm by this test when absent; a failed install is a failure), the queue bound (503 +
+ * BUILD/npm by this test when absent, or taken from build/npm under SAN=1; a failed install is
+ * a failure), the queue bound (503 +
  * Retry-After), the rate limit (429), the API key (401), path traversal on models/load, a client
  * that disconnects mid-stream, flags winning over the environment, and a clean SIGTERM.
  */
@@ -438,19 +439,24 @@ static void test_seed_curl(void)
 
 static void test_openai_npm(void)
 {
-    char pkg[PATH_MAX + 64];
-    snprintf(pkg, sizeof pkg, "%s/npm/node_modules/openai/package.json", g_build);
+    /* BUILD/npm, or the one of the plain build when this is BUILD=build/san (no second install) */
+    char npm[PATH_MAX + 16], pkg[PATH_MAX + 64];
+    snprintf(npm, sizeof npm, "%s/../npm", g_build);
+    snprintf(pkg, sizeof pkg, "%s/node_modules/openai/package.json", npm);
+    if (access(pkg, F_OK) != 0)
+        snprintf(npm, sizeof npm, "%s/npm", g_build);
+    snprintf(pkg, sizeof pkg, "%s/node_modules/openai/package.json", npm);
     if (access(pkg, F_OK) != 0) {
-        char *o = sh("npm install --prefix '%s/npm' openai@4 --no-audit --no-fund "
-                     "--loglevel=error 2>&1", g_build);
+        char *o = sh("npm install --prefix '%s' openai@4 --no-audit --no-fund --loglevel=error "
+                     "2>&1", npm);
         CHECK(access(pkg, F_OK) == 0, "npm install openai failed (node 20 and the npm registry "
                                       "are needed): %s", o);
         free(o);
         if (access(pkg, F_OK) != 0)
             return;
     }
-    char *o = sh("EXSA_URL=%s/v1 OPENAI_PKG_DIR='%s/npm' node tests/server/openai.mjs 2>&1; "
-                 "echo \"exit=$?\"", A.url, g_build);
+    char *o = sh("EXSA_URL=%s/v1 OPENAI_PKG_DIR='%s' node tests/server/openai.mjs 2>&1; "
+                 "echo \"exit=$?\"", A.url, npm);
     int n_ok = 0;
     for (char *line = strtok(o, "\n"); line; line = strtok(NULL, "\n")) {
         if (!strncmp(line, "ok ", 3))
