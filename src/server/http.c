@@ -1,7 +1,9 @@
 /*
- * http.c: the libmicrohttpd glue of `exsa serve`: one thread per connection; the access handler
- * collects the body (refusing past max_body with 413), then dispatches: CORS preflight, route
- * lookup (404 / 405), rate limit (429), Bearer key (401) for every route but /v1/health, then the
+ * http.c: the libmicrohttpd glue of `exsa serve`: one thread per connection (poll(), with a
+ * total and a per-address connection limit, and the header and body deadlines of conns.c); the
+ * access handler collects the body (refusing past max_body with 413), then admits it: Host
+ * (403, against DNS rebinding), CORS preflight, route lookup (404 / 405), rate limit (429),
+ * Bearer key (401) for every route but /v1/health, JSON content type of a POST (415), then the
  * route. A struct srv_conn lives from the first call of a request to MHD's completed callback,
  * which counts the request in the metrics and cancels its scheduler request if the client left.
  * Every error goes out in OpenAI's shape. Called by cmd_serve.c (srv_start / srv_stop).
@@ -323,22 +325,32 @@ static const struct route *find_route(struct srv_conn *c, bool *path_known)
     return rt;
 }
 
+/* The Host check and the CORS preflight. Returns ADMITTED, or the reply's MHD result. */
+static int admit_origin(struct srv_conn *c)
+{
+    const struct srv_config *cfg = &c->srv->cfg;
+    const char *host = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Host");
+    if (!srv_host_allowed(cfg, host))
+        return srv_reply_error(c, 403, "permission_error", NULL, "host_not_allowed",
+                               "Host '%s' is not an address of this server; add the name to "
+                               "ALLOWED_HOSTS to accept it", host);
+    if (!cfg->cors || strcmp(c->method, "OPTIONS"))
+        return ADMITTED;
+    if (c->manage && !cfg->cors_manage)
+        return srv_reply_error(c, 403, "permission_error", NULL, "cors_not_allowed",
+                               "%s takes no cross-origin requests (CORS_MANAGEMENT)", c->url);
+    return preflight(c);
+}
+
 /* The checks before a route's own: Host, CORS preflight, rate limit, key, route, body size,
  * content type. Returns ADMITTED when the request may go to its route, else the reply's MHD
  * result. */
 static int admit(struct srv_conn *c, const struct route *rt, bool path_known)
 {
     struct server *srv = c->srv;
-    const char *host = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Host");
-    if (!srv_host_allowed(&srv->cfg, host))
-        return srv_reply_error(c, 403, "permission_error", NULL, "host_not_allowed",
-                               "Host '%s' is not an address of this server; add the name to "
-                               "ALLOWED_HOSTS to accept it", host);
-    if (srv->cfg.cors && !strcmp(c->method, "OPTIONS"))
-        return c->manage && !srv->cfg.cors_manage
-                   ? srv_reply_error(c, 403, "permission_error", NULL, "cors_not_allowed",
-                                     "%s takes no cross-origin requests (CORS_MANAGEMENT)", c->url)
-                   : preflight(c);
+    int rc = admit_origin(c);
+    if (rc != ADMITTED)
+        return rc;
     bool is_health = path_known && !strcmp(c->url, "/v1/health");
     int retry;
     if (!is_health && srv->rl && !ratelimit_allow(srv->rl, c->addr, &retry)) {
