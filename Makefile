@@ -39,7 +39,7 @@ LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -
 TEST_BIN += $(BUILD)/tests/test_cuda
 endif
 
-.PHONY: all deps test test-gpu run bench fuzz clean format
+.PHONY: all deps test test-fast test-gpu run bench fuzz soak clean format
 all: deps $(BUILD)/exsa
 
 deps:
@@ -79,10 +79,17 @@ $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libexsa.a
 test: deps $(BUILD)/exsa $(TEST_BIN)
 	@BUILD=$(BUILD) sh tests/run.sh $(TEST_BIN)
 
-# The GPU suite alone (CUDA builds): every CUDA op against the reference op, every fixture, partial
-# offload; EXSA_GPU_SANITIZE=1 runs it under compute-sanitizer memcheck.
+# The GPU suite alone (CUDA builds): every CUDA op against the reference op, every fixture,
+# partial offload, graphs (tools/device-run.sh memcheck runs it under compute-sanitizer).
 test-gpu: deps $(BUILD)/exsa $(BUILD)/tests/test_cuda
 	@BUILD=$(BUILD) sh tests/run.sh $(BUILD)/tests/test_cuda
+
+# The fast tests: everything but the model suite (test_model and friends). .ci/run runs them
+# again with SAN=1 (AddressSanitizer + UBSan, leaks included).
+FAST_TESTS := $(patsubst %,$(BUILD)/tests/test_%,kernels gemm gemv ops quant gguf tokenizer \
+                chat sampler gen server)
+test-fast: deps $(BUILD)/exsa $(FAST_TESTS)
+	@BUILD=$(BUILD) sh tests/run.sh $(FAST_TESTS)
 
 run: deps $(BUILD)/exsa
 	@sh tools/run.sh $(BUILD)/exsa
@@ -90,13 +97,47 @@ run: deps $(BUILD)/exsa
 bench: deps $(BUILD)/exsa
 	@sh bench/run.sh $(BUILD)/exsa
 
-# libFuzzer over the GGUF reader (needs clang): FUZZ_SECONDS of fuzzing, corpus in build/fuzz.
+# libFuzzer (clang): every tests/fuzz_<name>.c is a target, run for FUZZ_SECONDS from the seed
+# corpus tests/fuzz/<name>/ (new inputs go to build/fuzz/<name>.corpus; a dictionary
+# tests/fuzz/<name>.dict is used when present). The targets link the sources they use from an
+# archive of src/ and src/server/ built with the fuzzer's instrumentation; src/cpu stays out.
 FUZZ_SECONDS ?= 60
-fuzz:
-	@mkdir -p build/fuzz/corpus
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
-	  tests/fuzz_gguf.c src/gguf.c src/quant.c -o build/fuzz/fuzz_gguf
-	build/fuzz/fuzz_gguf -max_len=4096 -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus
+FUZZ_CC ?= clang
+FUZZ_BUILD := build/fuzz
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined \
+               -fno-sanitize-recover=undefined -Iinclude -Isrc -Itests \
+               $(shell pkg-config --cflags libcjson 2>/dev/null)
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(sort $(wildcard src/*.c src/server/*.c)))
+FUZZ_NAMES := $(patsubst tests/fuzz_%.c,%,$(sort $(wildcard tests/fuzz_*.c)))
+FUZZ_BIN := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+
+$(FUZZ_BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h) | deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/libfuzz.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz_%.c $(wildcard tests/*.h) $(FUZZ_BUILD)/libfuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libfuzz.a $(LDLIBS) -o $@
+
+fuzz: deps $(FUZZ_BIN)
+	@sh tests/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+# The soak test (bench/soak.c): SOAK_CLIENTS streaming clients for SOAK_SECONDS against the
+# tiny fixture model, with client disconnects, bad and oversized bodies, bursts past the queue,
+# a slowloris burst and a reload; it fails when a request is lost or something is held at the end.
+SOAK_SECONDS ?= 120
+SOAK_CLIENTS ?= 16
+SOAK_DISCONNECT ?= 0.25
+$(BUILD)/bench/soak: bench/soak.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(LDFLAGS_ALL) -lpthread -o $@
+
+soak: deps $(BUILD)/exsa $(BUILD)/bench/soak
+	$(BUILD)/bench/soak --exsa $(BUILD)/exsa -m $(or $(EXSA_FIXTURES),../shared/fixtures)/lfm2-tiny-F32.gguf \
+	  -t $(SOAK_SECONDS) -c $(SOAK_CLIENTS) -d $(SOAK_DISCONNECT) --log $(BUILD)/soak-server.log
 
 format:
 	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h include/*.h tools/exsa/*.c tests/*.c tests/*.h)

@@ -87,6 +87,10 @@ struct exsa_model_info {
  * On error returns a negative code and writes a sentence into err (if errlen > 0). */
 int exsa_model_load(const char *path, struct exsa_model **out, char *err, size_t errlen);
 void exsa_model_free(struct exsa_model *m);
+/* Whether later loads map the GGUF file (true, the default: pages are read as they are
+ * touched) or read it into memory (false: a file shrunk or rewritten in place on disk cannot
+ * crash the process with SIGBUS). Process-wide; applies to every later exsa_model_load. */
+void exsa_set_mmap(bool on);
 const struct exsa_model_info *exsa_model_info(const struct exsa_model *m);
 /* Whether layer l (0-based) is an attention layer; false for a short-conv layer or no layer. */
 bool exsa_model_layer_is_attn(const struct exsa_model *m, int l);

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -538,38 +539,88 @@ int gguf_open_mem(const void *data, size_t size, struct gguf_file **out, char *e
     return 0;
 }
 
-int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen)
+static atomic_bool use_mmap = true; /* exsa_set_mmap */
+
+void exsa_set_mmap(bool on)
+{
+    atomic_store(&use_mmap, on);
+}
+
+/* The size bytes of fd in a new page-aligned buffer (the alignment a mapping would give), or
+ * NULL with errno set (EIO when the file got shorter while it was read). */
+static void *read_whole(int fd, size_t size)
+{
+    void *buf = NULL;
+    if ((errno = posix_memalign(&buf, 4096, size)) != 0)
+        return NULL;
+    for (size_t off = 0; off < size;) {
+        ssize_t n = pread(fd, (char *)buf + off, size - off, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            free(buf);
+            errno = e;
+            return NULL;
+        }
+        off += (size_t)n;
+    }
+    return buf;
+}
+
+/* Opens path for reading and checks it is a regular file long enough for a header. */
+static int open_file(struct rd *r, const char *path, int *fd, struct stat *st)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return fail(r, EXSA_EIO, "cannot open %s: %s", path, strerror(errno));
+    if (fstat(*fd, st)) {
+        int e = errno;
+        close(*fd);
+        return fail(r, EXSA_EIO, "cannot stat %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st->st_mode) || st->st_size < HEADER_BYTES) {
+        close(*fd);
+        if (!S_ISREG(st->st_mode))
+            return fail(r, EXSA_EIO, "%s is not a regular file", path);
+        return fail(r, EXSA_EFORMAT, "%s is %lld bytes, too short for a GGUF header (%d bytes)",
+                    path, (long long)st->st_size, HEADER_BYTES);
+    }
+    return 0;
+}
+
+int gguf_open_ex(const char *path, bool map, struct gguf_file **out, char *err, size_t errlen)
 {
     struct rd r = {.err = err, .errlen = errlen};
     struct stat st;
+    int fd;
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return fail(&r, EXSA_EIO, "cannot open %s: %s", path, strerror(errno));
-    if (fstat(fd, &st)) {
-        int e = errno;
-        close(fd);
-        return fail(&r, EXSA_EIO, "cannot stat %s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode) || st.st_size < HEADER_BYTES) {
-        close(fd);
-        if (!S_ISREG(st.st_mode))
-            return fail(&r, EXSA_EIO, "%s is not a regular file", path);
-        return fail(&r, EXSA_EFORMAT, "%s is %lld bytes, too short for a GGUF header (%d bytes)",
-                    path, (long long)st.st_size, HEADER_BYTES);
-    }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int rc = open_file(&r, path, &fd, &st);
+    if (rc)
+        return rc;
+    size_t size = (size_t)st.st_size;
+    void *p = map ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : read_whole(fd, size);
     int e = errno;
     close(fd);
-    if (map == MAP_FAILED)
-        return fail(&r, EXSA_EIO, "cannot map %s: %s", path, strerror(e));
-    int rc = gguf_open_mem(map, (size_t)st.st_size, out, err, errlen);
+    if (map ? p == MAP_FAILED : !p)
+        return fail(&r, e == ENOMEM ? EXSA_ENOMEM : EXSA_EIO, "cannot %s %s: %s",
+                    map ? "map" : "read", path, strerror(e));
+    rc = gguf_open_mem(p, size, out, err, errlen);
     if (rc) {
-        munmap(map, (size_t)st.st_size);
+        if (map)
+            munmap(p, size);
+        else
+            free(p);
         return rc;
     }
-    (*out)->owns_map = true;
+    (*out)->owns_map = map;
+    (*out)->owns_copy = !map;
     return 0;
+}
+
+int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen)
+{
+    return gguf_open_ex(path, atomic_load(&use_mmap), out, err, errlen);
 }
 
 void gguf_close(struct gguf_file *f)
@@ -588,6 +639,8 @@ void gguf_close(struct gguf_file *f)
     free(g->t_slots);
     if (f->owns_map)
         munmap((void *)f->base, f->size);
+    if (f->owns_copy)
+        free((void *)f->base);
     free(g);
 }
 

@@ -1,11 +1,12 @@
 /*
- * gguf.h: a validated GGUF reader (versions 2 and 3) over a read-only mapping.
+ * gguf.h: a validated GGUF reader (versions 2 and 3) over a read-only mapping or a copy.
  *
- * gguf_open() maps the file and checks every count, length, offset and size against it before
- * use; after it succeeds every pointer it hands out lies inside the mapping and every tensor's
- * bytes lie inside the data blob. Keys and tensor names are unique. The struct owns the mapping
- * (or borrows caller memory with gguf_open_mem) and its tables; everything returned points into
- * it and lives until gguf_close(). Called by model.c, tokenizer.c, tools and tests.
+ * gguf_open() maps the file (or, after exsa_set_mmap(false), reads it into memory) and checks
+ * every count, length, offset and size against it before use; after it succeeds every pointer
+ * it hands out lies inside the mapping and every tensor's bytes lie inside the data blob. Keys
+ * and tensor names are unique. The struct owns the mapping or copy (or borrows caller memory
+ * with gguf_open_mem) and its tables; everything returned points into it and lives until
+ * gguf_close(). Called by model.c, tokenizer.c, tools and tests.
  */
 #ifndef EXSA_GGUF_H
 #define EXSA_GGUF_H
@@ -77,12 +78,18 @@ struct gguf_file {
     uint64_t data_offset; /* file offset of the tensor data blob */
     const uint8_t *base;
     uint64_t size;
-    bool owns_map;
+    bool owns_map;  /* base is a mapping of the file */
+    bool owns_copy; /* base is a malloc'd copy of the file */
 };
 
-/* Opens and validates path. On error returns EXSA_EIO/EXSA_EFORMAT/EXSA_ENOMEM/EXSA_EUNSUPPORTED
- * and writes a sentence naming the key, tensor or offset into err. */
+/* Opens and validates path, mapped unless exsa_set_mmap(false) was called. On error returns
+ * EXSA_EIO/EXSA_EFORMAT/EXSA_ENOMEM/EXSA_EUNSUPPORTED and writes a sentence naming the key,
+ * tensor or offset into err. */
 int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen);
+/* The same with the choice made here: map true maps the file (pages are read when touched; a
+ * file truncated on disk then faults with SIGBUS), false reads it whole into memory (the file
+ * may change or go afterwards). */
+int gguf_open_ex(const char *path, bool map, struct gguf_file **out, char *err, size_t errlen);
 /* Same over caller memory, which must outlive the result (tests, fuzzing). */
 int gguf_open_mem(const void *data, size_t size, struct gguf_file **out, char *err, size_t errlen);
 void gguf_close(struct gguf_file *f);

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "model.h"
 
 struct sched_req {
@@ -64,6 +65,7 @@ struct sched {
     bool stop, closing, loading, started;
     struct sched_req *qhead, *qtail;
     int n_queued, n_active_shared, borrowers;
+    int cache_seqs, cache_blocks, cache_blocks_total; /* what the engine holds (count_cache) */
     unsigned gen;
     unsigned long long n_cancelled;
     /* the model; swapped by the scheduler thread under mu */
@@ -488,6 +490,19 @@ static void sched_step(struct sched *s)
     }
 }
 
+/* Publishes what the engine's cache holds (sequences, KV blocks in use and in all) for the
+ * stats: a sequence or block that outlives its request shows there. Scheduler thread, with mu
+ * held (the engine changes only on this thread). */
+static void count_cache(struct sched *s)
+{
+    const struct kv_cache *kv = s->engine ? s->engine->kv : NULL;
+    s->cache_seqs = 0;
+    for (int i = 0; kv && i < kv->n_seq_max; i++)
+        s->cache_seqs += kv->seqs[i].used;
+    s->cache_blocks = kv ? kv->n_blocks - kv->n_free : 0;
+    s->cache_blocks_total = kv ? kv->n_blocks : 0;
+}
+
 /* Retires finished and cancelled sequences. Called without mu. */
 static void retire(struct sched *s)
 {
@@ -510,6 +525,7 @@ static void retire(struct sched *s)
     pthread_mutex_lock(&s->mu);
     s->n_active_shared = s->n_active;
     s->n_cancelled += n_cancel;
+    count_cache(s);
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
@@ -560,6 +576,7 @@ static void swap_model(struct sched *s, struct exsa_model *m, struct exsa_engine
         s->ctl_rc = rc;
         snprintf(s->ctl_err, sizeof s->ctl_err, "out of memory for the batch buffers");
     }
+    count_cache(s);
 }
 
 /* Performs a load (new model and engine first, so a failed load keeps the current model).
@@ -825,5 +842,8 @@ void sched_get_stats(struct sched *s, struct sched_stats *st)
     st->max_queue = s->p.max_queue;
     st->queue_full = queue_full(s);
     st->n_cancelled = s->n_cancelled;
+    st->cache_seqs = s->cache_seqs;
+    st->cache_blocks = s->cache_blocks;
+    st->cache_blocks_total = s->cache_blocks_total;
     pthread_mutex_unlock(&s->mu);
 }

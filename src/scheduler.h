@@ -71,6 +71,8 @@ struct sched_stats {
     int max_queue;
     bool queue_full; /* sched_submit would answer EXSA_ENOMEM now */
     unsigned long long n_cancelled; /* requests cancelled by their client */
+    int cache_seqs;                 /* sequences the engine's cache holds */
+    int cache_blocks, cache_blocks_total; /* KV blocks in use; in the pool */
 };
 void sched_get_stats(struct sched *s, struct sched_stats *st);
 

@@ -2,9 +2,7 @@
  * fuzz_gguf.c: a libFuzzer target over gguf_open_mem. Not named test_*, so `make` does not build
  * it. Every input must either open (then every string, array element and tensor byte the reader
  * hands out is read, so ASan catches a pointer outside the input) or fail with a negative code
- * and a message starting with "gguf: ". Build and run (clang):
- *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
- *     tests/fuzz_gguf.c src/gguf.c src/quant.c -o build/fuzz_gguf && build/fuzz_gguf -max_len=4096
+ * and a message starting with "gguf: ". `make fuzz` builds and runs it (seeds: tests/fuzz/gguf/).
  */
 #include <stdint.h>
 #include <stdlib.h>

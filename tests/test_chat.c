@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
+#include "chat-util.h"
 #include "chat.h"
 #include "gguf.h"
 #include "harness.h"
@@ -18,36 +19,6 @@ static char *read_text(const char *rel)
     char path[512];
     snprintf(path, sizeof path, "%s/%s", fixtures_dir(), rel);
     return read_whole_file(path, NULL);
-}
-
-/* A template loaded from an in-memory GGUF that holds only tmpl (NULL: no template key). */
-static struct chat_template *load_tmpl(const char *tmpl, char *warn, size_t warnlen)
-{
-    struct gguf_writer *w = gguf_writer_new();
-    gguf_w_str(w, "general.architecture", "lfm2");
-    if (tmpl)
-        gguf_w_str(w, "tokenizer.chat_template", tmpl);
-    uint8_t *mem = NULL;
-    size_t size = 0;
-    struct gguf_file *f = NULL;
-    struct chat_template *t = NULL;
-    char err[256];
-    if (gguf_writer_to_mem(w, &mem, &size) == 0 && gguf_open_mem(mem, size, &f, err, sizeof err) == 0)
-        chat_template_load(f, &t, warn, warnlen);
-    gguf_close(f);
-    free(mem);
-    gguf_writer_free(w);
-    return t;
-}
-
-static struct chat_template *load_fixture_tmpl(const char *name, char *warn, size_t warnlen)
-{
-    char rel[128];
-    snprintf(rel, sizeof rel, "templates/%s", name);
-    char *src = read_text(rel);
-    struct chat_template *t = src ? load_tmpl(src, warn, warnlen) : NULL;
-    free(src);
-    return t;
 }
 
 #define MSG(r, c) {r, c, NULL, NULL}

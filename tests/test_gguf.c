@@ -899,6 +899,40 @@ static void test_mutations(void)
     free(good);
 }
 
+/* gguf_open_ex(map = false) reads the file into memory: the same tables and bytes as the
+ * mapping, page-aligned, and the file may be truncated afterwards (--no-mmap). */
+static void test_read_into_memory(void)
+{
+    char path[1024], tmp[] = "/tmp/exsa-test-gguf-XXXXXX", err[256];
+    snprintf(path, sizeof path, "%s/lfm2-tiny-Q4_K_M.gguf", fixtures_dir());
+    size_t size;
+    char *bytes = read_whole_file(path, &size);
+    int fd = mkstemp(tmp);
+    CHECK(bytes && fd >= 0 && write(fd, bytes, size) == (ssize_t)size, "copy %s", path);
+    struct gguf_file *mapped = NULL, *copy = NULL;
+    CHECK(gguf_open_ex(tmp, true, &mapped, err, sizeof err) == 0, "map: %s", err);
+    CHECK(gguf_open_ex(tmp, false, &copy, err, sizeof err) == 0, "read: %s", err);
+    if (ftruncate(fd, 10) != 0) /* the copy no longer depends on the file */
+        CHECK(0, "ftruncate");
+    for (uint64_t i = 0; mapped && copy && i < copy->n_tensors; i++) {
+        const struct gguf_tensor *a = &mapped->tensors[i], *b = &copy->tensors[i];
+        CHECK(!strcmp(a->name, b->name) && a->nbytes == b->nbytes && a->data != b->data,
+              "tensor %llu", (unsigned long long)i);
+        CHECK(!memcmp(bytes + (a->offset + mapped->data_offset), b->data, b->nbytes),
+              "bytes of %s", b->name);
+    }
+    CHECK(copy && copy->owns_copy && !copy->owns_map && ((uintptr_t)copy->base & 4095) == 0 &&
+              mapped && copy->n_tensors == mapped->n_tensors && copy->n_kv == mapped->n_kv,
+          "copy tables");
+    gguf_close(mapped); /* the mapping is not touched after the truncation */
+    gguf_close(copy);
+    CHECK(gguf_open_ex(tmp, false, &copy, err, sizeof err) == EXSA_EFORMAT && !copy &&
+              strstr(err, "too short"), "the truncated file: %s", err);
+    close(fd);
+    unlink(tmp);
+    free(bytes);
+}
+
 static void test_case_count(void)
 {
     CHECK(n_bad_cases >= 40, "only %d malformed-file cases", n_bad_cases);
@@ -925,6 +959,7 @@ int main(void)
     RUN(test_bad_tensor_data);
     RUN(test_bad_paths);
     RUN(test_mutations);
+    RUN(test_read_into_memory);
     RUN(test_case_count);
     TEST_END();
 }

@@ -2,13 +2,15 @@
  * test_server.c: `exsa serve` end to end: starts the real binary (BUILD/exsa, found next to this
  * test's folder) on free loopback ports with the tiny fixture model, and checks every route,
  * status code and error body with curl, the official `openai` npm package (installed into
- * BUILD/npm by this test when absent; a failed install is a failure), the queue bound (503 +
+ * BUILD/npm by this test when absent, or taken from build/npm under SAN=1; a failed install is
+ * a failure), the queue bound (503 +
  * Retry-After), the rate limit (429), the API key (401), path traversal on models/load, a client
  * that disconnects mid-stream, flags winning over the environment, and a clean SIGTERM.
  */
 #include <arpa/inet.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,10 +75,10 @@ static char *sh(const char *fmt, ...)
     return out;
 }
 
-/* curl: method, path, body (or NULL), extra curl args; *status gets the HTTP status; returns the
- * body (malloc'd). */
-static char *req(const struct srv *s, const char *method, const char *path, const char *body,
-                 const char *extra, int *status)
+/* curl: method, path, body (or NULL), its Content-Type ("" sends none), extra curl args; *status
+ * gets the HTTP status; returns the body (malloc'd). */
+static char *req_ct(const struct srv *s, const char *method, const char *path,
+                    const char *body, const char *ctype, const char *extra, int *status)
 {
     char bfile[PATH_MAX], ofile[PATH_MAX];
     snprintf(bfile, sizeof bfile, "%s/req.json", g_tmp);
@@ -85,12 +88,19 @@ static char *req(const struct srv *s, const char *method, const char *path, cons
         fputs(body, f);
         fclose(f);
     }
-    char *code = sh("curl -s -m 30 -X %s %s%s -H 'Content-Type: application/json' %s -o %s "
+    char *code = sh("curl -s -m 30 -X %s %s%s -H 'Content-Type:%s' %s -o %s "
                     "-w '%%{http_code}' '%s%s'", method, body ? "--data-binary @" : "",
-                    body ? bfile : "", extra ? extra : "", ofile, s->url, path);
+                    body ? bfile : "", ctype, extra ? extra : "", ofile, s->url, path);
     *status = atoi(code);
     free(code);
     return sh("cat %s", ofile);
+}
+
+/* req_ct with a JSON body. */
+static char *req(const struct srv *s, const char *method, const char *path, const char *body,
+                 const char *extra, int *status)
+{
+    return req_ct(s, method, path, body, " application/json", extra, status);
 }
 
 /* Starts exsa serve with env assignments (NULL-terminated "K=V") and extra flags. */
@@ -158,6 +168,7 @@ static bool is_error_shape(const char *b)
            has(b, "\"param\":") && has(b, "\"code\":");
 }
 
+#define JSON_CT "-H 'Content-Type: application/json' "
 #define CHAT(extra) "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]" extra "}"
 
 static struct srv A; /* the main server */
@@ -388,11 +399,12 @@ static void test_disconnect(void)
         b = req(&A, "GET", "/metrics", NULL, NULL, &st);
         cancelled = has(b, "exsa_requests_cancelled_total 1") ||
                     has(b, "exsa_requests_cancelled_total 2");
-        idle = has(b, "exsa_active_sequences 0");
+        idle = has(b, "exsa_active_sequences 0") && has(b, "exsa_cache_sequences 0") &&
+               has(b, "exsa_kv_blocks_used 0") && !has(b, "exsa_kv_blocks_total 0");
         free(b);
         usleep(100000);
     }
-    CHECK(cancelled && idle, "the cut stream was cancelled and its sequence retired");
+    CHECK(cancelled && idle, "the cut stream was cancelled, its sequence and KV blocks freed");
 }
 
 static void test_metrics(void)
@@ -427,19 +439,24 @@ static void test_seed_curl(void)
 
 static void test_openai_npm(void)
 {
-    char pkg[PATH_MAX + 64];
-    snprintf(pkg, sizeof pkg, "%s/npm/node_modules/openai/package.json", g_build);
+    /* BUILD/npm, or the one of the plain build when this is BUILD=build/san (no second install) */
+    char npm[PATH_MAX + 16], pkg[PATH_MAX + 64];
+    snprintf(npm, sizeof npm, "%s/../npm", g_build);
+    snprintf(pkg, sizeof pkg, "%s/node_modules/openai/package.json", npm);
+    if (access(pkg, F_OK) != 0)
+        snprintf(npm, sizeof npm, "%s/npm", g_build);
+    snprintf(pkg, sizeof pkg, "%s/node_modules/openai/package.json", npm);
     if (access(pkg, F_OK) != 0) {
-        char *o = sh("npm install --prefix '%s/npm' openai@4 --no-audit --no-fund "
-                     "--loglevel=error 2>&1", g_build);
+        char *o = sh("npm install --prefix '%s' openai@4 --no-audit --no-fund --loglevel=error "
+                     "2>&1", npm);
         CHECK(access(pkg, F_OK) == 0, "npm install openai failed (node 20 and the npm registry "
                                       "are needed): %s", o);
         free(o);
         if (access(pkg, F_OK) != 0)
             return;
     }
-    char *o = sh("EXSA_URL=%s/v1 OPENAI_PKG_DIR='%s/npm' node tests/server/openai.mjs 2>&1; "
-                 "echo \"exit=$?\"", A.url, g_build);
+    char *o = sh("EXSA_URL=%s/v1 OPENAI_PKG_DIR='%s' node tests/server/openai.mjs 2>&1; "
+                 "echo \"exit=$?\"", A.url, npm);
     int n_ok = 0;
     for (char *line = strtok(o, "\n"); line; line = strtok(NULL, "\n")) {
         if (!strncmp(line, "ok ", 3))
@@ -480,7 +497,7 @@ static void test_key_and_queue(void)
     free(b);
     /* 5 at once with one running and one waiting: the rest get 503 + Retry-After at once */
     char *o = sh("cd %s && for i in 1 2 3 4 5; do curl -s -m 30 -D h$i -o b$i -w '%%{http_code}\\n'"
-                 " -H 'Authorization: Bearer sekret' %s/v1/completions -d '{\"prompt\":\"x\","
+                 " -H 'Authorization: Bearer sekret' " JSON_CT "%s/v1/completions -d '{\"prompt\":\"x\","
                  "\"max_tokens\":40,\"ignore_eos\":true}' & done; wait; cat h* | grep -ci "
                  "'^retry-after'", g_tmp, B.url);
     int n200 = 0, n503 = 0;
@@ -497,8 +514,8 @@ static void test_key_and_queue(void)
     free(o);
     /* SIGTERM while a stream runs: it finishes, then the server exits 0 */
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "curl -s -N -m 30 %s/v1/completions -H 'Authorization: Bearer "
-             "sekret' -d '{\"prompt\":\"x\",\"max_tokens\":30,\"stream\":true}' > %s/term.out",
+    snprintf(cmd, sizeof cmd, "curl -s -N -m 30 %s/v1/completions " JSON_CT "-H 'Authorization: "
+             "Bearer sekret' -d '{\"prompt\":\"x\",\"max_tokens\":30,\"stream\":true}' > %s/term.out",
              B.url, g_tmp);
     pid_t cp = fork();
     if (cp == 0) {
@@ -646,7 +663,7 @@ static void test_batched_equals_alone(void)
         fclose(f);
     }
     free(sh("cd %s && for i in $(seq 0 19); do curl -s -N -m 120 -o par$i.out %s/v1/completions "
-            "--data-binary @par$i.json & done; wait", g_tmp, D.url));
+            JSON_CT "--data-binary @par$i.json & done; wait", g_tmp, D.url));
     int same = 0;
     for (int i = 0; i < 20; i++) {
         char *b = sh("cat %s/par%d.out", g_tmp, i);
@@ -678,7 +695,7 @@ static void test_queue_zero(void)
     CHECK(st == 200 && has(b, "text_completion"), "served %d %s", st, b);
     free(b);
     char *o = sh("for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%%{http_code}\\n' -m 30 "
-                 "%s/v1/completions -d '{\"prompt\":\"x\",\"max_tokens\":60,\"ignore_eos\":true}'"
+                 JSON_CT "%s/v1/completions -d '{\"prompt\":\"x\",\"max_tokens\":60,\"ignore_eos\":true}'"
                  " & done; wait", E.url);
     int n200 = 0, n503 = 0;
     for (char *p = o; *p; p++)
@@ -686,6 +703,382 @@ static void test_queue_zero(void)
     CHECK(n200 >= 1 && n200 <= 2 && n200 + n503 == 5, "2 slots, no queue: %s", o);
     free(o);
     CHECK(stop(&E) == 0, "server E exit status");
+}
+
+/* A JSON body: head, then n copies of item joined by commas, then tail (malloc'd). */
+static char *repeat_body(const char *head, const char *item, int n, const char *tail)
+{
+    size_t hl = strlen(head), il = strlen(item), tl = strlen(tail);
+    char *b = malloc(hl + (il + 1) * (size_t)n + tl + 1), *p = b;
+    memcpy(p, head, hl), p += hl;
+    for (int i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        memcpy(p, item, il), p += il;
+    }
+    memcpy(p, tail, tl + 1);
+    return b;
+}
+
+/* Issue 9, finding 1: 220,000 messages (3.5 MB, under the 4 MiB default limit) held a core for
+ * minutes (cJSON_GetArrayItem in a loop); every list a client sends now has a cap answered at
+ * once with a 400 naming the field and the cap, and what is under a cap is parsed linearly. */
+static void test_linear_caps(void)
+{
+    struct srv Q;
+    char flags[PATH_MAX + 32];
+    snprintf(flags, sizeof flags, "-m '%s' -c 512", g_model);
+    if (start(&Q, NULL, flags) < 0) {
+        CHECK(0, "server Q did not start");
+        return;
+    }
+    struct {
+        char *body;
+        const char *path, *needle;
+        int status;
+    } cases[] = {
+        {repeat_body("{\"messages\":[", "{\"role\":\"user\"}", 220000, "]}"),
+         "/v1/chat/completions", "more than 4096 entries", 400},
+        {repeat_body("{\"messages\":[", "{\"role\":\"user\",\"content\":\"hi\"}", 4096, "]}"),
+         "/v1/chat/completions", "context_length_exceeded", 400},
+        {repeat_body("{\"messages\":[{\"role\":\"user\",\"content\":[",
+                     "{\"type\":\"text\",\"text\":\"x\"}", 100000, "]}]}"),
+         "/v1/chat/completions", "more than 1024 parts", 400},
+        {repeat_body("{\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":[",
+                     "{\"type\":\"text\",\"text\":\"\"}", 1024, "]}]}"),
+         "/v1/chat/completions", "chat.completion", 200},
+        {repeat_body("{\"prompt\":\"a\",\"stop\":[", "\"s\"", 17, "]}"), "/v1/completions",
+         "at most 16", 400},
+        {repeat_body("{\"prompt\":\"a\",\"logit_bias\":{", "\"2\":1", 4097, "}}"),
+         "/v1/completions", "more than 4096 entries", 400},
+        {repeat_body("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"tools\":[",
+                     "{\"type\":\"function\",\"function\":{\"name\":\"f\"}}", 257, "]}"),
+         "/v1/chat/completions", "more than 256 entries", 400},
+        {repeat_body("{\"tokens\":[", "1", (1 << 20) + 1, "]}"), "/detokenize",
+         "at most 1048576 token ids", 400},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int st;
+        char *b = req(&Q, "POST", cases[i].path, cases[i].body, NULL, &st);
+        CHECK(st == cases[i].status && has(b, cases[i].needle), "case %zu (%zu bytes): %d %.300s",
+              i, strlen(cases[i].body), st, b);
+        free(b), free(cases[i].body);
+    }
+    int st;
+    char *b = req(&Q, "GET", "/v1/health", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"active_requests\":0"), "health after the caps %d %s", st, b);
+    free(b);
+    CHECK(stop(&Q) == 0, "server Q exit status");
+}
+
+/* A socket connected to s from the loopback address src ("127.0.0.1", "127.0.0.2", ...); -1 on
+ * failure. */
+static int dial(const struct srv *s, const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET}, to = {.sin_family = AF_INET};
+    inet_pton(AF_INET, src, &a.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    to.sin_port = htons((uint16_t)s->port);
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        connect(fd, (struct sockaddr *)&to, sizeof to) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Everything fd receives until the server closes it (or 30 s pass), malloc'd. */
+static char *read_all(int fd)
+{
+    size_t len = 0, cap = 1 << 16;
+    char *o = malloc(cap);
+    ssize_t n;
+    while (o && (n = recv(fd, o + len, cap - len - 1, 0)) > 0)
+        if ((len += (size_t)n) + 1 >= cap)
+            o = realloc(o, cap *= 2);
+    if (o)
+        o[len] = 0;
+    return o;
+}
+
+/* A raw POST of a JSON body with extra header lines (each ending in \r\n). */
+static void send_post(int fd, const struct srv *s, const char *path, const char *body,
+                      const char *extra)
+{
+    char head[1024];
+    int n = snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: "
+                     "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
+                     path, s->port, strlen(body), extra ? extra : "");
+    CHECK(send(fd, head, (size_t)n, MSG_NOSIGNAL) == n, "send head");
+    CHECK(send(fd, body, strlen(body), MSG_NOSIGNAL) == (ssize_t)strlen(body), "send body");
+}
+
+/* Issue 9, finding 5: with API_KEY set, /v1/health showed the model's absolute path to anyone;
+ * a client that half-closed its socket after its request (a read of 0 bytes, write side still
+ * open) got no reply on the generating routes. A client that closes for good still cancels. */
+static void test_half_close_and_health(void)
+{
+    struct srv H;
+    const char *env[] = {"API_KEY=k9", "EXSA_TEST_STEP_DELAY_MS=150", "BATCH_TIMEOUT_MS=0", NULL};
+    char flags[PATH_MAX + 32];
+    snprintf(flags, sizeof flags, "-m '%s' -c 256", g_model);
+    if (start(&H, env, flags) < 0) {
+        CHECK(0, "server H did not start");
+        return;
+    }
+    int st;
+    char *b = req(&H, "GET", "/v1/health", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"model_loaded\":true") && !has(b, "lfm2-tiny") &&
+              !has(b, "fixtures"), "health without the key shows no path: %d %s", st, b);
+    free(b);
+    b = req(&H, "GET", "/v1/health", NULL, "-H 'Authorization: Bearer k9'", &st);
+    CHECK(st == 200 && has(b, "lfm2-tiny-F32.gguf"), "health with the key %d %s", st, b);
+    free(b);
+    const char *bodies[] = {"{\"prompt\":\"a\",\"max_tokens\":5,\"ignore_eos\":true}",
+                            "{\"prompt\":\"a\",\"max_tokens\":5,\"ignore_eos\":true,"
+                            "\"stream\":true}"};
+    const char *ends[] = {"\"completion_tokens\":5", "data: [DONE]"};
+    for (int i = 0; i < 2; i++) {
+        int fd = dial(&H, "127.0.0.1");
+        CHECK(fd >= 0, "connect");
+        if (fd < 0)
+            continue;
+        send_post(fd, &H, "/v1/completions", bodies[i], "Authorization: Bearer k9\r\n");
+        shutdown(fd, SHUT_WR);
+        char *o = read_all(fd);
+        close(fd);
+        CHECK(has(o, "HTTP/1.1 200") && has(o, ends[i]), "half-closed client %d got: %s", i, o);
+        free(o);
+    }
+    /* a client that leaves for good mid-reply (curl gives up after 1 s of a 15 s reply) */
+    b = req(&H, "GET", "/metrics", NULL, "-H 'Authorization: Bearer k9'", &st);
+    const char *cc = b ? strstr(b, "\nexsa_requests_cancelled_total ") : NULL;
+    char want[64];
+    snprintf(want, sizeof want, "exsa_requests_cancelled_total %d", cc ? atoi(cc + 31) + 1 : -1);
+    free(b);
+    free(sh("curl -s -m 1 -o /dev/null %s/v1/completions -H 'Authorization: Bearer k9' -H "
+            "'Content-Type: application/json' -d '{\"prompt\":\"a\",\"max_tokens\":100,"
+            "\"ignore_eos\":true}'", H.url));
+    bool idle = false;
+    for (int i = 0; i < 30 && !idle; i++, usleep(100000)) {
+        b = req(&H, "GET", "/metrics", NULL, "-H 'Authorization: Bearer k9'", &st);
+        idle = has(b, want) && has(b, "exsa_active_sequences 0");
+        free(b);
+    }
+    CHECK(idle, "the request of a client that left was cancelled within 3 s");
+    /* found by the soak: a whole reply ended by a reload had no Retry-After */
+    char *o = sh("curl -s -m 20 -D - -o /dev/null %s/v1/completions -H 'Authorization: Bearer k9' "
+                 JSON_CT "-d '{\"prompt\":\"a\",\"max_tokens\":30,\"ignore_eos\":true}' & "
+                 "sleep 1; curl -s -o /dev/null -X POST %s/v1/models/reload -H 'Authorization: "
+                 "Bearer k9' " JSON_CT "; wait", H.url, H.url);
+    CHECK(has(o, " 503 ") && (has(o, "Retry-After: 1") || has(o, "retry-after: 1")),
+          "a reply ended by a reload: %s", o);
+    free(o);
+    CHECK(stop(&H) == 0, "server H exit status");
+}
+
+/* The status and response headers of a curl request with extra arguments (malloc'd). */
+static char *head_of(const struct srv *s, const char *method, const char *path, const char *extra,
+                     int *status)
+{
+    char hdr[PATH_MAX + 64];
+    snprintf(hdr, sizeof hdr, "-D %s/hdr.out %s", g_tmp, extra);
+    free(req(s, method, path, NULL, hdr, status));
+    return sh("cat %s/hdr.out", g_tmp);
+}
+
+/* Issue 9, finding 3: with no API_KEY a web page could unload the model with a text/plain
+ * POST (a "simple" cross-site request), and a DNS-rebinding host name was not checked. POST
+ * routes need application/json, a Host that is not this server's is refused, and the
+ * model-management routes send no CORS headers unless CORS_MANAGEMENT asks for them. */
+static void test_cross_site(void)
+{
+    struct srv X, Y;
+    static char e1[PATH_MAX + 16], e2[PATH_MAX + 16];
+    snprintf(e1, sizeof e1, "MODEL_PATH=%s", g_model);
+    snprintf(e2, sizeof e2, "MODELS_DIR=%s", g_models_dir);
+    const char *env[] = {e1, e2, "ENABLE_CORS=true", "ALLOWED_HOSTS=exsa.example, other.example",
+                         "CONTEXT_SIZE=128", NULL};
+    if (start(&X, env, NULL) < 0) {
+        CHECK(0, "server X did not start");
+        return;
+    }
+    int st;
+    const char *bad_ct[] = {" text/plain", " application/x-www-form-urlencoded", ""};
+    for (int i = 0; i < 3; i++) {
+        char *b = req_ct(&X, "POST", "/v1/models/unload", "{}", bad_ct[i], NULL, &st);
+        CHECK(st == 415 && has(b, "application/json"), "unload as '%s': %d %s", bad_ct[i], st, b);
+        free(b);
+    }
+    char *b = req_ct(&X, "POST", "/v1/chat/completions", CHAT(",\"max_tokens\":2"),
+                     " application/json; charset=utf-8", NULL, &st);
+    CHECK(st == 200, "JSON with a charset %d %s", st, b);
+    free(b);
+    const char *hosts[] = {"evil.example", "evil.example:3000", "exsa.example.evil.example",
+                           "exsa.example", "EXSA.example.:99", "other.example", "localhost:1",
+                           "[::1]:5", "10.1.2.3", "127.0.0.1"};
+    for (int i = 0; i < 10; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra, "-H 'Host: %s'", hosts[i]);
+        b = req(&X, "POST", "/v1/models/unload", NULL, extra, &st);
+        bool refused = i < 3;
+        CHECK(refused ? st == 403 && has(b, "host_not_allowed") : st == 200,
+              "Host %s: %d %s", hosts[i], st, b);
+        free(b);
+        if (i == 2) { /* nothing was unloaded by the refused names */
+            b = req(&X, "GET", "/v1/health", NULL, NULL, &st);
+            CHECK(has(b, "\"model_loaded\":true"), "still loaded: %s", b);
+            free(b);
+        }
+    }
+    const char *origin = "-H 'Origin: http://page.example' -H 'Access-Control-Request-Method: POST'";
+    char *h = head_of(&X, "GET", "/v1/models", origin, &st);
+    CHECK(st == 200 && has(h, "Access-Control-Allow-Origin: *"), "CORS on /v1/models: %s", h);
+    free(h);
+    h = head_of(&X, "OPTIONS", "/v1/chat/completions", origin, &st);
+    CHECK(st == 204 && has(h, "Access-Control-Allow-Origin"), "preflight chat: %d %s", st, h);
+    free(h);
+    const char *manage[][2] = {{"GET", "/v1/models/list"}, {"OPTIONS", "/v1/models/load"},
+                               {"OPTIONS", "/v1/models/unload"}, {"POST", "/v1/models/reload"}};
+    for (int i = 0; i < 4; i++) {
+        h = head_of(&X, manage[i][0], manage[i][1], origin, &st);
+        /* reload answers 400: the allowed hosts above unloaded the model */
+        CHECK(!has(h, "Access-Control-Allow") && st == (i == 0 ? 200 : i == 3 ? 400 : 403),
+              "no CORS on %s %s: %d %s", manage[i][0], manage[i][1], st, h);
+        free(h);
+    }
+    CHECK(stop(&X) == 0, "server X exit status");
+    char flags[PATH_MAX + 64];
+    snprintf(flags, sizeof flags, "-m '%s' -c 128 --cors --cors-management", g_model);
+    if (start(&Y, NULL, flags) < 0) {
+        CHECK(0, "server Y did not start");
+        return;
+    }
+    h = head_of(&Y, "OPTIONS", "/v1/models/load", origin, &st);
+    CHECK(st == 204 && has(h, "Access-Control-Allow-Origin: *"), "asked for: %d %s", st, h);
+    free(h);
+    CHECK(stop(&Y) == 0, "server Y exit status");
+}
+
+/* Whether the server has closed fd (EOF, reset, or a 408 waiting to be read). */
+static bool closed_by_server(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    return poll(&p, 1, 0) > 0;
+}
+
+/* How many of fds[0..n) the server still holds (waits until the count stops changing). */
+static int count_held(const int *fds, int n)
+{
+    int held = -1, prev;
+    for (int round = 0; round < 20; round++) {
+        prev = held, held = 0;
+        for (int i = 0; i < n; i++)
+            held += fds[i] >= 0 && !closed_by_server(fds[i]);
+        if (held == prev)
+            break;
+        usleep(200000);
+    }
+    return held;
+}
+
+/* Issue 9, finding 2 (slowloris): 1,100 half-open connections from one address locked every
+ * other client out (1,024 connections, a 600 s idle timeout, no per-address limit, no header
+ * timeout). Now one address holds at most MAX_CONNECTIONS_PER_ADDRESS (128), /v1/health and
+ * other clients are answered meanwhile, and headers or a body still missing after their
+ * timeout get a 408 and the connection is closed. */
+static void test_slowloris(void)
+{
+    struct srv S;
+    char flags[PATH_MAX + 64];
+    snprintf(flags, sizeof flags, "-m '%s' -c 128 --header-timeout 3 --body-timeout 3", g_model);
+    if (start(&S, NULL, flags) < 0) {
+        CHECK(0, "server S did not start");
+        return;
+    }
+    enum { N = 1100 };
+    static int fds[N];
+    const char *part = "GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n";
+    int opened = 0;
+    for (int i = 0; i < N; i++) {
+        fds[i] = dial(&S, "127.0.0.2");
+        if (fds[i] >= 0 && send(fds[i], part, strlen(part), MSG_NOSIGNAL) > 0)
+            opened++;
+    }
+    int held = count_held(fds, N);
+    CHECK(opened == N && held <= 128 && held >= 64, "%d of %d opened; held %d (limit 128)",
+          opened, N, held);
+    int st;
+    char *b = req(&S, "GET", "/v1/health", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "healthy"), "health during the attack %d %s", st, b);
+    free(b);
+    b = req(&S, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":2}", NULL, &st);
+    CHECK(st == 200 && has(b, "text_completion"), "a client during the attack %d %s", st, b);
+    free(b);
+    /* a body that stops halfway */
+    int fb = dial(&S, "127.0.0.1");
+    const char *hb = "POST /tokenize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     "application/json\r\nContent-Length: 100\r\n\r\n{\"content\":";
+    CHECK(fb >= 0 && send(fb, hb, strlen(hb), MSG_NOSIGNAL) > 0, "slow body sent");
+    sleep(4);
+    int still = count_held(fds, N);
+    char *o = fb >= 0 ? read_all(fb) : NULL;
+    CHECK(still == 0, "%d connections still held after the header timeout", still);
+    CHECK(has(o, "408 Request Timeout") && has(o, "request_timeout"), "slow body: %s", o);
+    free(o);
+    if (fb >= 0)
+        close(fb);
+    for (int i = 0; i < N; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    b = req(&S, "GET", "/metrics", NULL, NULL, &st);
+    const char *t = b ? strstr(b, "\nexsa_connections_timed_out_total ") : NULL;
+    CHECK(t && atoi(t + 34) >= held + 1, "timeouts counted: %s", t ? t : "(none)");
+    free(b);
+    CHECK(stop(&S) == 0, "server S exit status");
+}
+
+/* Issue 9, finding 4: `cp new.gguf served.gguf` (shrinking the served file in place) killed
+ * the server with SIGBUS on the next request, as the weights were a mapping of the file. With
+ * MMAP=0 (--no-mmap) they are read into memory: the server goes on; a reload of the broken file
+ * fails and keeps the model; writing beside, renaming and reloading replaces it. */
+static void test_no_mmap(void)
+{
+    struct srv M;
+    char dir[PATH_MAX], flags[PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/served", g_tmp);
+    free(sh("mkdir -p %s && cp '%s' %s/m.gguf", dir, g_model, dir));
+    snprintf(flags, sizeof flags, "-m %s/m.gguf -c 128", dir);
+    const char *env[] = {"MMAP=0", NULL};
+    if (start(&M, env, flags) < 0) {
+        CHECK(0, "server M did not start");
+        return;
+    }
+    int st;
+    const char *body = "{\"prompt\":\"hello there\",\"max_tokens\":3}";
+    char *b = req(&M, "POST", "/v1/completions", body, NULL, &st);
+    CHECK(st == 200, "before %d %s", st, b);
+    free(b);
+    free(sh("truncate -s 4096 %s/m.gguf", dir)); /* what cp of a smaller file does first */
+    b = req(&M, "POST", "/v1/completions", "{\"prompt\":\"other words\",\"max_tokens\":3}", NULL,
+            &st);
+    CHECK(st == 200 && has(b, "text_completion"), "after the file shrank %d %s", st, b);
+    free(b);
+    b = req(&M, "POST", "/v1/models/reload", NULL, NULL, &st);
+    CHECK(st == 400 && has(b, "m.gguf"), "reload of the broken file %d %s", st, b);
+    free(b);
+    b = req(&M, "POST", "/v1/completions", body, NULL, &st);
+    CHECK(st == 200, "the model stayed %d %s", st, b);
+    free(b);
+    free(sh("cp '%s' %s/m.gguf.new && mv %s/m.gguf.new %s/m.gguf", g_model, dir, dir, dir));
+    b = req(&M, "POST", "/v1/models/reload", NULL, NULL, &st);
+    CHECK(st == 200 && has(b, "\"success\":true"), "reload of the replaced file %d %s", st, b);
+    free(b);
+    CHECK(stop(&M) == 0, "server M exit status (no SIGBUS)");
 }
 
 static char g_argv0[PATH_MAX];
@@ -755,6 +1148,11 @@ int main(int argc, char **argv)
     RUN(test_rate_limit);
     RUN(test_batched_equals_alone);
     RUN(test_queue_zero);
+    RUN(test_linear_caps);
+    RUN(test_half_close_and_health);
+    RUN(test_cross_site);
+    RUN(test_slowloris);
+    RUN(test_no_mmap);
     free(sh("rm -rf %s", g_tmp));
     TEST_END();
 }

@@ -43,6 +43,10 @@ static const struct opt opts[] = {
     {"ENABLE_CORS", "--cors", NULL, OPT_BOOL, F(cors), 0, 1, "CORS headers (false)"},
     {"CORS_ORIGINS", "--cors-origins", NULL, OPT_STR, F(cors_origins), 0, 0,
      "allowed origins, comma-separated (*)"},
+    {"CORS_MANAGEMENT", "--cors-management", NULL, OPT_BOOL, F(cors_manage), 0, 1,
+     "CORS on models/list|load|reload|unload too (false)"},
+    {"ALLOWED_HOSTS", "--allowed-hosts", NULL, OPT_STR, F(allowed_hosts), 0, 0,
+     "Host names accepted besides HOST and addresses, comma-separated (none)"},
     {"ENABLE_RATE_LIMIT", "--rate-limit", NULL, OPT_BOOL, F(rate_limit), 0, 1,
      "per-address rate limit (false)"},
     {"RATE_LIMIT_MAX", "--rate-limit-max", NULL, OPT_INT, F(rate_limit_max), 1, 1 << 30,
@@ -62,6 +66,16 @@ static const struct opt opts[] = {
     {"API_KEY", "--api-key", NULL, OPT_STR, F(api_key), 0, 0, "Bearer key (none)"},
     {"MAX_BODY_SIZE", "--max-body", NULL, OPT_LONG, F(max_body), 1, 1L << 34,
      "request body limit in bytes (4194304)"},
+    {"MAX_CONNECTIONS", "--max-connections", NULL, OPT_INT, F(max_conns), 1, 1 << 16,
+     "open connections in all (1024)"},
+    {"MAX_CONNECTIONS_PER_ADDRESS", "--max-conn-per-address", NULL, OPT_INT,
+     F(max_conns_per_addr), 0, 1 << 16, "open connections from one client address (128; 0: no limit)"},
+    {"HEADER_TIMEOUT", "--header-timeout", NULL, OPT_INT, F(header_timeout), 0, 86400,
+     "seconds a request's headers may take, also between kept-alive requests (60; 0: off)"},
+    {"BODY_TIMEOUT", "--body-timeout", NULL, OPT_INT, F(body_timeout), 0, 86400,
+     "seconds a request's body may take after its headers (60; 0: off)"},
+    {"MMAP", "--mmap", NULL, OPT_BOOL, F(mmap), 0, 1,
+     "map the model file (true); --no-mmap reads it into memory"},
     {"SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", NULL, OPT_INT, F(grace_ms), 0, 3600000,
      "how long SIGTERM lets requests finish (10000)"},
     {"EXSA_TEST_STEP_DELAY_MS", "--test-step-delay-ms", NULL, OPT_INT, F(step_delay_ms), 0,
@@ -86,6 +100,11 @@ void srv_config_default(struct srv_config *c)
     c->batch_timeout_ms = 100;
     c->max_body = 4L << 20;
     c->grace_ms = 10000;
+    c->mmap = true;
+    c->max_conns = 1024;
+    c->max_conns_per_addr = 128;
+    c->header_timeout = 60;
+    c->body_timeout = 60;
 }
 
 static int parse_bool(const char *s, bool *out)
@@ -174,7 +193,7 @@ void srv_config_usage(void)
         fprintf(stderr, "  %-26s %-27s %s\n", names, opts[i].env, opts[i].help);
     }
     fprintf(stderr, "  %-26s %-27s %s\n", "--no-cors, --no-rate-limit", "", "turn a switch off");
-    fprintf(stderr, "  %-26s %-27s %s\n", "--no-continuous-batching", "", "");
+    fprintf(stderr, "  %-26s %-27s %s\n", "--no-continuous-batching, --no-mmap", "", "");
 }
 
 /* Finds the option of flag arg ("--x", "--x=v" or "--no-x"); *neg tells "--no-". */

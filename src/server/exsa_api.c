@@ -19,13 +19,6 @@
 #include "model.h"
 #include "server.h"
 
-static const char *const generate_keys[] = {"prompt", "sampling_params", "use_chat_template",
-                                            "stream", "model", NULL};
-static const char *const sampling_keys[] = {
-    "temperature", "top_k", "top_p", "repeat_penalty", "max_tokens", "stop_sequences", "stop",
-    "seed", "min_p", "presence_penalty", "frequency_penalty", "repeat_last_n", "logit_bias",
-    "ignore_eos", NULL};
-
 static cJSON *model_info_json(const struct sched_stats *st)
 {
     cJSON *o = cJSON_CreateObject();
@@ -45,7 +38,7 @@ int route_health(struct srv_conn *c)
     cJSON_AddStringToObject(o, "status", status);
     cJSON_AddStringToObject(o, "version", EXSA_VERSION);
     cJSON_AddBoolToObject(o, "model_loaded", st.loaded);
-    if (st.loaded)
+    if (st.loaded && c->authed) /* with API_KEY set, the path is for those with the key */
         cJSON_AddStringToObject(o, "model_path", st.model_path);
     else
         cJSON_AddNullToObject(o, "model_path");
@@ -101,59 +94,7 @@ int route_model_info(struct srv_conn *c)
 
 int route_generate(struct srv_conn *c)
 {
-    cJSON *b = job_body(c);
-    if (!b)
-        return MHD_YES;
-    job_log_unknown(c, b, generate_keys);
-    struct job j;
-    job_init(&j, JOB_GENERATE, "gen");
-    /* EXSA-API.md's defaults for /v1/generate */
-    j.gp.sp.temperature = 0.7f, j.gp.sp.top_k = 40, j.gp.sp.top_p = 0.9f;
-    j.gp.sp.repeat_penalty = 1.1f, j.gp.max_tokens = 512;
-    int ret = MHD_YES;
-    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(b, "prompt");
-    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(b, "sampling_params");
-    const cJSON *uct = cJSON_GetObjectItemCaseSensitive(b, "use_chat_template");
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(b, "stream");
-    if (!cJSON_IsString(prompt)) {
-        srv_reply_error(c, 400, "invalid_request_error", "prompt", "invalid_value",
-                        "'prompt' must be a string");
-        goto done;
-    }
-    if ((sp && !cJSON_IsObject(sp) && !cJSON_IsNull(sp)) || (uct && !cJSON_IsBool(uct)) ||
-        (stream && !cJSON_IsBool(stream))) {
-        srv_reply_error(c, 400, "invalid_request_error", NULL, "invalid_value",
-                        "'sampling_params' must be an object, 'use_chat_template' and 'stream' "
-                        "true or false");
-        goto done;
-    }
-    if (cJSON_IsObject(sp))
-        job_log_unknown(c, sp, sampling_keys);
-    if (cJSON_IsObject(sp) && job_parse_sampling(c, &j, sp, true) < 0)
-        goto done;
-    j.stream = !cJSON_IsFalse(stream);
-    unsigned gen;
-    int n_ctx, rc;
-    struct exsa_model *m = job_model(c, &j, b, &gen, &n_ctx);
-    if (!m)
-        goto done;
-    if (!cJSON_IsFalse(uct)) {
-        struct exsa_chat_msg msg = {"user", prompt->valuestring, NULL, NULL};
-        rc = chat_tokenize(m->tmpl, m->tok, &msg, 1, NULL, true, &j.prompt, &j.n_prompt);
-    } else {
-        rc = job_tokenize(m, prompt->valuestring, true, true, &j.prompt, &j.n_prompt);
-    }
-    int n_vocab = exsa_model_info(m)->vocab_size;
-    sched_model_release(c->srv->sched);
-    if (rc < 0)
-        srv_reply_error(c, 400, "invalid_request_error", "prompt", "invalid_value",
-                        "cannot tokenize the prompt: %s", exsa_strerror(rc));
-    else if (job_check(c, &j, n_ctx, n_vocab) == 0)
-        ret = job_run(c, &j, gen);
-done:
-    job_free(&j);
-    cJSON_Delete(b);
-    return ret;
+    return job_route(c, JOB_GENERATE);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -258,38 +199,20 @@ static int swap_reply(struct srv_conn *c, int rc, const char *err, const char *w
     return srv_reply_json(c, 200, o);
 }
 
-/* Whether v is absent, null, or an integer in [lo, hi]. */
-static bool int_or_absent(const cJSON *v, double lo, double hi)
-{
-    return !v || cJSON_IsNull(v) ||
-           (cJSON_IsNumber(v) && v->valuedouble >= lo && v->valuedouble <= hi &&
-            v->valuedouble == (double)(long)v->valuedouble);
-}
-
 int route_models_load(struct srv_conn *c)
 {
-    cJSON *b = job_body(c);
-    if (!b)
-        return MHD_YES;
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(b, "model_path");
-    const cJSON *ngl = cJSON_GetObjectItemCaseSensitive(b, "gpu_layers");
-    const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(b, "context_size");
+    struct job j;
+    struct srv_err e;
     char path[PATH_MAX], err[600] = "";
     int ret = MHD_YES;
-    /* the same ranges as GPU_LAYERS and CONTEXT_SIZE; integers only (1.5 or 1e300 must not be
-     * cut to an int) */
-    if (!cJSON_IsString(p) || !p->valuestring[0] || !int_or_absent(ngl, 0, 100000) ||
-        !int_or_absent(ctx, 1, 1 << 24)) {
-        srv_reply_error(c, 400, "invalid_request_error", "model_path", "invalid_value",
-                        "expected {\"model_path\": \"x.gguf\", \"gpu_layers\"?: integer in "
-                        "[0, 100000], \"context_size\"?: integer in [1, 16777216]}");
-    } else if (resolve_model(c, p->valuestring, path) == 0) {
-        int rc = sched_load(c->srv->sched, path, cJSON_IsNumber(ngl) ? (int)ngl->valuedouble : -1,
-                            cJSON_IsNumber(ctx) ? (int)ctx->valuedouble : -1, err, sizeof err);
+    if (job_parse(JOB_LOAD, c->body, c->body_len, &j, &e) < 0) {
+        ret = srv_reply_err(c, &e);
+    } else if (resolve_model(c, j.load_path, path) == 0) {
+        int rc = sched_load(c->srv->sched, path, j.load_gpu_layers, j.load_n_ctx, err, sizeof err);
         fprintf(stderr, "exsa serve: load %s: %s\n", path, rc < 0 ? err : "ok");
         ret = swap_reply(c, rc, err, "loaded");
     }
-    cJSON_Delete(b);
+    job_free(&j);
     return ret;
 }
 
@@ -312,7 +235,11 @@ int route_metrics(struct srv_conn *c)
 {
     struct sched_stats st;
     sched_get_stats(c->srv->sched, &st);
-    char *s = metrics_render(c->srv->metrics, &st, sched_now() - c->srv->t_start);
+    int n_conns;
+    unsigned long long n_timeouts;
+    conntrack_stats(c->srv->ct, &n_conns, &n_timeouts);
+    char *s = metrics_render(c->srv->metrics, &st, sched_now() - c->srv->t_start, n_conns,
+                             n_timeouts);
     if (!s)
         return srv_reply_error(c, 503, "server_error", NULL, NULL, "out of memory");
     int ret = srv_reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", s);
@@ -322,106 +249,83 @@ int route_metrics(struct srv_conn *c)
 
 int route_tokenize(struct srv_conn *c)
 {
-    cJSON *b = job_body(c);
-    if (!b)
-        return MHD_YES;
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "content");
-    if (!t)
-        t = cJSON_GetObjectItemCaseSensitive(b, "text");
-    const cJSON *as = cJSON_GetObjectItemCaseSensitive(b, "add_special");
-    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(b, "parse_special");
-    int ret = MHD_YES;
     struct job j;
-    job_init(&j, JOB_COMPLETION, "tok");
+    struct srv_err e;
     unsigned gen;
-    if (!cJSON_IsString(t)) {
-        srv_reply_error(c, 400, "invalid_request_error", "content", "invalid_value",
-                        "'content' must be a string");
+    int ret;
+    struct exsa_model *m = job_open(c, JOB_TOKENIZE, &j, &gen, NULL, &e);
+    if (m) {
+        int rc = job_tokenize(m, j.text, j.add_special, j.parse_special, &j.prompt, &j.n_prompt);
+        sched_model_release(c->srv->sched);
+        if (rc < 0)
+            srv_err_set(&e, 400, "content", "invalid_value", "cannot tokenize: %s",
+                        exsa_strerror(rc));
+    }
+    if (e.status) {
+        ret = srv_reply_err(c, &e);
     } else {
-        struct exsa_model *m = job_model(c, &j, b, &gen, NULL);
-        if (m) {
-            int rc = job_tokenize(m, t->valuestring, !cJSON_IsFalse(as), !cJSON_IsFalse(ps),
-                                  &j.prompt, &j.n_prompt);
-            sched_model_release(c->srv->sched);
-            if (rc < 0) {
-                srv_reply_error(c, 400, "invalid_request_error", "content", "invalid_value",
-                                "cannot tokenize: %s", exsa_strerror(rc));
-            } else {
-                cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tokens");
-                for (int i = 0; i < j.n_prompt; i++)
-                    cJSON_AddItemToArray(arr, cJSON_CreateNumber(j.prompt[i]));
-                ret = srv_reply_json(c, 200, o);
-            }
-        }
+        cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tokens");
+        for (int i = 0; i < j.n_prompt; i++)
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber(j.prompt[i]));
+        ret = srv_reply_json(c, 200, o);
     }
     job_free(&j);
-    cJSON_Delete(b);
     return ret;
 }
 
-/* Appends the pieces of the ids in arr to a new string (*n_out bytes; pieces may hold NUL
- * bytes); NULL when an id is bad. */
-static char *detokenize(struct exsa_model *m, const cJSON *arr, int n_vocab, size_t *n_out)
+/* The pieces of ids[0..n) in a new string (*n_out bytes; pieces may hold NUL bytes); NULL
+ * with the 400 in e when an id is not below n_vocab, or out of memory. */
+static char *detokenize(struct exsa_model *m, const int32_t *ids, int n, size_t *n_out,
+                        struct srv_err *e)
 {
+    int n_vocab = exsa_model_info(m)->vocab_size;
     size_t len = 0, cap = 256;
     char *s = malloc(cap), piece[256];
-    const cJSON *it;
-    cJSON_ArrayForEach(it, arr) {
-        if (!s || !cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= n_vocab ||
-            it->valuedouble != (int)it->valuedouble)
-            return free(s), NULL;
-        int n = exsa_token_to_piece(m, (int32_t)it->valuedouble, false, piece, sizeof piece);
-        if (n < 0 || n > (int)sizeof piece)
-            return free(s), NULL;
-        if (len + n + 1 > cap) {
-            char *t = realloc(s, cap = (len + n + 1) * 2);
+    for (int i = 0; s && i < n; i++) {
+        int k = ids[i] < n_vocab ? exsa_token_to_piece(m, ids[i], false, piece, sizeof piece) : -1;
+        if (k < 0 || k > (int)sizeof piece)
+            return free(s), srv_err_set(e, 400, "tokens", "invalid_value", "'tokens' must hold "
+                                        "integer ids below %d", n_vocab), NULL;
+        if (len + k + 1 > cap) {
+            char *t = realloc(s, cap = (len + k + 1) * 2);
             if (!t)
-                return free(s), NULL;
+                free(s);
             s = t;
         }
-        memcpy(s + len, piece, n);
-        len += n;
+        if (s)
+            memcpy(s + len, piece, k), len += k;
     }
-    if (s)
-        s[len] = 0;
+    if (!s)
+        return srv_err_set(e, 503, NULL, NULL, "out of memory"), NULL;
+    s[len] = 0;
     *n_out = len;
     return s;
 }
 
 int route_detokenize(struct srv_conn *c)
 {
-    cJSON *b = job_body(c);
-    if (!b)
-        return MHD_YES;
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(b, "tokens");
     struct job j;
-    job_init(&j, JOB_COMPLETION, "detok");
+    struct srv_err e;
     unsigned gen;
-    if (!cJSON_IsArray(arr)) {
-        srv_reply_error(c, 400, "invalid_request_error", "tokens", "invalid_value",
-                        "'tokens' must be a list of token ids");
-    } else {
-        struct exsa_model *m = job_model(c, &j, b, &gen, NULL);
-        if (m) {
-            int n_vocab = exsa_model_info(m)->vocab_size;
-            size_t len = 0;
-            char *s = detokenize(m, arr, n_vocab, &len);
-            sched_model_release(c->srv->sched);
-            if (!s) {
-                srv_reply_error(c, 400, "invalid_request_error", "tokens", "invalid_value",
-                                "'tokens' must hold integer ids below %d", n_vocab);
-            } else {
-                cJSON *o = cJSON_CreateObject();
-                char *q = srv_json_quote(s, len); /* bytes that are not UTF-8 become U+FFFD */
-                free(s);
-                if (q)
-                    cJSON_AddRawToObject(o, "content", q);
-                free(q);
-                srv_reply_json(c, 200, o);
-            }
-        }
+    char *s = NULL;
+    size_t len = 0;
+    struct exsa_model *m = job_open(c, JOB_DETOKENIZE, &j, &gen, NULL, &e);
+    if (m) {
+        s = detokenize(m, j.prompt, j.n_prompt, &len, &e);
+        sched_model_release(c->srv->sched);
     }
+    int ret;
+    if (e.status) {
+        ret = srv_reply_err(c, &e);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        char *q = srv_json_quote(s, len); /* bytes that are not UTF-8 become U+FFFD */
+        if (q)
+            cJSON_AddRawToObject(o, "content", q);
+        free(q);
+        ret = srv_reply_json(c, 200, o);
+    }
+    free(s);
     job_free(&j);
-    cJSON_Delete(b);
-    return MHD_YES;
+    return ret;
 }

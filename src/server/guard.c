@@ -1,14 +1,18 @@
 /*
- * guard.c: the API key check in constant time and a fixed-window rate limiter per client
- * address. struct ratelimit is an open-addressing table of (address, window start, count) under
+ * guard.c: the checks that keep other sites and other clients out: the API key in constant
+ * time, the Host header against DNS rebinding, the JSON content type of a POST (which a
+ * cross-site form cannot send), and a fixed-window rate limiter per client address. struct ratelimit is an open-addressing table of (address, window start, count) under
  * one mutex; an entry whose window has ended is reused, so the table never grows past its slots
  * (when every slot is live the request is counted against a shared overflow slot). Called by
  * http.c for every request but /v1/health.
  */
+#include <arpa/inet.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "server.h"
@@ -23,6 +27,45 @@ bool srv_consttime_eq(const char *a, const char *b)
         diff |= x ^ y;
     }
     return diff == 0;
+}
+
+/* Whether name[0..n) is in the comma-separated list (case-insensitive; "*" matches all). */
+static bool in_list(const char *list, const char *name, size_t n)
+{
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t len = strcspn(p, ", ");
+        if (len && ((len == 1 && *p == '*') || (len == n && !strncasecmp(p, name, n))))
+            return true;
+        p += len;
+    }
+    return false;
+}
+
+bool srv_host_allowed(const struct srv_config *cfg, const char *host)
+{
+    if (!host || !host[0]) /* HTTP/1.0 without Host: no browser sends that */
+        return true;
+    const char *name = host + (host[0] == '[');
+    size_t n = host[0] == '[' ? strcspn(name, "]") : strcspn(name, ":");
+    if (n && name[n - 1] == '.') /* "localhost." is "localhost" */
+        n--;
+    char lit[64];
+    unsigned char addr[16];
+    snprintf(lit, sizeof lit, "%.*s", (int)(n < sizeof lit ? n : 0), name);
+    /* an address literal cannot be rebound to another address, and neither can localhost */
+    if (inet_pton(AF_INET, lit, addr) == 1 || inet_pton(AF_INET6, lit, addr) == 1 ||
+        (n == 9 && !strncasecmp(name, "localhost", 9)))
+        return true;
+    return (strlen(cfg->host) == n && !strncasecmp(cfg->host, name, n)) ||
+           in_list(cfg->allowed_hosts, name, n);
+}
+
+bool srv_is_json_type(const char *ctype)
+{
+    size_t n = ctype ? strcspn(ctype, "; \t") : 0;
+    return n == 16 && !strncasecmp(ctype, "application/json", 16);
 }
 
 #define RL_SLOTS 4096

@@ -1,7 +1,9 @@
 /*
- * http.c: the libmicrohttpd glue of `exsa serve`: one thread per connection; the access handler
- * collects the body (refusing past max_body with 413), then dispatches: CORS preflight, route
- * lookup (404 / 405), rate limit (429), Bearer key (401) for every route but /v1/health, then the
+ * http.c: the libmicrohttpd glue of `exsa serve`: one thread per connection (poll(), with a
+ * total and a per-address connection limit, and the header and body deadlines of conns.c); the
+ * access handler collects the body (refusing past max_body with 413), then admits it: Host
+ * (403, against DNS rebinding), CORS preflight, route lookup (404 / 405), rate limit (429),
+ * Bearer key (401) for every route but /v1/health, JSON content type of a POST (415), then the
  * route. A struct srv_conn lives from the first call of a request to MHD's completed callback,
  * which counts the request in the metrics and cancels its scheduler request if the client left.
  * Every error goes out in OpenAI's shape. Called by cmd_serve.c (srv_start / srv_stop).
@@ -11,6 +13,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,24 +29,25 @@
 struct route {
     const char *method, *path;
     int (*fn)(struct srv_conn *c);
+    bool manage; /* model management: no CORS unless CORS_MANAGEMENT */
 };
 
 static const struct route routes[] = {
-    {"GET", "/v1/models", route_models},
-    {"POST", "/v1/chat/completions", route_chat},
-    {"POST", "/v1/completions", route_completions},
-    {"GET", "/v1/health", route_health},
-    {"GET", "/v1/status", route_status},
-    {"GET", "/v1/model/info", route_model_info},
-    {"POST", "/v1/generate", route_generate},
-    {"GET", "/v1/models/list", route_models_list},
-    {"GET", "/v1/models/active", route_model_info},
-    {"POST", "/v1/models/load", route_models_load},
-    {"POST", "/v1/models/reload", route_models_reload},
-    {"POST", "/v1/models/unload", route_models_unload},
-    {"GET", "/metrics", route_metrics},
-    {"POST", "/tokenize", route_tokenize},
-    {"POST", "/detokenize", route_detokenize},
+    {"GET", "/v1/models", route_models, false},
+    {"POST", "/v1/chat/completions", route_chat, false},
+    {"POST", "/v1/completions", route_completions, false},
+    {"GET", "/v1/health", route_health, false},
+    {"GET", "/v1/status", route_status, false},
+    {"GET", "/v1/model/info", route_model_info, false},
+    {"POST", "/v1/generate", route_generate, false},
+    {"GET", "/v1/models/list", route_models_list, true},
+    {"GET", "/v1/models/active", route_model_info, false},
+    {"POST", "/v1/models/load", route_models_load, true},
+    {"POST", "/v1/models/reload", route_models_reload, true},
+    {"POST", "/v1/models/unload", route_models_unload, true},
+    {"GET", "/metrics", route_metrics, false},
+    {"POST", "/tokenize", route_tokenize, false},
+    {"POST", "/detokenize", route_detokenize, false},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -123,7 +127,7 @@ char *srv_utf8_scrub(char *s)
 static void add_cors(struct srv_conn *c, struct MHD_Response *r)
 {
     const struct srv_config *cfg = &c->srv->cfg;
-    if (!cfg->cors)
+    if (!cfg->cors || (c->manage && !cfg->cors_manage))
         return;
     if (!strcmp(cfg->cors_origins, "*")) {
         MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
@@ -233,22 +237,44 @@ int srv_reply_error(struct srv_conn *c, int status, const char *type, const char
     return queue_json(c, status, s);
 }
 
+int srv_reply_err(struct srv_conn *c, const struct srv_err *e)
+{
+    int st = e->status;
+    const char *type = st == 401   ? "authentication_error"
+                       : st == 403 ? "permission_error"
+                       : st == 429 ? "rate_limit_error"
+                       : st >= 500 ? "server_error" : "invalid_request_error";
+    if (e->retry_after > 0)
+        c->retry_after = e->retry_after;
+    return srv_reply_error(c, st, type, e->param, e->code, "%s", e->message);
+}
+
 int srv_queue_response(struct srv_conn *c, int status, struct MHD_Response *r)
 {
     return queue(c, status, r);
 }
 
-bool srv_client_alive(const struct srv_conn *c)
+enum srv_peer_state srv_peer_check(struct srv_peer *p)
 {
-    if (c->fd < 0)
-        return true;
-    char b;
-    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0)
-        return true;
-    if (n == 0)
-        return false;
-    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    struct pollfd pf = {.fd = p->fd, .events = POLLIN | POLLRDHUP};
+    if (p->fd < 0 || poll(&pf, 1, 0) <= 0)
+        return PEER_THERE;
+    if (pf.revents & (POLLERR | POLLHUP | POLLNVAL)) /* a reset, or both halves shut */
+        return PEER_GONE;
+    double now = sched_now();
+    if (!(pf.revents & POLLRDHUP) || now < p->next)
+        return PEER_THERE;
+    p->gap = p->gap > 0 ? (p->gap < 4 ? p->gap * 2 : 8) : 0.5;
+    p->next = now + p->gap;
+    return PEER_PROBE;
+}
+
+bool srv_peer_probe_continue(struct srv_peer *p)
+{
+    static const char msg[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    /* HTTP/1.0 clients must not get a 1xx: such a client is kept until the reply is done */
+    return !p->http11 || send(p->fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT) > 0 ||
+           errno == EAGAIN || errno == EWOULDBLOCK;
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
@@ -280,21 +306,51 @@ static bool authorized(struct srv_conn *c)
     return srv_consttime_eq(h, key);
 }
 
-static int dispatch(struct srv_conn *c)
+#define ADMITTED 2 /* neither MHD_YES nor MHD_NO */
+
+/* The route of c's path and method (NULL: none); sets c->route, c->manage and *path_known. */
+static const struct route *find_route(struct srv_conn *c, bool *path_known)
 {
-    struct server *srv = c->srv;
-    if (srv->cfg.cors && !strcmp(c->method, "OPTIONS"))
-        return preflight(c);
     const struct route *rt = NULL;
-    bool path_known = false;
+    *path_known = false;
     for (size_t i = 0; i < N_ROUTES; i++) {
         if (strcmp(routes[i].path, c->url) != 0)
             continue;
-        path_known = true;
+        *path_known = true;
         c->route = routes[i].path;
+        c->manage = routes[i].manage;
         if (!strcmp(routes[i].method, c->method))
             rt = &routes[i];
     }
+    return rt;
+}
+
+/* The Host check and the CORS preflight. Returns ADMITTED, or the reply's MHD result. */
+static int admit_origin(struct srv_conn *c)
+{
+    const struct srv_config *cfg = &c->srv->cfg;
+    const char *host = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Host");
+    if (!srv_host_allowed(cfg, host))
+        return srv_reply_error(c, 403, "permission_error", NULL, "host_not_allowed",
+                               "Host '%s' is not an address of this server; add the name to "
+                               "ALLOWED_HOSTS to accept it", host);
+    if (!cfg->cors || strcmp(c->method, "OPTIONS"))
+        return ADMITTED;
+    if (c->manage && !cfg->cors_manage)
+        return srv_reply_error(c, 403, "permission_error", NULL, "cors_not_allowed",
+                               "%s takes no cross-origin requests (CORS_MANAGEMENT)", c->url);
+    return preflight(c);
+}
+
+/* The checks before a route's own: Host, CORS preflight, rate limit, key, route, body size,
+ * content type. Returns ADMITTED when the request may go to its route, else the reply's MHD
+ * result. */
+static int admit(struct srv_conn *c, const struct route *rt, bool path_known)
+{
+    struct server *srv = c->srv;
+    int rc = admit_origin(c);
+    if (rc != ADMITTED)
+        return rc;
     bool is_health = path_known && !strcmp(c->url, "/v1/health");
     int retry;
     if (!is_health && srv->rl && !ratelimit_allow(srv->rl, c->addr, &retry)) {
@@ -303,7 +359,8 @@ static int dispatch(struct srv_conn *c)
                                "too many requests from %s: at most %d per %d s", c->addr,
                                srv->cfg.rate_limit_max, srv->cfg.rate_limit_window);
     }
-    if (!is_health && !authorized(c))
+    c->authed = authorized(c);
+    if (!is_health && !c->authed)
         return srv_reply_error(c, 401, "authentication_error", NULL, "invalid_api_key",
                                "a valid API key is needed: send 'Authorization: Bearer <key>'");
     if (!path_known)
@@ -316,10 +373,23 @@ static int dispatch(struct srv_conn *c)
         return srv_reply_error(c, 413, "invalid_request_error", NULL, "body_too_large",
                                "the request body is larger than %ld bytes (MAX_BODY_SIZE)",
                                srv->cfg.max_body);
-    return rt->fn(c);
+    const char *ct = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Content-Type");
+    if (!strcmp(c->method, "POST") && !srv_is_json_type(ct))
+        return srv_reply_error(c, 415, "invalid_request_error", NULL, "unsupported_media_type",
+                               "POST %s needs 'Content-Type: application/json' (got '%s')",
+                               c->url, ct ? ct : "none");
+    return ADMITTED;
 }
 
-/* Fills c's client address and socket. */
+static int dispatch(struct srv_conn *c)
+{
+    bool path_known;
+    const struct route *rt = find_route(c, &path_known);
+    int rc = admit(c, rt, path_known);
+    return rc == ADMITTED ? rt->fn(c) : rc;
+}
+
+/* Fills c's client address, socket and deadline slot. */
 static void conn_info(struct srv_conn *c)
 {
     c->fd = -1;
@@ -338,6 +408,8 @@ static void conn_info(struct srv_conn *c)
     ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci)
         c->fd = ci->connect_fd;
+    ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    c->slot = ci ? ci->socket_context : NULL;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
@@ -352,11 +424,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         if (!c)
             return MHD_NO;
         c->srv = srv, c->mc = mc, c->method = method, c->url = url, c->route = "other";
+        c->http11 = !strcmp(version, MHD_HTTP_VERSION_1_1);
         conn_info(c);
         *con_cls = c;
+        conntrack_phase(srv->ct, c->slot, CONN_BODY); /* the headers are in */
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoll(cl, NULL, 10) > srv->cfg.max_body) {
             c->body_too_big = true;
+            conntrack_phase(srv->ct, c->slot, CONN_BUSY);
             return dispatch(c) == MHD_YES ? MHD_YES : MHD_NO;
         }
         return MHD_YES;
@@ -383,6 +458,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     }
     if (c->status)
         return MHD_YES;
+    conntrack_phase(srv->ct, c->slot, CONN_BUSY);
     return dispatch(c) == MHD_YES ? MHD_YES : MHD_NO;
 }
 
@@ -398,9 +474,25 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
         sched_req_put(c->req);
     }
     metrics_request(srv->metrics, c->route, c->status ? c->status : 499);
+    conntrack_phase(srv->ct, c->slot, CONN_HEADERS); /* a kept-alive connection waits again */
     free(c->body);
     free(c);
     *con_cls = NULL;
+}
+
+/* libmicrohttpd's connection start and end (the end comes before it closes the socket). */
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct server *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conntrack_close(srv->ct, *socket_ctx);
+        *socket_ctx = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc,
+                                                                 MHD_CONNECTION_INFO_CONNECTION_FD);
+    *socket_ctx = ci ? conntrack_open(srv->ct, ci->connect_fd) : NULL;
 }
 
 /* ---- start and stop ------------------------------------------------------------------------- */
@@ -437,6 +529,34 @@ static void find_models_root(struct server *srv)
     srv->models_root[0] = 0;
 }
 
+/* Starts libmicrohttpd on ss: one thread per connection (poll(), not select(), which fails past
+ * descriptor 1024), the connection limits, the deadline watchdog. Stops srv on failure. */
+static int start_daemon(struct server *srv, struct sockaddr_storage *ss, char *err,
+                        size_t errlen)
+{
+    const struct srv_config *cfg = &srv->cfg;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    if (ss->ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    srv->ct = conntrack_new(cfg->header_timeout, cfg->body_timeout);
+    if (srv->ct)
+        srv->daemon = MHD_start_daemon(
+            flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
+            (struct sockaddr *)ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+            MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_CONNECTION_LIMIT,
+            (unsigned)cfg->max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            (unsigned)cfg->max_conns_per_addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    if (!srv->daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this host)",
+                 cfg->host, cfg->port);
+        srv_stop(srv);
+        return EXSA_EIO;
+    }
+    return 0;
+}
+
 int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_t errlen)
 {
     memset(srv, 0, sizeof *srv);
@@ -465,6 +585,7 @@ int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_
         srv_stop(srv);
         return EXSA_ENOMEM;
     }
+    exsa_set_mmap(cfg->mmap); /* for this load and every later one */
     if (cfg->model_path[0]) {
         fprintf(stderr, "exsa serve: loading %s\n", cfg->model_path);
         int rc = sched_load(srv->sched, cfg->model_path, cfg->gpu_layers, cfg->n_ctx, err, errlen);
@@ -479,24 +600,7 @@ int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_
         srv_stop(srv);
         return rc;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    srv->daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv,
-                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
-                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-                                   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-                                   MHD_OPTION_END);
-    if (!srv->daemon) {
-        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this host)",
-                 cfg->host, cfg->port);
-        srv_stop(srv);
-        return EXSA_EIO;
-    }
-    return 0;
+    return start_daemon(srv, &ss, err, errlen);
 }
 
 int srv_port(const struct server *srv)
@@ -523,5 +627,7 @@ void srv_stop(struct server *srv)
     srv->sched = NULL;
     metrics_free(srv->metrics);
     ratelimit_free(srv->rl);
+    conntrack_free(srv->ct);
+    srv->ct = NULL;
     srv->metrics = NULL, srv->rl = NULL;
 }

@@ -1,205 +1,22 @@
 /*
- * job.c: what the generating routes share: sampling parameters read from JSON and checked
- * (400 naming the parameter), the context and vocabulary checks, and running a job through the
- * scheduler with one of two replies: an SSE stream (struct stream: a libmicrohttpd content
- * reader that drains the request's channel and formats OpenAI chunks or Exsa events), or one
- * JSON body built once the reply is over. Both notice a client that left and cancel its request
- * only. An error after the stream began goes out as an SSE error event. Called by openai.c and
- * exsa_api.c.
+ * job.c: what the routes with a body share: the prologue (body parsed by request.c, the model
+ * borrowed and the body's "model" checked against it), tokenizing a generating request, and
+ * running it through the scheduler with one of two replies: an SSE stream (struct stream: a
+ * libmicrohttpd content reader that drains the request's channel and formats OpenAI chunks or
+ * Exsa events), or one JSON body built once the reply is over. Both notice a client that left
+ * and cancel its request only. An error after the stream began goes out as an SSE error event.
+ * Called by openai.c and exsa_api.c.
  */
-#include <errno.h>
-#include <math.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
-#include "sampler.h"
+#include "chat.h"
+#include "model.h"
 #include "server.h"
-
-void job_init(struct job *j, enum job_kind kind, const char *id_prefix)
-{
-    static unsigned long counter;
-    memset(j, 0, sizeof *j);
-    j->kind = kind;
-    j->created = (long)time(NULL);
-    unsigned long n = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-    snprintf(j->id, sizeof j->id, "%s-%lx%04lx", id_prefix, (unsigned long)j->created, n);
-    gen_params_default(&j->gp);
-    j->gp.sp.seed = SAMPLER_SEED_RANDOM;
-}
-
-void job_free(struct job *j)
-{
-    for (int i = 0; j->stop && i < j->gp.n_stop; i++)
-        free(j->stop[i]);
-    free(j->stop);
-    free(j->prompt);
-    free(j->bias_id);
-    free(j->bias);
-    memset(j, 0, sizeof *j);
-}
-
-void job_log_unknown(const struct srv_conn *c, const cJSON *o, const char *const *known)
-{
-    for (const cJSON *it = o ? o->child : NULL; it; it = it->next) {
-        bool found = false;
-        for (const char *const *k = known; *k && !found; k++)
-            found = !strcmp(*k, it->string);
-        if (!found)
-            fprintf(stderr, "exsa serve: %s: ignoring unknown parameter '%s'\n", c->url,
-                    it->string);
-    }
-}
-
-/* Reads number key of o into *out when present and not null. Returns 0 (absent), 1 (set) or
- * -1 after replying 400 (wrong type or outside [lo, hi]). */
-static int get_num(struct srv_conn *c, const cJSON *o, const char *key, double lo, double hi,
-                   bool integer, double *out)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v))
-        return 0;
-    /* floor(), not a cast to an integer type: a cast of a value past its range (a seed above
-     * 2^63) is undefined and refused valid seeds */
-    if (!cJSON_IsNumber(v) || v->valuedouble < lo || v->valuedouble > hi ||
-        (integer && v->valuedouble != floor(v->valuedouble))) {
-        srv_reply_error(c, 400, "invalid_request_error", key, "invalid_value",
-                        integer ? "'%s' must be %s in [%.0f, %.0f]" : "'%s' must be %s in [%g, %g]",
-                        key, integer ? "an integer" : "a number", lo, hi);
-        return -1;
-    }
-    *out = v->valuedouble;
-    return 1;
-}
-
-/* Reads stop strings (a string or an array of strings) of key into j. */
-static int get_stop(struct srv_conn *c, struct job *j, const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v))
-        return 0;
-    int n = cJSON_IsString(v) ? 1 : cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
-    bool ok = n >= 0 && n <= 16;
-    for (int i = 0; ok && cJSON_IsArray(v) && i < n; i++)
-        ok = cJSON_IsString(cJSON_GetArrayItem(v, i)) && cJSON_GetArrayItem(v, i)->valuestring[0];
-    if (ok && cJSON_IsString(v) && !v->valuestring[0])
-        n = 0; /* "" means no stop string */
-    if (!ok) {
-        srv_reply_error(c, 400, "invalid_request_error", key, "invalid_value",
-                        "'%s' must be a non-empty string or a list of at most 16 of them", key);
-        return -1;
-    }
-    j->stop = calloc(n > 0 ? n : 1, sizeof(char *));
-    for (int i = 0; j->stop && i < n; i++)
-        j->stop[i] = strdup(cJSON_IsString(v) ? v->valuestring
-                                              : cJSON_GetArrayItem(v, i)->valuestring);
-    j->gp.n_stop = n;
-    j->gp.stop = (const char *const *)j->stop;
-    return 1;
-}
-
-/* Reads OpenAI's logit_bias object {"token id": bias} into j. */
-static int get_bias(struct srv_conn *c, struct job *j, const cJSON *o)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "logit_bias");
-    if (!v || cJSON_IsNull(v))
-        return 0;
-    int n = cJSON_IsObject(v) ? cJSON_GetArraySize(v) : -1;
-    if (n < 0 || n > 4096)
-        goto bad;
-    j->bias_id = malloc(sizeof(int32_t) * (n ? n : 1));
-    j->bias = malloc(sizeof(float) * (n ? n : 1));
-    if (!j->bias_id || !j->bias)
-        goto bad;
-    int i = 0;
-    for (const cJSON *it = v->child; it; it = it->next, i++) {
-        char *end;
-        errno = 0;
-        long id = strtol(it->string, &end, 10);
-        if (errno || end == it->string || *end || id < 0 || id > INT32_MAX ||
-            !cJSON_IsNumber(it) || it->valuedouble < -100 || it->valuedouble > 100)
-            goto bad;
-        j->bias_id[i] = (int32_t)id;
-        j->bias[i] = (float)it->valuedouble;
-    }
-    j->gp.sp.n_logit_bias = n;
-    j->gp.sp.logit_bias_id = j->bias_id;
-    j->gp.sp.logit_bias = j->bias;
-    return 1;
-bad:
-    srv_reply_error(c, 400, "invalid_request_error", "logit_bias", "invalid_value",
-                    "'logit_bias' must map token ids (as strings) to numbers in [-100, 100]");
-    return -1;
-}
-
-int job_parse_sampling(struct srv_conn *c, struct job *j, const cJSON *o, bool exsa)
-{
-    struct exsa_sampling_params *sp = &j->gp.sp;
-    double v;
-    int rc;
-#define NUM(key, lo, hi, integer, dst)                                                         \
-    if ((rc = get_num(c, o, key, lo, hi, integer, &v)) < 0)                                    \
-        return -1;                                                                             \
-    else if (rc)                                                                               \
-        dst = v
-    NUM("temperature", 0, 100, false, sp->temperature);
-    NUM("top_p", 0, 1, false, sp->top_p);
-    NUM("top_k", 0, 1 << 30, true, sp->top_k);
-    NUM("min_p", 0, 1, false, sp->min_p);
-    NUM("presence_penalty", -2, 2, false, sp->presence_penalty);
-    NUM("frequency_penalty", -2, 2, false, sp->frequency_penalty);
-    NUM("repeat_penalty", 0.01, 10, false, sp->repeat_penalty);
-    NUM("repetition_penalty", 0.01, 10, false, sp->repeat_penalty);
-    NUM("repeat_last_n", -1, 1 << 30, true, sp->penalty_last_n);
-    NUM("penalty_last_n", -1, 1 << 30, true, sp->penalty_last_n);
-    NUM("max_tokens", 1, 1 << 30, true, j->gp.max_tokens);
-    NUM("max_completion_tokens", 1, 1 << 30, true, j->gp.max_tokens);
-    /* any 64-bit seed, signed or not (2^64 - 1 reads as the double 2^64) */
-    if ((rc = get_num(c, o, "seed", -9223372036854775808.0, 18446744073709551616.0, true, &v)) < 0)
-        return -1;
-    else if (rc)
-        sp->seed = v < 0 ? (uint64_t)(int64_t)v : v >= 18446744073709551616.0 ? UINT64_MAX
-                                                                            : (uint64_t)v;
-#undef NUM
-    if ((rc = get_num(c, o, "n", 1, 1, true, &v)) < 0)
-        return -1;
-    if (get_stop(c, j, o, exsa ? "stop_sequences" : "stop") < 0)
-        return -1;
-    if (exsa && !j->stop && get_stop(c, j, o, "stop") < 0)
-        return -1;
-    if (get_bias(c, j, o) < 0)
-        return -1;
-    const cJSON *ie = cJSON_GetObjectItemCaseSensitive(o, "ignore_eos");
-    if (ie && !cJSON_IsBool(ie))
-        return srv_reply_error(c, 400, "invalid_request_error", "ignore_eos", "invalid_value",
-                               "'ignore_eos' must be true or false"), -1;
-    j->gp.ignore_eog = cJSON_IsTrue(ie);
-    return 0;
-}
-
-int job_check(struct srv_conn *c, struct job *j, int n_ctx, int n_vocab)
-{
-    const char *param = j->kind == JOB_CHAT ? "messages" : "prompt";
-    if (j->n_prompt <= 0)
-        return srv_reply_error(c, 400, "invalid_request_error", param, "invalid_value",
-                               "the prompt is empty"), -1;
-    if (j->n_prompt >= n_ctx)
-        return srv_reply_error(c, 400, "invalid_request_error", param, "context_length_exceeded",
-                               "the prompt has %d tokens but the context holds %d "
-                               "(CONTEXT_SIZE), and at least one more is needed to reply",
-                               j->n_prompt, n_ctx), -1;
-    for (int i = 0; i < j->gp.sp.n_logit_bias; i++)
-        if (j->bias_id[i] >= n_vocab)
-            return srv_reply_error(c, 400, "invalid_request_error", "logit_bias",
-                                   "invalid_value", "logit_bias names token %d but the "
-                                   "vocabulary has %d tokens", (int)j->bias_id[i], n_vocab), -1;
-    return 0;
-}
 
 /* ---- formatting ----------------------------------------------------------------------------- */
 
@@ -269,16 +86,15 @@ static void add_text(cJSON *o, const char *key, const char *text, size_t len)
     free(q);
 }
 
-/* One streaming OpenAI chunk: text (may be NULL), role in the delta, finish reason or NULL. */
-static cJSON *openai_chunk(const struct job *j, const char *text, size_t len, bool role,
-                           const char *finish)
+/* One OpenAI choice. Chat: the object key ("delta" in a chunk, "message" in a whole reply)
+ * with the role (when role is set) and the text (when not NULL); completions: the text. */
+static cJSON *openai_choice(const struct job *j, const char *key, const char *text, size_t len,
+                            bool role, const char *finish)
 {
-    bool chat = j->kind == JOB_CHAT;
-    cJSON *o = openai_head(j, chat ? "chat.completion.chunk" : "text_completion");
     cJSON *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", 0);
-    if (chat) {
-        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+    if (j->kind == JOB_CHAT) {
+        cJSON *d = cJSON_AddObjectToObject(ch, key);
         if (role)
             cJSON_AddStringToObject(d, "role", "assistant");
         if (text)
@@ -291,8 +107,16 @@ static cJSON *openai_chunk(const struct job *j, const char *text, size_t len, bo
         cJSON_AddStringToObject(ch, "finish_reason", finish);
     else
         cJSON_AddNullToObject(ch, "finish_reason");
+    return ch;
+}
+
+/* One streaming OpenAI chunk: text (may be NULL), role in the delta, finish reason or NULL. */
+static cJSON *openai_chunk(const struct job *j, const char *text, size_t len, bool role,
+                           const char *finish)
+{
+    cJSON *o = openai_head(j, j->kind == JOB_CHAT ? "chat.completion.chunk" : "text_completion");
     cJSON *arr = cJSON_AddArrayToObject(o, "choices");
-    cJSON_AddItemToArray(arr, ch);
+    cJSON_AddItemToArray(arr, openai_choice(j, "delta", text, len, role, finish));
     if (j->include_usage)
         cJSON_AddNullToObject(o, "usage");
     return o;
@@ -322,19 +146,10 @@ struct stream {
     struct server *srv;
     struct sched_req *req;
     struct job meta; /* kind, ids, include_usage; no owned arrays */
-    int fd;
+    struct srv_peer peer;
     struct out out;
     bool began, finished;
 };
-
-static bool fd_alive(int fd)
-{
-    if (fd < 0)
-        return true;
-    char b;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
-}
 
 /* Formats what a read took from the channel into SSE events. */
 static void stream_format(struct stream *st, const struct sched_chunk *ch)
@@ -412,13 +227,18 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         if (st->finished)
             return MHD_CONTENT_READER_END_OF_STREAM;
         struct sched_chunk ch;
-        if (!sched_read(st->req, 100, &ch)) {
-            if (!fd_alive(st->fd)) {
-                sched_cancel(st->req);
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            }
-            continue;
+        bool got = sched_read(st->req, 100, &ch);
+        enum srv_peer_state ps = srv_peer_check(&st->peer);
+        if (ps == PEER_GONE) {
+            if (got)
+                sched_chunk_free(&ch);
+            sched_cancel(st->req);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
         }
+        if (ps == PEER_PROBE) /* an SSE comment: clients skip it */
+            out_put(&st->out, ":\n\n", 3);
+        if (!got)
+            continue;
         stream_format(st, &ch);
         sched_chunk_free(&ch);
     }
@@ -440,7 +260,7 @@ static int reply_stream(struct srv_conn *c, struct job *j, struct sched_req *r)
         return MHD_NO;
     st->srv = c->srv;
     st->req = r;
-    st->fd = c->fd;
+    st->peer = (struct srv_peer){.fd = c->fd, .http11 = c->http11};
     st->meta = *j;
     st->meta.prompt = NULL, st->meta.stop = NULL, st->meta.bias_id = NULL, st->meta.bias = NULL;
     struct MHD_Response *resp =
@@ -461,15 +281,19 @@ static int reply_blocking(struct srv_conn *c, struct job *j, struct sched_req *r
 {
     struct out text = {0};
     struct sched_chunk ch;
+    struct srv_peer peer = {.fd = c->fd, .http11 = c->http11};
     for (;;) {
-        if (!sched_read(r, 100, &ch)) {
-            if (!fd_alive(c->fd)) {
-                sched_cancel(r);
-                free(text.p);
-                return MHD_NO; /* closes the connection */
-            }
-            continue;
+        bool got = sched_read(r, 100, &ch);
+        enum srv_peer_state ps = srv_peer_check(&peer);
+        if (ps == PEER_GONE || (ps == PEER_PROBE && !srv_peer_probe_continue(&peer))) {
+            if (got)
+                sched_chunk_free(&ch);
+            sched_cancel(r);
+            free(text.p);
+            return MHD_NO; /* closes the connection */
         }
+        if (!got)
+            continue;
         out_put(&text, ch.text, ch.len);
         if (ch.done)
             break;
@@ -479,6 +303,8 @@ static int reply_blocking(struct srv_conn *c, struct job *j, struct sched_req *r
     record(c->srv, r, &res);
     int ret;
     if (ch.status) {
+        if (ch.status == 503) /* a model swap or the shutdown ended it: worth a retry */
+            c->retry_after = 1;
         ret = srv_reply_error(c, ch.status, ch.status >= 500 ? "server_error"
                                                               : "invalid_request_error",
                               NULL, NULL, "%s", ch.message);
@@ -491,20 +317,10 @@ static int reply_blocking(struct srv_conn *c, struct job *j, struct sched_req *r
             cJSON_AddStringToObject(o, "empty_reason", res.empty_reason);
         ret = srv_reply_json(c, 200, o);
     } else {
-        bool chat = j->kind == JOB_CHAT;
-        cJSON *o = openai_head(j, chat ? "chat.completion" : "text_completion");
-        cJSON *choice = cJSON_CreateObject();
-        cJSON_AddNumberToObject(choice, "index", 0);
-        if (chat) {
-            cJSON *m = cJSON_AddObjectToObject(choice, "message");
-            cJSON_AddStringToObject(m, "role", "assistant");
-            add_text(m, "content", text.p ? text.p : "", text.len);
-        } else {
-            add_text(choice, "text", text.p ? text.p : "", text.len);
-        }
-        cJSON_AddNullToObject(choice, "logprobs");
-        cJSON_AddStringToObject(choice, "finish_reason", finish_name(ch.finish));
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), choice);
+        cJSON *o = openai_head(j, j->kind == JOB_CHAT ? "chat.completion" : "text_completion");
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"),
+                             openai_choice(j, "message", text.p ? text.p : "", text.len, true,
+                                           finish_name(ch.finish)));
         cJSON_AddItemToObject(o, "usage", usage_json(&res));
         if (res.empty_reason[0])
             cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "exsa"), "empty_reason",
@@ -543,5 +359,119 @@ int job_run(struct srv_conn *c, struct job *j, unsigned model_gen)
         return reply_stream(c, j, r);
     int ret = reply_blocking(c, j, r);
     sched_req_put(r);
+    return ret;
+}
+
+/* ---- the prologue of the routes with a body ------------------------------------------------- */
+
+void srv_model_id(const char *path, char *out, size_t size)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && !strcmp(base + n - 5, ".gguf"))
+        n -= 5;
+    snprintf(out, size, "%.*s", (int)n, base);
+}
+
+/* Borrows the model and checks j->model names it; fills j->model_id. Returns the model or NULL
+ * with the 503 / 404 in e. */
+static struct exsa_model *job_model(struct srv_conn *c, struct job *j, unsigned *gen, int *n_ctx,
+                                    struct srv_err *e)
+{
+    struct exsa_model *m = sched_model_acquire(c->srv->sched, gen, n_ctx);
+    if (!m) {
+        e->retry_after = 1;
+        srv_err_set(e, 503, NULL, "model_not_loaded",
+                    "no model is loaded; POST /v1/models/load first");
+        return NULL;
+    }
+    srv_model_id(m->path, j->model_id, sizeof j->model_id);
+    const char *want = j->model, *base = strrchr(m->path, '/');
+    base = base ? base + 1 : m->path;
+    if (want && strcmp(want, j->model_id) && strcmp(want, base) && strcmp(want, m->path)) {
+        sched_model_release(c->srv->sched);
+        srv_err_set(e, 404, "model", "model_not_found",
+                    "the model '%s' is not loaded; this server serves '%s'", want, j->model_id);
+        return NULL;
+    }
+    return m;
+}
+
+struct exsa_model *job_open(struct srv_conn *c, enum job_kind kind, struct job *j, unsigned *gen,
+                            int *n_ctx, struct srv_err *e)
+{
+    if (job_parse(kind, c->body, c->body_len, j, e) < 0)
+        return NULL;
+    for (int i = 0; i < j->n_unknown && i < JOB_MAX_UNKNOWN; i++)
+        fprintf(stderr, "exsa serve: %s: ignoring unknown parameter '%s'\n", c->url,
+                j->unknown[i]);
+    if (j->n_unknown > JOB_MAX_UNKNOWN)
+        fprintf(stderr, "exsa serve: %s: and %d more unknown parameters\n", c->url,
+                j->n_unknown - JOB_MAX_UNKNOWN);
+    return job_model(c, j, gen, n_ctx, e);
+}
+
+int job_tokenize(struct exsa_model *m, const char *text, bool add_bos, bool special,
+                 int32_t **out, int *n_out)
+{
+    size_t len = strlen(text);
+    int cap = (int)(len < (1u << 26) ? len : (1u << 26)) + 8;
+    int32_t *ids = malloc(sizeof(int32_t) * cap);
+    if (!ids)
+        return EXSA_ENOMEM;
+    int n = exsa_tokenize(m, text, len, add_bos, special, ids, cap);
+    if (n > cap) {
+        int32_t *t = realloc(ids, sizeof(int32_t) * n);
+        if (!t)
+            return free(ids), EXSA_ENOMEM;
+        ids = t;
+        n = exsa_tokenize(m, text, len, add_bos, special, ids, n);
+    }
+    if (n < 0)
+        return free(ids), n;
+    *out = ids;
+    *n_out = n;
+    return 0;
+}
+
+/* The prompt ids of a generating job: the chat template over its messages (chat, generate with
+ * use_chat_template), or its text (special tokens parsed), unless the body gave ids. */
+static int job_prompt(struct exsa_model *m, struct job *j, struct srv_err *e)
+{
+    int rc = 0;
+    struct exsa_chat_msg one = {"user", j->text, NULL, NULL};
+    if (j->kind == JOB_CHAT)
+        rc = chat_tokenize(m->tmpl, m->tok, j->msgs, j->n_msgs, j->tools, true, &j->prompt,
+                           &j->n_prompt);
+    else if (j->kind == JOB_GENERATE && j->use_chat_template)
+        rc = chat_tokenize(m->tmpl, m->tok, &one, 1, NULL, true, &j->prompt, &j->n_prompt);
+    else if (!j->ids_given)
+        rc = job_tokenize(m, j->text, true, true, &j->prompt, &j->n_prompt);
+    if (rc < 0 && j->kind == JOB_CHAT)
+        return srv_err_set(e, 400, "messages", "invalid_value", "cannot render the conversation "
+                           "with the model's chat template: %s", exsa_strerror(rc));
+    if (rc < 0)
+        return srv_err_set(e, 400, "prompt", "invalid_value", "cannot tokenize the prompt: %s",
+                           exsa_strerror(rc));
+    return 0;
+}
+
+int job_route(struct srv_conn *c, enum job_kind kind)
+{
+    struct job j;
+    struct srv_err e;
+    unsigned gen;
+    int n_ctx, ret;
+    struct exsa_model *m = job_open(c, kind, &j, &gen, &n_ctx, &e);
+    if (m) {
+        int n_vocab = exsa_model_info(m)->vocab_size;
+        int rc = job_prompt(m, &j, &e);
+        sched_model_release(c->srv->sched);
+        if (rc == 0)
+            job_check(&j, n_ctx, n_vocab, &e);
+    }
+    ret = e.status ? srv_reply_err(c, &e) : job_run(c, &j, gen);
+    job_free(&j);
     return ret;
 }

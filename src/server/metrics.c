@@ -138,7 +138,15 @@ static void put_hist(struct buf *b, const char *name, const char *help, const st
         h->sum, name, h->count);
 }
 
-char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s)
+/* One metric without labels; integral values are printed without a fraction. */
+static void put_one(struct buf *b, const char *name, const char *type, const char *help,
+                    double v)
+{
+    put(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+}
+
+char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s,
+                     int n_conns, unsigned long long n_timeouts)
 {
     struct buf b = {malloc(4096), 0, 4096};
     if (!b.p)
@@ -150,29 +158,34 @@ char *metrics_render(struct metrics *m, const struct sched_stats *st, double upt
     for (int i = 0; i < m->n_series; i++)
         put(&b, "exsa_requests_total{route=\"%s\",status=\"%d\"} %llu\n", m->series[i].route,
             m->series[i].status, m->series[i].n);
-    put(&b, "# HELP exsa_prompt_tokens_total Prompt tokens processed.\n"
-            "# TYPE exsa_prompt_tokens_total counter\nexsa_prompt_tokens_total %llu\n",
-        m->prompt_tokens);
-    put(&b, "# HELP exsa_generated_tokens_total Tokens generated.\n"
-            "# TYPE exsa_generated_tokens_total counter\nexsa_generated_tokens_total %llu\n",
-        m->gen_tokens);
+    put_one(&b, "exsa_prompt_tokens_total", "counter", "Prompt tokens processed.",
+            (double)m->prompt_tokens);
+    put_one(&b, "exsa_generated_tokens_total", "counter", "Tokens generated.",
+            (double)m->gen_tokens);
     put_hist(&b, "exsa_time_to_first_token_seconds", "Time from submission to the first token.",
              &m->ttft, ttft_le);
     put_hist(&b, "exsa_time_per_output_token_seconds", "Mean time between generated tokens.",
              &m->tpot, tpot_le);
     pthread_mutex_unlock(&m->mu);
-    put(&b, "# HELP exsa_queue_depth Requests waiting.\n# TYPE exsa_queue_depth gauge\n"
-            "exsa_queue_depth %d\n", st->queued);
-    put(&b, "# HELP exsa_queue_capacity MAX_QUEUE_SIZE.\n# TYPE exsa_queue_capacity gauge\n"
-            "exsa_queue_capacity %d\n", st->max_queue);
-    put(&b, "# HELP exsa_active_sequences Sequences being generated.\n"
-            "# TYPE exsa_active_sequences gauge\nexsa_active_sequences %d\n", st->active);
-    put(&b, "# HELP exsa_requests_cancelled_total Requests cancelled by their client.\n"
-            "# TYPE exsa_requests_cancelled_total counter\nexsa_requests_cancelled_total %llu\n",
-        st->n_cancelled);
-    put(&b, "# HELP exsa_model_loaded 1 when a model is loaded.\n# TYPE exsa_model_loaded gauge\n"
-            "exsa_model_loaded %d\n", st->loaded ? 1 : 0);
-    put(&b, "# HELP exsa_uptime_seconds Seconds since start.\n# TYPE exsa_uptime_seconds gauge\n"
-            "exsa_uptime_seconds %.0f\n", uptime_s);
+    const struct {
+        const char *name, *type, *help;
+        double v;
+    } one[] = {
+        {"exsa_queue_depth", "gauge", "Requests waiting.", st->queued},
+        {"exsa_queue_capacity", "gauge", "MAX_QUEUE_SIZE.", st->max_queue},
+        {"exsa_active_sequences", "gauge", "Sequences being generated.", st->active},
+        {"exsa_cache_sequences", "gauge", "Sequences held in the KV/conv cache.", st->cache_seqs},
+        {"exsa_kv_blocks_used", "gauge", "KV cache blocks in use.", st->cache_blocks},
+        {"exsa_kv_blocks_total", "gauge", "KV cache blocks in the pool.", st->cache_blocks_total},
+        {"exsa_requests_cancelled_total", "counter", "Requests cancelled by their client.",
+         (double)st->n_cancelled},
+        {"exsa_model_loaded", "gauge", "1 when a model is loaded.", st->loaded ? 1 : 0},
+        {"exsa_connections_open", "gauge", "Client connections open.", n_conns},
+        {"exsa_connections_timed_out_total", "counter",
+         "Connections ended by HEADER_TIMEOUT or BODY_TIMEOUT.", (double)n_timeouts},
+        {"exsa_uptime_seconds", "gauge", "Seconds since start.", (double)(long)uptime_s},
+    };
+    for (size_t i = 0; i < sizeof one / sizeof one[0]; i++)
+        put_one(&b, one[i].name, one[i].type, one[i].help, one[i].v);
     return b.p;
 }

@@ -1,7 +1,7 @@
 /*
  * server.h: `exsa serve`, the HTTP server on libmicrohttpd: configuration (config.c), the
- * connection glue, routing, auth, CORS and replies (http.c), the rate limiter and constant-time
- * key check (guard.c), Prometheus metrics (metrics.c), the OpenAI routes (openai.c), the Exsa
+ * connection glue, routing, auth, CORS and replies (http.c), the rate limiter, Host, content
+ * type and constant-time key checks (guard.c), the header and body deadlines (conns.c), Prometheus metrics (metrics.c), the OpenAI routes (openai.c), the Exsa
  * routes and tokenize/detokenize (exsa_api.c), and the request plumbing the generating routes
  * share (job.c: sampling parameters, tokenizing, SSE and blocking replies).
  *
@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gen.h"
 #include "scheduler.h"
 
 struct cJSON;
@@ -32,6 +33,8 @@ struct srv_config {
     int kv_type; /* enum exsa_kv_type */
     bool cors;
     char cors_origins[1024]; /* comma-separated, or "*" */
+    bool cors_manage;        /* CORS on the model-management routes too */
+    char allowed_hosts[1024]; /* Host names besides the bound address, comma-separated */
     bool rate_limit;
     int rate_limit_max, rate_limit_window; /* requests per window; seconds */
     int max_queue;
@@ -42,6 +45,9 @@ struct srv_config {
     long max_body;     /* bytes */
     int step_delay_ms; /* test hook (EXSA_TEST_STEP_DELAY_MS) */
     int grace_ms;      /* how long shutdown lets requests in flight finish */
+    int max_conns, max_conns_per_addr; /* open connections in all, and from one address */
+    int header_timeout, body_timeout;  /* seconds for a request's headers; for its body */
+    bool mmap;                         /* model files mapped (true) or read into memory */
 };
 
 void srv_config_default(struct srv_config *c);
@@ -56,6 +62,12 @@ void srv_config_usage(void);
 
 /* Equal strings, in time that depends only on the lengths' maximum, not on where they differ. */
 bool srv_consttime_eq(const char *a, const char *b);
+/* Whether a request's Host header (NULL: none) names this server: an address literal,
+ * localhost, the HOST it is bound to, or a name in ALLOWED_HOSTS. Any other name is what a
+ * DNS-rebinding page sends. */
+bool srv_host_allowed(const struct srv_config *cfg, const char *host);
+/* Whether a Content-Type is application/json (parameters such as charset allowed). */
+bool srv_is_json_type(const char *ctype);
 
 struct ratelimit;
 struct ratelimit *ratelimit_new(int max, int window_s);
@@ -63,6 +75,26 @@ void ratelimit_free(struct ratelimit *rl);
 /* Counts one request of addr; true when it is within the limit, else *retry_after gets the
  * seconds until the window ends. */
 bool ratelimit_allow(struct ratelimit *rl, const char *addr, int *retry_after);
+
+/* ---- conns.c -------------------------------------------------------------------------------- */
+
+enum conn_phase {
+    CONN_HEADERS, /* waiting for a request's headers: HEADER_TIMEOUT */
+    CONN_BODY,    /* receiving its body: BODY_TIMEOUT */
+    CONN_BUSY,    /* being answered: no deadline here */
+};
+struct conntrack;
+struct conn_slot;
+/* Starts the watchdog; seconds <= 0 turn a deadline off. NULL when out of memory. */
+struct conntrack *conntrack_new(int header_s, int body_s);
+void conntrack_free(struct conntrack *ct);
+/* A new connection on socket fd, waiting for headers (NULL when out of memory: no deadline). */
+struct conn_slot *conntrack_open(struct conntrack *ct, int fd);
+/* Before the socket is closed. */
+void conntrack_close(struct conntrack *ct, struct conn_slot *s);
+/* Enters phase ph (its deadline counts from now). */
+void conntrack_phase(struct conntrack *ct, struct conn_slot *s, enum conn_phase ph);
+void conntrack_stats(struct conntrack *ct, int *n_open, unsigned long long *n_timeouts);
 
 /* ---- metrics.c ------------------------------------------------------------------------------ */
 
@@ -72,8 +104,9 @@ void metrics_free(struct metrics *m);
 void metrics_request(struct metrics *m, const char *route, int status);
 void metrics_tokens(struct metrics *m, int n_prompt, int n_gen);
 void metrics_latency(struct metrics *m, double ttft_s, double tpot_s); /* < 0: not measured */
-/* The Prometheus text exposition; malloc'd. */
-char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s);
+/* The Prometheus text exposition; malloc'd. n_conns, n_timeouts: from conntrack_stats. */
+char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s,
+                     int n_conns, unsigned long long n_timeouts);
 
 /* ---- the server (http.c) -------------------------------------------------------------------- */
 
@@ -82,6 +115,7 @@ struct server {
     struct sched *sched;
     struct metrics *metrics;
     struct ratelimit *rl;
+    struct conntrack *ct;
     struct MHD_Daemon *daemon;
     double t_start;      /* monotonic */
     long t_start_wall;   /* time(NULL) at start */
@@ -108,9 +142,13 @@ struct srv_conn {
     bool body_too_big;
     char addr[64];
     int fd;
+    bool http11;  /* the request is HTTP/1.1 */
+    bool manage;  /* a model-management route (no CORS unless cfg.cors_manage) */
+    bool authed;  /* no API key is set, or the request carries it */
     int status; /* the status replied (0 until then) */
     int retry_after; /* > 0: the next reply carries Retry-After */
     struct sched_req *req; /* the request in the scheduler, if any (cancelled at the end) */
+    struct conn_slot *slot; /* the connection's deadlines (conns.c) */
     bool queued;
 };
 
@@ -133,50 +171,102 @@ char *srv_json_quote(const char *s, size_t n);
 /* s (malloc'd, NUL-terminated JSON text) with invalid UTF-8 bytes replaced by U+FFFD: s itself
  * when it is valid, else a new string (s is freed); NULL when out of memory (s is freed). */
 char *srv_utf8_scrub(char *s);
-/* Whether the client of c still holds its connection open. */
-bool srv_client_alive(const struct srv_conn *c);
+/* The client end of a reply being generated. A read of 0 bytes (the client's FIN) is not a
+ * disconnect: the client may have half-closed its socket and still read. Only a write tells,
+ * so after a FIN the reply probes now and then (a 100 Continue before a whole reply, an SSE
+ * comment in a stream); a client that left answers the probe with a reset. */
+struct srv_peer {
+    int fd;         /* -1: unknown (always there) */
+    bool http11;    /* 1xx answers are allowed */
+    double next, gap; /* when the next probe is due; seconds between probes */
+};
+enum srv_peer_state { PEER_THERE, PEER_PROBE, PEER_GONE };
+/* PEER_THERE: go on; PEER_PROBE: write a probe now (then go on); PEER_GONE: the client left. */
+enum srv_peer_state srv_peer_check(struct srv_peer *p);
+/* Writes "HTTP/1.1 100 Continue" (an interim answer every HTTP/1.1 client skips) as the probe
+ * before a whole reply; false when the client is gone (or too old for 1xx answers). */
+bool srv_peer_probe_continue(struct srv_peer *p);
 
-/* ---- the generating routes (job.c, openai.c, exsa_api.c) ------------------------------------ */
+/* ---- request bodies (request.c): bytes in, a job or a 400 out; no socket, no model --------- */
 
-enum job_kind { JOB_CHAT, JOB_COMPLETION, JOB_GENERATE };
+/* Caps on the lists a client controls (past one: a 400 naming the field and the cap). */
+#define JOB_MAX_MESSAGES 4096  /* "messages" of a chat request */
+#define JOB_MAX_PARTS 1024     /* content parts of one message */
+#define JOB_MAX_STOP 16        /* stop strings */
+#define JOB_MAX_TOOLS 256      /* "tools" */
+#define JOB_MAX_LOGIT_BIAS 4096 /* "logit_bias" entries */
+#define JOB_MAX_IDS (1 << 20)  /* token ids in a prompt or a /detokenize body */
+#define JOB_MAX_UNKNOWN 8      /* unknown parameter names kept for the log */
 
-/* A generating request, parsed and tokenized, ready for the scheduler. */
+/* An answer decided away from the socket: status, OpenAI's param and code, a sentence. */
+struct srv_err {
+    int status;        /* 0: no error */
+    const char *param; /* static string or NULL */
+    const char *code;  /* static string or NULL */
+    int retry_after;   /* > 0: sent as Retry-After */
+    char message[512];
+};
+
+enum job_kind { JOB_CHAT, JOB_COMPLETION, JOB_GENERATE, JOB_TOKENIZE, JOB_DETOKENIZE, JOB_LOAD };
+
+/* A request parsed from its body, then (generating kinds) tokenized and run. Strings point into
+ * body, which the job owns; so do the arrays (job_free frees them). */
 struct job {
     enum job_kind kind;
+    struct cJSON *body;
+    const char *model; /* the body's "model", or NULL */
     bool stream, include_usage;
     char id[48];
     char model_id[256];
     long created;
+    /* chat: messages (strings into body, or joined parts in owned), tools as one JSON text */
+    struct exsa_chat_msg *msgs;
+    int n_msgs, n_owned;
+    char **owned;
+    char *tools;
+    /* completion / generate / tokenize text; generate and tokenize switches */
+    const char *text;
+    bool use_chat_template, add_special, parse_special;
+    /* token ids: given in the body (ids_given: completion ids, /detokenize) or tokenized */
     int32_t *prompt;
     int n_prompt;
+    bool ids_given;
+    /* models/load */
+    const char *load_path;
+    int load_gpu_layers, load_n_ctx; /* -1: keep the current setting */
     struct gen_params gp;
     char **stop; /* owned copies behind gp.stop */
     int32_t *bias_id;
     float *bias;
-    int n_bias_max;
+    const char *unknown[JOB_MAX_UNKNOWN]; /* names of unknown parameters (into body) */
+    int n_unknown;                        /* how many there were in all */
 };
 
-void job_init(struct job *j, enum job_kind kind, const char *id_prefix);
+/* Parses body[0..len) as a request of kind into j (always initialised: job_free it). Returns 0,
+ * or -1 with the 400 in e. Linear in len. */
+int job_parse(enum job_kind kind, const char *body, size_t len, struct job *j, struct srv_err *e);
 void job_free(struct job *j);
-/* Sampling parameters of an OpenAI body (or Exsa's sampling_params when exsa is true) into
- * j->gp, over the defaults already there. Returns 0, or replies 400 on c and returns -1. */
-int job_parse_sampling(struct srv_conn *c, struct job *j, const struct cJSON *o, bool exsa);
-/* Checks the prompt against the context and the logit-bias ids against the vocabulary (n_ctx,
- * n_vocab of the model the prompt was tokenized with); replies 400 and returns -1 when wrong. */
-int job_check(struct srv_conn *c, struct job *j, int n_ctx, int n_vocab);
-/* Submits j to the scheduler and replies: an SSE stream or one JSON body (which waits). */
-int job_run(struct srv_conn *c, struct job *j, unsigned model_gen);
-/* The body of c as a JSON object, or NULL after replying 400. */
-struct cJSON *job_body(struct srv_conn *c);
-/* Borrows the model (release with sched_model_release) and checks the body's "model" names it;
- * fills j->model_id. NULL after replying 503 (none loaded) or 404 (another model named). */
-struct exsa_model *job_model(struct srv_conn *c, struct job *j, const struct cJSON *b,
-                             unsigned *gen, int *n_ctx);
+/* Checks the prompt against the context and every token id (prompt ids given in the body,
+ * logit-bias ids) against the vocabulary. Returns 0 or -1 with the 400 in e. */
+int job_check(const struct job *j, int n_ctx, int n_vocab, struct srv_err *e);
+/* Fills e (status, param, code, printf-style message); returns -1. */
+int srv_err_set(struct srv_err *e, int status, const char *param, const char *code,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* ---- the routes with a body (job.c, openai.c, exsa_api.c) ------------------------------------ */
+
+/* Replies e on c (its status, OpenAI's error shape, Retry-After when set). */
+int srv_reply_err(struct srv_conn *c, const struct srv_err *e);
+/* The prologue every model route shares: parses c's body as kind into j, logs its unknown
+ * parameters, borrows the model (release with sched_model_release) and checks the body's
+ * "model" names it. Returns the model, or NULL with the answer in e (400, 503, 404). */
+struct exsa_model *job_open(struct srv_conn *c, enum job_kind kind, struct job *j, unsigned *gen,
+                            int *n_ctx, struct srv_err *e);
+/* A generating route (chat, completion, generate) from body to reply. */
+int job_route(struct srv_conn *c, enum job_kind kind);
 /* Tokenizes text with m; *out malloc'd. Returns 0 or a negative code. */
 int job_tokenize(struct exsa_model *m, const char *text, bool add_bos, bool special,
                  int32_t **out, int *n_out);
-/* Logs the keys of o that are not in known (a NULL-terminated list). */
-void job_log_unknown(const struct srv_conn *c, const struct cJSON *o, const char *const *known);
 /* The public id of the loaded model: its file name without ".gguf". */
 void srv_model_id(const char *path, char *out, size_t size);
 

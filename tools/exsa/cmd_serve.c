@@ -36,7 +36,8 @@ int cmd_serve(int argc, char **argv)
                         "to load one\n");
     if (strcmp(cfg.host, "127.0.0.1") && strcmp(cfg.host, "localhost") && strcmp(cfg.host, "::1"))
         fprintf(stderr, "exsa serve: warning: listening on %s opens the server beyond this "
-                        "machine%s\n", cfg.host, cfg.api_key[0] ? "" : ", with no API_KEY");
+                        "machine%s (requests by a host name need ALLOWED_HOSTS)\n", cfg.host,
+                cfg.api_key[0] ? "" : ", with no API_KEY");
     static struct server srv;
     if (srv_start(&srv, &cfg, err, sizeof err) < 0) {
         fprintf(stderr, "exsa serve: %s\n", err);
