@@ -92,6 +92,11 @@ void exsa_model_free(struct exsa_model *m);
  * crash the process with SIGBUS). Process-wide; applies to every later exsa_model_load. */
 void exsa_set_mmap(bool on);
 const struct exsa_model_info *exsa_model_info(const struct exsa_model *m);
+/* After an engine holds every weight in its own copy (all layers and the head on the GPU):
+ * drops the host's reference to the weights in the file mapping, so the file may change on
+ * disk without faulting the process. Engines made from m afterwards must be fully offloaded
+ * too (others are refused). Returns 0 or a negative code. */
+int exsa_model_release_weights(struct exsa_model *m);
 /* Whether layer l (0-based) is an attention layer; false for a short-conv layer or no layer. */
 bool exsa_model_layer_is_attn(const struct exsa_model *m, int l);
 

@@ -301,6 +301,11 @@ static int build(struct exsa_engine *e, char *err, size_t errlen)
     e->kv_type = calloc((size_t)hp->n_layers, sizeof(int));
     if (!e->layer_be || !e->kv_type || copy_weights(e) < 0)
         return EXSA_ENOMEM;
+    if (e->m->weights_released && e->p.gpu_layers < hp->n_layers) {
+        snprintf(err, errlen, "this model's host weights were released after a GPU upload: "
+                 "load it again to run layers on the CPU");
+        return EXSA_EINVAL;
+    }
     int rc = make_backends(e, err, errlen);
     if (rc < 0)
         return rc;

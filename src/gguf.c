@@ -623,6 +623,19 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t errlen
     return gguf_open_ex(path, atomic_load(&use_mmap), out, err, errlen);
 }
 
+int gguf_release_data(struct gguf_file *f)
+{
+    if (!f->owns_map)
+        return 0; /* a copy in memory: the file is not referenced */
+    const long page = sysconf(_SC_PAGESIZE);
+    const uint64_t start = (f->data_offset + (uint64_t)page - 1) / (uint64_t)page * (uint64_t)page;
+    if (start >= f->size)
+        return 0;
+    void *p = mmap((void *)(f->base + start), f->size - start, PROT_READ,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    return p == MAP_FAILED ? EXSA_ENOMEM : 0;
+}
+
 void gguf_close(struct gguf_file *f)
 {
     if (!f)

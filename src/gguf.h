@@ -93,6 +93,10 @@ int gguf_open_ex(const char *path, bool map, struct gguf_file **out, char *err, 
 /* Same over caller memory, which must outlive the result (tests, fuzzing). */
 int gguf_open_mem(const void *data, size_t size, struct gguf_file **out, char *err, size_t errlen);
 void gguf_close(struct gguf_file *f);
+/* The tensor data (from the first whole page past the header) no longer references the file:
+ * it reads as zeros from now on, and a file changed on disk cannot fault it. For a mapped file
+ * whose weights all live elsewhere (on a GPU); a no-op for a copy in memory. */
+int gguf_release_data(struct gguf_file *f);
 
 const struct gguf_kv *gguf_find_kv(const struct gguf_file *f, const char *key);
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name);

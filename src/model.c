@@ -201,6 +201,14 @@ bool exsa_model_layer_is_attn(const struct exsa_model *m, int l)
     return m && l >= 0 && l < m->hp.n_layers && m->layers[l].is_attn;
 }
 
+int exsa_model_release_weights(struct exsa_model *m)
+{
+    int rc = gguf_release_data(m->gguf);
+    if (rc == 0)
+        m->weights_released = true;
+    return rc;
+}
+
 const struct exsa_model_info *exsa_model_info(const struct exsa_model *m)
 {
     return &m->info;

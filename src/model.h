@@ -69,6 +69,7 @@ struct chat_template;
 struct exsa_model {
     char *path;
     struct gguf_file *gguf;
+    bool weights_released; /* exsa_model_release_weights: host tensor bytes are gone */
     struct hparams hp;
     struct exsa_model_info info;
     struct tensor tok_embd; /* {dim, vocab_size} */

@@ -614,6 +614,10 @@ static void do_load(struct sched *s)
             exsa_model_free(m);
         else
             fprintf(stderr, "exsa: %s: %s\n", path, exsa_engine_describe(e));
+        /* every weight is on the GPU: the file mapping no longer holds them (a file replaced
+         * on disk cannot fault the server) */
+        if (rc == 0 && ngl >= exsa_model_info(m)->n_layers && exsa_model_release_weights(m) == 0)
+            fprintf(stderr, "exsa: %s: host copy of the weights released\n", path);
     }
     pthread_mutex_lock(&s->mu);
     if (rc < 0) {

@@ -4,7 +4,8 @@
  * the backend's ops table for one whose op number k fails) returns that error and leaves
  * every sequence's cache as it was, so the same step run again gives the logits of an engine
  * that never failed; fork, snapshot and restore through the backends give the logits of a
- * plain run; hidden-state output is the normed state the head multiplies.
+ * plain run; hidden-state output is the normed state the head multiplies; released weights are
+ * gone from the mapping while the vocabulary stays.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -199,11 +200,38 @@ static void test_hidden(void)
     exsa_model_free(m);
 }
 
+/* After exsa_model_release_weights the tensor bytes no longer come from the file (zeros),
+ * the vocabulary still works, and an engine with CPU layers is refused with a reason. */
+static void test_release_weights(void)
+{
+    struct exsa_model *m = load();
+    if (!m)
+        return;
+    int32_t before[16], after[16];
+    int nb = exsa_tokenize(m, "Hello world", 11, true, false, before, 16);
+    const float *w = m->layers[0].ffn_up.data;
+    float w0 = w[0];
+    CHECK(w0 != 0, "fixture weight is zero");
+    CHECK(exsa_model_release_weights(m) == 0, "release");
+    CHECK(w[0] == 0, "weights still read %g from the file", w[0]);
+    int na = exsa_tokenize(m, "Hello world", 11, true, false, after, 16);
+    CHECK(na == nb && nb > 0 && !memcmp(before, after, sizeof(int32_t) * (size_t)na),
+          "tokenizer changed after the release");
+    struct exsa_engine_params p;
+    exsa_engine_params_default(&p);
+    struct exsa_engine *e = NULL;
+    char err[256] = "";
+    CHECK(exsa_engine_create(m, &p, &e, err, sizeof err) == EXSA_EINVAL && strstr(err, "released"),
+          "CPU engine on released weights: %s", err);
+    exsa_model_free(m);
+}
+
 int main(void)
 {
     RUN(test_fault_ref);
     RUN(test_fault_cpu);
     RUN(test_fork_snapshot);
     RUN(test_hidden);
+    RUN(test_release_weights);
     TEST_END();
 }
