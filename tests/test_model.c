@@ -82,28 +82,7 @@ static void test_greedy_f32(void)
     CHECK(load_ref("lfm2-tiny-F32", &r) == 0, "fixture");
     struct exsa_model *m = load_model("lfm2-tiny-F32");
     struct exsa_engine *e = m ? make_engine(m, EXSA_BACKEND_REF, 1, 1024) : NULL;
-    float *logits = malloc(sizeof(float) * (size_t)r.n_vocab * 1024);
-    for (int i = 0; e && i < r.n_prompts; i++) {
-        const struct prompt *q = &r.p[i];
-        int seq = exsa_seq_new(e);
-        int32_t pos[1024], sq[1024];
-        for (int j = 0; j < q->n_tok; j++)
-            pos[j] = j, sq[j] = seq;
-        struct exsa_batch b = {q->n_tok, q->tok, pos, sq, NULL};
-        CHECK(exsa_decode(e, &b, logits) == 0, "prefill");
-        int ok = 0;
-        for (int t = 0; t < 32; t++) {
-            int32_t tok = argmax(logits, r.n_vocab), p = q->n_tok + t;
-            if (tok != q->greedy[t])
-                break;
-            ok++;
-            struct exsa_batch d = {1, &tok, &p, &seq, NULL};
-            CHECK(exsa_decode(e, &d, logits) == 0, "decode");
-        }
-        CHECK(ok == 32, "prompt %d: greedy tokens agree for %d of 32", i, ok);
-        exsa_seq_free(e, seq);
-    }
-    free(logits);
+    check_greedy(e, &r);
     exsa_engine_free(e);
     exsa_model_free(m);
     free_ref(&r);

@@ -56,18 +56,6 @@ struct attn_job {
     const int32_t *block_start; /* n_blocks + 1 entry indices */
 };
 
-static float dot(const float *a, const float *b, int n)
-{
-    float acc[8] = {0};
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++)
-            acc[k] += a[j + k] * b[j + k];
-    for (; j < n; j++)
-        acc[0] += a[j] * b[j];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
 /* Plain path for one lane: softmax(q k^T / sqrt(hd)) v over positions 0..pos. */
 static void attend_lane(const struct attn_block *ab, int l, float *sc)
 {
@@ -76,7 +64,7 @@ static void attend_lane(const struct attn_block *ab, int l, float *sc)
     const float scale = 1.0f / sqrtf((float)hd);
     float mx = -INFINITY, sum = 0.0f;
     for (int p = 0; p < np; p++) {
-        sc[p] = dot(qh, kv_k(ab->kv, ab->a, ab->seq, p) + ab->g * hd, hd) * scale;
+        sc[p] = cpu_dot_f32(qh, kv_k(ab->kv, ab->a, ab->seq, p) + ab->g * hd, hd) * scale;
         mx = sc[p] > mx ? sc[p] : mx;
     }
     for (int p = 0; p < np; p++) {

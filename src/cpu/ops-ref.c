@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 
 #include "backend.h"
+#include "cpu/matmul.h"
 #include "cpu/ops-ref.h"
 #include "kvcache.h"
 #include "quant.h"
@@ -20,23 +21,6 @@ static const uint8_t *weight_row(const struct tensor *w, int expert, int64_t r)
 {
     size_t row_bytes = dtype_row_size(w->type, w->ne[0]);
     return (const uint8_t *)w->data + ((size_t)expert * w->ne[1] + (size_t)r) * row_bytes;
-}
-
-/* f32 dot product with 16 independent partial sums (so the compiler can use vector lanes;
- * the summation order is fixed, so results do not depend on the build). */
-static float dot_f32(const float *a, const float *b, int64_t n)
-{
-    float acc[16] = {0};
-    int64_t k = 0;
-    for (; k + 16 <= n; k += 16)
-        for (int j = 0; j < 16; j++)
-            acc[j] += a[k + j] * b[k + j];
-    for (; k < n; k++)
-        acc[k & 15] += a[k] * b[k];
-    float s = 0.0f;
-    for (int j = 0; j < 16; j++)
-        s += acc[j];
-    return s;
 }
 
 static int ref_matmul(struct backend *be, const struct tensor *w, int expert, const float *x,
@@ -49,7 +33,7 @@ static int ref_matmul(struct backend *be, const struct tensor *w, int expert, co
     for (int64_t n = 0; n < N; n++) {
         dequantize_row(w->type, weight_row(w, expert, n), row, K);
         for (int t = 0; t < n_tok; t++) {
-            y[(size_t)t * N + n] = dot_f32(row, x + (size_t)t * K, K);
+            y[(size_t)t * N + n] = cpu_dot_f32(row, x + (size_t)t * K, K);
         }
     }
     free(row);
