@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "sampler.h"
+#include "strbuf.h"
 #include "tokenizer.h"
 
 struct gen {
@@ -125,34 +126,6 @@ void gen_prompt(struct gen *g, const int32_t *toks, int n)
 }
 
 /* ---- UTF-8 ------------------------------------------------------------------------------------ */
-
-/* Length of the valid UTF-8 character at s[0..n), 0 if s starts an invalid sequence, or -1 if
- * s[0..n) is a valid but incomplete start of one. */
-static int utf8_char(const unsigned char *s, size_t n)
-{
-    if (s[0] < 0x80)
-        return 1;
-    int need = s[0] >= 0xC2 && s[0] <= 0xDF ? 2 : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
-             : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
-    if (!need)
-        return 0;
-    unsigned char lo = 0x80, hi = 0xBF; /* the second byte's range (no overlongs, surrogates) */
-    if (s[0] == 0xE0)
-        lo = 0xA0;
-    else if (s[0] == 0xED)
-        hi = 0x9F;
-    else if (s[0] == 0xF0)
-        lo = 0x90;
-    else if (s[0] == 0xF4)
-        hi = 0x8F;
-    for (int i = 1; i < need; i++) {
-        if ((size_t)i >= n)
-            return -1;
-        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF))
-            return 0;
-    }
-    return need;
-}
 
 /* The longest prefix of s[0..n) that does not end inside an incomplete character. */
 static size_t utf8_cut(const char *s, size_t n)
