@@ -59,13 +59,19 @@ run: deps $(BUILD)/exsa
 bench: deps $(BUILD)/exsa
 	@sh bench/run.sh $(BUILD)/exsa
 
-# libFuzzer over the GGUF reader (needs clang): FUZZ_SECONDS of fuzzing, corpus in build/fuzz.
+# libFuzzer targets (need clang): `make fuzz FUZZ=name` builds tests/fuzz_<name>.c and fuzzes it
+# for FUZZ_SECONDS, corpus in build/fuzz/corpus-<name>, seeds from tests/fuzz/<name>/ if any.
+FUZZ ?= gguf
 FUZZ_SECONDS ?= 60
+FUZZ_SRC_gguf := src/gguf.c src/quant.c
+FUZZ_SRC_toolcall := src/toolcall.c src/reasoning.c src/strbuf.c
 fuzz:
-	@mkdir -p build/fuzz/corpus
+	@mkdir -p build/fuzz/corpus-$(FUZZ)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
-	  tests/fuzz_gguf.c src/gguf.c src/quant.c -o build/fuzz/fuzz_gguf
-	build/fuzz/fuzz_gguf -max_len=4096 -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus
+	  $(shell pkg-config --cflags libcjson 2>/dev/null) tests/fuzz_$(FUZZ).c $(FUZZ_SRC_$(FUZZ)) \
+	  -lcjson -lm -o build/fuzz/fuzz_$(FUZZ)
+	build/fuzz/fuzz_$(FUZZ) -max_len=4096 -max_total_time=$(FUZZ_SECONDS) \
+	  build/fuzz/corpus-$(FUZZ) $(wildcard tests/fuzz/$(FUZZ))
 
 format:
 	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h include/*.h tools/exsa/*.c tests/*.c tests/*.h)
