@@ -65,9 +65,10 @@ FUZZ ?= gguf
 FUZZ_SECONDS ?= 60
 FUZZ_SRC_gguf := src/gguf.c src/quant.c
 FUZZ_SRC_toolcall := src/toolcall.c src/reasoning.c src/strbuf.c
+FUZZ_SRC_jsonschema := src/jsonschema.c src/grammar.c src/strbuf.c
 fuzz:
 	@mkdir -p build/fuzz/corpus-$(FUZZ)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -Itests \
 	  $(shell pkg-config --cflags libcjson 2>/dev/null) tests/fuzz_$(FUZZ).c $(FUZZ_SRC_$(FUZZ)) \
 	  -lcjson -lm -o build/fuzz/fuzz_$(FUZZ)
 	build/fuzz/fuzz_$(FUZZ) -max_len=4096 -max_total_time=$(FUZZ_SECONDS) \
