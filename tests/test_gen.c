@@ -285,7 +285,7 @@ static void test_logprobs(void)
         return;
     struct gen_logprob c, top[3];
     CHECK(gen_logprobs(g, &c, top, 3) == -1, "nothing sampled yet");
-    char acc[16] = "";
+    char acc[128] = "";
     int32_t tcs = tok_find(g_tok, "<|tool_call_start|>");
     int32_t ids[2] = {g_byte['q'], tcs};
     for (int i = 0; i < 2; i++) {
