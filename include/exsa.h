@@ -170,8 +170,8 @@ int32_t exsa_token_eos(const struct exsa_model *m);
 struct exsa_chat_msg {
     const char *role;    /* "system", "user", "assistant", "tool" */
     const char *content; /* UTF-8 text */
-    const char *thinking;   /* optional reasoning text (LFM2.5 reasoning template), or NULL */
-    const char *tool_calls; /* optional JSON array of OpenAI tool calls, or NULL */
+    const char *thinking;   /* optional reasoning text (an assistant's reasoning_content), or NULL */
+    const char *tool_calls; /* optional JSON array of OpenAI tool calls (assistant), or NULL */
 };
 
 /* ---- sampler ------------------------------------------------------------------------------------ */

@@ -10,7 +10,10 @@
  * tokens match llama.cpp's wherever the contents hold no special-token text (it also splits at
  * special tokens and tokenizes the runs between them). Exactly one BOS: the first segment.
  * Assistant contents are the model's own words: the tool-call and think markers in them stay
- * markers. tojson is Python's json.dumps(ensure_ascii=False); numbers keep their JSON spelling.
+ * markers. An assistant turn's tool_calls and thinking fields render where each template puts
+ * them; the LFM2 v1 and LFM2.5-Instruct templates have no such fields, so the calls go after the
+ * content in the model's own syntax and LFM2.5's reasoning into the content (lfm2_asst).
+ * tojson is Python's json.dumps(ensure_ascii=False); numbers keep their JSON spelling.
  * Callers: the server, `exsa run`/`exsa chat`, tests.
  */
 #include "chat.h"
@@ -320,8 +323,10 @@ static void py_repr_str(struct out *o, const char *s)
     put(o, SEG_TEXT, &q, 1);
 }
 
-/* str(v) of the Python value (Jinja's `string` filter): True/None, repr() inside containers. */
-static void py_str(struct out *o, const struct json *j, const cJSON *v, bool top)
+/* A JSON value as Python text: str(v) (Jinja's `string` filter: True/None, a top-level string
+ * as it is, repr() inside containers), or with dq the syntax LFM2 v1 writes call arguments in:
+ * strings double-quoted with JSON escapes at every level (city="Paris", d={"k": False}). */
+static void py_value(struct out *o, const struct json *j, const cJSON *v, bool top, bool dq)
 {
     if (cJSON_IsNull(v))
         text(o, "None");
@@ -330,7 +335,9 @@ static void py_str(struct out *o, const struct json *j, const cJSON *v, bool top
     else if (cJSON_IsNumber(v))
         number(o, j, v);
     else if (cJSON_IsString(v)) {
-        if (top)
+        if (dq)
+            json_str(o, v->valuestring);
+        else if (top)
             text(o, v->valuestring);
         else
             py_repr_str(o, v->valuestring);
@@ -338,9 +345,11 @@ static void py_str(struct out *o, const struct json *j, const cJSON *v, bool top
         bool obj = cJSON_IsObject(v);
         text(o, obj ? "{" : "[");
         for (const cJSON *c = v->child; c; c = c->next) {
-            if (obj)
+            if (obj && dq)
+                json_str(o, c->string), text(o, ": ");
+            else if (obj)
                 py_repr_str(o, c->string), text(o, ": ");
-            py_str(o, j, c, false);
+            py_value(o, j, c, false, dq);
             if (c->next)
                 text(o, ", ");
         }
@@ -413,19 +422,22 @@ static const char *after_think(const char *s, size_t *n)
     return p;
 }
 
-/* One argument value as LFM2.5's format_arg_value renders it. */
-static void arg_value(struct out *o, const struct json *j, const cJSON *v)
+/* One argument value: LFM2.5's format_arg_value ('text' unescaped, mappings as tojson, else
+ * str()), or LFM2 v1's double-quoted Python (dq). */
+static void arg_value(struct out *o, const struct json *j, const cJSON *v, bool dq)
 {
-    if (cJSON_IsString(v))
+    if (dq)
+        py_value(o, j, v, true, true);
+    else if (cJSON_IsString(v))
         text(o, "'"), text(o, v->valuestring), text(o, "'");
     else if (cJSON_IsObject(v))
         tojson(o, j, v);
     else
-        py_str(o, j, v, true);
+        py_value(o, j, v, true, false);
 }
 
 /* One call as name(arg=value, ...). OpenAI's arguments are a JSON string: parsed here. */
-static int one_call(struct out *o, const struct json *j, const cJSON *call)
+static int one_call(struct out *o, const struct json *j, const cJSON *call, bool dq)
 {
     const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
     fn = cJSON_IsObject(fn) ? fn : call;
@@ -446,7 +458,7 @@ static int one_call(struct out *o, const struct json *j, const cJSON *call)
     for (const cJSON *a = args && !rc ? args->child : NULL; a; a = a->next) {
         text(o, a->string);
         text(o, "=");
-        arg_value(o, j, a);
+        arg_value(o, j, a, dq);
         if (a->next)
             text(o, ", ");
     }
@@ -455,8 +467,9 @@ static int one_call(struct out *o, const struct json *j, const cJSON *call)
     return rc;
 }
 
-/* <|tool_call_start|>[call, call]<|tool_call_end|> from a JSON array of OpenAI tool calls. */
-static int tool_calls(struct out *o, const char *calls_json)
+/* <|tool_call_start|>[call, call]<|tool_call_end|> from a JSON array of OpenAI tool calls;
+ * dq: LFM2 v1's value syntax (see arg_value). */
+static int tool_calls(struct out *o, const char *calls_json, bool dq)
 {
     struct json j;
     int rc = json_parse(calls_json, strlen(calls_json), &j);
@@ -469,7 +482,7 @@ static int tool_calls(struct out *o, const char *calls_json)
     mark(o, "<|tool_call_start|>");
     text(o, "[");
     for (const cJSON *c = j.root->child; c && !rc; c = c->next) {
-        rc = one_call(o, &j, c);
+        rc = one_call(o, &j, c, dq);
         if (c->next)
             text(o, ", ");
     }
@@ -481,19 +494,41 @@ static int tool_calls(struct out *o, const char *calls_json)
 
 /* ---- the three layouts ------------------------------------------------------------------------ */
 
+/* An assistant turn of LFM2 v1 or LFM2.5-Instruct. Their templates only render the content, so
+ * the fields a client sends beside it go where the model wrote them: the reasoning as
+ * <think>...</think> before the content (LFM2.5; the template's own rule then drops it from
+ * past turns; v1 models do not think), tool calls after it in the model's call syntax (v1:
+ * double quotes, LFM2.5: single). A None content with tool calls is no content. */
+static int lfm2_asst(struct out *o, const struct exsa_chat_msg *m, bool v25, bool last)
+{
+    const char *c = m->content ? m->content : m->tool_calls ? "" : "null";
+    char *joined = NULL;
+    size_t len = strlen(c);
+    if (v25 && m->thinking) {
+        size_t lt = strlen(m->thinking);
+        if (!(joined = malloc(lt + len + 16)))
+            return EXSA_ENOMEM;
+        snprintf(joined, lt + len + 16, "<think>%s</think>%s", m->thinking, c);
+        c = joined, len = strlen(joined);
+    }
+    if (v25 && !last)
+        c = after_think(c, &len);
+    asst_content(o, c, len);
+    free(joined);
+    return m->tool_calls ? tool_calls(o, m->tool_calls, !v25) : 0;
+}
+
 /* LFM2 v1 (7.1), LFM2.5-Instruct (7.2) and the fallback: content None renders as "null". */
-static void render_lfm2(const struct chat_template *t, const struct exsa_chat_msg *m, int n,
-                        struct out *o)
+static int render_lfm2(const struct chat_template *t, const struct exsa_chat_msg *m, int n,
+                       struct out *o)
 {
     bool v25 = t->variant == CHAT_LFM25;
-    int last_asst = -1;
+    int last_asst = -1, rc = 0;
     for (int i = 0; i < n; i++)
         if (strcmp(m[i].role, "assistant") == 0)
             last_asst = i;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !rc; i++) {
         const char *c = m[i].content ? m[i].content : "null";
-        size_t len = strlen(c);
-        bool asst = strcmp(m[i].role, "assistant") == 0;
         mark(o, IM_START);
         text(o, m[i].role);
         text(o, "\n");
@@ -501,15 +536,14 @@ static void render_lfm2(const struct chat_template *t, const struct exsa_chat_ms
             mark(o, "<|tool_response_start|>");
             text(o, c);
             mark(o, "<|tool_response_end|>");
-        } else if (asst) {
-            if (v25 && i != last_asst)
-                c = after_think(c, &len);
-            asst_content(o, c, len);
+        } else if (strcmp(m[i].role, "assistant") == 0) {
+            rc = lfm2_asst(o, &m[i], v25, i == last_asst);
         } else
             text(o, c);
         mark(o, IM_END);
         text(o, "\n");
     }
+    return rc;
 }
 
 /* An assistant turn of the LFM2.5 reasoning template (7.3); recent: after the last user turn. */
@@ -528,7 +562,7 @@ static int reasoning_asst(struct out *o, const struct exsa_chat_msg *m, bool rec
             cfm = true, len -= tl;
         asst_content(o, c, len);
     }
-    int rc = m->tool_calls ? tool_calls(o, m->tool_calls) : 0;
+    int rc = m->tool_calls ? tool_calls(o, m->tool_calls, false) : 0;
     if (cfm)
         text(o, CFM_TAG);
     mark(o, IM_END);
@@ -588,7 +622,7 @@ static int render(const struct chat_template *t, const struct exsa_chat_msg *msg
     if (t->variant == CHAT_LFM25_REASONING)
         rc = render_reasoning(msgs, n, o);
     else
-        render_lfm2(t, msgs, n, o);
+        rc = render_lfm2(t, msgs, n, o);
     if (add_generation_prompt) {
         mark(o, IM_START);
         text(o, "assistant\n");

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "sampler.h"
+#include "strbuf.h"
 #include "tokenizer.h"
 
 struct gen {
@@ -80,7 +81,7 @@ void gen_free(struct gen *g)
 }
 
 /* Returns 0, EXSA_EINVAL (no tokenizer, n_vocab <= 0, a NULL stop string, bad sampling
- * params) or EXSA_ENOMEM. Empty stop strings are ignored. */
+ * params, top_logprobs out of range) or EXSA_ENOMEM. Empty stop strings are ignored. */
 int gen_create(const struct tokenizer *tok, int n_vocab, const struct gen_params *p,
                struct gen **out)
 {
@@ -99,6 +100,10 @@ int gen_create(const struct tokenizer *tok, int n_vocab, const struct gen_params
     g->stop_hit = -1;
     g->last_tok = -1;
     int rc = sampler_create(&p->sp, n_vocab, &g->smp);
+    if (!rc && p->logprobs)
+        rc = sampler_set_logprobs(g->smp, p->top_logprobs);
+    if (!rc)
+        sampler_set_mask(g->smp, &p->mask);
     g->stop = calloc((size_t)p->n_stop + 1, sizeof *g->stop);
     if (!rc && !g->stop)
         rc = EXSA_ENOMEM;
@@ -125,34 +130,6 @@ void gen_prompt(struct gen *g, const int32_t *toks, int n)
 }
 
 /* ---- UTF-8 ------------------------------------------------------------------------------------ */
-
-/* Length of the valid UTF-8 character at s[0..n), 0 if s starts an invalid sequence, or -1 if
- * s[0..n) is a valid but incomplete start of one. */
-static int utf8_char(const unsigned char *s, size_t n)
-{
-    if (s[0] < 0x80)
-        return 1;
-    int need = s[0] >= 0xC2 && s[0] <= 0xDF ? 2 : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
-             : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
-    if (!need)
-        return 0;
-    unsigned char lo = 0x80, hi = 0xBF; /* the second byte's range (no overlongs, surrogates) */
-    if (s[0] == 0xE0)
-        lo = 0xA0;
-    else if (s[0] == 0xED)
-        hi = 0x9F;
-    else if (s[0] == 0xF0)
-        lo = 0x90;
-    else if (s[0] == 0xF4)
-        hi = 0x8F;
-    for (int i = 1; i < need; i++) {
-        if ((size_t)i >= n)
-            return -1;
-        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF))
-            return 0;
-    }
-    return need;
-}
 
 /* The longest prefix of s[0..n) that does not end inside an incomplete character. */
 static size_t utf8_cut(const char *s, size_t n)
@@ -261,6 +238,29 @@ int32_t gen_next(struct gen *g, float *logits, const char **text, size_t *len)
     *text = g->outb; /* show() may have moved the buffer */
     *len = g->out_len;
     return t;
+}
+
+static struct gen_logprob with_bytes(const struct gen *g, struct sampler_logprob lp)
+{
+    struct gen_logprob r = {lp.id, lp.logprob, "", 0};
+    if (tok_piece(g->tok, lp.id, true, &r.bytes, &r.len))
+        r.bytes = "", r.len = 0;
+    return r;
+}
+
+int gen_logprobs(const struct gen *g, struct gen_logprob *chosen, struct gen_logprob *top,
+                 int max_top)
+{
+    struct sampler_logprob c;
+    const struct sampler_logprob *t;
+    int n = sampler_logprobs(g->smp, &c, &t);
+    if (n < 0)
+        return -1;
+    *chosen = with_bytes(g, c);
+    n = n < max_top ? n : max_top;
+    for (int i = 0; i < n; i++)
+        top[i] = with_bytes(g, t[i]);
+    return n;
 }
 
 void gen_end(struct gen *g, enum gen_finish why)

@@ -1,7 +1,8 @@
 /*
  * gen.h: one reply being generated: the sampler, the stop conditions (end-of-generation
  * tokens, stop strings, max tokens) and the streaming detokenizer that never emits half a UTF-8
- * character and holds back text that could be the start of a stop string. Used by `exsa run`,
+ * character and holds back text that could be the start of a stop string; on request each
+ * token's logprobs, and a mask (constrained decoding) handed to the sampler. Used by `exsa run`,
  * `exsa chat` and the scheduler (one struct gen per request). Not thread-safe.
  */
 #ifndef EXSA_GEN_H
@@ -12,6 +13,7 @@
 #include <stdint.h>
 
 #include "exsa.h"
+#include "sampler.h"
 
 enum gen_finish {
     GEN_RUNNING = 0,
@@ -27,6 +29,9 @@ struct gen_params {
     const char *const *stop;  /* stop strings (copied) */
     int n_stop;
     bool ignore_eog;
+    bool logprobs;            /* record each sampled token's logprob (gen_logprobs) */
+    int top_logprobs;         /* with logprobs: alternatives per token, 0..SAMPLER_MAX_TOP_LOGPROBS */
+    struct sampler_mask mask; /* constrained decoding (tokmask.h), or all NULL */
 };
 
 /* Liquid's recommended LFM2 defaults (temperature 0.3, min_p 0.15, repetition penalty 1.05,
@@ -46,6 +51,19 @@ void gen_prompt(struct gen *g, const int32_t *toks, int n);
  * call). Returns the token. After it, gen_finished() tells whether the reply is over; the
  * token that ended it (an EOG token) is not part of the text. */
 int32_t gen_next(struct gen *g, float *logits, const char **text, size_t *len);
+/* A token's logprob (sampler.h) and its bytes (special tokens as their text; valid while the
+ * tokenizer lives). */
+struct gen_logprob {
+    int32_t id;
+    float logprob;
+    const char *bytes;
+    size_t len;
+};
+/* After gen_next, with logprobs on: *chosen gets the sampled token, top[0..) up to max_top of
+ * the most likely ones (highest first). Returns how many went into top, or -1 (logprobs off,
+ * or no token sampled yet). */
+int gen_logprobs(const struct gen *g, struct gen_logprob *chosen, struct gen_logprob *top,
+                 int max_top);
 /* Marks the reply over for a reason found outside (cancel, context full). */
 void gen_end(struct gen *g, enum gen_finish why);
 enum gen_finish gen_finished(const struct gen *g);

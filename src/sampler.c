@@ -5,7 +5,9 @@
  * struct sampler owns a copy of the params, the penalty window (a ring of the last
  * penalty_last_n tokens, or a growing list for -1) with per-token counts kept in step, and a
  * candidate array of n_vocab entries reused on every call, so sampling never allocates.
- * Invariant: counts[t] == occurrences of t in the window.
+ * Invariant: counts[t] == occurrences of t in the window. A mask (constrained decoding) runs
+ * right after the penalties, so the filters and the draw only see allowed tokens; logprobs are
+ * taken from the same logits, over the whole vocabulary, before the filters cut it.
  * Speed on a 65,536 vocabulary: top-k is a quickselect, min-p a filter fused with the max
  * pass, and top-p sorts only the best slices (64, 256, ...) of what top-k and min-p left. Top-p and min-p both keep a prefix of
  * the candidates sorted by logit, so running min-p first keeps the same set as llama.cpp's
@@ -30,6 +32,10 @@ struct sampler {
     uint32_t pass;
     struct sampler_cand *cands; /* [n_vocab] */
     uint64_t rng[4];
+    struct sampler_mask mask;   /* apply == NULL: none */
+    int n_top;                  /* logprobs: -1 off, else how many alternatives */
+    int n_top_got;              /* of the last draw; -1 before the first */
+    struct sampler_logprob chosen, top[SAMPLER_MAX_TOP_LOGPROBS];
 };
 
 /* ---- random numbers: splitmix64 seeds xoshiro256** ------------------------------------------- */
@@ -120,6 +126,7 @@ int sampler_create(const struct exsa_sampling_params *p, int n_vocab, struct sam
     }
     s->p.logit_bias_id = s->bias_id;
     s->p.logit_bias = s->bias;
+    s->n_top = s->n_top_got = -1;
     seed_rng(s, p->seed);
     *out = s;
     return 0;
@@ -323,6 +330,8 @@ int sampler_filter(struct sampler *s, float *logits, const struct sampler_cand *
     struct sampler_cand *c = s->cands;
     *cands = c;
     sampler_apply_penalties(s, logits);
+    if (s->mask.apply)
+        s->mask.apply(s->mask.ctx, logits, s->n_vocab);
     float max = -INFINITY;
     double sum = 0;
     int n = 0;
@@ -346,7 +355,76 @@ int sampler_filter(struct sampler *s, float *logits, const struct sampler_cand *
     return n;
 }
 
-int32_t sampler_sample(struct sampler *s, float *logits)
+/* ---- logprobs ------------------------------------------------------------------------------- */
+
+void sampler_set_mask(struct sampler *s, const struct sampler_mask *m)
+{
+    if (m && m->apply)
+        s->mask = *m;
+    else
+        memset(&s->mask, 0, sizeof s->mask);
+}
+
+int sampler_set_logprobs(struct sampler *s, int n_top)
+{
+    if (n_top < -1 || n_top > SAMPLER_MAX_TOP_LOGPROBS)
+        return EXSA_EINVAL;
+    s->n_top = n_top;
+    return 0;
+}
+
+/* Inserts (id, l) into s->top[0..*n), kept sorted by logit and at most s->n_top long (the
+ * caller checked that l makes the cut); ids arrive in increasing order, so on a tie the lower id
+ * stays first. */
+static void top_insert(struct sampler *s, int *n, int32_t id, float l)
+{
+    int i = *n < s->n_top ? (*n)++ : *n - 1; /* a new slot, or the last one's */
+    while (i > 0 && l > s->top[i - 1].logprob) {
+        s->top[i] = s->top[i - 1];
+        i--;
+    }
+    s->top[i] = (struct sampler_logprob){id, l};
+}
+
+/* logprobs of the distribution drawn from: softmax(logits / T) over the whole vocabulary, the
+ * logits as sampler_filter left them (bias, penalties, mask); T = 1 when greedy. */
+static void record_logprobs(struct sampler *s, const float *logits, int32_t chosen)
+{
+    float t = s->p.temperature > 0 ? s->p.temperature : 1, max = -INFINITY;
+    for (int i = 0; i < s->n_vocab; i++)
+        max = logits[i] > max ? logits[i] : max; /* NaN compares false */
+    double sum = 0;
+    int n = 0;
+    for (int i = 0; i < s->n_vocab; i++) {
+        float l = logits[i];
+        if (!(l > -INFINITY)) /* -inf and NaN: cannot be drawn */
+            continue;
+        sum += exp(((double)l - max) / t);
+        if (s->n_top > 0 && (n < s->n_top || l > s->top[n - 1].logprob))
+            top_insert(s, &n, i, l);
+    }
+    double lse = (double)max / t + log(sum);
+    for (int i = 0; i < n; i++)
+        s->top[i].logprob = (float)((double)s->top[i].logprob / t - lse);
+    float lc = logits[chosen];
+    s->chosen = (struct sampler_logprob){chosen, lc > -INFINITY ? (float)(lc / t - lse)
+                                                                : -INFINITY};
+    s->n_top_got = n;
+}
+
+int sampler_logprobs(const struct sampler *s, struct sampler_logprob *chosen,
+                     const struct sampler_logprob **top)
+{
+    if (s->n_top < 0 || s->n_top_got < 0)
+        return -1;
+    *chosen = s->chosen;
+    *top = s->top;
+    return s->n_top_got;
+}
+
+/* ---- the draw --------------------------------------------------------------------------------- */
+
+static int32_t draw(struct sampler *s, float *logits)
 {
     const struct sampler_cand *c;
     int n = sampler_filter(s, logits, &c);
@@ -359,4 +437,14 @@ int32_t sampler_sample(struct sampler *s, float *logits)
             return c[i].id;
     }
     return c[n - 1].id; /* rounding left u just above the total */
+}
+
+int32_t sampler_sample(struct sampler *s, float *logits)
+{
+    int32_t tok = draw(s, logits);
+    if (s->n_top >= 0)
+        record_logprobs(s, logits, tok);
+    if (s->mask.accept)
+        s->mask.accept(s->mask.ctx, tok);
+    return tok;
 }

@@ -86,6 +86,23 @@ static void test_tiny_template(void)
     gguf_close(f);
 }
 
+/* LFM2-SPEC.md 7.1: the example's tools and its rendered text. */
+static const char spec71_tools[] = "[{\"name\":\"get_weather\",\"parameters\":{\"type\":"
+                                   "\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}]";
+static const char spec71_text[] =
+    "<|startoftext|><|im_start|>system\n"
+    "You are a helpful assistant.\n"
+    "List of tools: <|tool_list_start|>[{\"name\": \"get_weather\", \"parameters\": "
+    "{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}}]"
+    "<|tool_list_end|><|im_end|>\n"
+    "<|im_start|>user\n"
+    "Weather in Paris?<|im_end|>\n"
+    "<|im_start|>assistant\n"
+    "<|tool_call_start|>[get_weather(city=\"Paris\")]<|tool_call_end|><|im_end|>\n"
+    "<|im_start|>tool\n"
+    "<|tool_response_start|>{\"temp_c\": 21}<|tool_response_end|><|im_end|>\n"
+    "<|im_start|>assistant\n";
+
 /* LFM2-SPEC.md 7.1, the rendered example, character for character. */
 static void test_lfm2_spec_example(void)
 {
@@ -99,21 +116,8 @@ static void test_lfm2_spec_example(void)
         MSG("assistant", "<|tool_call_start|>[get_weather(city=\"Paris\")]<|tool_call_end|>"),
         MSG("tool", "{\"temp_c\": 21}"),
     };
-    const char *tools = "[{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\","
-                        "\"properties\":{\"city\":{\"type\":\"string\"}}}}]";
-    check_render(t, m, 4, tools, true,
-                 "<|startoftext|><|im_start|>system\n"
-                 "You are a helpful assistant.\n"
-                 "List of tools: <|tool_list_start|>[{\"name\": \"get_weather\", \"parameters\": "
-                 "{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}}]"
-                 "<|tool_list_end|><|im_end|>\n"
-                 "<|im_start|>user\n"
-                 "Weather in Paris?<|im_end|>\n"
-                 "<|im_start|>assistant\n"
-                 "<|tool_call_start|>[get_weather(city=\"Paris\")]<|tool_call_end|><|im_end|>\n"
-                 "<|im_start|>tool\n"
-                 "<|tool_response_start|>{\"temp_c\": 21}<|tool_response_end|><|im_end|>\n"
-                 "<|im_start|>assistant\n",
+    check_render(t, m, 4, spec71_tools, true,
+                 spec71_text,
                  "spec 7.1 example");
     /* model card example: system, no tools */
     struct exsa_chat_msg card[] = {
@@ -229,6 +233,61 @@ static void test_lfm25_reasoning(void)
     char *out = NULL;
     CHECK(chat_render(t, bad, 1, NULL, false, &out) == EXSA_EINVAL, "tool call without a name");
     chat_template_free(t);
+}
+
+/* The fields a client sends beside an assistant content: tool_calls in the model's own call
+ * syntax (v1 double quotes, the spec 7.1 example exactly; LFM2.5 single quotes), reasoning as the
+ * template's thinking (LFM2.5-Instruct: inside the content, dropped from past turns; v1: none). */
+static void test_history_fields(void)
+{
+    struct chat_template *v1 = load_fixture_tmpl("LFM2-8B-A1B.jinja", NULL, 0);
+    struct chat_template *v25 = load_fixture_tmpl("LFM2.5-Instruct.jinja", NULL, 0);
+    CHECK(v1 && v25, "templates");
+    if (!v1 || !v25) {
+        chat_template_free(v1);
+        chat_template_free(v25);
+        return;
+    }
+    const char *call = "[{\"id\": \"call_0\", \"type\": \"function\", \"function\": {\"name\": "
+                       "\"get_weather\", \"arguments\": \"{\\\"city\\\": \\\"Paris\\\"}\"}}]";
+    struct exsa_chat_msg m[] = {
+        MSG("system", "You are a helpful assistant."),
+        MSG("user", "Weather in Paris?"),
+        {"assistant", NULL, "the user wants weather", call},
+        MSG("tool", "{\"temp_c\": 21}"),
+    };
+    check_render(v1, m, 4, spec71_tools, true,
+                 spec71_text,
+                 "v1: tool_calls field renders as the spec 7.1 example");
+    const char *vals = "[{\"function\": {\"name\": \"f\", \"arguments\": {\"s\": \"say \\\"hi\\\"\", "
+                       "\"b\": true, \"n\": null, \"x\": 1.50, \"l\": [1, \"a\"], "
+                       "\"d\": {\"k\": false}}}}, {\"function\": {\"name\": \"g\", \"arguments\": \"{}\"}}]";
+    struct exsa_chat_msg m2[] = {{"assistant", "Calling.", NULL, vals}};
+    check_render(v1, m2, 1, NULL, false,
+                 "<|startoftext|><|im_start|>assistant\nCalling.<|tool_call_start|>[f(s=\"say "
+                 "\\\"hi\\\"\", b=True, n=None, x=1.5, l=[1, \"a\"], d={\"k\": False}), g()]"
+                 "<|tool_call_end|><|im_end|>\n",
+                 "v1: Python values with double quotes");
+    struct exsa_chat_msg m3[] = {
+        MSG("user", "q1"),
+        {"assistant", "a1", "t1", NULL},
+        MSG("user", "q2"),
+        {"assistant", "a2", "t2", call},
+    };
+    check_render(v25, m3, 4, NULL, false,
+                 "<|startoftext|><|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\na1"
+                 "<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n"
+                 "<think>t2</think>a2<|tool_call_start|>[get_weather(city='Paris')]"
+                 "<|tool_call_end|><|im_end|>\n",
+                 "LFM2.5-Instruct: thinking kept in the last turn only, single-quoted calls");
+    struct exsa_chat_msg m4[] = {{"assistant", "a", "dropped", NULL}};
+    check_render(v1, m4, 1, NULL, false, "<|startoftext|><|im_start|>assistant\na<|im_end|>\n",
+                 "v1: no thinking");
+    struct exsa_chat_msg bad[] = {{"assistant", "", NULL, "{not json"}};
+    char *out = NULL;
+    CHECK(chat_render(v1, bad, 1, NULL, false, &out) == EXSA_EINVAL && !out, "bad tool_calls");
+    chat_template_free(v1);
+    chat_template_free(v25);
 }
 
 /* ---- tokens, on the tiny fixture's vocabulary ------------------------------------------------ */
@@ -352,6 +411,7 @@ int main(void)
     RUN(test_tojson);
     RUN(test_lfm25_instruct);
     RUN(test_lfm25_reasoning);
+    RUN(test_history_fields);
     RUN(test_tokens_match_reference);
     RUN(test_one_bos_and_no_injection);
     TEST_END();

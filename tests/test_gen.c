@@ -268,6 +268,42 @@ static void test_prompt_penalty_and_seed(void)
     CHECK(gen_create(g_tok, g_nv, &p, &g) == EXSA_EINVAL, "NULL stop string rejected");
 }
 
+/* gen_logprobs: the sampled token first at temperature 0, with its bytes (special tokens as
+ * their text); off unless asked for; top_logprobs out of range is refused. */
+static void test_logprobs(void)
+{
+    struct gen_params p;
+    gen_params_default(&p);
+    p.sp.temperature = 0;
+    p.logprobs = true;
+    p.top_logprobs = 21;
+    struct gen *g = NULL;
+    CHECK(gen_create(g_tok, g_nv, &p, &g) == EXSA_EINVAL && !g, "top_logprobs 21 refused");
+    p.top_logprobs = 3;
+    CHECK(gen_create(g_tok, g_nv, &p, &g) == 0, "create");
+    if (!g)
+        return;
+    struct gen_logprob c, top[3];
+    CHECK(gen_logprobs(g, &c, top, 3) == -1, "nothing sampled yet");
+    char acc[128] = "";
+    int32_t tcs = tok_find(g_tok, "<|tool_call_start|>");
+    int32_t ids[2] = {g_byte['q'], tcs};
+    for (int i = 0; i < 2; i++) {
+        step(g, ids[i], acc);
+        int n = gen_logprobs(g, &c, top, 3);
+        const char *want = i == 0 ? "q" : "<|tool_call_start|>";
+        CHECK(n == 3 && c.id == ids[i] && top[0].id == ids[i], "chosen first (%d)", n);
+        CHECK(c.len == strlen(want) && !memcmp(c.bytes, want, c.len), "bytes of %d", ids[i]);
+        CHECK(c.logprob <= 0 && c.logprob > -1e-3f && top[1].logprob < -19, "one-hot logprobs %f",
+              c.logprob);
+    }
+    gen_free(g);
+    g = make(NULL, 0, 0);
+    step(g, g_byte['q'], acc);
+    CHECK(gen_logprobs(g, &c, top, 3) == -1, "off by default");
+    gen_free(g);
+}
+
 int main(void)
 {
     if (setup()) {
@@ -280,6 +316,7 @@ int main(void)
     RUN(test_eog_and_cancel);
     RUN(test_empty_reasons);
     RUN(test_prompt_penalty_and_seed);
+    RUN(test_logprobs);
     tok_free(g_tok);
     gguf_close(g_file);
     TEST_END();

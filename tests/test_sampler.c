@@ -1,7 +1,9 @@
 /*
  * test_sampler.c: the sampling chain of src/sampler.c on constructed logits: fixed seeds give
  * fixed tokens, top-k 1 is greedy, top-p/min-p keep exactly the expected set, penalties and
- * bias change logits as llama.cpp does, and draws follow the softmax (chi-square bound).
+ * bias change logits as llama.cpp does, and draws follow the softmax (chi-square bound);
+ * logprobs match a reference log-softmax of the processed logits, greedy's token first; a mask
+ * hook bars tokens from draws and logprobs alike.
  */
 #include <math.h>
 #include <string.h>
@@ -354,6 +356,155 @@ static void test_distribution(void)
     }
 }
 
+/* ---- logprobs and the mask hook ------------------------------------------------------------- */
+
+/* log-softmax of l / t over n logits, -INFINITY entries excluded (the reference). */
+static void log_softmax(const float *l, int n, double t, double *out)
+{
+    double max = -INFINITY, sum = 0;
+    for (int i = 0; i < n; i++)
+        max = l[i] > max ? l[i] : max;
+    for (int i = 0; i < n; i++)
+        sum += l[i] > -INFINITY ? exp((l[i] - max) / t) : 0;
+    for (int i = 0; i < n; i++)
+        out[i] = l[i] > -INFINITY ? (l[i] - max) / t - log(sum) : -INFINITY;
+}
+
+/* The logprobs agree with the reference, are sorted, and their top is the best token. */
+static void check_logprobs(struct sampler *s, const float *processed, double t, int32_t tok,
+                           int n_top, const char *what)
+{
+    double ref[NV];
+    log_softmax(processed, NV, t, ref);
+    struct sampler_logprob c;
+    const struct sampler_logprob *top;
+    int n = sampler_logprobs(s, &c, &top);
+    CHECK(n == n_top, "%s: %d alternatives, want %d", what, n, n_top);
+    CHECK(c.id == tok && fabs(c.logprob - ref[tok]) < 1e-5, "%s: chosen %d lp %f vs %f", what,
+          c.id, c.logprob, ref[tok]);
+    for (int i = 0; i < n; i++) {
+        CHECK(fabs(top[i].logprob - ref[top[i].id]) < 1e-5, "%s: top %d lp", what, i);
+        CHECK(i == 0 || top[i].logprob <= top[i - 1].logprob, "%s: sorted at %d", what, i);
+    }
+    int best = argmax(processed, NV);
+    CHECK(n == 0 || top[0].id == best, "%s: top[0] %d is the best %d", what, top[0].id, best);
+}
+
+/* At temperature 0 the chosen token is first in top_logprobs; the distribution is the one after
+ * bias and penalties (the logits as the sampler left them). */
+static void test_logprobs_greedy(void)
+{
+    struct exsa_sampling_params p = plain();
+    p.temperature = 0;
+    p.repeat_penalty = 1.3f;
+    int32_t bias_id[1] = {5};
+    float bias[1] = {4};
+    p.n_logit_bias = 1, p.logit_bias_id = bias_id, p.logit_bias = bias;
+    struct sampler *s;
+    CHECK(sampler_create(&p, NV, &s) == 0, "create");
+    CHECK(sampler_set_logprobs(s, 21) == EXSA_EINVAL && sampler_set_logprobs(s, -2) == EXSA_EINVAL,
+          "top_logprobs range 0..20");
+    struct sampler_logprob c;
+    const struct sampler_logprob *top;
+    CHECK(sampler_logprobs(s, &c, &top) == -1, "off by default");
+    CHECK(sampler_set_logprobs(s, 20) == 0, "on");
+    CHECK(sampler_logprobs(s, &c, &top) == -1, "nothing drawn yet");
+    float l[NV];
+    for (int step = 0; step < 6; step++) {
+        fill(l, NV);
+        for (int i = 0; i < NV; i++)
+            l[i] += (float)((step * 7 + i * 13) % 11) * 0.3f;
+        int32_t tok = sampler_sample(s, l); /* l now holds the processed logits */
+        sampler_accept(s, tok);
+        CHECK(tok == argmax(l, NV), "greedy");
+        check_logprobs(s, l, 1.0, tok, 20, "greedy");
+    }
+    sampler_set_logprobs(s, 0);
+    fill(l, NV);
+    int32_t tok = sampler_sample(s, l);
+    CHECK(sampler_logprobs(s, &c, &top) == 0 && c.id == tok, "0 alternatives: the chosen only");
+    sampler_free(s);
+}
+
+/* With temperature and top-k the logprobs are the whole softmax of logits / T, not the cut. */
+static void test_logprobs_temperature(void)
+{
+    struct exsa_sampling_params p = plain();
+    p.temperature = 2;
+    p.top_k = 3;
+    struct sampler *s;
+    CHECK(sampler_create(&p, NV, &s) == 0 && sampler_set_logprobs(s, 5) == 0, "create");
+    float l[NV];
+    for (int i = 0; i < 10; i++) {
+        fill(l, NV);
+        int32_t tok = sampler_sample(s, l);
+        check_logprobs(s, l, 2.0, tok, 5, "T=2");
+    }
+    sampler_free(s);
+}
+
+struct even_mask {
+    int applied, accepted;
+    int32_t last;
+};
+
+static void even_apply(void *ctx, float *l, int n)
+{
+    ((struct even_mask *)ctx)->applied++;
+    for (int i = 1; i < n; i += 2)
+        l[i] = -INFINITY;
+}
+
+static void even_accept(void *ctx, int32_t tok)
+{
+    struct even_mask *m = ctx;
+    m->accepted++;
+    m->last = tok;
+}
+
+/* The sampler draws only tokens the mask allows, tells it each draw, and reports logprobs of
+ * the masked distribution. */
+static void test_mask_hook(void)
+{
+    struct even_mask em = {0, 0, -1};
+    struct sampler_mask m = {even_apply, even_accept, &em};
+    struct exsa_sampling_params p = plain();
+    struct sampler *s;
+    CHECK(sampler_create(&p, NV, &s) == 0 && sampler_set_logprobs(s, 20) == 0, "create");
+    sampler_set_mask(s, &m);
+    float l[NV];
+    int odd = 0;
+    for (int i = 0; i < 200; i++) {
+        fill(l, NV);
+        int32_t tok = sampler_sample(s, l);
+        odd += tok & 1;
+        CHECK(em.last == tok, "accept got the drawn token");
+        struct sampler_logprob c;
+        const struct sampler_logprob *top;
+        int n = sampler_logprobs(s, &c, &top);
+        for (int k = 0; k < n; k++)
+            odd += top[k].id & 1;
+        if (i == 0)
+            check_logprobs(s, l, 1.0, tok, 20, "masked");
+    }
+    CHECK(odd == 0, "%d odd tokens drawn or listed", odd);
+    CHECK(em.applied == 200 && em.accepted == 200, "applied %d accepted %d", em.applied,
+          em.accepted);
+    /* greedy under the mask: the best even token, first in the list */
+    sampler_free(s);
+    p.temperature = 0;
+    CHECK(sampler_create(&p, NV, &s) == 0 && sampler_set_logprobs(s, 3) == 0, "create");
+    sampler_set_mask(s, &m);
+    fill(l, NV);
+    int32_t tok = sampler_sample(s, l);
+    check_logprobs(s, l, 1.0, tok, 3, "greedy masked");
+    CHECK(!(tok & 1), "even");
+    sampler_set_mask(s, NULL);
+    fill(l, NV);
+    CHECK(sampler_sample(s, l) == argmax(l, NV), "mask removed");
+    sampler_free(s);
+}
+
 int main(void)
 {
     RUN(test_seeded_repeatable);
@@ -365,5 +516,8 @@ int main(void)
     RUN(test_penalties);
     RUN(test_bias_and_greedy_penalty);
     RUN(test_distribution);
+    RUN(test_logprobs_greedy);
+    RUN(test_logprobs_temperature);
+    RUN(test_mask_hook);
     TEST_END();
 }
