@@ -617,23 +617,31 @@ int gr_step(const struct grammar *g, const struct gr_state *in, int input, struc
     return n;
 }
 
-bool gr_in_plain_string(const struct grammar *g, const struct gr_state *s, int *max_chars)
+/* One thread's room in a plain string: characters left (-1: any), or -2 when it is not in one. */
+static int plain_room(const struct grammar *g, const struct gr_thread *t)
 {
-    if (s->n != 1 || !s->t[0].depth)
-        return false;
-    const struct gr_frame *f = &s->t[0].f[s->t[0].depth - 1];
+    if (!t->depth)
+        return -2;
+    const struct gr_frame *f = &t->f[t->depth - 1];
     const struct gr_node *n = &g->nodes[f->node];
     if (f->esc || f->u8)
-        return false;
-    if (n->kind == GR_STRING && f->st == 1) {
-        *max_chars = n->max_len < 0 ? -1 : n->max_len - (int)f->a;
-        return true;
+        return -2;
+    if (n->kind == GR_STRING && f->st == 1)
+        return n->max_len < 0 ? -1 : n->max_len - (int)f->a;
+    return n->kind == GR_OBJECT && !n->kwargs && f->st == O_KEYFREE ? -1 : -2;
+}
+
+bool gr_in_plain_string(const struct grammar *g, const struct gr_state *s, int *max_chars)
+{
+    int most = -2;
+    for (int i = 0; i < s->n; i++) {
+        int r = plain_room(g, &s->t[i]);
+        if (r == -2)
+            return false;
+        most = most == -1 || r == -1 ? -1 : r > most ? r : most;
     }
-    if (n->kind == GR_OBJECT && !n->kwargs && f->st == O_KEYFREE) {
-        *max_chars = -1;
-        return true;
-    }
-    return false;
+    *max_chars = most;
+    return s->n > 0;
 }
 
 void gr_copy(struct gr_state *dst, const struct gr_state *src)
