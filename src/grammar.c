@@ -518,6 +518,30 @@ static void emit(struct gr_state *out, const struct gr_thread *t)
 }
 
 /* One work item: settles SEQ/ALT on top, or lets the top frame read the pending input. */
+/* A SEQ on top pushes its next kid (or, done, pops); an ALT forks into its kids. */
+static void settle(const struct grammar *g, struct run *r, struct work *w)
+{
+    struct gr_thread *t = &w->t;
+    struct gr_frame *f = &t->f[t->depth - 1];
+    const struct gr_node *n = &g->nodes[f->node];
+    if (n->kind == GR_SEQ) {
+        if ((int)f->a >= n->n_kids)
+            child_done(g, t);
+        else if (!push_frame(g, t, n->kids[f->a]))
+            return;
+        add_work(r, t, w->pending);
+        return;
+    }
+    t->depth--; /* the ALT frame gives way to each kid */
+    for (int k = 0; k < n->n_kids; k++) {
+        if (!push_frame(g, t, n->kids[k]))
+            break;
+        add_work(r, t, w->pending);
+        t->depth--;
+    }
+}
+
+/* One work item: settles SEQ/ALT on top, or lets the top frame read the pending input. */
 static void advance(const struct grammar *g, struct run *r, struct work *w, struct gr_state *out)
 {
     struct gr_thread *t = &w->t;
@@ -529,23 +553,9 @@ static void advance(const struct grammar *g, struct run *r, struct work *w, stru
         return;
     }
     struct gr_frame *f = &t->f[t->depth - 1];
-    const struct gr_node *n = &g->nodes[f->node];
-    if (n->kind == GR_SEQ) {
-        if ((int)f->a >= n->n_kids)
-            child_done(g, t);
-        else if (!push_frame(g, t, n->kids[f->a]))
-            return;
-        add_work(r, t, w->pending);
-        return;
-    }
-    if (n->kind == GR_ALT) { /* a fork: the ALT frame gives way to each kid */
-        t->depth--;
-        for (int k = 0; k < n->n_kids; k++) {
-            if (!push_frame(g, t, n->kids[k]))
-                break;
-            add_work(r, t, w->pending);
-            t->depth--;
-        }
+    enum gr_kind kind = g->nodes[f->node].kind;
+    if (kind == GR_SEQ || kind == GR_ALT) {
+        settle(g, r, w);
         return;
     }
     if (w->pending < 0) {
@@ -557,11 +567,11 @@ static void advance(const struct grammar *g, struct run *r, struct work *w, stru
     case R_OK:
         emit(out, t);
         break;
-    case R_POP:
+    case R_POP: /* complete, the input taken */
         child_done(g, t);
         add_work(r, t, -1);
         break;
-    case R_PASS:
+    case R_PASS: /* complete, the input left to the parent */
         child_done(g, t);
         add_work(r, t, w->pending);
         break;
