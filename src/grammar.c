@@ -518,6 +518,30 @@ static void emit(struct gr_state *out, const struct gr_thread *t)
 }
 
 /* One work item: settles SEQ/ALT on top, or lets the top frame read the pending input. */
+/* A SEQ on top pushes its next kid (or, done, pops); an ALT forks into its kids. */
+static void settle(const struct grammar *g, struct run *r, struct work *w)
+{
+    struct gr_thread *t = &w->t;
+    struct gr_frame *f = &t->f[t->depth - 1];
+    const struct gr_node *n = &g->nodes[f->node];
+    if (n->kind == GR_SEQ) {
+        if ((int)f->a >= n->n_kids)
+            child_done(g, t);
+        else if (!push_frame(g, t, n->kids[f->a]))
+            return;
+        add_work(r, t, w->pending);
+        return;
+    }
+    t->depth--; /* the ALT frame gives way to each kid */
+    for (int k = 0; k < n->n_kids; k++) {
+        if (!push_frame(g, t, n->kids[k]))
+            break;
+        add_work(r, t, w->pending);
+        t->depth--;
+    }
+}
+
+/* One work item: settles SEQ/ALT on top, or lets the top frame read the pending input. */
 static void advance(const struct grammar *g, struct run *r, struct work *w, struct gr_state *out)
 {
     struct gr_thread *t = &w->t;
@@ -529,23 +553,9 @@ static void advance(const struct grammar *g, struct run *r, struct work *w, stru
         return;
     }
     struct gr_frame *f = &t->f[t->depth - 1];
-    const struct gr_node *n = &g->nodes[f->node];
-    if (n->kind == GR_SEQ) {
-        if ((int)f->a >= n->n_kids)
-            child_done(g, t);
-        else if (!push_frame(g, t, n->kids[f->a]))
-            return;
-        add_work(r, t, w->pending);
-        return;
-    }
-    if (n->kind == GR_ALT) { /* a fork: the ALT frame gives way to each kid */
-        t->depth--;
-        for (int k = 0; k < n->n_kids; k++) {
-            if (!push_frame(g, t, n->kids[k]))
-                break;
-            add_work(r, t, w->pending);
-            t->depth--;
-        }
+    enum gr_kind kind = g->nodes[f->node].kind;
+    if (kind == GR_SEQ || kind == GR_ALT) {
+        settle(g, r, w);
         return;
     }
     if (w->pending < 0) {
@@ -557,11 +567,11 @@ static void advance(const struct grammar *g, struct run *r, struct work *w, stru
     case R_OK:
         emit(out, t);
         break;
-    case R_POP:
+    case R_POP: /* complete, the input taken */
         child_done(g, t);
         add_work(r, t, -1);
         break;
-    case R_PASS:
+    case R_PASS: /* complete, the input left to the parent */
         child_done(g, t);
         add_work(r, t, w->pending);
         break;
@@ -617,23 +627,31 @@ int gr_step(const struct grammar *g, const struct gr_state *in, int input, struc
     return n;
 }
 
-bool gr_in_plain_string(const struct grammar *g, const struct gr_state *s, int *max_chars)
+/* One thread's room in a plain string: characters left (-1: any), or -2 when it is not in one. */
+static int plain_room(const struct grammar *g, const struct gr_thread *t)
 {
-    if (s->n != 1 || !s->t[0].depth)
-        return false;
-    const struct gr_frame *f = &s->t[0].f[s->t[0].depth - 1];
+    if (!t->depth)
+        return -2;
+    const struct gr_frame *f = &t->f[t->depth - 1];
     const struct gr_node *n = &g->nodes[f->node];
     if (f->esc || f->u8)
-        return false;
-    if (n->kind == GR_STRING && f->st == 1) {
-        *max_chars = n->max_len < 0 ? -1 : n->max_len - (int)f->a;
-        return true;
+        return -2;
+    if (n->kind == GR_STRING && f->st == 1)
+        return n->max_len < 0 ? -1 : n->max_len - (int)f->a;
+    return n->kind == GR_OBJECT && !n->kwargs && f->st == O_KEYFREE ? -1 : -2;
+}
+
+bool gr_in_plain_string(const struct grammar *g, const struct gr_state *s, int *max_chars)
+{
+    int most = -2;
+    for (int i = 0; i < s->n; i++) {
+        int r = plain_room(g, &s->t[i]);
+        if (r == -2)
+            return false;
+        most = most == -1 || r == -1 ? -1 : r > most ? r : most;
     }
-    if (n->kind == GR_OBJECT && !n->kwargs && f->st == O_KEYFREE) {
-        *max_chars = -1;
-        return true;
-    }
-    return false;
+    *max_chars = most;
+    return s->n > 0;
 }
 
 void gr_copy(struct gr_state *dst, const struct gr_state *src)

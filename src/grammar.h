@@ -108,10 +108,10 @@ int gr_start(const struct grammar *g, struct gr_state *s);
 /* The state after one input. Returns the number of live threads in out (0: the input is not
  * allowed); for GR_END, 1 if the value may end here, else 0 (out is then empty). in != out. */
 int gr_step(const struct grammar *g, const struct gr_state *in, int input, struct gr_state *out);
-/* Whether some thread of s is inside a string body (or a free object key) with no escape or
- * character half done, and it is the only thread: then *max_chars gets how many more
- * characters it takes (-1: any number). Such a state stays as it is (but for its count) on
- * any printable byte other than " and \. */
+/* Whether every thread of s is inside a string body (or a free object key) with no escape or
+ * character half done: then *max_chars gets the most characters one of them still takes (-1:
+ * any number). A plain byte (printable, not " or \) keeps such a state as it is, but for the
+ * counts, and a plain token of k characters lives on in exactly the threads with room for k. */
 bool gr_in_plain_string(const struct grammar *g, const struct gr_state *s, int *max_chars);
 /* Copies the threads of src into dst (only the frames in use). */
 void gr_copy(struct gr_state *dst, const struct gr_state *src);

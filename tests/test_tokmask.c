@@ -26,6 +26,9 @@ static const char *const schemas[] = {
     "[\"name\"], \"additionalProperties\": false}",
     "{\"anyOf\": [{\"enum\": [\"alpha\", \"beta\", 12, true]}, {\"type\": \"array\", \"items\": "
     "{\"type\": \"number\"}, \"maxItems\": 3}, {\"type\": \"string\", \"maxLength\": 30}]}",
+    /* two strings at once: the plain-string shortcut over several threads */
+    "{\"anyOf\": [{\"type\": \"string\", \"maxLength\": 3}, {\"type\": \"string\", "
+    "\"minLength\": 2, \"maxLength\": 25}]}",
 };
 
 /* The brute-force set: each token fed alone. */
@@ -148,9 +151,9 @@ static void run_vocab(const struct tokenizer *tok, int nv, int seeds, int every,
     if (!v)
         return;
     char err[256];
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         struct grammar *g = NULL;
-        int rc = k < 2 ? js_schema(schemas[k], &g, err, sizeof err)
+        int rc = k < 3 ? js_schema(schemas[k], &g, err, sizeof err)
                        : js_response_format("{\"type\": \"json_object\"}", &g, err, sizeof err);
         CHECK(rc == 0, "%s: schema %d: %s", what, k, err);
         for (int s = 0; g && s < seeds; s++)
