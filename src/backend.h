@@ -49,7 +49,6 @@ struct step {
     const int32_t *sq_conv_wr; /* [n_sq] conv slot the step writes the state after it to */
     const int32_t *sq_blk_off; /* [n_sq + 1]: sequence j's block table is blk[off[j]..off[j+1]) */
     const int32_t *blk;        /* block ids covering positions 0..(last position of j) */
-    int max_len;               /* largest position + 1 of any entry */
 };
 
 struct backend_ops {

@@ -177,14 +177,6 @@ struct progress {
     bool tty;
 };
 
-static int sum_device_bytes(struct exsa_engine *e, struct backend *be, struct tensor *t,
-                            void *arg)
-{
-    if (!be->host_memory)
-        ((struct progress *)arg)->total += t->nbytes;
-    return 0;
-}
-
 static int prepare_one(struct exsa_engine *e, struct backend *be, struct tensor *t, void *arg)
 {
     struct progress *p = arg;
@@ -224,8 +216,7 @@ static int copy_weights(struct exsa_engine *e)
 
 static int prepare_weights(struct exsa_engine *e)
 {
-    struct progress p = {0, 0, -1, isatty(2) != 0};
-    for_each_weight(e, sum_device_bytes, &p);
+    struct progress p = {0, e->gpu_need.weights, -1, isatty(2) != 0};
     int rc = for_each_weight(e, prepare_one, &p);
     if (p.shown >= 0)
         fprintf(stderr, "\n");
@@ -242,17 +233,26 @@ static int sum_weight_bytes(struct exsa_engine *e, struct backend *be, struct te
     return 0;
 }
 
+/* What the GPU stage will take: weights (tied ones counted twice), K/V pools, activations. */
+static void plan_gpu_need(struct exsa_engine *e)
+{
+    size_t off[8];
+    struct gpu_need *g = &e->gpu_need;
+    g->weights = 0;
+    for_each_weight(e, sum_weight_bytes, &g->weights);
+    g->kv = kv_bytes_for(&e->m->hp, e->p.n_seq_max, e->p.n_ctx, 0, e->layer_be, e->kv_type,
+                         e->gpu);
+    g->acts = acts_floats(&e->m->hp, e->p.n_batch, true, off) * sizeof(float);
+}
+
 /* Refuses, before allocating, a model or context that does not fit the device. */
 static int check_device_memory(struct exsa_engine *e, char *err, size_t errlen)
 {
-    size_t free_b = 0, total_b = 0, off[8];
+    size_t free_b = 0, total_b = 0;
     if (!e->gpu || backend_cuda_mem_info(&free_b, &total_b) < 0)
         return 0;
-    uint64_t weights = 0;
-    for_each_weight(e, sum_weight_bytes, &weights);
-    size_t kv = kv_bytes_for(&e->m->hp, e->p.n_seq_max, e->p.n_ctx, 0, e->layer_be,
-                             e->kv_type, e->gpu);
-    size_t acts = acts_floats(&e->m->hp, e->p.n_batch, true, off) * sizeof(float);
+    const uint64_t weights = e->gpu_need.weights;
+    const size_t kv = e->gpu_need.kv, acts = e->gpu_need.acts;
     double need = (double)weights + kv + acts, mib = 1024.0 * 1024.0;
     if (need <= (double)free_b)
         return 0;
@@ -277,10 +277,8 @@ static void describe(struct exsa_engine *e)
                               s->be->ops->name);
     }
     if (e->gpu && o < n) {
-        uint64_t w = 0;
-        for_each_weight(e, sum_weight_bytes, &w);
-        size_t kv = kv_bytes_for(&e->m->hp, e->p.n_seq_max, e->p.n_ctx, 0, e->layer_be,
-                                 e->kv_type, e->gpu);
+        const uint64_t w = e->gpu_need.weights;
+        const size_t kv = e->gpu_need.kv;
         const struct stage *g = &e->stages[e->n_stages - 1];
         int kvt = EXSA_DTYPE_F16;
         for (int l = 0; l < L; l++)
@@ -310,7 +308,11 @@ static int build(struct exsa_engine *e, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     plan_stages(e);
-    if ((rc = plan_kv_types(e, err, errlen)) < 0 || (rc = check_device_memory(e, err, errlen)))
+    if ((rc = plan_kv_types(e, err, errlen)) < 0)
+        return rc;
+    if (e->gpu)
+        plan_gpu_need(e);
+    if ((rc = check_device_memory(e, err, errlen)) < 0)
         return rc;
     rc = kv_create(hp, e->p.n_seq_max, e->p.n_ctx, 0, e->layer_be, e->kv_type, &e->kv);
     for (int k = 0; rc == 0 && k < e->n_stages; k++)

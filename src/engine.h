@@ -57,6 +57,10 @@ struct exsa_engine {
     struct kv_cache *kv;
     struct weights w;
     struct kv_step_buf sb;
+    struct gpu_need {
+        uint64_t weights; /* bytes of the tensors the GPU stage uploads */
+        size_t kv, acts;  /* its K/V pools and activations */
+    } gpu_need;
     char describe[512]; /* where each layer runs, and the memory it took */
 };
 

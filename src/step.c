@@ -66,13 +66,10 @@ void kv_step_build(const struct kv_cache *kv, struct kv_step_buf *b, int n, cons
                    const int32_t *pos, const int32_t *seq, const uint8_t *want, struct step *st)
 {
     const int n_sq = group_sequences(kv, b, n, seq);
-    int n_out = 0, max_len = 0, nb = 0;
-    for (int i = 0; i < n; i++) {
+    int n_out = 0, nb = 0;
+    for (int i = 0; i < n; i++)
         if (want ? want[i] != 0 : i == n - 1)
             b->out_rows[n_out++] = i;
-        if (pos[i] + 1 > max_len)
-            max_len = pos[i] + 1;
-    }
     for (int j = 0; j < n_sq; j++) {
         const struct kv_seq *q = &kv->seqs[b->sq_seq[j]];
         b->sq_conv_rd[j] = kv_conv_slot(kv, b->sq_seq[j], 0);
@@ -87,7 +84,6 @@ void kv_step_build(const struct kv_cache *kv, struct kv_step_buf *b, int n, cons
         .out_rows = b->out_rows, .n_sq = n_sq, .sq_seq = b->sq_seq,
         .sq_ent_off = b->sq_ent_off, .sq_ent = b->sq_ent, .sq_conv_rd = b->sq_conv_rd,
         .sq_conv_wr = b->sq_conv_wr, .sq_blk_off = b->sq_blk_off, .blk = b->blk,
-        .max_len = max_len,
     };
 }
 

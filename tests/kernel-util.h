@@ -15,17 +15,17 @@
 #include "quant.h"
 
 static uint64_t rng = 0x243f6a8885a308d3ull;
-static uint32_t rnd(void)
+static inline uint32_t rnd(void)
 {
     rng ^= rng << 13;
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return (uint32_t)(rng >> 20);
 }
-static float rndf(float lo, float hi) { return lo + (hi - lo) * (rnd() & 0xffffff) / 16777216.0f; }
+static inline float rndf(float lo, float hi) { return lo + (hi - lo) * (rnd() & 0xffffff) / 16777216.0f; }
 
 /* Byte offsets of the fp16 scale fields of one block of each type (-1 ends the list). */
-static const int *scale_fields(int type)
+static inline const int *scale_fields(int type)
 {
     static const int at0[] = {0, -1}, at01[] = {0, 2, -1}, q2k[] = {80, 82, -1},
                      q3k[] = {108, -1}, q6k[] = {208, -1}, none[] = {-1};
@@ -42,7 +42,7 @@ static const int *scale_fields(int type)
 }
 
 /* Random bytes for n_rows rows of K elements of type, with finite, sane scales. */
-static void *random_weights(int type, int64_t K, int64_t n_rows)
+static inline void *random_weights(int type, int64_t K, int64_t n_rows)
 {
     const struct dtype_info *ti = dtype_info(type);
     size_t n_blocks = (size_t)(K / ti->block_size * n_rows), size = n_blocks * ti->type_size;
@@ -72,7 +72,7 @@ static void *random_weights(int type, int64_t K, int64_t n_rows)
 }
 
 /* ref[t][n] = sum_k dequant(W)[n][k] x[t][k], accumulated in double. */
-static void reference(const struct tensor *w, int expert, const float *x, double *ref, int n_tok)
+static inline void reference(const struct tensor *w, int expert, const float *x, double *ref, int n_tok)
 {
     const int64_t K = w->ne[0], N = w->ne[1];
     const size_t rb = dtype_row_size(w->type, K);
@@ -89,7 +89,7 @@ static void reference(const struct tensor *w, int expert, const float *x, double
     free(row);
 }
 
-static double nmse(const float *y, const double *ref, size_t n)
+static inline double nmse(const float *y, const double *ref, size_t n)
 {
     double e = 0, r = 0;
     for (size_t i = 0; i < n; i++) {
@@ -99,8 +99,19 @@ static double nmse(const float *y, const double *ref, size_t n)
     return r > 0 ? e / r : (e > 0 ? INFINITY : 0);
 }
 
+/* The same for two f32 arrays (an op against the reference op). */
+static inline double nmse_f32(const float *y, const float *ref, size_t n)
+{
+    double e = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        e += ((double)y[i] - ref[i]) * ((double)y[i] - ref[i]);
+        r += (double)ref[i] * ref[i];
+    }
+    return r > 0 ? e / r : (e > 0 ? INFINITY : 0);
+}
+
 /* n random activations in [-1, 1) with rare 4x outliers (malloc'd). */
-static float *random_input(int64_t n)
+static inline float *random_input(int64_t n)
 {
     float *x = malloc(sizeof(float) * (size_t)n);
     for (int64_t i = 0; i < n; i++)

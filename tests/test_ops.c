@@ -10,17 +10,8 @@
 
 #include "backend.h"
 #include "harness.h"
+#include "kernel-util.h"
 #include "kvcache.h"
-
-static double nmse(const float *a, const float *ref, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
-        den += (double)ref[i] * ref[i];
-    }
-    return num / (den > 0 ? den : 1);
-}
 
 static float frand(unsigned *s)
 {
@@ -76,7 +67,7 @@ static void check_attention(int n_heads, int n_kv_heads, int head_dim, int n_seq
         CHECK(cpu->ops->attention(cpu, &tc, o2, q, k, v, kc, 0, n_heads, n_kv_heads,
                                   head_dim) == 0, "cpu attention");
         kv_commit(kr, &tr, len), kv_commit(kc, &tc, len);
-        double e = nmse(o2, o1, (size_t)n * qd);
+        double e = nmse_f32(o2, o1, (size_t)n * qd);
         worst = e > worst ? e : worst;
         free(q), free(k), free(v), free(o1), free(o2);
     }
@@ -115,11 +106,11 @@ static void test_elementwise(void)
             a[i] = frand(&seed) * 5, b[i] = frand(&seed);
         ref->ops->swiglu(ref, r, a, b, n);
         cpu->ops->swiglu(cpu, c, a, b, n);
-        CHECK(nmse(c, r, n) <= 1e-7, "swiglu n=%ld: %.3g", n, nmse(c, r, n));
+        CHECK(nmse_f32(c, r, n) <= 1e-7, "swiglu n=%ld: %.3g", n, nmse_f32(c, r, n));
         memcpy(r, b, sizeof(float) * n), memcpy(c, b, sizeof(float) * n);
         ref->ops->add(ref, r, a, n);
         cpu->ops->add(cpu, c, a, n);
-        CHECK(nmse(c, r, n) == 0, "add n=%ld", n);
+        CHECK(nmse_f32(c, r, n) == 0, "add n=%ld", n);
         free(a), free(b), free(r), free(c);
     }
     const int dims[][2] = {{1, 256}, {3, 2048}, {37, 1000}, {512, 2048}, {5, 17}};
@@ -135,9 +126,9 @@ static void test_elementwise(void)
         struct tensor wt = {.type = EXSA_DTYPE_F32, .n_dims = 1, .ne = {dim, 1, 1, 1}, .data = w};
         ref->ops->rmsnorm(ref, r, x, &wt, rows, dim, 1e-5f);
         cpu->ops->rmsnorm(cpu, c, x, &wt, rows, dim, 1e-5f);
-        CHECK(nmse(c, r, n) <= 1e-7, "rmsnorm %dx%d: %.3g", rows, dim, nmse(c, r, n));
+        CHECK(nmse_f32(c, r, n) <= 1e-7, "rmsnorm %dx%d: %.3g", rows, dim, nmse_f32(c, r, n));
         cpu->ops->rmsnorm(cpu, x, x, &wt, rows, dim, 1e-5f); /* in place */
-        CHECK(nmse(x, r, n) <= 1e-7, "rmsnorm in place %dx%d", rows, dim);
+        CHECK(nmse_f32(x, r, n) <= 1e-7, "rmsnorm in place %dx%d", rows, dim);
         free(x), free(w), free(r), free(c);
     }
     ref->ops->free(ref), cpu->ops->free(cpu);

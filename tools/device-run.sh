@@ -4,6 +4,7 @@
 # libcjson-dev libcjson1 libpcre2-dev libpcre2-8-0 ...`) into a sysroot, builds exsa and the GPU
 # tests with CUDA, then runs the steps named on the command line, each logged to $OUT/STEP.log:
 #   test [NAMES]   build/tests/test_cuda (fixtures from $EXSA_FIXTURES, e.g. carry/fxA)
+#   testgpu        make test-gpu
 #   memcheck       compute-sanitizer memcheck over the ops and one fixture
 #   bench          exsa synth files of the real shapes, exsa bench -ngl 99 on each ($BENCH_MODELS)
 #   serve          exsa serve -ngl 99 answering chat completions, stream and not, with curl
@@ -24,6 +25,12 @@ if ! make -j16 CUDA=1 DEB_HEADERS= CFLAGS="-I$R/usr/include" LDFLAGS="-L$L -Wl,-
 fi
 echo "build: $(($(date +%s) - t0)) s"
 EXSA=build/exsa
+
+# make test-gpu itself (the same binary as step test, through the Makefile target).
+step_testgpu() {
+    timeout 400 make CUDA=1 DEB_HEADERS= CFLAGS="-I$R/usr/include" LDFLAGS="-L$L -Wl,-rpath,$L" \
+        test-gpu 2>&1 | tee "$OUT/test-gpu.log" | grep -E "FAIL|ok \]|passed|graphs" | tail -40
+}
 
 step_test() {
     timeout 400 build/tests/test_cuda "$@" 2>&1 | tee "$OUT/test.log" | grep -E "FAIL|ok \]|passed|gpu |ngl|graphs" | head -150

@@ -32,22 +32,6 @@ template <> __device__ __forceinline__ float ld_kv<__half>(const __half *p)
 {
     return __half2float(*p);
 }
-template <typename T> __device__ __forceinline__ T to_kv(float v);
-template <> __device__ __forceinline__ float to_kv<float>(float v)
-{
-    return v;
-}
-template <> __device__ __forceinline__ __half to_kv<__half>(float v)
-{
-    return __float2half_rn(v);
-}
-
-/* Pool row of position p of step sequence j. */
-__device__ __forceinline__ int64_t kv_row(const struct dstep &ds, int j, int p)
-{
-    return (int64_t)ds.blk[ds.blk_off[j] + p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK;
-}
-
 template <typename T>
 __global__ void k_kv_store(struct dstep ds, const float *__restrict__ k, const float *__restrict__ v,
                            int n, int kvd, T *kp, T *vp)
@@ -79,7 +63,7 @@ template <int HD, typename T> __global__ void k_attn(attn_params p)
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, tile = blockIdx.x;
     const int g = blockIdx.y, z = blockIdx.z;
     pdl_wait();
-    if (tile >= p.ds.hdr[4])
+    if (tile >= *p.ds.n_tiles)
         return;
     const int j = p.ds.tiles[2 * tile], u0 = p.ds.tiles[2 * tile + 1];
     const int off = p.ds.sq_ent_off[j], u_j = (p.ds.sq_ent_off[j + 1] - off) * p.group;

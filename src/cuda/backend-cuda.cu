@@ -183,7 +183,8 @@ int cu_zero(struct backend *be, void *dst, size_t bytes)
     cu_record(c, run_zero, "zero", &a, sizeof a);
     if (c->in_step)
         return 0;
-    int rc = check(c, cudaStreamSynchronize(c->stream), "zero") ? c->err : c->err;
+    check(c, cudaStreamSynchronize(c->stream), "zero");
+    int rc = c->err;
     c->err = 0;
     return rc;
 }
@@ -417,8 +418,8 @@ static double now_us(void)
 
 /* Byte offsets of the step arrays in staging and device memory (fixed: graphs replay them). */
 struct ds_layout {
-    size_t hdr, tok, pos, seq, ent_sq, out_rows, sq_ent, sq_seq, sq_ent_off, conv_rd, conv_wr,
-        blk_off, tiles, blk, end;
+    size_t n_tiles, tok, pos, ent_sq, out_rows, sq_ent, sq_ent_off, conv_rd, conv_wr, blk_off,
+        tiles, blk, end;
 };
 
 static struct ds_layout ds_layout_of(const struct cuda_be *c)
@@ -428,8 +429,8 @@ static struct ds_layout ds_layout_of(const struct cuda_be *c)
     struct ds_layout l;
     size_t o = 0;
 #define AT(f, n) (l.f = o, o += ((n) * 4 + 15) & ~(size_t)15)
-    AT(hdr, 8), AT(tok, nb), AT(pos, nb), AT(seq, nb), AT(ent_sq, nb), AT(out_rows, nb);
-    AT(sq_ent, nb), AT(sq_seq, ns), AT(sq_ent_off, ns), AT(conv_rd, ns), AT(conv_wr, ns);
+    AT(n_tiles, 1), AT(tok, nb), AT(pos, nb), AT(ent_sq, nb), AT(out_rows, nb), AT(sq_ent, nb);
+    AT(sq_ent_off, ns), AT(conv_rd, ns), AT(conv_wr, ns);
     AT(blk_off, ns), AT(tiles, 2 * (size_t)c->n_tiles_max), AT(blk, nblk + 1);
 #undef AT
     l.end = o;
@@ -447,24 +448,15 @@ static size_t stage_step(struct cuda_be *c, const struct step *st)
 {
     const struct ds_layout l = ds_layout_of(c);
     unsigned char *b = c->stage_in;
-    const int group = c->hp.n_heads / (c->hp.n_kv_heads[0] > 0 ? c->hp.n_kv_heads[0] : 1);
-    int kvh = 1;
-    for (int i = 0; i < c->hp.n_layers; i++)
-        if (c->hp.n_kv_heads[i] > 0)
-            kvh = c->hp.n_kv_heads[i];
     c->attn_units = st->n <= MMV_MAX_N ? 4 : 8;
-    int32_t hdr[8] = {st->n, st->n_out, st->n_sq, st->max_len, 0, 0, 0, 0};
-    hdr[4] = cu_attn_tiles(st, c->hp.n_heads / kvh, c->attn_units,
-                           (int32_t *)(b + l.tiles));
-    (void)group;
-    put(b, l.hdr, hdr, 8);
+    const int32_t n_tiles = cu_attn_tiles(st, c->attn_group, c->attn_units,
+                                          (int32_t *)(b + l.tiles));
+    put(b, l.n_tiles, &n_tiles, 1);
     put(b, l.tok, st->tok, st->tok ? st->n : 0);
     put(b, l.pos, st->pos, st->n);
-    put(b, l.seq, st->seq, st->n);
     put(b, l.ent_sq, st->ent_sq, st->n);
     put(b, l.out_rows, st->out_rows, st->n_out);
     put(b, l.sq_ent, st->sq_ent, st->n);
-    put(b, l.sq_seq, st->sq_seq, st->n_sq);
     put(b, l.sq_ent_off, st->sq_ent_off, st->n_sq + 1);
     put(b, l.conv_rd, st->sq_conv_rd, st->n_sq);
     put(b, l.conv_wr, st->sq_conv_wr, st->n_sq);
@@ -492,7 +484,7 @@ int cu_begin(struct backend *be, const struct step *st)
         c->t_begin = now_us();
     c->in_step = true;
     const size_t bytes = stage_step(c, st);
-    c->stage_in_used = c->stage_arrays;
+    c->stage_in_used = c->ds_bytes;
     struct copy_args a = {c->ds_mem, c->stage_in, bytes, cudaMemcpyHostToDevice};
     cu_record(c, run_copy, "copy", &a, sizeof a);
     return 0;
@@ -555,7 +547,6 @@ static struct graph_entry *slot_of(struct cuda_be *c, uint64_t key)
 static bool capture(struct cuda_be *c, struct graph_entry *g)
 {
     cudaGraph_t graph = NULL;
-    c->graph_captures++;
     if (cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
         cudaGetLastError();
         return false;
@@ -770,7 +761,6 @@ static int alloc_scratch(struct cuda_be *c)
     c->n_tiles_max = (int)(nb * (size_t)H / 4 + (size_t)c->cfg.n_seq_max + 2);
     struct ds_layout l = ds_layout_of(c);
     c->ds_bytes = l.end;
-    c->stage_arrays = l.end;
     c->stage_in_bytes = l.end + nb * (size_t)hp->dim * 4 * 2 + 4096;
     c->stage_out_bytes = 64 * (size_t)(hp->vocab_size > hp->dim ? hp->vocab_size : hp->dim) * 4;
     c->max_ops = 256 + hp->n_layers * 48;
@@ -782,10 +772,10 @@ static int alloc_scratch(struct cuda_be *c)
         return EXSA_ENOMEM;
     int rc = dev(c, &c->ds_mem, c->ds_bytes);
     unsigned char *b = (unsigned char *)c->ds_mem;
-    c->ds = (struct dstep){(int32_t *)(b + l.hdr), (int32_t *)(b + l.tok), (int32_t *)(b + l.pos),
-                           (int32_t *)(b + l.seq), (int32_t *)(b + l.ent_sq),
-                           (int32_t *)(b + l.out_rows), (int32_t *)(b + l.sq_seq),
-                           (int32_t *)(b + l.sq_ent_off), (int32_t *)(b + l.sq_ent),
+    c->ds = (struct dstep){(int32_t *)(b + l.n_tiles), (int32_t *)(b + l.tok),
+                           (int32_t *)(b + l.pos), (int32_t *)(b + l.ent_sq),
+                           (int32_t *)(b + l.out_rows), (int32_t *)(b + l.sq_ent_off),
+                           (int32_t *)(b + l.sq_ent),
                            (int32_t *)(b + l.conv_rd), (int32_t *)(b + l.conv_wr),
                            (int32_t *)(b + l.blk_off), (int32_t *)(b + l.blk),
                            (int32_t *)(b + l.tiles)};
@@ -896,6 +886,10 @@ extern "C" struct backend *backend_cuda_create(const struct backend_config *cfg,
     if (c->cfg.n_seq_max <= 0)
         c->cfg.n_seq_max = 1;
     c->hp = *cfg->hp;
+    c->attn_group = 1;
+    for (int i = 0; i < c->hp.n_layers; i++) /* one KV head count for every attention layer */
+        if (c->hp.n_kv_heads[i] > 0)
+            c->attn_group = c->hp.n_heads / c->hp.n_kv_heads[i];
     c->be.ops = &cuda_ops;
     c->be.n_threads = 1;
     c->be.host_memory = false;

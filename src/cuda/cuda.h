@@ -36,6 +36,17 @@ enum gtype { GT_F32, GT_F16, GT_BF16, GT_Q8_0, GT_Q4_0, GT_Q4_K, GT_Q5_K, GT_Q6_
 
 #define Q6_BODY 208 /* ql 128 | qh 64 | scales 16 per super-block; d kept apart */
 
+/* Whether a layout's products take 8-bit activations (else f32), and the values of one unit
+ * of the matrix-vector kernels (a row's length must be a multiple of it). */
+__host__ __device__ constexpr bool gt_quantized(int gt)
+{
+    return gt != GT_F32 && gt != GT_F16 && gt != GT_BF16;
+}
+__host__ __device__ constexpr int gt_vpu(int gt)
+{
+    return gt == GT_F32 ? 32 : 64;
+}
+
 struct dweight {
     int gt;          /* enum gtype */
     int64_t K, rows; /* rows = N x E for expert stacks */
@@ -72,11 +83,28 @@ struct op {
 
 /* The device copy of a step's arrays (fixed addresses: graphs replay over them). */
 struct dstep {
-    int32_t *hdr; /* [0] n, [1] n_out, [2] n_sq, [3] max_len, [4] n_tiles */
-    int32_t *tok, *pos, *seq, *ent_sq, *out_rows, *sq_seq, *sq_ent_off, *sq_ent;
+    int32_t *n_tiles; /* attention tiles of this step */
+    int32_t *tok, *pos, *ent_sq, *out_rows, *sq_ent_off, *sq_ent;
     int32_t *conv_rd, *conv_wr, *blk_off, *blk;
     int32_t *tiles; /* attention tiles: (sequence, first unit) pairs */
 };
+
+/* Pool row of position p of step sequence j (its block table). */
+__device__ __forceinline__ int64_t kv_row(const struct dstep &ds, int j, int p)
+{
+    return (int64_t)ds.blk[ds.blk_off[j] + p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK;
+}
+
+/* A K/V cache element from f32. */
+template <typename T> __device__ __forceinline__ T to_kv(float v);
+template <> __device__ __forceinline__ float to_kv<float>(float v)
+{
+    return v;
+}
+template <> __device__ __forceinline__ __half to_kv<__half>(float v)
+{
+    return __float2half_rn(v);
+}
 
 struct graph_entry {
     uint64_t key;
@@ -110,7 +138,7 @@ struct cuda_be {
     void *ds_mem;
     size_t ds_bytes;
     unsigned char *stage_in; /* pinned: the step's arrays, then uploads */
-    size_t stage_in_bytes, stage_in_used, stage_arrays;
+    size_t stage_in_bytes, stage_in_used; /* the step's arrays take the first ds_bytes */
     unsigned char *stage_out; /* pinned: downloads */
     size_t stage_out_bytes, stage_out_used;
     struct host_copy *pre, *post; /* host copies before launch (uploads) / after (downloads) */
@@ -118,6 +146,7 @@ struct cuda_be {
     struct op *ops;
     int n_ops, max_ops;
     int n_tok, n_sq, attn_units; /* this step's entries, sequences; warps per attention tile */
+    int attn_group;              /* query heads per KV head */
     int n_tiles_max;
     struct graph_entry graphs[GRAPH_SLOTS];
     uint64_t use_clock;
@@ -131,7 +160,7 @@ struct cuda_be {
     int n_prof;
     cudaEvent_t *ev;
     double prof_steps, prof_host_us, t_begin;
-    long graph_replays, graph_captures; /* for tests and the profile */
+    long graph_replays; /* for tests */
 
     /* an RMSNorm not yet run: y = norm(x) * w over rows x dim (ops-table.cu) */
     struct pending_norm {
@@ -240,7 +269,6 @@ void cu_moe_route(struct cuda_be *c, const float *logits, const float *bias, int
                   int k);
 void cu_moe_ffn(struct cuda_be *c, const struct layer *l, const float *x, float *out, int n,
                 int dim, int n_exp, int k, int fe);
-bool cu_mmv_supported(int gt);
 bool cu_moe_supported(const struct layer *l);
 
 /* gemm.cu: y[n][N] = x[n][K] W^T through cuBLAS (weights dequantized to fp16 when needed). */

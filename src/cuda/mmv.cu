@@ -304,7 +304,7 @@ template <> struct unit<GT_BF16> : unit_f<GT_BF16> {};
  * unit is 128 bytes, a quantized one 32-48). */
 __host__ __device__ constexpr int ub_of(int gt, bool glu)
 {
-    return gt == GT_F32 || gt == GT_F16 || gt == GT_BF16 ? (glu ? 1 : 2) : (glu ? 2 : 4);
+    return gt_quantized(gt) ? (glu ? 2 : 4) : (glu ? 1 : 2);
 }
 
 /* acc[t] += W[r] . x_t over the units u = u0 + k tpr of the row, UB units loaded at once. */
@@ -455,11 +455,6 @@ __device__ void stage_x(const mmv_params &p, unsigned char *sm)
     __syncthreads();
 }
 
-__host__ __device__ constexpr bool quantized_gt(int gt)
-{
-    return gt != GT_F32 && gt != GT_F16 && gt != GT_BF16;
-}
-
 template <int GT, int NT, bool GLU>
 __global__ void __launch_bounds__(MMV_THREADS, 4) k_mmv(mmv_params p)
 {
@@ -475,7 +470,7 @@ __global__ void __launch_bounds__(MMV_THREADS, 4) k_mmv(mmv_params p)
     if (!live)
         r = 0;
     const int64_t U = live ? p.U : 0; /* dead lanes still join the shuffles and the barriers */
-    constexpr bool Q = quantized_gt(GT);
+    constexpr bool Q = gt_quantized(GT);
     constexpr int UB = ub_of(GT, GLU);
     /* the first UB weight units of the row(s) are in flight while the block stages x */
     unit<GT> w0[UB], w1[GLU ? UB : 1];
@@ -561,16 +556,6 @@ static mmv_kernel pick(int gt, int nt, bool glu)
     }
 }
 
-static int vpu_of(int gt)
-{
-    return gt == GT_F32 ? 32 : 64;
-}
-
-bool cu_mmv_supported(int gt)
-{
-    return gt >= 0 && gt < GT_COUNT;
-}
-
 /* Lanes per row: enough that each lane has about ub units (all in flight at once). */
 static int lanes_per_row(int64_t U, int ub)
 {
@@ -582,7 +567,7 @@ static int lanes_per_row(int64_t U, int ub)
 
 static size_t smem_of(int gt, int nt, int64_t K)
 {
-    return quantized_gt(gt) ? (size_t)nt * K + (size_t)nt * (K / 32) * 8 : (size_t)nt * K * 4;
+    return gt_quantized(gt) ? (size_t)nt * K + (size_t)nt * (K / 32) * 8 : (size_t)nt * K * 4;
 }
 
 int cu_mmv_max_tok(int gt, int64_t K)
@@ -614,7 +599,7 @@ void cu_mmv(struct cuda_be *c, const struct mmv_args *a)
     memset(&p, 0, sizeof p);
     p.n_seg = a->glu ? 1 : a->n_seg;
     p.K = w0->K;
-    p.U = w0->K / vpu_of(w0->gt);
+    p.U = w0->K / gt_vpu(w0->gt);
     p.tpr = lanes_per_row(p.U, ub_of(w0->gt, a->glu));
     p.n = a->n;
     p.acc = a->acc;
@@ -815,10 +800,7 @@ static moe_kernel pick_moe(int gt)
     }
 }
 
-static bool is_float(int gt)
-{
-    return gt == GT_F32 || gt == GT_F16 || gt == GT_BF16;
-}
+
 
 /* Gathered products of every tile: y[problem] = W_expert(in row) (glu: silu(g) * u). */
 static void moe_launch(struct cuda_be *c, const struct dweight *a, const struct dweight *b,
@@ -830,7 +812,7 @@ static void moe_launch(struct cuda_be *c, const struct dweight *a, const struct 
     p.w[0] = view_of(a);
     if (b)
         p.w[1] = view_of(b);
-    p.N = a->N, p.K = a->K, p.U = a->K / vpu_of(a->gt);
+    p.N = a->N, p.K = a->K, p.U = a->K / gt_vpu(a->gt);
     p.tpr = lanes_per_row(p.U, ub_of(a->gt, false)), p.k = k;
     p.glu = b != NULL, p.in_by_token = in_by_token;
     p.order = c->moe_order, p.tiles = c->moe_tiles;
@@ -848,7 +830,7 @@ bool cu_moe_supported(const struct layer *l)
 {
     const struct dweight *g = DW(&l->gate_exps), *u = DW(&l->up_exps), *d = DW(&l->down_exps);
     return g && u && d && pick_moe(g->gt) && g->gt == u->gt && pick_moe(d->gt) &&
-           g->K % vpu_of(g->gt) == 0 && d->K % vpu_of(d->gt) == 0;
+           g->K % gt_vpu(g->gt) == 0 && d->K % gt_vpu(d->gt) == 0;
 }
 
 /* x is quantized in c->q8 (rows of dim); out[n][dim]. */
@@ -860,7 +842,7 @@ void cu_moe_ffn(struct cuda_be *c, const struct layer *l, const float *x, float 
     moe_launch(c, DW(&l->gate_exps), DW(&l->up_exps), true, &c->q8, x, c->moe_act, np, k);
     struct q8act q = c->moe_q8;
     q.K = fe;
-    if (!is_float(down->gt))
+    if (gt_quantized(down->gt))
         cu_quantize(c, c->moe_act, np, fe, &q);
     moe_launch(c, down, NULL, false, &q, c->moe_act, c->moe_out, np, k);
     struct cu_launch lc;

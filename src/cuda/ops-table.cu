@@ -127,10 +127,6 @@ static void need_q8(struct cuda_be *c, const float *x, int n, int64_t K)
     c->q8_src = x, c->q8_n = n, c->q8_K = K;
 }
 
-static bool quantized(int gt)
-{
-    return gt != GT_F32 && gt != GT_F16 && gt != GT_BF16;
-}
 
 /* ---- products ---------------------------------------------------------------------------------- */
 
@@ -156,7 +152,7 @@ static void run_gemm(struct cuda_be *c, const void *p)
 
 static bool mmv_path(const struct dweight *w, int n)
 {
-    return n <= MMV_MAX_N && w->K % (w->gt == GT_F32 ? 32 : 64) == 0;
+    return n <= MMV_MAX_N && w->K % gt_vpu(w->gt) == 0;
 }
 
 /* Records products of up to 3 segments sharing x, type and K, as many tokens a launch as the
@@ -568,7 +564,7 @@ static int op_moe(struct backend *be, float *out, const float *x, const struct l
         return rc;
     struct moe_args a = {l, x, out, vec(&l->exp_bias), n, dim, E, k, fe};
     REC(run_moe_route, a);
-    if (quantized(DW(&l->gate_exps)->gt))
+    if (gt_quantized(DW(&l->gate_exps)->gt))
         need_q8(c, x, n, dim);
     REC(run_moe_ffn, a);
     return done(c);

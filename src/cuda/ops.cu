@@ -67,17 +67,16 @@ __global__ void k_rmsnorm_small(const float *x, const float *__restrict__ w, flo
     y[r * dim + 32 * b + lane] = xr[32 * b + lane] * scale * w[32 * b + lane];
 }
 
-/* The pool row of entry e's own position (its sequence's block table). */
+/* The pool row of entry e's own position. */
 __device__ __forceinline__ int64_t own_row(const struct dstep &ds, int e)
 {
-    const int j = ds.ent_sq[e], p = ds.pos[e];
-    return (int64_t)ds.blk[ds.blk_off[j] + p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK;
+    return kv_row(ds, ds.ent_sq[e], ds.pos[e]);
 }
 
 __device__ __forceinline__ void kv_put(const struct kv_dst &d, void *pool, int64_t at, float v)
 {
     if (d.f16)
-        ((__half *)pool)[at] = __float2half_rn(v);
+        ((__half *)pool)[at] = to_kv<__half>(v);
     else
         ((float *)pool)[at] = v;
 }

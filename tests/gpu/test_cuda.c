@@ -70,17 +70,7 @@ static struct step one_seq_step(int n)
         blk[i] = i;
     off[0] = 0, off[1] = n, blk_off[0] = 0, blk_off[1] = (n + KV_BLOCK - 1) / KV_BLOCK;
     return (struct step){n, NULL, pos, seq, ent_sq, n, rows, 1, sq_seq, off, sq_ent, rd, wr,
-                         blk_off, blk, n};
-}
-
-static double nmse_f(const float *a, const float *r, size_t n)
-{
-    double e = 0, s = 0;
-    for (size_t i = 0; i < n; i++) {
-        e += ((double)a[i] - r[i]) * ((double)a[i] - r[i]);
-        s += (double)r[i] * r[i];
-    }
-    return s > 0 ? e / s : (e > 0 ? INFINITY : 0);
+                         blk_off, blk};
 }
 
 static bool any_nan(const float *a, size_t n)
@@ -266,8 +256,8 @@ static void test_norm(void)
         rc = rc ? rc : gpu->ops->download(gpu, y, dx, sizeof(float) * rows * dim);
         rc = gpu->ops->end(gpu) ? -1 : rc;
         float *yp = dev_get(dp, (size_t)rows * 96);
-        CHECK(rc == 0 && nmse_f(y, r, (size_t)rows * dim) <= 1e-7, "rmsnorm %dx%d: %.3g", rows,
-              dim, nmse_f(y, r, (size_t)rows * dim));
+        CHECK(rc == 0 && nmse_f32(y, r, (size_t)rows * dim) <= 1e-7, "rmsnorm %dx%d: %.3g", rows,
+              dim, nmse_f32(y, r, (size_t)rows * dim));
         if (prod)
             CHECK(nmse(yp, rp, (size_t)rows * 96) <= 1e-4, "rmsnorm then matmul %dx%d: %.3g",
                   rows, dim, nmse(yp, rp, (size_t)rows * 96));
@@ -325,10 +315,10 @@ static void test_qk_norm_rope(void)
     rc = rc ? rc : gpu->ops->qk_norm_rope(gpu, &st, dq, dk, &gq, &gk, H, Hkv, hd, 1e-5f, 1e6f);
     rc = gpu->ops->end(gpu) ? -1 : rc;
     float *gq2 = dev_get(dq, (size_t)n * H * hd), *gk2 = dev_get(dk, (size_t)n * Hkv * hd);
-    CHECK(rc == 0 && nmse_f(gq2, q, (size_t)n * H * hd) <= 1e-7 &&
-              nmse_f(gk2, k, (size_t)n * Hkv * hd) <= 1e-7,
-          "qk norm rope: %.3g %.3g", nmse_f(gq2, q, (size_t)n * H * hd),
-          nmse_f(gk2, k, (size_t)n * Hkv * hd));
+    CHECK(rc == 0 && nmse_f32(gq2, q, (size_t)n * H * hd) <= 1e-7 &&
+              nmse_f32(gk2, k, (size_t)n * Hkv * hd) <= 1e-7,
+          "qk norm rope: %.3g %.3g", nmse_f32(gq2, q, (size_t)n * H * hd),
+          nmse_f32(gk2, k, (size_t)n * Hkv * hd));
     /* plain rope on the already-normed k */
     float *k2 = random_input((int64_t)n * Hkv * hd);
     gpu->ops->upload(gpu, dk, k2, sizeof(float) * n * Hkv * hd);
@@ -337,8 +327,8 @@ static void test_qk_norm_rope(void)
     rc = rc ? rc : gpu->ops->rope(gpu, &st, dk, Hkv, hd, 1e6f);
     rc = gpu->ops->end(gpu) ? -1 : rc;
     float *gk3 = dev_get(dk, (size_t)n * Hkv * hd);
-    CHECK(rc == 0 && nmse_f(gk3, k2, (size_t)n * Hkv * hd) <= 1e-7, "rope: %.3g",
-          nmse_f(gk3, k2, (size_t)n * Hkv * hd));
+    CHECK(rc == 0 && nmse_f32(gk3, k2, (size_t)n * Hkv * hd) <= 1e-7, "rope: %.3g",
+          nmse_f32(gk3, k2, (size_t)n * Hkv * hd));
     gpu->ops->unprepare(gpu, &gq), gpu->ops->unprepare(gpu, &gk);
     gpu->ops->release(gpu, dq), gpu->ops->release(gpu, dk);
     free(q), free(k), free(qw), free(kw), free(gq2), free(gk2), free(k2), free(gk3);
@@ -362,8 +352,8 @@ static void test_elementwise(void)
         rc = rc ? rc : gpu->ops->add(gpu, da, db, n);
         rc = gpu->ops->end(gpu) ? -1 : rc;
         float *c1 = dev_get(dc, n), *c2 = dev_get(da, n);
-        CHECK(rc == 0 && nmse_f(c1, r1, n) <= 1e-7 && nmse_f(c2, r2, n) == 0,
-              "swiglu/add n=%ld: %.3g %.3g", n, nmse_f(c1, r1, n), nmse_f(c2, r2, n));
+        CHECK(rc == 0 && nmse_f32(c1, r1, n) <= 1e-7 && nmse_f32(c2, r2, n) == 0,
+              "swiglu/add n=%ld: %.3g %.3g", n, nmse_f32(c1, r1, n), nmse_f32(c2, r2, n));
         gpu->ops->release(gpu, da), gpu->ops->release(gpu, db), gpu->ops->release(gpu, dc);
         free(a), free(b), free(r1), free(r2), free(c1), free(c2);
     }
@@ -387,8 +377,8 @@ static void test_embed_gather(void)
         /* Q8_0 conversion of the other types rounds; the native ones match up to an FMA */
         const bool native = TYPES[t] != EXSA_DTYPE_Q5_0 && TYPES[t] != EXSA_DTYPE_Q2_K &&
                             TYPES[t] != EXSA_DTYPE_IQ4_NL;
-        CHECK(rc == 0 && nmse_f(y, r, 5 * 256) <= (native ? 1e-12 : 1e-4), "embed %s: %.3g",
-              dtype_info(TYPES[t])->name, nmse_f(y, r, 5 * 256));
+        CHECK(rc == 0 && nmse_f32(y, r, 5 * 256) <= (native ? 1e-12 : 1e-4), "embed %s: %.3g",
+              dtype_info(TYPES[t])->name, nmse_f32(y, r, 5 * 256));
         gpu->ops->unprepare(gpu, &wg);
         gpu->ops->release(gpu, dy);
         free(r), free(y), free((void *)w.data);
@@ -495,7 +485,7 @@ static void check_attention(int H, int Hkv, int hd, int kv_type)
         rc = rc ? rc : gpu->ops->attention(gpu, &st[1], dout, dq, dk, dv, t.kv[1], 0, H, Hkv, hd);
         rc = gpu->ops->end(gpu) ? -1 : rc;
         float *g = dev_get(dout, (size_t)n * qd);
-        double e = nmse_f(g, o, (size_t)n * qd);
+        double e = nmse_f32(g, o, (size_t)n * qd);
         worst = e > worst ? e : worst;
         CHECK(rc == 0 && e <= bar && !any_nan(g, (size_t)n * qd),
               "attention H=%d Hkv=%d hd=%d kv %s step %zu (n=%d): nmse %.3g", H, Hkv, hd,
@@ -553,11 +543,11 @@ static void test_shortconv(void)
             const size_t sl = (size_t)dim * (L - 1);
             float *sr = kv_conv_state(t.kv[0], 0, kv_conv_slot(t.kv[0], s, 0));
             float *sg = dev_get(kv_conv_state(t.kv[1], 0, kv_conv_slot(t.kv[1], s, 0)), sl);
-            es = fmax(es, nmse_f(sg, sr, sl));
+            es = fmax(es, nmse_f32(sg, sr, sl));
             free(sg);
         }
-        CHECK(rc == 0 && nmse_f(g, y, (size_t)n * dim) <= 1e-12 && es <= 1e-12,
-              "short conv step %zu: out %.3g state %.3g", c, nmse_f(g, y, (size_t)n * dim), es);
+        CHECK(rc == 0 && nmse_f32(g, y, (size_t)n * dim) <= 1e-12 && es <= 1e-12,
+              "short conv step %zu: out %.3g state %.3g", c, nmse_f32(g, y, (size_t)n * dim), es);
         gpu->ops->release(gpu, db), gpu->ops->release(gpu, dy);
         free(bcx), free(y), free(g);
     }
