@@ -90,6 +90,56 @@ step_ncu() {
     python3 tools/ncu-summary.py <"$OUT/ncu.csv" | tee "$OUT/ncu-summary.txt"
 }
 
+# Decode with the products' grids capped at N resident blocks per SM (EXSA_CUDA_MMV_BPS).
+step_bps() {
+    m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
+    f=/tmp/${m%%:*}-${m#*:}.gguf
+    [ -f "$f" ] || $EXSA synth --preset "${m%%:*}" --type "${m#*:}" -o "$f" >/dev/null 2>&1
+    for b in ${BPS_LIST:-0 4 8 16}; do
+        echo "EXSA_CUDA_MMV_BPS=$b:"
+        EXSA_CUDA_MMV_BPS=$b $EXSA bench -m "$f" -ngl 99 -p 0 -n 128 -r 3 2>/dev/null | grep -E "^\| lfm2"
+    done
+}
+
+# Per-op GPU time of decode at a 4096-token depth against depth 0 (what grows with the context).
+step_depth() {
+    m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
+    f=/tmp/${m%%:*}-${m#*:}.gguf
+    [ -f "$f" ] || $EXSA synth --preset "${m%%:*}" --type "${m#*:}" -o "$f" >/dev/null 2>&1
+    for d in 0 4096; do
+        echo "depth $d:"
+        EXSA_CUDA_PROFILE=1 $EXSA bench -m "$f" -ngl 99 -p 0 -n 128 -d $d -r 1 2>&1 | grep -A30 "cuda profile" | tee "$OUT/prof-d$d.txt"
+    done
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    EXSA_CUDA_GRAPHS=off timeout 200 $NCU --clock-control none -k regex:k_attn \
+        --launch-skip ${ATTN_SKIP:-120} --launch-count 12 --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size,launch__block_size \
+        $EXSA bench -m "$f" -ngl 99 -p 0 -n 8 -d 4096 -r 1 2>&1 | grep -E "k_attn|duration|bytes_read|grid_size|block_size" | head -80
+}
+
+# ncu's full sections for one decode token's products: occupancy, memory, stall reasons.
+step_ncufull() {
+    m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
+    f=/tmp/${m%%:*}-${m#*:}.gguf
+    [ -f "$f" ] || $EXSA synth --preset "${m%%:*}" --type "${m#*:}" -o "$f" >/dev/null 2>&1
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    EXSA_CUDA_GRAPHS=off timeout 400 $NCU --clock-control none --set full -k regex:k_mmv \
+        --launch-skip ${NCU_SKIP:-130} --launch-count ${NCU_COUNT:-12} \
+        $EXSA bench -m "$f" -ngl 99 -p 0 -n 4 -r 1 >"$OUT/ncufull.txt" 2>"$OUT/ncufull.err"
+    echo "ncu rc=$?"
+    grep -E "k_mmv|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Grid Size|Block Size|Waves Per SM|L1/TEX Hit|L2 Hit|Stall|stall" "$OUT/ncufull.txt" | head -300 >"$OUT/ncufull-summary.txt"
+    head -120 "$OUT/ncufull-summary.txt"
+}
+
+# The SASS of the decode products for one token (Q4_K glu, Q6_K), with instruction counts.
+step_sass() {
+    CUOBJ=$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)
+    for o in build/src/cuda/mmv-k45.o build/src/cuda/mmv-q6k.o; do
+        $CUOBJ -sass "$o" >"$OUT/$(basename $o .o).sass" 2>&1
+    done
+    awk '/Function :/ {f=$3} /^ +\/\*[0-9a-f]+\*\// {n[f]++} END {for (k in n) print n[k], k}' \
+        "$OUT"/mmv-*.sass | sort -k2 | head -70
+}
+
 step_serve() {
     f=/tmp/lfm2-350m-Q4_K_M.gguf
     [ -f "$f" ] || $EXSA synth --preset lfm2-350m --type Q4_K_M -o "$f" >/dev/null 2>&1

@@ -9,6 +9,8 @@
  */
 #include "cuda/cuda.h"
 
+#define ATTN_SPLIT_MAX 64
+
 int cu_attn_tiles(const struct step *st, int group, int units, int32_t *tiles)
 {
     int n = 0;
@@ -194,7 +196,7 @@ template <int HD> static attn_kernel pick_attn(bool f16)
 }
 
 void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const float *q,
-                  float *out, int n, int n_heads, int n_kv_heads, int hd)
+                  float *out, int n, int n_heads, int n_kv_heads, int hd, int span)
 {
     attn_params p;
     p.ds = c->ds, p.q = q, p.kp = kv->k[a], p.vp = kv->v[a], p.part = c->attn_part;
@@ -202,8 +204,10 @@ void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const flo
     p.units = c->attn_units;
     const int tiles = (n * p.group + p.units - 1) / p.units + c->n_sq;
     const int grid_x = tiles < c->n_tiles_max ? tiles : c->n_tiles_max;
-    int split = (2 * c->n_sms + grid_x * n_kv_heads - 1) / (grid_x * n_kv_heads);
-    split = split < 1 ? 1 : split > 32 ? 32 : split;
+    /* enough blocks for 8 an SM, each walking at least 64 positions, at most ATTN_SPLIT_MAX */
+    int split = (8 * c->n_sms + grid_x * n_kv_heads - 1) / (grid_x * n_kv_heads);
+    split = split < span / 64 ? split : span / 64;
+    split = split < 1 ? 1 : split > ATTN_SPLIT_MAX ? ATTN_SPLIT_MAX : split;
     while (split > 1 && (size_t)n * n_heads * split * (hd + 2) > c->attn_part_floats)
         split--;
     p.n_split = split;

@@ -869,6 +869,9 @@ static int open_device(struct cuda_be *c, char *err, size_t errlen)
     c->pdl = prop.major >= 9 && !getenv("EXSA_CUDA_NO_PDL");
     c->profile = getenv("EXSA_CUDA_PROFILE") != NULL;
     c->graphs_on = getenv("EXSA_CUDA_GRAPHS") == NULL; /* EXSA_CUDA_GRAPHS=off: eager only */
+    c->mmv_max_blocks = cu_mmv_grid_cap(c->n_sms);
+    const char *ins = getenv("EXSA_CUDA_MMV_INSLOT");
+    c->mmv_inslot = !(ins && !strcmp(ins, "0"));
     cublasSetStream(c->blas, c->stream);
     return 0;
 }

@@ -132,6 +132,8 @@ struct cuda_be {
     char errmsg[256];
     bool in_step, pdl, graphs_on;
     int n_sms;
+    int64_t mmv_max_blocks; /* a product's grid at most (0: no cap): each block walks rows */
+    bool mmv_inslot;        /* EXSA_CUDA_MMV_INSLOT=0: next row's units loaded after a row */
 
     /* step */
     struct dstep ds;
@@ -264,6 +266,8 @@ void cu_mmv(struct cuda_be *c, const struct mmv_args *a);
 int cu_mmv_max_tok(int gt, int64_t K);
 /* Lets every product kernel use the shared memory it may ask for (once, at creation). */
 void cu_mmv_init(void);
+/* The products' grid cap in blocks for a device of n_sms (0: none); see mmv.cu. */
+int64_t cu_mmv_grid_cap(int n_sms);
 /* MoE: route (ids, wts) and tiles of problems grouped by expert; gathered products. */
 void cu_moe_route(struct cuda_be *c, const float *logits, const float *bias, int n, int n_exp,
                   int k);
@@ -280,8 +284,9 @@ void cu_embed(struct cuda_be *c, const struct dweight *w, const int32_t *tok, in
 /* attn.cu */
 void cu_kv_store(struct cuda_be *c, const struct kv_cache *kv, int a, const float *k,
                  const float *v, int n);
+/* span: at least the longest context of the step (positions split into pieces of 64 or more). */
 void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const float *q,
-                  float *out, int n, int n_heads, int n_kv_heads, int head_dim);
+                  float *out, int n, int n_heads, int n_kv_heads, int head_dim, int span);
 /* Attention tiles of a step: pairs (sequence index, first unit); returns the count. */
 int cu_attn_tiles(const struct step *st, int group, int units, int32_t *tiles);
 

@@ -490,6 +490,7 @@ struct PACKED attn_args {
     const float *q, *k, *v;
     float *out;
     int n, H, Hkv, hd;
+    int span;    /* the step's longest context, a power of two: sets the position splits */
     bool stored; /* the q/k norm before stored k and v */
 };
 
@@ -498,7 +499,7 @@ static void run_attn(struct cuda_be *c, const void *p)
     const struct attn_args *a = (const struct attn_args *)p;
     if (!a->stored)
         cu_kv_store(c, a->kv, a->a, a->k, a->v, a->n);
-    cu_attention(c, a->kv, a->a, a->q, a->out, a->n, a->H, a->Hkv, a->hd);
+    cu_attention(c, a->kv, a->a, a->q, a->out, a->n, a->H, a->Hkv, a->hd, a->span);
 }
 
 /* When the op just recorded is the fused q/k norm of these q and k, it stores k and v into the
@@ -524,7 +525,11 @@ static int op_attention(struct backend *be, const struct step *st, float *out, c
         kv->kv_dim != Hkv * hd)
         return bad(c, EXSA_EUNSUPPORTED, "attention: head size 32, 64 or 128, cache here");
     TOUCH(L(q, k, v), L(out));
-    struct attn_args args = {kv, a, q, k, v, out, st->n, H, Hkv, hd, false};
+    int span = 64; /* a power of two, so that graphs are captured again only as it doubles */
+    for (int i = 0; i < st->n; i++)
+        while (span <= st->pos[i])
+            span *= 2;
+    struct attn_args args = {kv, a, q, k, v, out, st->n, H, Hkv, hd, span, false};
     args.stored = store_in_qk_norm(c, kv, a, q, k, v);
     REC(run_attn, args);
     return done(c);

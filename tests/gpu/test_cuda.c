@@ -790,6 +790,15 @@ int main(int argc, char **argv)
     RUN_IF(test_attention);
     RUN_IF(test_shortconv);
     gpu->ops->free(gpu), ref->ops->free(ref);
+    /* the products again with a grid of 3 blocks, each walking many rows */
+    setenv("EXSA_CUDA_MMV_MAX_BLOCKS", "3", 1);
+    make_backends();
+    if (gpu) {
+        RUN_IF(test_matmul);
+        RUN_IF(test_fused_products);
+        gpu->ops->free(gpu), ref->ops->free(ref);
+    }
+    unsetenv("EXSA_CUDA_MMV_MAX_BLOCKS");
     RUN_IF(test_fixtures);
     RUN_IF(test_greedy_f32);
     RUN_IF(test_partial_offload);
