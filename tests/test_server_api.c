@@ -363,11 +363,12 @@ static void write_big_input(const char *path, int n)
     fclose(f);
 }
 
-/* The sequences and KV blocks the engine holds are back to none (or 3 s passed). */
+/* The sequences and KV blocks the engine holds are back to none (or 15 s passed: a step of the
+ * SAN=1 build on a loaded machine can take seconds). */
 static bool cache_idle(const struct srv *s)
 {
     bool idle = false;
-    for (int i = 0; i < 30 && !idle; i++, usleep(100000)) {
+    for (int i = 0; i < 150 && !idle; i++, usleep(100000)) {
         int st;
         char *b = req(s, "GET", "/metrics", NULL, NULL, &st);
         idle = has(b, "exsa_active_sequences 0") && has(b, "exsa_cache_sequences 0") &&
@@ -390,15 +391,16 @@ static void test_embed_beside_chat(void)
         return;
     }
     const char *chat = "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell me a story\"}],"
-                       "\"max_tokens\":40,\"ignore_eos\":true,\"seed\":5,\"temperature\":1}";
+                       "\"max_tokens\":24,\"ignore_eos\":true,\"seed\":5,\"temperature\":1}";
     int st;
-    char *alone = req(&E, "POST", "/v1/chat/completions", chat, NULL, &st);
+    /* the SAN=1 build on a loaded machine: a step with an embedding chunk can take seconds */
+    char *alone = req(&E, "POST", "/v1/chat/completions", chat, "-m 240", &st);
     CHECK(st == 200, "chat alone %d", st);
     char path[PATH_MAX + 32], cmd[PATH_MAX * 2];
     snprintf(path, sizeof path, "%s/big.json", g_tmp);
-    write_big_input(path, 48);
+    write_big_input(path, 16);
     snprintf(cmd, sizeof cmd,
-             "curl -s -m 60 -o %s/big.out -w '%%{http_code}' %s/v1/embeddings " JSON_CT
+             "curl -s -m 240 -o %s/big.out -w '%%{http_code}' %s/v1/embeddings " JSON_CT
              "--data-binary @%s > %s/big.code",
              g_tmp, E.url, path, g_tmp);
     pid_t pid = fork();
@@ -407,7 +409,7 @@ static void test_embed_beside_chat(void)
         _exit(127);
     }
     usleep(100000);
-    char *beside = req(&E, "POST", "/v1/chat/completions", chat, NULL, &st);
+    char *beside = req(&E, "POST", "/v1/chat/completions", chat, "-m 240", &st);
     waitpid(pid, NULL, 0);
     const char *ca = alone ? strstr(alone, "\"content\":") : NULL;
     const char *cb = beside ? strstr(beside, "\"content\":") : NULL;
@@ -418,7 +420,7 @@ static void test_embed_beside_chat(void)
     char *code = sh("cat %s/big.code", g_tmp), *out = sh("cat %s/big.out", g_tmp);
     int n, dim;
     float *v = vectors(out, &n, &dim);
-    CHECK(!strcmp(code, "200") && v && n == 48, "48 embeddings beside: %s %.200s", code, out);
+    CHECK(!strcmp(code, "200") && v && n == 16, "16 embeddings beside: %s %.200s", code, out);
     CHECK(cache_idle(&E), "no sequence or KV block left after the embeddings");
     /* a client that leaves mid-way: its inputs are cancelled, their sequences freed */
     free(sh("curl -s -m 0.3 -o /dev/null %s/v1/embeddings " JSON_CT "--data-binary @%s", E.url,

@@ -3,11 +3,12 @@
  * list of token ids or a list of such lists (up to EMBED_MAX_INPUTS); each input runs through
  * the scheduler as an embedding request of its own (its own sequence, prefill only, in a
  * forward call apart from the generating requests', so chat replies are not changed), up to
- * MAX_BATCH_SIZE of them at once. The vector is the final hidden state (after the output norm)
- * pooled as the GGUF says ({arch}.pooling_type: mean when absent), L2-normalised; `dimensions`
- * truncates it and normalises again (OpenAI's shortening); `encoding_format` "base64" sends the
- * little-endian float32 bytes. A model the engine cannot embed with (a bidirectional encoder,
- * a per-token ColBERT model, a reranker) is a 400 that says why. Called by http.c's table.
+ * half of MAX_BATCH_SIZE of them at once (the other half stays free for chats). The vector is the
+ * final hidden state (after the output norm) pooled as the GGUF says ({arch}.pooling_type: mean
+ * when absent), L2-normalised; `dimensions` truncates it and normalises again (OpenAI's
+ * shortening); `encoding_format` "base64" sends the little-endian float32 bytes. A model the engine
+ * cannot embed with (a bidirectional encoder, a per-token ColBERT model, a reranker) is a 400 that
+ * says why. Called by http.c's table.
  */
 #include <math.h>
 #include <stdio.h>
@@ -300,15 +301,17 @@ static int wait_one(struct srv_conn *c, struct sched_req *r, float *v, int dim, 
     return 0;
 }
 
-/* Runs every input through the scheduler, at most `window` at once (a full queue waits for
- * one of ours, when one runs), into vecs (n x dim). Returns 0, -1 with e, or -2 (client left). */
+/* Runs every input through the scheduler, at most half of MAX_BATCH_SIZE at once (a full queue
+ * waits for one of ours, when one runs), into vecs (n x dim). Returns 0, -1 with e, or -2
+ * (the client left). */
 static int embed_run(struct srv_conn *c, const struct embed_job *ej, unsigned gen,
                      enum sched_pool pool, int dim, float *vecs, struct srv_err *e)
 {
     struct server *srv = c->srv;
     struct sched_stats st;
     sched_get_stats(srv->sched, &st);
-    const int window = st.max_batch > 0 ? st.max_batch : 1;
+    /* half the sequence slots at most: a request of many inputs leaves room for chats */
+    const int window = st.max_batch > 1 ? (st.max_batch + 1) / 2 : 1;
     struct sched_req **live = calloc((size_t)ej->n, sizeof *live);
     if (!live)
         return srv_err_set(e, 503, NULL, NULL, "out of memory");
