@@ -17,8 +17,11 @@ LDLIBS := -lmicrohttpd -lcjson -lpcre2-8 -lpthread -lm
 SANLINK := -fsanitize=address,undefined
 LDFLAGS_ALL := $(if $(SAN),$(SANLINK)) $(LDFLAGS)
 
-DEB_PKGS := libmicrohttpd-dev libcjson-dev libpcre2-dev libcmocka-dev pkg-config
-DEB_HEADERS := /usr/include/microhttpd.h /usr/include/cjson/cJSON.h /usr/include/pcre2.h
+# chromium (headless) runs the browser CORS check of tests/test_server_api.c (DEB_HEADERS: the
+# files whose absence means a package is missing, its binary included).
+DEB_PKGS := libmicrohttpd-dev libcjson-dev libpcre2-dev libcmocka-dev pkg-config chromium
+DEB_HEADERS := /usr/include/microhttpd.h /usr/include/cjson/cJSON.h /usr/include/pcre2.h \
+               /usr/bin/chromium
 
 SRC := $(sort $(wildcard src/*.c src/*/*.c))
 OBJ := $(SRC:%.c=$(BUILD)/%.o)
@@ -87,7 +90,7 @@ test-gpu: deps $(BUILD)/exsa $(BUILD)/tests/test_cuda
 # The fast tests: everything but the model suite (test_model and friends). .ci/run runs them
 # again with SAN=1 (AddressSanitizer + UBSan, leaks included).
 FAST_TESTS := $(patsubst %,$(BUILD)/tests/test_%,kernels gemm gemv ops quant gguf tokenizer \
-                chat sampler gen server)
+                chat sampler gen server server_api)
 test-fast: deps $(BUILD)/exsa $(FAST_TESTS)
 	@BUILD=$(BUILD) sh tests/run.sh $(FAST_TESTS)
 

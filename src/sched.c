@@ -31,6 +31,10 @@ struct sched_req {
     int32_t *bias_id;
     float *bias;
     unsigned model_gen;
+    bool embed; /* an embedding request: no sampler, pooled hidden states */
+    enum sched_pool pool;
+    double *pooled; /* embed: dim sums (mean) or the chosen row, scheduler thread */
+    int dim;        /* embed: floats in pooled, once the first chunk ran */
     atomic_int refs;
     atomic_bool cancelled;
     struct sched_req *next; /* queue link, under s->mu */
@@ -86,6 +90,7 @@ struct sched {
     uint8_t *b_logits;
     struct sched_req **b_row; /* the request of each logits row */
     float *logits;
+    float *hidden; /* [n_batch][dim] hidden states of an embedding step (allocated on use) */
 };
 
 double sched_now(void)
@@ -152,6 +157,33 @@ struct sched_req *sched_req_new(const int32_t *prompt, int n_prompt, const struc
     return r;
 }
 
+struct sched_req *sched_embed_new(const int32_t *prompt, int n_prompt, enum sched_pool pool,
+                                  unsigned model_gen)
+{
+    struct gen_params gp;
+    gen_params_default(&gp);
+    struct sched_req *r = sched_req_new(prompt, n_prompt, &gp, model_gen);
+    if (r) {
+        r->embed = true;
+        r->pool = pool;
+    }
+    return r;
+}
+
+int sched_embed_vector(struct sched_req *r, float *out, int max)
+{
+    pthread_mutex_lock(&r->mu);
+    int rc = !r->embed || !r->done || r->status || r->finish == GEN_CANCELLED || !r->pooled
+                 ? EXSA_EINVAL
+             : r->dim > max ? EXSA_ERANGE
+                            : r->dim;
+    double scale = r->pool == SCHED_POOL_MEAN && r->n_prompt > 0 ? 1.0 / r->n_prompt : 1.0;
+    for (int i = 0; i < rc; i++)
+        out[i] = (float)(r->pooled[i] * scale);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
 void sched_req_get(struct sched_req *r)
 {
     atomic_fetch_add(&r->refs, 1);
@@ -169,6 +201,7 @@ void sched_req_put(struct sched_req *r)
     free(r->bias);
     free(r->text);
     free(r->pieces);
+    free(r->pooled);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);
@@ -390,6 +423,7 @@ static void admit(struct sched *s)
         s->n_queued--;
         r->seq = exsa_seq_new(s->engine);
         int rc = r->seq < 0 ? r->seq
+                 : r->embed ? 0
                             : gen_create(s->model->tok, s->n_vocab, &r->gp, &r->gen);
         if (rc < 0) {
             if (r->seq >= 0)
@@ -398,7 +432,8 @@ static void admit(struct sched *s)
             sched_req_put(r);
             continue;
         }
-        gen_prompt(r->gen, r->prompt, r->n_prompt);
+        if (r->gen)
+            gen_prompt(r->gen, r->prompt, r->n_prompt);
         r->n_past = 0;
         r->pending = false;
         s->active[s->n_active++] = r;
@@ -444,8 +479,101 @@ static void add_entries(struct sched *s, struct sched_req *r, const int32_t *tok
     r->step_n = cnt;
 }
 
-/* One forward step over every running sequence: decode tokens first (one each), then prefill
- * chunks from the remaining token budget; samples every sequence that got logits. */
+/* Ends every request of the kind given (embedding or not) that had entries in a failed step. */
+static void fail_step(struct sched *s, bool embed, int rc)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "the engine failed on this step: %s", exsa_strerror(rc));
+    fprintf(stderr, "exsa serve: %s\n", msg);
+    for (int i = 0; i < s->n_active; i++)
+        if (s->active[i]->step_n > 0 && s->active[i]->embed == embed)
+            finish_req(s->active[i], GEN_CANCELLED, 500, msg);
+}
+
+/* Runs the generating entries [0, n) of the step, then samples the rows that got logits. */
+static void step_generate(struct sched *s, int n, int rows)
+{
+    struct exsa_batch b = {n, s->b_tok, s->b_pos, s->b_seq, s->b_logits};
+    int rc = exsa_decode(s->engine, &b, s->logits);
+    if (rc < 0) {
+        fail_step(s, false, rc);
+        return;
+    }
+    for (int i = 0; i < s->n_active; i++)
+        if (!s->active[i]->embed)
+            s->active[i]->n_past += s->active[i]->step_n;
+    for (int i = 0; i < rows; i++) {
+        s->b_row[i]->pending = false;
+        sample_one(s, s->b_row[i], s->logits + (size_t)i * s->n_vocab);
+    }
+}
+
+/* Adds prefill chunks of the embedding requests to the batch at *n from what is left of the
+ * budget; each of their entries wants its hidden state. */
+static void add_embed_chunks(struct sched *s, int budget, int *n)
+{
+    for (int i = 0; i < s->n_active && budget > 0; i++) {
+        struct sched_req *r = s->active[i];
+        int left = r->n_prompt - r->n_past;
+        if (!r->embed || r->done || left <= 0)
+            continue;
+        int take = left < budget ? left : budget;
+        add_entries(s, r, r->prompt + r->n_past, take, false, n);
+        memset(s->b_logits + *n - take, 1, (size_t)take);
+        budget -= take;
+    }
+}
+
+/* Pools the hidden states h (cnt rows of dim, positions from r->n_past) into r. */
+static int pool_rows(struct sched_req *r, const float *h, int cnt, int dim)
+{
+    if (!r->pooled && !(r->pooled = calloc((size_t)dim, sizeof(double))))
+        return EXSA_ENOMEM;
+    r->dim = dim;
+    if (r->pool == SCHED_POOL_MEAN) {
+        for (int k = 0; k < cnt; k++)
+            for (int d = 0; d < dim; d++)
+                r->pooled[d] += h[(size_t)k * dim + d];
+        return 0;
+    }
+    int row = r->pool == SCHED_POOL_FIRST ? (r->n_past == 0 ? 0 : -1)
+                                          : (r->n_past + cnt == r->n_prompt ? cnt - 1 : -1);
+    for (int d = 0; row >= 0 && d < dim; d++)
+        r->pooled[d] = h[(size_t)row * dim + d];
+    return 0;
+}
+
+/* Runs the embedding entries [off, off + m) of the step in a forward call of their own (hidden
+ * states out, not logits), pools them, and ends each request whose prompt is done. */
+static void step_embed(struct sched *s, int off, int m)
+{
+    const int dim = exsa_model_info(s->model)->dim;
+    if (!s->hidden)
+        s->hidden = malloc(sizeof(float) * (size_t)s->p.n_batch * dim);
+    struct exsa_batch b = {m, s->b_tok + off, s->b_pos + off, s->b_seq + off, s->b_logits + off};
+    int rc = s->hidden ? exsa_decode_hidden(s->engine, &b, s->hidden) : EXSA_ENOMEM;
+    if (rc < 0) {
+        fail_step(s, true, rc);
+        return;
+    }
+    const float *h = s->hidden;
+    for (int i = 0; i < s->n_active; i++) {
+        struct sched_req *r = s->active[i];
+        if (!r->embed || r->step_n == 0)
+            continue;
+        if (pool_rows(r, h, r->step_n, dim) < 0)
+            finish_req(r, GEN_CANCELLED, 503, "out of memory for the embedding");
+        h += (size_t)r->step_n * dim;
+        r->n_past += r->step_n;
+        if (r->n_past == r->n_prompt)
+            finish_req(r, GEN_STOP, 0, NULL);
+    }
+}
+
+/* One step over every running sequence: decode tokens first (one each), then prefill chunks of
+ * generating requests from the remaining token budget, then chunks of embedding requests from
+ * what is left. The generating entries run in one forward call (every sequence that got logits
+ * is sampled), the embedding entries in a second one. */
 static void sched_step(struct sched *s)
 {
     int n = 0, rows = 0, budget = s->p.n_batch;
@@ -461,7 +589,7 @@ static void sched_step(struct sched *s)
     for (int i = 0; i < s->n_active && budget > 0; i++) {
         struct sched_req *r = s->active[i];
         int left = r->n_prompt - r->n_past;
-        if (r->pending || r->done || left <= 0)
+        if (r->embed || r->pending || r->done || left <= 0)
             continue;
         int take = left < budget ? left : budget;
         add_entries(s, r, r->prompt + r->n_past, take, take == left, &n);
@@ -469,25 +597,12 @@ static void sched_step(struct sched *s)
             s->b_row[rows++] = r;
         budget -= take;
     }
-    if (n == 0)
-        return;
-    struct exsa_batch b = {n, s->b_tok, s->b_pos, s->b_seq, s->b_logits};
-    int rc = exsa_decode(s->engine, &b, s->logits);
-    if (rc < 0) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "the engine failed on this step: %s", exsa_strerror(rc));
-        fprintf(stderr, "exsa serve: %s\n", msg);
-        for (int i = 0; i < s->n_active; i++)
-            if (s->active[i]->step_n > 0)
-                finish_req(s->active[i], GEN_CANCELLED, 500, msg);
-        return;
-    }
-    for (int i = 0; i < s->n_active; i++)
-        s->active[i]->n_past += s->active[i]->step_n;
-    for (int i = 0; i < rows; i++) {
-        s->b_row[i]->pending = false;
-        sample_one(s, s->b_row[i], s->logits + (size_t)i * s->n_vocab);
-    }
+    const int n_gen = n;
+    add_embed_chunks(s, budget, &n);
+    if (n_gen > 0)
+        step_generate(s, n_gen, rows);
+    if (n > n_gen)
+        step_embed(s, n_gen, n - n_gen);
 }
 
 /* Publishes what the engine's cache holds (sequences, KV blocks in use and in all) for the
@@ -516,7 +631,8 @@ static void retire(struct sched *s)
         if (!done && !cancelled)
             continue;
         if (cancelled && !done) {
-            gen_end(r->gen, GEN_CANCELLED);
+            if (r->gen)
+                gen_end(r->gen, GEN_CANCELLED);
             finish_req(r, GEN_CANCELLED, 0, NULL);
             n_cancel++;
         }
@@ -534,7 +650,9 @@ static void retire(struct sched *s)
 static int size_buffers(struct sched *s)
 {
     free(s->b_tok), free(s->b_pos), free(s->b_seq), free(s->b_logits), free(s->logits);
+    free(s->hidden);
     s->b_tok = s->b_pos = s->b_seq = NULL, s->b_logits = NULL, s->logits = NULL;
+    s->hidden = NULL;
     if (!s->model)
         return 0;
     size_t nb = (size_t)s->p.n_batch, nr = (size_t)max_seqs(s);

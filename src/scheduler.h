@@ -84,6 +84,17 @@ struct sched_req;
  * strings included); model_gen comes from sched_model_acquire. NULL when out of memory. */
 struct sched_req *sched_req_new(const int32_t *prompt, int n_prompt, const struct gen_params *gp,
                                 unsigned model_gen);
+/* An embedding request: the prompt runs through the model in its own sequence (prefill only,
+ * in a forward call of its own, so the generating requests' batches are not changed) and the
+ * final hidden state (after the output norm) of its positions is pooled. Read it as any
+ * request (sched_read until done; no text), then take the vector with sched_embed_vector. */
+enum sched_pool { SCHED_POOL_MEAN, SCHED_POOL_FIRST, SCHED_POOL_LAST };
+struct sched_req *sched_embed_new(const int32_t *prompt, int n_prompt, enum sched_pool pool,
+                                  unsigned model_gen);
+/* Copies the pooled vector (dim floats, not normalised) of a finished embedding request into
+ * out (room for max floats). Returns dim, or a negative code (not an embedding request, not
+ * done, or it ended with an error). */
+int sched_embed_vector(struct sched_req *r, float *out, int max);
 void sched_req_get(struct sched_req *r); /* one more reference */
 void sched_req_put(struct sched_req *r);
 

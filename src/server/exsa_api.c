@@ -28,14 +28,29 @@ static cJSON *model_info_json(const struct sched_stats *st)
     return o;
 }
 
+void srv_health_state(const struct sched_stats *st, bool shutting_down, struct srv_health *h)
+{
+    *h = (struct srv_health){200, "healthy", NULL, NULL};
+    if (shutting_down || st->closing)
+        *h = (struct srv_health){503, "shutting_down", "the server is shutting down",
+                                 "shutting_down"};
+    else if (st->loading)
+        *h = (struct srv_health){503, "loading", "a model is being loaded", "model_loading"};
+    else if (!st->loaded)
+        *h = (struct srv_health){503, "no_model", "no model is loaded; POST /v1/models/load first",
+                                 "model_not_loaded"};
+    else if (st->queue_full)
+        h->status = "overloaded"; /* still 200: the queue drains by itself */
+}
+
 int route_health(struct srv_conn *c)
 {
     struct sched_stats st;
     sched_get_stats(c->srv->sched, &st);
+    struct srv_health h;
+    srv_health_state(&st, c->srv->shutting_down, &h);
     cJSON *o = cJSON_CreateObject();
-    const char *status = c->srv->shutting_down || st.closing ? "shutting_down"
-                         : st.queue_full                 ? "overloaded" : "healthy";
-    cJSON_AddStringToObject(o, "status", status);
+    cJSON_AddStringToObject(o, "status", h.status);
     cJSON_AddStringToObject(o, "version", EXSA_VERSION);
     cJSON_AddBoolToObject(o, "model_loaded", st.loaded);
     if (st.loaded && c->authed) /* with API_KEY set, the path is for those with the key */
@@ -50,7 +65,15 @@ int route_health(struct srv_conn *c)
     cJSON_AddNumberToObject(o, "queue_capacity", st.max_queue);
     cJSON_AddNumberToObject(o, "max_batch_size", st.max_batch);
     cJSON_AddNumberToObject(o, "uptime_seconds", (long)(sched_now() - c->srv->t_start));
-    return srv_reply_json(c, 200, o);
+    if (h.reason) { /* not ready: also OpenAI's error shape, for clients that read only that */
+        cJSON *e = cJSON_AddObjectToObject(o, "error");
+        cJSON_AddStringToObject(e, "message", h.reason);
+        cJSON_AddStringToObject(e, "type", "server_error");
+        cJSON_AddNullToObject(e, "param");
+        cJSON_AddStringToObject(e, "code", h.code);
+        c->retry_after = 1;
+    }
+    return srv_reply_json(c, h.http_status, o);
 }
 
 int route_status(struct srv_conn *c)

@@ -2,13 +2,15 @@
  * http.c: the libmicrohttpd glue of `exsa serve`: one thread per connection (poll(), with a
  * total and a per-address connection limit, and the header and body deadlines of conns.c); the
  * access handler collects the body (refusing past max_body with 413), then admits it: Host
- * (403, against DNS rebinding), CORS preflight, route lookup (404 / 405), rate limit (429),
- * Bearer key (401) for every route but /v1/health, JSON content type of a POST (415), then the
- * route. A struct srv_conn lives from the first call of a request to MHD's completed callback,
- * which counts the request in the metrics and cancels its scheduler request if the client left.
- * Every error goes out in OpenAI's shape. Called by cmd_serve.c (srv_start / srv_stop).
+ * (403, against DNS rebinding), CORS preflight, route lookup (exact paths, then patterns such
+ * as /v1/models/{id}; 404 / 405), rate limit (429), Bearer key (401) for every route but
+ * /v1/health and /health, JSON content type of a POST (415), then the route. A struct srv_conn
+ * lives from the first call of a request to MHD's completed callback, which counts the request in
+ * the metrics and cancels its scheduler request if the client left. Every error goes out in
+ * OpenAI's shape. Called by cmd_serve.c (srv_start / srv_stop).
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,7 +30,8 @@
 #include "server.h"
 
 struct route {
-    const char *method, *path;
+    const char *method, *path; /* a path with "{" matches any URL that starts with what is
+                                  before it and goes on (tried when no exact path matched) */
     int (*fn)(struct srv_conn *c);
     bool manage; /* model management: no CORS unless CORS_MANAGEMENT */
 };
@@ -37,6 +41,7 @@ static const struct route routes[] = {
     {"POST", "/v1/chat/completions", route_chat, false},
     {"POST", "/v1/completions", route_completions, false},
     {"GET", "/v1/health", route_health, false},
+    {"GET", "/health", route_health, false},
     {"GET", "/v1/status", route_status, false},
     {"GET", "/v1/model/info", route_model_info, false},
     {"POST", "/v1/generate", route_generate, false},
@@ -48,6 +53,8 @@ static const struct route routes[] = {
     {"GET", "/metrics", route_metrics, false},
     {"POST", "/tokenize", route_tokenize, false},
     {"POST", "/detokenize", route_detokenize, false},
+    {"POST", "/v1/embeddings", route_embeddings, false},
+    {"GET", "/v1/models/{id}", route_model_get, false},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -279,15 +286,67 @@ bool srv_peer_probe_continue(struct srv_peer *p)
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
 
+/* The request headers a page may send: what the official OpenAI clients send (the key, the
+ * body's type, OpenAI-Organization / -Project / -Beta, the Stainless SDK's x-stainless-os,
+ * -lang, -package-version, -runtime, -runtime-version, -arch, -retry-count, -timeout,
+ * -helper-method, -async, ...). A preflight without Access-Control-Request-Headers gets them
+ * all; one with it gets back those of its names that are in these families. */
+#define CORS_HEADERS                                                                               \
+    "Authorization, Content-Type, OpenAI-Organization, OpenAI-Project, OpenAI-Beta, "              \
+    "X-Stainless-OS, X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-Runtime, "         \
+    "X-Stainless-Runtime-Version, X-Stainless-Arch, X-Stainless-Retry-Count, "                     \
+    "X-Stainless-Timeout, X-Stainless-Helper-Method, X-Stainless-Async"
+
+/* Whether the header name s[0..n) is one of the families of CORS_HEADERS. */
+static bool cors_header_allowed(const char *s, size_t n)
+{
+    static const char *const exact[] = {"authorization", "content-type"};
+    static const char *const family[] = {"x-stainless-", "openai-"};
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '-' || s[i] == '_'))
+            return false;
+    for (int i = 0; i < 2; i++)
+        if ((n == strlen(exact[i]) && !strncasecmp(s, exact[i], n)) ||
+            (n > strlen(family[i]) && !strncasecmp(s, family[i], strlen(family[i]))))
+            return true;
+    return false;
+}
+
+/* The allowed names among a preflight's comma-separated Access-Control-Request-Headers, into
+ * out (lowercase, ", "-separated; names that do not fit are left out). */
+static void cors_echo_headers(const char *want, char *out, size_t size)
+{
+    size_t len = 0;
+    out[0] = 0;
+    for (const char *p = want; *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        size_t n = strcspn(p, ", \t");
+        if (n && cors_header_allowed(p, n) && len + n + 3 < size) {
+            len += (size_t)snprintf(out + len, size - len, "%s", len ? ", " : "");
+            for (size_t i = 0; i < n; i++)
+                out[len++] = (char)tolower((unsigned char)p[i]);
+            out[len] = 0;
+        }
+        p += n;
+    }
+}
+
 /* Answers a CORS preflight. */
 static int preflight(struct srv_conn *c)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
     if (!r)
         return MHD_NO;
+    const char *want =
+        MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+    char echo[1024];
+    if (want)
+        cors_echo_headers(want, echo, sizeof echo);
     MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", want ? echo : CORS_HEADERS);
     MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    MHD_add_response_header(r, "Vary", "Access-Control-Request-Headers");
     return queue(c, 204, r);
 }
 
@@ -308,20 +367,32 @@ static bool authorized(struct srv_conn *c)
 
 #define ADMITTED 2 /* neither MHD_YES nor MHD_NO */
 
-/* The route of c's path and method (NULL: none); sets c->route, c->manage and *path_known. */
+/* Whether url is routes[i]'s path; prefix: whether it matches routes[i]'s "{...}" pattern. */
+static bool path_matches(size_t i, const char *url, bool prefix)
+{
+    const char *brace = strchr(routes[i].path, '{');
+    if (!prefix)
+        return !brace && !strcmp(routes[i].path, url);
+    size_t n = brace ? (size_t)(brace - routes[i].path) : 0;
+    return brace && !strncmp(routes[i].path, url, n) && url[n];
+}
+
+/* The route of c's path and method (NULL: none); sets c->route, c->manage and *path_known.
+ * Exact paths first; the patterns only when none matched. */
 static const struct route *find_route(struct srv_conn *c, bool *path_known)
 {
     const struct route *rt = NULL;
     *path_known = false;
-    for (size_t i = 0; i < N_ROUTES; i++) {
-        if (strcmp(routes[i].path, c->url) != 0)
-            continue;
-        *path_known = true;
-        c->route = routes[i].path;
-        c->manage = routes[i].manage;
-        if (!strcmp(routes[i].method, c->method))
-            rt = &routes[i];
-    }
+    for (int pattern = 0; pattern < 2 && !*path_known; pattern++)
+        for (size_t i = 0; i < N_ROUTES; i++) {
+            if (!path_matches(i, c->url, pattern))
+                continue;
+            *path_known = true;
+            c->route = routes[i].path;
+            c->manage = routes[i].manage;
+            if (!strcmp(routes[i].method, c->method))
+                rt = &routes[i];
+        }
     return rt;
 }
 
@@ -351,7 +422,7 @@ static int admit(struct srv_conn *c, const struct route *rt, bool path_known)
     int rc = admit_origin(c);
     if (rc != ADMITTED)
         return rc;
-    bool is_health = path_known && !strcmp(c->url, "/v1/health");
+    bool is_health = path_known && (!strcmp(c->url, "/v1/health") || !strcmp(c->url, "/health"));
     int retry;
     if (!is_health && srv->rl && !ratelimit_allow(srv->rl, c->addr, &retry)) {
         c->retry_after = retry;

@@ -374,8 +374,9 @@ void srv_model_id(const char *path, char *out, size_t size)
     snprintf(out, size, "%.*s", (int)n, base);
 }
 
-/* Borrows the model and checks j->model names it; fills j->model_id. Returns the model or NULL
- * with the 503 / 404 in e. */
+/* Borrows the model and checks j->model (srv_model_check: any name but another file of
+ * MODELS_DIR is answered by it); fills j->model_id. Returns the model or NULL with the 503 /
+ * 404 in e. */
 static struct exsa_model *job_model(struct srv_conn *c, struct job *j, unsigned *gen, int *n_ctx,
                                     struct srv_err *e)
 {
@@ -387,12 +388,8 @@ static struct exsa_model *job_model(struct srv_conn *c, struct job *j, unsigned 
         return NULL;
     }
     srv_model_id(m->path, j->model_id, sizeof j->model_id);
-    const char *want = j->model, *base = strrchr(m->path, '/');
-    base = base ? base + 1 : m->path;
-    if (want && strcmp(want, j->model_id) && strcmp(want, base) && strcmp(want, m->path)) {
+    if (srv_model_check(c->srv, j->model, m->path, e) < 0) {
         sched_model_release(c->srv->sched);
-        srv_err_set(e, 404, "model", "model_not_found",
-                    "the model '%s' is not loaded; this server serves '%s'", want, j->model_id);
         return NULL;
     }
     return m;

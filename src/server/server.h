@@ -270,6 +270,30 @@ int job_tokenize(struct exsa_model *m, const char *text, bool add_bos, bool spec
 /* The public id of the loaded model: its file name without ".gguf". */
 void srv_model_id(const char *path, char *out, size_t size);
 
+/* ---- models.c: the "model" field, GET /v1/models[/{id}] ------------------------------------- */
+
+/* Which model a request's "model" (want; NULL: none) names, with served the path of the model
+ * being served: SRV_MODEL_SERVED (its id, file name or path, or a file of MODELS_DIR that is
+ * the same file), SRV_MODEL_OTHER (another .gguf of MODELS_DIR, which a load would serve) or
+ * SRV_MODEL_UNKNOWN. */
+enum srv_model_match { SRV_MODEL_SERVED, SRV_MODEL_OTHER, SRV_MODEL_UNKNOWN };
+enum srv_model_match srv_model_match(const struct server *srv, const char *want,
+                                     const char *served);
+/* The check every model route makes: 0 when the served model answers want (it answers any name
+ * that is not another file of MODELS_DIR, as llama-server does), else -1 with a 404 in e that
+ * says how to load that file. */
+int srv_model_check(const struct server *srv, const char *want, const char *served,
+                    struct srv_err *e);
+/* exsa_api.c: what /health and /v1/health answer, from the scheduler's state alone (not from
+ * the load code): 503 while no model is loaded, one is loading, or the server shuts down; the
+ * status word for the body and, when not ready, the reason (a sentence) and an error code. */
+struct srv_health {
+    int http_status;
+    const char *status;        /* "healthy", "overloaded", "loading", "no_model", "shutting_down" */
+    const char *reason, *code; /* NULL when ready */
+};
+void srv_health_state(const struct sched_stats *st, bool shutting_down, struct srv_health *h);
+
 int route_models(struct srv_conn *c);
 int route_chat(struct srv_conn *c);
 int route_completions(struct srv_conn *c);
@@ -284,5 +308,7 @@ int route_models_unload(struct srv_conn *c);
 int route_metrics(struct srv_conn *c);
 int route_tokenize(struct srv_conn *c);
 int route_detokenize(struct srv_conn *c);
+int route_model_get(struct srv_conn *c);  /* models.c */
+int route_embeddings(struct srv_conn *c); /* embed.c */
 
 #endif

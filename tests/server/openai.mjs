@@ -1,15 +1,17 @@
 // openai.mjs: drives a running `exsa serve` with the official `openai` npm package.
 // Env: EXSA_URL (http://127.0.0.1:PORT/v1), OPENAI_PKG_DIR (the --prefix folder of the npm
-// install). Prints one line per check: "ok NAME" or "not ok NAME: why"; exits 1 if any failed.
+// install). Prints one line per check: "ok NAME" or "not ok NAME: why", then "checks N" (how
+// many ran); exits 1 if any failed.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
 const require = createRequire(path.join(process.env.OPENAI_PKG_DIR, 'package.json'));
 const OpenAI = require('openai');
 const client = new OpenAI({ baseURL: process.env.EXSA_URL, apiKey: 'unused', maxRetries: 0 });
-let failed = 0;
+let failed = 0, ran = 0;
 
 async function check(name, fn) {
+    ran++;
     try {
         await fn();
         console.log(`ok ${name}`);
@@ -82,4 +84,47 @@ await check('8 concurrent streams all finish', async () => {
     const res = await Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map(one));
     assert(res.every((f) => f === 'stop' || f === 'length'), `finishes ${JSON.stringify(res)}`);
 });
+
+// embeddings.create: one input and a batch, float and base64 (the client decodes base64 into
+// floats itself when it asked for it), the real model id in the reply.
+async function checkEmbeddings() {
+    await check('embeddings.create', async () => {
+        const one = await client.embeddings.create({ model: 'text-embedding-3-small',
+            input: 'The sea is calm tonight.' });
+        assert(one.object === 'list' && one.data.length === 1, `shape ${JSON.stringify(one).slice(0, 200)}`);
+        assert(one.model === model, `model ${one.model}`);
+        const v = one.data[0].embedding;
+        const norm = Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+        assert(v.length > 0 && Math.abs(norm - 1) < 1e-5, `norm ${norm}`);
+        assert(one.usage.prompt_tokens > 0 && one.usage.total_tokens === one.usage.prompt_tokens, 'usage');
+        const two = await client.embeddings.create({ model, input: ['The sea is calm tonight.', 'x'],
+            encoding_format: 'float' });
+        assert(two.data.length === 2 && two.data[1].index === 1, 'batch');
+        assert(two.data[0].embedding.every((x, i) => Math.abs(x - v[i]) < 1e-5), 'batch != alone');
+        const b64 = await client.embeddings.create({ model, input: 'The sea is calm tonight.',
+            encoding_format: 'base64' });
+        const raw = Buffer.from(b64.data[0].embedding, 'base64');
+        const f = new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4);
+        assert(f.length === v.length && f.every((x, i) => Math.abs(x - v[i]) < 1e-6), 'base64');
+    });
+}
+
+// models.retrieve: the served id answers; an unknown id is a 404 the client raises.
+async function checkModelsRetrieve() {
+    await check('models.retrieve', async () => {
+        const m = await client.models.retrieve(model);
+        assert(m.id === model && m.object === 'model', `got ${JSON.stringify(m)}`);
+        try {
+            await client.models.retrieve('no-such-model');
+        } catch (e) {
+            assert(e.status === 404 && e.error && e.error.code === 'model_not_found', `status ${e.status}`);
+            return;
+        }
+        throw new Error('no 404 for an unknown id');
+    });
+}
+
+await checkEmbeddings();
+await checkModelsRetrieve();
+console.log(`checks ${ran}`);
 process.exit(failed ? 1 : 0);
