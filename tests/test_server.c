@@ -57,14 +57,15 @@ static void test_health_status_info(void)
 static void test_chat(void)
 {
     int st;
-    char *b = req(&A, "POST", "/v1/chat/completions", CHAT(",\"max_tokens\":8,\"seed\":3"), NULL,
-                  &st);
+    char *b = req(&A, "POST", "/v1/chat/completions",
+                  CHAT(",\"max_tokens\":8,\"seed\":3,\"ignore_eos\":true"), NULL, &st);
     CHECK(st == 200 && has(b, "\"object\":\"chat.completion\"") &&
               has(b, "\"role\":\"assistant\"") && has(b, "\"finish_reason\":\"length\"") &&
               has(b, "\"completion_tokens\":8"), "chat %d %s", st, b);
     free(b);
     b = req(&A, "POST", "/v1/chat/completions",
-            CHAT(",\"max_tokens\":6,\"stream\":true,\"stream_options\":{\"include_usage\":true}"),
+            CHAT(",\"max_tokens\":6,\"ignore_eos\":true,\"stream\":true,"
+                 "\"stream_options\":{\"include_usage\":true}"),
             "-N", &st);
     char *role = strstr(b, "\"role\":\"assistant\""), *first = strstr(b, "data: ");
     char *fin = strstr(b, "\"finish_reason\":\"length\""), *usage = strstr(b, "\"usage\":{");
@@ -110,7 +111,7 @@ static void test_completions_generate(void)
     free(b);
     b = req(&A, "POST", "/v1/generate",
             "{\"prompt\":\"Tell me\",\"use_chat_template\":false,\"stream\":false,"
-            "\"sampling_params\":{\"max_tokens\":3}}", NULL, &st);
+            "\"sampling_params\":{\"max_tokens\":3,\"ignore_eos\":true}}", NULL, &st);
     CHECK(st == 200 && has(b, "\"text\":") && has(b, "\"finish_reason\":\"length\""),
           "generate json %d %s", st, b);
     free(b);
