@@ -2,7 +2,8 @@
  * test_gemv.c: the decode matmul kernel (MM_GEMV: cpu/gemv*.c, run through cpu_matmul_with)
  * against the reference: dequantize_row of each weight row and a double-accumulated dot product,
  * on random weights (sane fp16 scales) and inputs with rare outliers, for every type it takes,
- * odd and real sizes, 1..16 tokens, 1 and 2 threads, experts of 3-D weights. Bars (DESIGN.md):
+ * odd and real sizes, 1..40 tokens, 1 and 2 threads, experts of 3-D weights; and batch
+ * invariance: a token's outputs bit for bit the same in calls of any size. Bars (DESIGN.md):
  * NMSE <= 1e-4 with 8-bit activations, <= 1e-7 for the f32 paths (F32, F16, BF16). Also: the
  * calls it must refuse leave y untouched.
  */
@@ -58,6 +59,9 @@ static void test_kquants(void)
         for (int k = 0; k < 3; k++)
             for (int n = 0; n < 10; n++)
                 check_case(tp, q_types[ti], Ks[k], n == 0 ? 5 : 37, toks[n], 1);
+    for (int ti = 2; ti < 5; ti++) /* several side blocks of 16 tokens */
+        for (int k = 0; k < 3; k += 2)
+            check_case(tp, q_types[ti], Ks[k], 37, k == 0 ? 17 : 40, 1);
     tp_free(tp);
 }
 
@@ -117,8 +121,8 @@ static void test_guided_chunks(void)
     tp_free(tp);
 }
 
-/* Calls the kernel must refuse, with y untouched: a type without a decode format, more tokens
- * than its side data holds, none, and a CPU limit below its level. */
+/* Calls the kernel must refuse, with y untouched: a type without a decode format, no tokens,
+ * and a CPU limit below its level. */
 static void test_refusals(void)
 {
     float x[17 * 256] = {0}, y[17] = {0};
@@ -128,7 +132,6 @@ static void test_refusals(void)
     y[0] = 42;
     CHECK(!cpu_matmul_with(MM_GEMV, NULL, &w, 0, x, y, 1), "Q4_1 taken");
     w.type = EXSA_DTYPE_Q6_K;
-    CHECK(!cpu_matmul_with(MM_GEMV, NULL, &w, 0, x, y, 17), "17 tokens taken");
     CHECK(!cpu_matmul_with(MM_GEMV, NULL, &w, 0, x, y, 0), "0 tokens taken");
     cpu_limit(CPU_LEVEL_VNNI);
     CHECK(!cpu_matmul_with(MM_GEMV, NULL, &w, 0, x, y, 1), "taken without VBMI");
@@ -136,6 +139,43 @@ static void test_refusals(void)
     CHECK(!cpu_matmul_with(MM_GEMV, NULL, &w, 0, x, y, 1), "taken at the plain C limit");
     cpu_limit(CPU_ALL);
     CHECK(y[0] == 42, "y written by a refused call");
+}
+
+/* Batch invariance: each token's outputs are bit for bit those of the token alone, in calls of
+ * 2..40 tokens (passes of 1..8 tokens, side blocks of 16, tokens at any place in a pass), with
+ * one thread or two, for every type. */
+static void check_invariance(struct threadpool *tp2, int type, int64_t K, int64_t N)
+{
+    enum { T = 40 };
+    static const int counts[] = {2, 3, 5, 8, 9, 16, 17, 33, 40};
+    struct tensor w = {.name = "w", .type = type, .n_dims = 2, .ne = {K, N, 1, 1}};
+    w.data = random_weights(type, K, N);
+    float *x = random_input(K * T), *alone = malloc(sizeof(float) * N * T);
+    float *y = malloc(sizeof(float) * N * T);
+    for (int t = 0; t < T; t++)
+        CHECK(cpu_matmul_with(MM_GEMV, NULL, &w, 0, x + t * K, alone + t * N, 1), "alone");
+    for (int c = 0; c < 9; c++)
+        for (int th = 1; th <= 2; th++) {
+            const int n = counts[c], t0 = (c * 7) % (T - n + 1); /* tokens t0 .. t0 + n - 1 */
+            CHECK(cpu_matmul_with(MM_GEMV, th == 1 ? NULL : tp2, &w, 0, x + t0 * K, y, n),
+                  "%d tokens", n);
+            CHECK(!memcmp(y, alone + t0 * N, sizeof(float) * N * n),
+                  "%s K=%lld: a call of %d tokens (threads %d) differs from the tokens alone",
+                  dtype_info(type)->name, (long long)K, n, th);
+        }
+    free(x), free(y), free(alone);
+    free((void *)w.data);
+}
+
+static void test_invariance(void)
+{
+    struct threadpool *tp = tp_create(2);
+    for (int ti = 0; ti < 5; ti++)
+        check_invariance(tp, q_types[ti], 512, 37);
+    for (int ti = 0; ti < 3; ti++)
+        check_invariance(tp, f_types[ti], 100, 37);
+    check_invariance(tp, EXSA_DTYPE_Q4_K, 2048, 19);
+    tp_free(tp);
 }
 
 int main(void)
@@ -148,6 +188,7 @@ int main(void)
         TEST_END();
     }
     RUN(test_kquants);
+    RUN(test_invariance);
     RUN(test_blocks32);
     RUN(test_floats);
     RUN(test_real_sizes);

@@ -192,20 +192,32 @@ TGT_VBMI void gv_avx512_quantize(int kind, const float *x, int64_t K, uint8_t *o
     }
 }
 
-void gv_avx512_side(const struct gv_job *j, uint8_t *side)
+size_t gv_side_bytes(const struct gv_job *j)
+{
+    const size_t blocks = (size_t)(j->n_tok + GV_SIDE_TOK - 1) / GV_SIDE_TOK;
+    return blocks * (size_t)(j->K / 256) * GV_SIDE_BYTES;
+}
+
+void gv_avx512_side(const struct gv_job *j, uint8_t *side, int b0, int b1)
 {
     const int64_t nsb = j->K / 256;
-    memset(side, 0, (size_t)nsb * GV_SIDE_BYTES);
-    for (int64_t s = 0; s < nsb; s++) {
-        uint8_t *sd = side + (size_t)s * GV_SIDE_BYTES;
-        for (int t = 0; t < j->n_tok && t < 16; t++) {
-            const uint8_t *rec = j->act + (size_t)t * j->act_stride + (size_t)s * GV_K_BYTES;
-            float dx;
-            memcpy(&dx, rec + GV_K_STEP, 4);
-            memcpy(sd + GV_SIDE_SUMS + 16 * t, rec + GV_K_SUMS, 16);
-            for (int l = 0; l < 4; l++)
-                memcpy(sd + GV_SIDE_STEP4 + 16 * t + 4 * l, &dx, 4);
-            memcpy(sd + GV_SIDE_STEP + 4 * t, &dx, 4);
+    for (int b = b0; b < b1; b++) {
+        uint8_t *blk = side + (size_t)b * (size_t)nsb * GV_SIDE_BYTES;
+        const int t0 = b * GV_SIDE_TOK;
+        const int nt = j->n_tok - t0 < GV_SIDE_TOK ? j->n_tok - t0 : GV_SIDE_TOK;
+        memset(blk, 0, (size_t)nsb * GV_SIDE_BYTES);
+        for (int64_t s = 0; s < nsb; s++) {
+            uint8_t *sd = blk + (size_t)s * GV_SIDE_BYTES;
+            for (int t = 0; t < nt; t++) {
+                const uint8_t *rec =
+                    j->act + (size_t)(t0 + t) * j->act_stride + (size_t)s * GV_K_BYTES;
+                float dx;
+                memcpy(&dx, rec + GV_K_STEP, 4);
+                memcpy(sd + GV_SIDE_SUMS + 16 * t, rec + GV_K_SUMS, 16);
+                for (int l = 0; l < 4; l++)
+                    memcpy(sd + GV_SIDE_STEP4 + 16 * t + 4 * l, &dx, 4);
+                memcpy(sd + GV_SIDE_STEP + 4 * t, &dx, 4);
+            }
         }
     }
 }
@@ -300,19 +312,18 @@ INL_VBMI void k45_block(const uint8_t *w, int q5, struct kblock *b, __m512i *scm
         q5_high_bits(BLK_AT(w, blk_q5_k, qh), &b->u[0], &b->u[1], &b->u[2], &b->u[3]);
 }
 
-/* T tokens x one row of Q4_K (q5 0) or Q5_K (q5 1). */
-INL_VBMI void row_q45k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast, int T, int q5,
-                  float *y, int64_t ldy)
+/* One token x one row of Q4_K (q5 0) or Q5_K (q5 1). The mins go to their own accumulator
+ * (lanes 0..3) and are added after the reduction, as row_q45k_multi does for each of its
+ * tokens: the same operations in the same order, so a token's result does not depend on
+ * whether it came alone or with others (batch invariance). */
+INL_VBMI void row_q45k(const uint8_t *w, int64_t nsb, const uint8_t *act, int q5, float *y)
 {
     /* words 0..7: the mins (bytes 4..7, 12..15 of the scale bytes); the rest zero (mask) */
     const __m512i idxM = _mm512_set_epi64(0, 0, 0, 0, 0, 0, 0x000f000e000d000cll,
                                           0x0007000600050004ll);
     const __m512i z = _mm512_setzero_si512();
     const size_t bs = q5 ? sizeof(struct blk_q5_k) : sizeof(struct blk_q4_k);
-    __m512 acc[GV_MAX_TOK];
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; t++)
-        acc[t] = _mm512_setzero_ps();
+    __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
     for (int64_t s = 0; s < nsb; s++, w += bs) {
         PF(w, bs);
         struct kblock b;
@@ -322,23 +333,21 @@ INL_VBMI void row_q45k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t
         const __m512i mins = _mm512_maskz_permutexvar_epi8(0x5555, idxM, scm);
         const __m512 dv = _mm512_broadcastss_ps(dm);
         const __m512 mv = _mm512_broadcastss_ps(_mm_movehdup_ps(dm));
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            const uint8_t *xa = act + (size_t)t * ast + (size_t)s * GV_K_BYTES;
-            const __m512i sum = kblock_dot(&b, xa);
-            const __m512i msum = _mm512_dpwssd_epi32(z, mins, ld(xa + GV_K_SUMS));
-            const __m512 dxv = _mm512_set1_ps(kstep(xa));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dv, dxv), acc[t]);
-            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(mv, dxv), acc[t]);
-        }
+        const uint8_t *xa = act + (size_t)s * GV_K_BYTES;
+        const __m512i sum = kblock_dot(&b, xa);
+        const __m512i msum = _mm512_dpwssd_epi32(z, mins, ld(xa + GV_K_SUMS));
+        const __m512 dxv = _mm512_set1_ps(kstep(xa));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dv, dxv), acc);
+        accm = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(mv, dxv), accm);
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; t++)
-        y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
+    float m[16];
+    _mm512_storeu_ps(m, accm);
+    *y = _mm512_reduce_add_ps(acc) + ((m[0] + m[1]) + (m[2] + m[3]));
 }
 
-/* The same for 2..8 tokens (t0: index of the first token of the job, a multiple of 4), with the
- * mins of 4 tokens per vector and the per-token factors d x step from the side data. */
+/* The same for 2..8 tokens (t0: index of the first token within its side block, a multiple of
+ * 4; side: that block's records), with the mins of 4 tokens per vector and the per-token
+ * factors d x step from the side data. */
 INL_VBMI void row_q45k_multi(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast,
                         const uint8_t *side, int t0, int T, int q5, float *y, int64_t ldy)
 {
@@ -626,14 +635,18 @@ INL_VBMI void row_bf16(const uint8_t *w, int64_t K, const uint8_t *act, size_t a
 
 /* ---- row loops and dispatch ----------------------------------------------------------------- */
 
-/* One row of Q4_K (q5 0) or Q5_K (q5 1) for T tokens starting at token t0. */
+/* One row of Q4_K (q5 0) or Q5_K (q5 1) for T tokens starting at token t0 of the job (a
+ * multiple of 4 that does not cross a side block: passes start at multiples of GV_MAX_TOK). */
 INL_VBMI void row_k45(const struct gv_job *j, const uint8_t *w, const uint8_t *act, int t0, int T,
                  int q5, float *y)
 {
-    if (T == 1)
-        row_q45k(w, j->K / 256, act, j->act_stride, T, q5, y, j->ldy);
-    else
-        row_q45k_multi(w, j->K / 256, act, j->act_stride, j->side, t0, T, q5, y, j->ldy);
+    const int64_t nsb = j->K / 256;
+    if (j->n_tok == 1) {
+        row_q45k(w, nsb, act, q5, y);
+        return;
+    }
+    const uint8_t *side = j->side + (size_t)(t0 / GV_SIDE_TOK) * (size_t)nsb * GV_SIDE_BYTES;
+    row_q45k_multi(w, nsb, act, j->act_stride, side, t0 % GV_SIDE_TOK, T, q5, y, j->ldy);
 }
 
 /* Rows [r0, r1) for T tokens starting at token t0. */
@@ -691,7 +704,8 @@ void gv_avx512_rows(const struct gv_job *j, int64_t r0, int64_t r1)
 
 #else /* not x86-64 gcc: no kernels; gemv.c never calls these */
 
-void gv_avx512_side(const struct gv_job *j, uint8_t *side) {}
+size_t gv_side_bytes(const struct gv_job *j) { return 0; }
+void gv_avx512_side(const struct gv_job *j, uint8_t *side, int b0, int b1) {}
 size_t gv_act_bytes(int kind, int64_t K) { return 0; }
 void gv_avx512_quantize(int kind, const float *x, int64_t K, uint8_t *out) {}
 void gv_avx512_rows(const struct gv_job *j, int64_t r0, int64_t r1) {}

@@ -29,9 +29,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GV_MAX_TOK 8       /* tokens per kernel pass: their accumulators stay in registers */
-#define GV_MAX_CALL_TOK 16 /* tokens per call: what the K8 side data holds */
-#define GV_SUB_SHIFT 3     /* K-quant activation sub-scales d / 2^e, e <= 3 (int16 sums fit) */
+#define GV_MAX_TOK 8   /* tokens per kernel pass: their accumulators stay in registers */
+#define GV_SIDE_TOK 16 /* tokens per block of K8 side data (a call may have several blocks) */
+#define GV_SUB_SHIFT 3 /* K-quant activation sub-scales d / 2^e, e <= 3 (int16 sums fit) */
 
 enum gv_act_kind { GV_ACT_NONE, GV_ACT_K8, GV_ACT_K6, GV_ACT_B4, GV_ACT_B8, GV_ACT_F32, GV_ACT_BF };
 
@@ -44,14 +44,14 @@ enum {
 
 struct gv_job {
     int type;
-    int n_tok;            /* 1..GV_MAX_CALL_TOK */
-    const uint8_t *w;     /* row 0 of the matrix (expert applied) */
+    int n_tok;        /* >= 1 */
+    const uint8_t *w; /* row 0 of the matrix (expert applied) */
     size_t row_bytes;
     int64_t K, N;
     const uint8_t *act;   /* token t's activations at act + t * act_stride */
     size_t act_stride;
-    const uint8_t *side;  /* K8 with n_tok >= 2: per super-block GV_SIDE_BYTES (gv_avx512_side) */
-    float *y;             /* y[t * ldy + r] */
+    const uint8_t *side; /* K8 with n_tok >= 2: gv_side_bytes (gv_avx512_side) */
+    float *y;            /* y[t * ldy + r] */
     int64_t ldy;
 };
 
@@ -59,14 +59,20 @@ struct gv_job {
 size_t gv_act_bytes(int kind, int64_t K);
 /* Quantizes (or copies) one token's x[K] into out, gv_act_bytes(kind, K) bytes. */
 void gv_avx512_quantize(int kind, const float *x, int64_t K, uint8_t *out);
-/* Side data of a K8 call of several tokens, per super-block s (GV_SIDE_BYTES): at GV_SIDE_SUMS,
- * int16 [4 groups of 4 tokens][4][8] chunk sums of the tokens (as in their records, zero for
- * missing tokens); at GV_SIDE_STEP4, float [4 groups][16] the tokens' steps, each in 4 lanes; at
- * GV_SIDE_STEP, float [16] the tokens' steps. Lets the kernels do the mins of 4 tokens in one
- * vector. */
+/* Side data of a K8 call of several tokens: for each block b of GV_SIDE_TOK tokens (tokens
+ * 16b..16b+15), K/256 records, one per super-block s (GV_SIDE_BYTES, record b * K/256 + s): at
+ * GV_SIDE_SUMS, int16 [4 groups of 4 tokens][4][8] chunk sums of the tokens (as in their
+ * records, zero for missing tokens); at GV_SIDE_STEP4, float [4 groups][16] the tokens' steps,
+ * each in 4 lanes; at GV_SIDE_STEP, float [16] the tokens' steps. Lets the kernels do the mins of
+ * 4 tokens in one vector. */
 enum { GV_SIDE_SUMS = 0, GV_SIDE_STEP4 = 256, GV_SIDE_STEP = 512, GV_SIDE_BYTES = 576 };
-void gv_avx512_side(const struct gv_job *j, uint8_t *side);
-/* Rows [r0, r1) of the job for all its tokens, for the job's type (one with a format above). */
+/* Bytes of the side data of a job (all its blocks). */
+size_t gv_side_bytes(const struct gv_job *j);
+/* Fills the side records of token blocks [b0, b1) from the job's activations. */
+void gv_avx512_side(const struct gv_job *j, uint8_t *side, int b0, int b1);
+/* Rows [r0, r1) of the job for all its tokens, for the job's type (one with a format above).
+ * Each y[t][r] comes out bit for bit the same whatever the job's other tokens and their count:
+ * a token's sums run in one fixed order in every pass shape (batch invariance). */
 void gv_avx512_rows(const struct gv_job *j, int64_t r0, int64_t r1);
 
 #endif
