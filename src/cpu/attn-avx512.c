@@ -79,7 +79,12 @@ static TGT_AVX512F void attend(const struct attn_block *b, float *work)
     __m512 mx = scores(b, qt, s);
     __m512 sum = _mm512_setzero_ps();
     for (int p = 0; p < b->n_pos; p++) {
-        __m512 e = exp512(_mm512_sub_ps(_mm512_load_ps(s + (size_t)p * 16), mx));
+        /* masked positions (-inf) weigh exactly 0: exp512 would give e^-87 there, and a lane's
+         * result would then depend on the positions of the other lanes in its block (which
+         * follow how the batch was cut into chunks) */
+        const __m512 sp = _mm512_load_ps(s + (size_t)p * 16);
+        const __mmask16 live = _mm512_cmp_ps_mask(sp, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+        __m512 e = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(sp, mx)));
         sum = _mm512_add_ps(sum, e);
         _mm512_store_ps(s + (size_t)p * 16, e);
     }

@@ -21,8 +21,14 @@ static TGT_AVX512F void swiglu_avx512(float *out, const float *g, const float *u
         __m512 s = _mm512_div_ps(x, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
         _mm512_storeu_ps(out + i, _mm512_mul_ps(s, _mm512_loadu_ps(u + i)));
     }
-    for (; i < n; i++)
-        out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    if (i < n) { /* the tail in the same vector arithmetic: an element's result does not
+                  * depend on where the call's rows split it (batch invariance) */
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 s =
+            _mm512_div_ps(x, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, u + i)));
+    }
 }
 
 static TGT_AVX512F void add_avx512(float *y, const float *x, long n)
