@@ -4,7 +4,8 @@
  * 2 threads, at three CPU limits: all this CPU has, AVX-512 VNNI alone (the tiled kernels, what
  * a Cascade Lake runs) and plain C. Bars (DESIGN.md): NMSE <= 1e-7 for f32 paths, <= 1e-4 where
  * activations are quantized to 8 bits. Also: the kernel table's choices, expert offsets of 3-D
- * weights, and the thread pool running many rounds.
+ * weights, the thread pool running many rounds, and cpu_matmul_roles: each token bit for bit
+ * what its kernel family gives it alone, however the call mixes the families.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -185,6 +186,66 @@ static void test_bad_shapes(void)
             }
 }
 
+/* cpu_matmul_roles on one weight: every token's row bit for bit what its family gives for the
+ * token alone (cpu_matmul_family with one token), for flag patterns of one family, of two
+ * contiguous runs and of scattered runs (the gathered path), 1 and 2 threads. */
+static void check_roles(struct threadpool *tp2, int type, int64_t K, int64_t N)
+{
+    enum { T = 37 };
+    struct tensor w = {.name = "w", .type = type, .n_dims = 2, .ne = {K, N, 1, 1}};
+    w.data = random_weights(type, K, N);
+    float *x = random_input(K * T), *y = malloc(sizeof(float) * N * T);
+    float *alone[2] = {malloc(sizeof(float) * N * T), malloc(sizeof(float) * N * T)};
+    for (int f = 0; f < 2; f++)
+        for (int t = 0; t < T; t++)
+            cpu_matmul_family(NULL, &w, 0, x + t * K, alone[f] + t * N, 1, f == 1);
+    uint8_t dec[T];
+    for (int pattern = 0; pattern < 5; pattern++) {
+        for (int t = 0; t < T; t++)
+            dec[t] = pattern == 0   ? 0
+                     : pattern == 1 ? 1
+                     : pattern == 2 ? t >= 30             /* a prompt chunk, then decode tokens */
+                     : pattern == 3 ? t < 5 || t == T - 1 /* decode tokens, a chunk, its last */
+                                    : (rnd() & 3) == 0;   /* scattered */
+        for (int th = 1; th <= 2; th++) {
+            memset(y, 0xff, sizeof(float) * N * T);
+            cpu_matmul_roles(th == 1 ? NULL : tp2, &w, 0, x, y, T, dec);
+            int bad = -1;
+            for (int t = 0; t < T && bad < 0; t++)
+                if (memcmp(y + t * N, alone[dec[t]] + t * N, sizeof(float) * N))
+                    bad = t;
+            CHECK(bad < 0,
+                  "%s K=%lld pattern %d threads %d: token %d differs from its family "
+                  "alone",
+                  dtype_info(type)->name, (long long)K, pattern, th, bad);
+        }
+    }
+    free(x), free(y), free(alone[0]), free(alone[1]);
+    free((void *)w.data);
+}
+
+/* At every CPU limit the kernels run at: all (AMX or AVX-512 BF16 GEMM, gemv), AVX-512 BF16
+ * without AMX, VNNI only (tiled kernels), plain C. */
+static void test_roles(void)
+{
+    static const unsigned limits[] = {CPU_ALL, CPU_ALL & ~CPU_AMX_BF16, CPU_LEVEL_VNNI, 0};
+    struct threadpool *tp = tp_create(2);
+    for (int l = 0; l < 4; l++) {
+        cpu_limit(limits[l]);
+        for (size_t i = 0; i < sizeof all_types / sizeof *all_types; i++)
+            check_roles(tp, all_types[i], 256, 21);
+        check_roles(tp, EXSA_DTYPE_Q4_K, 2048, 40);
+    }
+    cpu_limit(CPU_ALL);
+    for (int i = 0; i < 5; i++) { /* the families are the table's decode and prefill kernels */
+        const int t = all_types[i];
+        CHECK(cpu_matmul_pick_family(t, true) == cpu_matmul_pick(t, 1) &&
+                  cpu_matmul_pick_family(t, false) == cpu_matmul_pick(t, MM_PREFILL_MIN_TOK),
+              "%s families", dtype_info(t)->name);
+    }
+    tp_free(tp);
+}
+
 static atomic_int counts[3];
 static void count_fn(void *arg, int ith, int nth)
 {
@@ -214,5 +275,6 @@ int main(void)
     RUN(test_vnni_level);
     RUN(test_c_level);
     RUN(test_bad_shapes);
+    RUN(test_roles);
     TEST_END();
 }

@@ -3,6 +3,15 @@
  * matrix products by the SIMD kernels of matmul.c (8-bit activations, VNNI) and attention split
  * over (entry, head) pairs on the backend's thread pool. Everything else stays the reference op.
  * The pool is created with the backend and owned by it.
+ *
+ * Batch invariance: the entries that end their sequence's part of a step with output (logits or
+ * hidden state: a decode token, a prompt's last entry) take the decode kernels of every matrix
+ * product, the other entries (the rest of a prompt) the prefill GEMM, whatever the step's size
+ * (cpu_matmul_roles, cpu_begin). A token's family is then a property of the token, not of its
+ * batch, and each family computes a token's row independently of the others, so a sequence
+ * gets the same results alone or batched with any others and however its prompt is cut into
+ * chunks (with output only at the prompt's end, as the scheduler asks).
+ * Attention and the element-wise ops work per entry already (attn-avx512.c, ops-fast.c).
  */
 #include <math.h>
 #include <stdbool.h>
@@ -21,6 +30,11 @@ struct cpu_priv {
     struct threadpool *tp;
     float *moe;    /* MoE scratch, grown on demand (first calls only) */
     size_t moe_floats;
+    /* The step between begin and end (cpu_begin): dec[i] = 1 where entry i takes the decode
+     * kernel family, dec_out[r] the same for output row r; n_step, n_out: the step's entries and
+     * output rows (n_step 0: no step; calls then go by their token count). */
+    uint8_t *dec, *dec_out; /* [n_batch] each */
+    int n_batch, n_step, n_out;
 };
 
 static struct cpu_priv *priv(struct backend *be)
@@ -28,10 +42,56 @@ static struct cpu_priv *priv(struct backend *be)
     return be->priv;
 }
 
+/* The step's kernel families: an entry takes the decode family when it gives output and is
+ * its sequence's last entry in the step (a generated token, a prompt's last), the prefill
+ * family otherwise. Both are properties of the entry in every batch the scheduler makes, not of
+ * the batch; a caller that asks output in the middle of its entries (logits of many prompt
+ * positions) gets those rows from the GEMM, as their neighbours. */
+static int cpu_begin(struct backend *be, const struct step *st)
+{
+    struct cpu_priv *p = priv(be);
+    p->n_step = 0;
+    if (st->n > p->n_batch || st->n_out > p->n_batch)
+        return 0; /* not sized for it (no engine makes such a step): calls go by their size */
+    memset(p->dec, 0, (size_t)st->n);
+    for (int i = 0; i < st->n_out; i++)
+        p->dec[st->out_rows[i]] = 2; /* gives output */
+    for (int j = 0; j < st->n_sq; j++) {
+        const int last = st->sq_ent[st->sq_ent_off[j + 1] - 1];
+        p->dec[last] = p->dec[last] == 2 ? 3 : p->dec[last];
+    }
+    for (int i = 0; i < st->n; i++)
+        p->dec[i] = p->dec[i] == 3;
+    for (int r = 0; r < st->n_out; r++)
+        p->dec_out[r] = p->dec[st->out_rows[r]];
+    p->n_step = st->n;
+    p->n_out = st->n_out;
+    return 0;
+}
+
+static int cpu_end(struct backend *be)
+{
+    priv(be)->n_step = 0;
+    return 0;
+}
+
+/* A product inside a step runs over all its entries or, for the head, over the output rows
+ * only; each row with its entry's family. Outside a step, by the call's size. */
+static void matmul_in_step(const struct cpu_priv *p, const struct tensor *w, int expert,
+                           const float *x, float *y, int n_tok)
+{
+    if (p->n_step != 0 && n_tok == p->n_step)
+        cpu_matmul_roles(p->tp, w, expert, x, y, n_tok, p->dec);
+    else if (p->n_step != 0 && n_tok == p->n_out)
+        cpu_matmul_roles(p->tp, w, expert, x, y, n_tok, p->dec_out);
+    else
+        cpu_matmul(p->tp, w, expert, x, y, n_tok);
+}
+
 static int cpu_matmul_op(struct backend *be, const struct tensor *w, int expert, const float *x,
                          float *y, int n_tok)
 {
-    cpu_matmul(priv(be)->tp, w, expert, x, y, n_tok);
+    matmul_in_step(priv(be), w, expert, x, y, n_tok);
     return 0;
 }
 
@@ -159,6 +219,47 @@ static bool grow_moe(struct cpu_priv *p, size_t floats)
     return true;
 }
 
+/* One expert's product over its c gathered rows: outside a step by their count; in a step the
+ * first n_dec rows (the entries that give output) with the decode family, the rest with the
+ * prefill family. */
+static void expert_matmul(const struct cpu_priv *p, const struct tensor *w, int e, const float *x,
+                          float *y, int c, int n_dec, size_t ldx, size_t ldy)
+{
+    if (p->n_step == 0) {
+        cpu_matmul(p->tp, w, e, x, y, c);
+        return;
+    }
+    cpu_matmul_family(p->tp, w, e, x, y, n_dec, true);
+    cpu_matmul_family(p->tp, w, e, x + (size_t)n_dec * ldx, y + (size_t)n_dec * ldy, c - n_dec,
+                      false);
+}
+
+/* The rows routed to expert e, as (token, weight) pairs in rows/rw and their inputs in xg: in a
+ * step, the entries that give output first. Returns the count; *n_dec: how many of them give
+ * output. */
+static int gather_expert(const struct cpu_priv *p, int e, const float *x, const int *ids,
+                         const float *wts, int n_tok, int k, int dim, int32_t *rows, float *rw,
+                         float *xg, int *n_dec)
+{
+    const uint8_t *dec = p->n_step == n_tok ? p->dec : NULL;
+    int c = 0;
+    *n_dec = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int t = 0; t < n_tok; t++) {
+            if (dec ? (dec[t] != 0) != (pass == 0) : pass == 1)
+                continue;
+            for (int j = 0; j < k; j++)
+                if (ids[(size_t)t * k + j] == e) {
+                    rows[c] = t, rw[c] = wts[(size_t)t * k + j];
+                    memcpy(xg + (size_t)c++ * dim, x + (size_t)t * dim, sizeof(float) * dim);
+                }
+        }
+        if (pass == 0)
+            *n_dec = c;
+    }
+    return c;
+}
+
 /* MoE over a batch, grouped by expert: each expert's tokens go through its three matrices as
  * one matmul of many rows (the reference op runs one token at a time). */
 static int cpu_moe(struct backend *be, float *out, const float *x, const struct layer *l,
@@ -172,7 +273,7 @@ static int cpu_moe(struct backend *be, float *out, const float *x, const struct 
     float *logits = p->moe, *wts = logits + n * n_experts;
     int *ids = (int *)(wts + n * k);
     float *xg = (float *)(ids + n * k), *yg = xg + n * dim, *g = yg + n * dim, *u = g + n * fe;
-    cpu_matmul(p->tp, &l->router, 0, x, logits, n_tok);
+    matmul_in_step(p, &l->router, 0, x, logits, n_tok);
     for (int t = 0; t < n_tok; t++)
         moe_route(logits + (size_t)t * n_experts, l->exp_bias.data, n_experts, k,
                   ids + (size_t)t * k, wts + (size_t)t * k);
@@ -180,19 +281,14 @@ static int cpu_moe(struct backend *be, float *out, const float *x, const struct 
     int32_t rows[n_tok];
     float rw[n_tok];
     for (int e = 0; e < n_experts; e++) {
-        int c = 0;
-        for (int t = 0; t < n_tok; t++)
-            for (int j = 0; j < k; j++)
-                if (ids[(size_t)t * k + j] == e) {
-                    rows[c] = t, rw[c] = wts[(size_t)t * k + j];
-                    memcpy(xg + (size_t)c++ * dim, x + (size_t)t * dim, sizeof(float) * dim);
-                }
+        int n_dec;
+        const int c = gather_expert(p, e, x, ids, wts, n_tok, k, dim, rows, rw, xg, &n_dec);
         if (c == 0)
             continue;
-        cpu_matmul(p->tp, &l->gate_exps, e, xg, g, c);
-        cpu_matmul(p->tp, &l->up_exps, e, xg, u, c);
+        expert_matmul(p, &l->gate_exps, e, xg, g, c, n_dec, (size_t)dim, (size_t)fe);
+        expert_matmul(p, &l->up_exps, e, xg, u, c, n_dec, (size_t)dim, (size_t)fe);
         be->ops->swiglu(be, g, g, u, (long)c * fe);
-        cpu_matmul(p->tp, &l->down_exps, e, g, yg, c);
+        expert_matmul(p, &l->down_exps, e, g, yg, c, n_dec, (size_t)fe, (size_t)dim);
         for (int r = 0; r < c; r++) {
             float *o = out + (size_t)rows[r] * dim;
             const float *yr = yg + (size_t)r * dim;
@@ -230,6 +326,7 @@ static void cpu_free(struct backend *be)
     if (p) {
         tp_free(p->tp);
         free(p->moe);
+        free(p->dec);
         free(p);
     }
     free(be);
@@ -247,6 +344,8 @@ static const struct backend_ops cpu_ops = {
     .zero = cpu_host_zero,
     .prepare = cpu_prepare,
     .unprepare = cpu_unprepare,
+    .begin = cpu_begin,
+    .end = cpu_end,
     .matmul = cpu_matmul_op,
     .embed = ref_embed,
     .rmsnorm = cpu_rmsnorm,
@@ -263,11 +362,17 @@ struct backend *backend_cpu_create(const struct backend_config *c)
 {
     struct backend *be = calloc(1, sizeof(*be));
     struct cpu_priv *p = calloc(1, sizeof(*p));
-    if (!be || !p || !(p->tp = tp_create(c ? c->n_threads : 0))) {
+    if (p)
+        p->n_batch = c && c->n_batch > 0 ? c->n_batch : 512;
+    if (!be || !p || !(p->dec = malloc(2 * (size_t)p->n_batch)) ||
+        !(p->tp = tp_create(c ? c->n_threads : 0))) {
+        if (p)
+            free(p->dec);
         free(p);
         free(be);
         return NULL;
     }
+    p->dec_out = p->dec + p->n_batch;
     be->ops = &cpu_ops;
     be->n_threads = tp_n_threads(p->tp);
     be->host_memory = true;

@@ -2,8 +2,8 @@
  * gemv.c: the decode matmul path (MM_GEMV of matmul.c's table): calls of any number of tokens
  * for the types whose table row names an activation format (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16,
  * BF16, F32), at level VBMI (features.h). The table gives it the calls of fewer than
- * MM_PREFILL_MIN_TOK tokens, and every call in deterministic mode (matmul.h): a token's result
- * is the same whatever the other tokens of the call (gemv-impl.h).
+ * MM_PREFILL_MIN_TOK tokens, and cpu_matmul_roles the decode family's tokens of any call
+ * (matmul.h): a token's result is the same whatever the other tokens of the call (gemv-impl.h).
  *
  * A call quantizes (or rearranges) the activations once on the calling thread into the format of
  * the weight type (gemv-impl.h), then the pool threads stream W through the kernels of

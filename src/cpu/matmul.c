@@ -122,6 +122,12 @@ int cpu_matmul_pick(int type, int n_tok)
     return pick(route_of(type), n_tok);
 }
 
+int cpu_matmul_pick_family(int type, bool dec)
+{
+    const struct mm_route *r = route_of(type);
+    return usable(r, dec ? r->decode : r->prefill);
+}
+
 const char *cpu_matmul_kernel_name(int kernel)
 {
     return kernel >= 0 && kernel < MM_N_KERNELS ? kernels[kernel].name : "?";
@@ -300,13 +306,98 @@ static struct mm_call make_call(struct threadpool *tp, const struct tensor *w, i
     };
 }
 
+/* Runs the call from kernel k on, down the row's fallbacks until one takes it. */
+static void run_from(const struct mm_call *c, int k)
+{
+    while (!kernels[k].run(c)) /* the reference kernel always runs */
+        k = usable(c->route, next_kernel(c->route, k));
+}
+
 void cpu_matmul(struct threadpool *tp, const struct tensor *w, int expert, const float *x, float *y,
                 int n_tok)
 {
     const struct mm_call c = make_call(tp, w, expert, x, y, n_tok);
-    int k = pick(c.route, n_tok);
-    while (!kernels[k].run(&c)) /* the reference kernel always runs */
-        k = usable(c.route, next_kernel(c.route, k));
+    run_from(&c, pick(c.route, n_tok));
+}
+
+/* ---- calls of two kernel families (cpu_matmul_roles) -------------------------------------- */
+
+static _Thread_local struct scratch tl_gx, tl_gy;
+
+/* The tokens t with (dec[t] != 0) == want, as [first, last] when they are one contiguous run;
+ * returns their count. */
+static int family_run(const uint8_t *dec, int n_tok, bool want, int *first, int *last)
+{
+    int n = 0;
+    *first = -1, *last = -1;
+    for (int t = 0; t < n_tok; t++)
+        if ((dec[t] != 0) == want) {
+            n++;
+            *first = *first < 0 ? t : *first;
+            *last = t;
+        }
+    return n;
+}
+
+/* The family's tokens of the call through its kernels: straight on x and y when they are one
+ * run, else gathered into scratch and scattered back. False if out of memory. */
+static bool run_family(const struct mm_call *all, const uint8_t *dec, bool want)
+{
+    int first, last;
+    const int n = family_run(dec, all->n_tok, want, &first, &last);
+    const int k = usable(all->route, want ? all->route->decode : all->route->prefill);
+    const size_t K = (size_t)all->K, N = (size_t)all->N;
+    struct mm_call c = *all;
+    c.n_tok = n;
+    if (n == 0)
+        return true;
+    if (last - first + 1 == n) {
+        c.x = all->x + (size_t)first * K, c.y = all->y + (size_t)first * N;
+        run_from(&c, k);
+        return true;
+    }
+    float *gx = scratch_get(&tl_gx, sizeof(float) * (size_t)n * K);
+    float *gy = scratch_get(&tl_gy, sizeof(float) * (size_t)n * N);
+    if (!gx || !gy)
+        return false;
+    for (int t = first, i = 0; t <= last; t++)
+        if ((dec[t] != 0) == want)
+            memcpy(gx + (size_t)i++ * K, all->x + (size_t)t * K, sizeof(float) * K);
+    c.x = gx, c.y = gy;
+    run_from(&c, k);
+    for (int t = first, i = 0; t <= last; t++)
+        if ((dec[t] != 0) == want)
+            memcpy(all->y + (size_t)t * N, gy + (size_t)i++ * N, sizeof(float) * N);
+    return true;
+}
+
+void cpu_matmul_family(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
+                       float *y, int n_tok, bool dec)
+{
+    if (n_tok <= 0)
+        return; /* an expert with no token of this family: nothing to read */
+    const struct mm_call c = make_call(tp, w, expert, x, y, n_tok);
+    run_from(&c, usable(c.route, dec ? c.route->decode : c.route->prefill));
+}
+
+void cpu_matmul_roles(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
+                      float *y, int n_tok, const uint8_t *dec)
+{
+    if (!dec) {
+        cpu_matmul(tp, w, expert, x, y, n_tok);
+        return;
+    }
+    const struct mm_call c = make_call(tp, w, expert, x, y, n_tok);
+    if (!run_family(&c, dec, true) || !run_family(&c, dec, false)) {
+        /* out of memory for the gather: whole-call kernels on every token, one at a time, so
+         * that each still gets its own family's arithmetic */
+        for (int t = 0; t < n_tok; t++) {
+            const uint8_t one = dec[t];
+            struct mm_call c1 =
+                make_call(tp, w, expert, x + (size_t)t * c.K, y + (size_t)t * c.N, 1);
+            run_family(&c1, &one, one != 0);
+        }
+    }
 }
 
 bool cpu_matmul_with(int kernel, struct threadpool *tp, const struct tensor *w, int expert,

@@ -41,6 +41,22 @@ void cpu_matmul_release(struct tensor *w);
 void cpu_matmul(struct threadpool *tp, const struct tensor *w, int expert, const float *x, float *y,
                 int n_tok);
 
+/* y = W x as cpu_matmul, but each token's kernel family is fixed by the caller instead of by
+ * the call's token count: token t takes the decode kernel of w's table row where dec[t] is
+ * set, the prefill kernel where it is not (each with the usual fallbacks on a CPU without its
+ * level). Both kernel families compute a token's row independently of the other tokens of a
+ * call and of their number, so a token's result depends only on its own x and its flag: a
+ * sequence's results do not depend on what it is batched with (batch invariance). The CPU
+ * backend flags the entries that give output (logits: decode tokens and a prompt's last) and
+ * leaves the rest of a prompt to the GEMM. A call that mixes both families runs two kernel
+ * calls, each over its own tokens (gathered into scratch when they are not one contiguous
+ * run). dec NULL: cpu_matmul. */
+void cpu_matmul_roles(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
+                      float *y, int n_tok, const uint8_t *dec);
+/* cpu_matmul_roles with every token of the decode (dec) or the prefill family (n_tok 0: none). */
+void cpu_matmul_family(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
+                       float *y, int n_tok, bool dec);
+
 /* The kernels of the table (what each is: matmul.c). */
 enum mm_kernel {
     MM_REF,       /* plain C: dequantize a row, cpu_dot_f32 with each token */
@@ -55,6 +71,8 @@ enum mm_kernel {
 
 /* The kernel cpu_matmul runs first for n_tok tokens of type, at the current CPU limit. */
 int cpu_matmul_pick(int type, int n_tok);
+/* The kernel cpu_matmul_roles runs first for type's decode (dec) or prefill family. */
+int cpu_matmul_pick_family(int type, bool dec);
 /* "gemv", "gemm-amx", ...; "?" for a number that is no kernel. */
 const char *cpu_matmul_kernel_name(int kernel);
 /* Whether kernel keeps f32 accuracy on type (NMSE 1e-7 against the exact product) rather than
