@@ -6,7 +6,9 @@
  * the model, create one engine with a single sequence, then for each test a warm-up and `reps`
  * timed repetitions, each on a fresh sequence. pp feeds n_prompt random ids in chunks of n_batch
  * (only each chunk's last entry asks for logits, as llama-bench does); tg feeds one untimed token
- * then times n_gen single-token steps. Results print as llama-bench's markdown table or JSON.
+ * then times n_gen single-token steps, or with n_par > 1 steps of one token for each of n_par
+ * sequences (every entry asks for logits, as a server's decode step does). Results print as
+ * llama-bench's markdown table or JSON.
  */
 #include "bench.h"
 
@@ -20,6 +22,7 @@
 
 #include "backend.h"
 #include "gguf.h"
+#include "kvcache.h"
 
 static double now_s(void)
 {
@@ -187,6 +190,7 @@ double bench_mem_bandwidth(int n_threads, size_t bytes, int passes)
 
 struct test_result {
     int n_prompt, n_gen;
+    int n_par; /* sequences decoding together (tg) */
     int reps;
     double *samples; /* tokens/s of each rep */
     double avg, stddev;
@@ -232,6 +236,55 @@ static double run_seq(struct exsa_engine *e, int depth, int n, int n_batch, bool
     return spent;
 }
 
+/* The tg test with n_par sequences: each fed its depth and one token untimed, then n_gen timed
+ * steps of one token per sequence in one batch. Returns the seconds of the timed steps, or < 0
+ * on error (message in err). Buffers: n_par entries, n_par rows of logits. */
+static double run_par(struct exsa_engine *e, int depth, int n_gen, int n_par, int n_batch,
+                      int vocab, uint64_t *rng, int32_t *tok, int32_t *pos, int32_t *seq,
+                      float *logits, char *err, size_t errlen)
+{
+    int ids[n_par], rc = 0, made = 0;
+    for (; made < n_par && rc == 0; made++)
+        if ((ids[made] = exsa_seq_new(e)) < 0)
+            rc = ids[made];
+    double spent = 0;
+    /* the depth of each sequence in chunks of n_batch, then the first token of all, untimed */
+    for (int s = 0; s < n_par && rc == 0; s++)
+        for (int done = 0; done < depth && rc == 0;) {
+            int m = depth - done < n_batch ? depth - done : n_batch;
+            for (int i = 0; i < m; i++) {
+                *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+                tok[i] = (int32_t)((*rng >> 33) % (uint64_t)vocab);
+                pos[i] = done + i, seq[i] = ids[s];
+            }
+            struct exsa_batch b = {m, tok, pos, seq, NULL};
+            rc = exsa_decode(e, &b, logits);
+            done += m;
+        }
+    uint8_t want[n_par];
+    memset(want, 1, sizeof want);
+    for (int step = 0; step <= n_gen && rc == 0; step++) {
+        for (int s = 0; s < n_par; s++) {
+            *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+            tok[s] = (int32_t)((*rng >> 33) % (uint64_t)vocab);
+            pos[s] = depth + step, seq[s] = ids[s];
+        }
+        struct exsa_batch b = {n_par, tok, pos, seq, want};
+        double t0 = now_s();
+        rc = exsa_decode(e, &b, logits);
+        if (step > 0) /* the first step is not timed */
+            spent += now_s() - t0;
+    }
+    for (int s = 0; s < made; s++)
+        if (ids[s] >= 0)
+            exsa_seq_free(e, ids[s]);
+    if (rc) {
+        snprintf(err, errlen, "%d sequences: %s", n_par, exsa_strerror(rc));
+        return -1;
+    }
+    return spent;
+}
+
 static void stats(struct test_result *r)
 {
     double sum = 0, sq = 0;
@@ -243,15 +296,30 @@ static void stats(struct test_result *r)
     r->stddev = r->reps > 1 ? sqrt(sq / (r->reps - 1)) : 0;
 }
 
-/* One test: a warm-up, then reps timed runs. pp: n_prompt tokens; tg: 1 + n_gen tokens. */
+/* One timed run of the test (warm-up too): its seconds, or < 0 on error. */
+static double run_once(struct exsa_engine *e, const struct bench_params *p, int n, int nb, bool tg,
+                       int vocab, uint64_t *rng, int32_t *buf, float *logits, char *err,
+                       size_t errlen)
+{
+    if (tg && p->n_par > 1)
+        return run_par(e, p->depth, n - 1, p->n_par, nb, vocab, rng, buf, buf + nb, buf + 2 * nb,
+                       logits, err, errlen);
+    return run_seq(e, p->depth, n, nb, tg, vocab, rng, buf, buf + nb, buf + 2 * nb, logits, err,
+                   errlen);
+}
+
+/* One test: a warm-up, then reps timed runs. pp: n_prompt tokens; tg: 1 + n_gen tokens (per
+ * sequence). */
 static int run_test(struct exsa_engine *e, const struct bench_params *p, int vocab, bool tg,
                     struct test_result *r, char *err, size_t errlen)
 {
     int n = tg ? 1 + p->n_gen : p->n_prompt, nb = p->n_batch > 0 ? p->n_batch : 512;
+    const int par = tg && p->n_par > 1 ? p->n_par : 1;
     int32_t *buf = malloc(3 * (size_t)nb * sizeof *buf);
-    float *logits = malloc((size_t)vocab * sizeof *logits);
+    float *logits = malloc((size_t)vocab * (size_t)par * sizeof *logits);
     r->samples = calloc((size_t)p->reps, sizeof *r->samples);
     r->n_prompt = tg ? 0 : p->n_prompt, r->n_gen = tg ? p->n_gen : 0, r->reps = p->reps;
+    r->n_par = par;
     if (!buf || !logits || !r->samples) {
         free(buf), free(logits);
         snprintf(err, errlen, "out of memory");
@@ -260,16 +328,14 @@ static int run_test(struct exsa_engine *e, const struct bench_params *p, int voc
     uint64_t rng = 42;
     int rc = 0;
     int warm = tg ? (n < 17 ? n : 17) : n; /* tg warm-up: 16 steps are enough */
-    if (run_seq(e, p->depth, warm, nb, tg, vocab, &rng, buf, buf + nb, buf + 2 * nb, logits,
-                err, errlen) < 0)
+    if (run_once(e, p, warm, nb, tg, vocab, &rng, buf, logits, err, errlen) < 0)
         rc = EXSA_EINVAL;
     for (int i = 0; i < p->reps && rc == 0; i++) {
-        double t = run_seq(e, p->depth, n, nb, tg, vocab, &rng, buf, buf + nb, buf + 2 * nb,
-                           logits, err, errlen);
+        double t = run_once(e, p, n, nb, tg, vocab, &rng, buf, logits, err, errlen);
         if (t < 0)
             rc = EXSA_EINVAL;
         else
-            r->samples[i] = (tg ? p->n_gen : p->n_prompt) / (t > 0 ? t : 1e-9);
+            r->samples[i] = (double)par * (tg ? p->n_gen : p->n_prompt) / (t > 0 ? t : 1e-9);
         fprintf(stderr, "\r%s%d rep %d/%d", tg ? "tg" : "pp", tg ? p->n_gen : p->n_prompt, i + 1,
                 p->reps);
     }
@@ -319,13 +385,15 @@ static void print_table_row(FILE *out, const struct run_info *ri, const struct t
     snprintf(params, sizeof params, "%.2f %s", ri->mb.n_params >= 1000000000ull ?
              (double)ri->mb.n_params / 1e9 : (double)ri->mb.n_params / 1e6,
              ri->mb.n_params >= 1000000000ull ? "B" : "M");
-    int tl = snprintf(test, sizeof test, r->n_gen ? "tg%d" : "pp%d",
-                      r->n_gen ? r->n_gen : r->n_prompt);
+    int tl =
+        snprintf(test, sizeof test, r->n_gen ? "tg%d" : "pp%d", r->n_gen ? r->n_gen : r->n_prompt);
+    if (r->n_par > 1)
+        tl += snprintf(test + tl, sizeof test - (size_t)tl, " x%d", r->n_par);
     if (ri->p->depth > 0)
         snprintf(test + tl, sizeof test - (size_t)tl, " @ d%d", ri->p->depth);
     snprintf(ts, sizeof ts, "%.2f ± %.2f", r->avg, r->stddev);
-    double c = ceiling_ts(ri);
-    if (r->n_gen && c > 0) { /* the bandwidth ceiling bounds decode only */
+    double c = ceiling_ts(ri) * r->n_par; /* a step of n_par sequences reads the weights once */
+    if (r->n_gen && c > 0) {              /* the bandwidth ceiling bounds decode only */
         snprintf(ceil, sizeof ceil, "%.2f", c);
         snprintf(frac, sizeof frac, "%.1f%%", 100.0 * r->avg / c);
     }
@@ -340,19 +408,21 @@ static void print_json(FILE *out, const struct run_info *ri, const struct test_r
     fprintf(out, "[\n");
     for (int i = 0; i < n; i++) {
         const char *slash = strrchr(ri->p->model_path, '/');
-        double c = r[i].n_gen ? ceiling_ts(ri) : 0;
+        double c = r[i].n_gen ? ceiling_ts(ri) * r[i].n_par : 0;
         fprintf(out, "  {\"model_filename\": \"");
         for (const char *s = slash ? slash + 1 : ri->p->model_path; *s; s++)
             fprintf(out, *s == '"' || *s == '\\' ? "\\%c" : (unsigned char)*s < 32 ? "?" : "%c",
                     *s);
-        fprintf(out, "\", \"model_type\": \"%s\", \"model_size\": %llu, \"model_n_params\": %llu"
-                     ", \"backend\": \"%s\", \"n_threads\": %d, \"n_gpu_layers\": %d"
-                     ", \"n_batch\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d"
-                     ", \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ts\": [",
+        fprintf(out,
+                "\", \"model_type\": \"%s\", \"model_size\": %llu, \"model_n_params\": %llu"
+                ", \"backend\": \"%s\", \"n_threads\": %d, \"n_gpu_layers\": %d"
+                ", \"n_batch\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d"
+                ", \"n_parallel\": %d"
+                ", \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ts\": [",
                 ri->mb.type_name, (unsigned long long)ri->mb.file_weight_bytes,
                 (unsigned long long)ri->mb.n_params, ri->backend, ri->n_threads, ri->n_gpu,
-                ri->p->n_batch > 0 ? ri->p->n_batch : 512, r[i].n_prompt, r[i].n_gen,
-                ri->p->depth, r[i].avg, r[i].stddev);
+                ri->p->n_batch > 0 ? ri->p->n_batch : 512, r[i].n_prompt, r[i].n_gen, ri->p->depth,
+                r[i].n_par, r[i].avg, r[i].stddev);
         for (int k = 0; k < r[i].reps; k++)
             fprintf(out, "%s%.6f", k ? ", " : "", r[i].samples[k]);
         fprintf(out, "], \"model_bytes\": %llu, \"bandwidth_gbs\": %.3f, \"ceiling_ts\": ",
@@ -386,8 +456,11 @@ static int open_engine(const struct bench_params *p, int n_threads, struct exsa_
     ep.gpu_layers = p->gpu_layers;
     ep.kv_type = p->kv_type;
     ep.n_threads = n_threads;
-    ep.n_seq_max = 1;
+    ep.n_seq_max = p->n_par > 1 ? p->n_par : 1;
     ep.n_ctx = p->depth + (p->n_prompt > p->n_gen + 1 ? p->n_prompt : p->n_gen + 1) + 16;
+    /* whole KV blocks per sequence: the pool holds n_seq_max x n_ctx positions, rounded up
+     * once, while each sequence takes whole blocks (kvcache.h) */
+    ep.n_ctx = (ep.n_ctx + KV_BLOCK - 1) / KV_BLOCK * KV_BLOCK;
     if (p->n_batch > 0)
         ep.n_batch = p->n_batch;
     char why[256] = "";
@@ -403,6 +476,11 @@ static int open_engine(const struct bench_params *p, int n_threads, struct exsa_
 int bench_run(const struct bench_params *p, FILE *out, char *err, size_t errlen)
 {
     struct run_info ri = {.p = p};
+    if (p->n_par > (p->n_batch > 0 ? p->n_batch : 512)) {
+        snprintf(err, errlen, "%d parallel sequences do not fit a batch of %d entries (-b)",
+                 p->n_par, p->n_batch > 0 ? p->n_batch : 512);
+        return EXSA_EINVAL;
+    }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     ri.n_threads = p->n_threads > 0 ? p->n_threads : (cpus > 0 ? (int)cpus : 1);
     int rc = bench_model_bytes(p->model_path, &ri.mb, err, errlen);

@@ -1,7 +1,8 @@
 /*
  * bench.h: `exsa bench`, the llama-bench-like speed test: prompt processing (pp: one sequence,
  * a prefill of n_prompt random tokens in chunks of n_batch) and generation (tg: n_gen decode
- * steps of one token after a 1-token prompt), each optionally at a depth (positions already
+ * steps of one token after a 1-token prompt, or of one token for each of n_par sequences in one
+ * batch: the aggregate speed of batched decoding), each optionally at a depth (positions already
  * in the cache, untimed), mean and stddev over reps after one warm-up, each beside its decode
  * ceiling: the read bandwidth of the memory the weights are in (host DRAM, or the GPU's when
  * every layer is offloaded), measured in the same run, divided by the weight bytes one decode
@@ -25,9 +26,10 @@ struct bench_params {
     int reps;      /* >= 1 */
     int n_batch;   /* 0: the engine's default */
     enum exsa_backend_kind backend;
-    int gpu_layers;               /* the engine's gpu_layers (CUDA builds) */
-    enum exsa_kv_type kv_type;    /* the engine's K/V cache type */
-    int depth;                    /* positions already in the cache before each timed run */
+    int gpu_layers;            /* the engine's gpu_layers (CUDA builds) */
+    enum exsa_kv_type kv_type; /* the engine's K/V cache type */
+    int depth;                 /* positions already in the cache before each timed run */
+    int n_par; /* sequences decoding together in the tg test (0 or 1: one; tokens/s counts all) */
     double bandwidth_gbs; /* > 0: use this instead of measuring */
     bool json;
 };

@@ -5,7 +5,7 @@
  * Checks: greedy ids equal the reference engine's for every prompt of lfm2-tiny-F32.ref.json on
  * the ref and cpu backends; seeds reproduce and differ; chat feeds only new tokens each turn,
  * answers exactly as without its cache, and /reset, /exit work; bad flags exit 2; a missing
- * model or a too-long prompt exits 1 and says why.
+ * model or a too-long prompt exits 1 and says why; `exsa bench -np` decodes several sequences.
  */
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -327,6 +327,38 @@ static void test_errors(void)
     proc_free(&p);
 }
 
+/* `exsa bench -np N`: the tg test decodes N sequences together; the JSON row names them and
+ * its ceiling is N times the one-sequence ceiling (one weight read per step for all); more
+ * sequences than a batch holds exit 1 and say why, a count below 1 is a usage error. */
+static void test_bench_parallel(void)
+{
+    double ceiling[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        struct proc p;
+        const char *args[] = {"bench", "-m",     model_path, "-p",          "0", "-n",
+                              "4",     "-r",     "1",        "-t",          "1", "--bw",
+                              "10",    "--json", "-np",      i ? "3" : "1", NULL};
+        CHECK(spawn(args, NULL, &p) == 0 && p.status == 0, "bench -np: exit %d %s", p.status,
+              p.err ? p.err : "");
+        cJSON *j = p.out ? cJSON_Parse(p.out) : NULL, *row = cJSON_GetArrayItem(j, 0);
+        const cJSON *np = cJSON_GetObjectItem(row, "n_parallel");
+        const cJSON *ts = cJSON_GetObjectItem(row, "avg_ts");
+        const cJSON *c = cJSON_GetObjectItem(row, "ceiling_ts");
+        CHECK(cJSON_IsNumber(np) && np->valueint == (i ? 3 : 1) && cJSON_IsNumber(ts) &&
+                  ts->valuedouble > 0 && cJSON_IsNumber(c),
+              "bench -np row: %s", p.out ? p.out : "");
+        ceiling[i] = cJSON_IsNumber(c) ? c->valuedouble : 0;
+        cJSON_Delete(j);
+        proc_free(&p);
+    }
+    CHECK(ceiling[0] > 0 && ceiling[1] > 2.99 * ceiling[0] && ceiling[1] < 3.01 * ceiling[0],
+          "ceilings %g (1 sequence) and %g (3)", ceiling[0], ceiling[1]);
+    expect_exit(
+        (const char *[]){"bench", "-m", model_path, "-b", "8", "-np", "9", "--bw", "10", NULL}, 1,
+        "do not fit");
+    expect_exit((const char *[]){"bench", "-m", model_path, "-np", "0", NULL}, 2, "-np");
+}
+
 int main(void)
 {
     snprintf(model_path, sizeof model_path, "%s/lfm2-tiny-F32.gguf", fixtures_dir());
@@ -346,6 +378,7 @@ int main(void)
         RUN(test_chat_cache_exact);
         RUN(test_bad_flags);
         RUN(test_errors);
+        RUN(test_bench_parallel);
     } else {
         h_failed++;
     }

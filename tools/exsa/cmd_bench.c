@@ -1,8 +1,8 @@
 /*
  * cmd_bench.c: `exsa bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r REPS] [-b N_BATCH]
- * [-d DEPTH] [--backend ref|cpu|cuda] [-ngl N] [--kv-type f32|f16] [--bw GB/s] [--json]`: prefill and decode speed with the decode
- * bandwidth ceiling beside it (src/bench.h). Called by main.c with argv[0] = "bench"; returns
- * the exit code (0 ok, 1 error, 2 usage).
+ * [-d DEPTH] [-np N_PARALLEL] [--backend ref|cpu|cuda] [-ngl N] [--kv-type f32|f16] [--bw GB/s]
+ * [--json]`: prefill and decode speed with the decode bandwidth ceiling beside it (src/bench.h).
+ * Called by main.c with argv[0] = "bench"; returns the exit code (0 ok, 1 error, 2 usage).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +20,8 @@ static void bench_usage(FILE *f)
                "  -r N            repetitions after one warm-up (default 5)\n"
                "  -b N            batch size: prefill chunk (default 512)\n"
                "  -d N            depth: positions in the cache before each run (default 0)\n"
+               "  -np N           sequences decoding together in the tg test: one token each\n"
+               "                  per step, t/s counts all of them (default 1)\n"
                "  --backend B     ref, cpu (default) or cuda (every layer on the GPU)\n"
                "  -ngl N          layers on the GPU: the last N and the output head (CUDA)\n"
                "  --kv-type T     K/V cache type: f32 or f16 (default: f16 on the GPU, f32\n"
@@ -57,6 +59,8 @@ int cmd_bench(int argc, char **argv)
             bad = cli_int("-b", v, 1, 1 << 16, &p.n_batch);
         } else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) {
             bad = cli_int("-d", v, 0, 1 << 24, &p.depth);
+        } else if (!strcmp(a, "-np") || !strcmp(a, "--parallel")) {
+            bad = cli_int("-np", v, 1, 4096, &p.n_par);
         } else if (!strcmp(a, "-ngl") || !strcmp(a, "--gpu-layers")) {
             bad = cli_int("-ngl", v, 0, 1 << 20, &p.gpu_layers);
         } else if (!strcmp(a, "--kv-type")) {
