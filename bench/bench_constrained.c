@@ -74,7 +74,7 @@ static double one_reply(struct run *r, const struct grammar *g, int *left, doubl
             *sq = malloc(sizeof *sq * (size_t)r->n_prompt);
     for (int i = 0; i < r->n_prompt; i++)
         pos[i] = i, sq[i] = seq;
-    struct exsa_batch b = {r->n_prompt, r->prompt, pos, sq, NULL};
+    struct exsa_batch b = {r->n_prompt, r->prompt, pos, sq, NULL, NULL};
     exsa_decode(r->e, &b, r->logits);
     free(pos);
     free(sq);
@@ -99,7 +99,7 @@ static double one_reply(struct run *r, const struct grammar *g, int *left, doubl
         (*left)--;
         if (gen_finished(gen) != GEN_RUNNING)
             break;
-        struct exsa_batch d = {1, &tok, &p, &seq, NULL};
+        struct exsa_batch d = {1, &tok, &p, &seq, NULL, NULL};
         exsa_decode(r->e, &d, r->logits);
     }
     double dt = now() - t0;

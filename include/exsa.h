@@ -130,6 +130,13 @@ struct exsa_batch {
     const int32_t *pos;
     const int32_t *seq;
     const uint8_t *logits; /* NULL: only the last entry wants logits */
+    /* Optional, [n], each >= 1: the length of the job each entry belongs to: the tokens of its
+     * prompt that this run processes (the same for every chunk of that prompt), or 1 for a
+     * generated token. The fast CPU backend then picks each entry's kernels by it, as it would
+     * for that prompt or token alone, so a sequence's results do not depend on what it is
+     * batched with or how its prompt is cut into chunks (batch invariance: the server gives
+     * it). NULL: kernels by the batch's size, whose results may change with the batch. */
+    const int32_t *job_len;
 };
 /* Runs the batch; writes vocab_size floats per entry that wanted logits, in batch order, to
  * logits_out. On error nothing of any sequence's cache is changed (the batch is checked first). */

@@ -49,6 +49,7 @@ struct step {
     const int32_t *sq_conv_wr; /* [n_sq] conv slot the step writes the state after it to */
     const int32_t *sq_blk_off; /* [n_sq + 1]: sequence j's block table is blk[off[j]..off[j+1]) */
     const int32_t *blk;        /* block ids covering positions 0..(last position of j) */
+    const int32_t *job_len;    /* [n] or NULL: each entry's job length (exsa_batch.job_len) */
 };
 
 struct backend_ops {

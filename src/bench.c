@@ -7,8 +7,9 @@
  * timed repetitions, each on a fresh sequence. pp feeds n_prompt random ids in chunks of n_batch
  * (only each chunk's last entry asks for logits, as llama-bench does); tg feeds one untimed token
  * then times n_gen single-token steps, or with n_par > 1 steps of one token for each of n_par
- * sequences (every entry asks for logits, as a server's decode step does). Results print as
- * llama-bench's markdown table or JSON.
+ * sequences (every entry asks for logits, as a server's decode step does). Entries carry their
+ * job lengths (exsa_batch.job_len) as the server's do, so the kernels are the server's. Results
+ * print as llama-bench's markdown table or JSON.
  */
 #include "bench.h"
 
@@ -197,11 +198,13 @@ struct test_result {
 };
 
 /* Feeds n random tokens to a fresh sequence from position 0, in chunks of n_batch (pp) or one
- * by one with the first step untimed (tg); frees the sequence. Returns the seconds spent in the
- * timed exsa_decode calls, or < 0 on error (message in err). */
+ * by one with the first step untimed (tg); frees the sequence. Each entry carries its job
+ * length as the server gives it (the depth, the prompt, or 1 for a generated token), so the
+ * kernels are the server's. Returns the seconds spent in the timed exsa_decode calls, or < 0 on
+ * error (message in err). */
 static double run_seq(struct exsa_engine *e, int depth, int n, int n_batch, bool tg, int vocab,
-                      uint64_t *rng, int32_t *tok, int32_t *pos, int32_t *seq, float *logits,
-                      char *err, size_t errlen)
+                      uint64_t *rng, int32_t *tok, int32_t *pos, int32_t *seq, int32_t *job,
+                      float *logits, char *err, size_t errlen)
 {
     int id = exsa_seq_new(e);
     if (id < 0) {
@@ -220,8 +223,9 @@ static double run_seq(struct exsa_engine *e, int depth, int n, int n_batch, bool
             *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
             tok[i] = (int32_t)((*rng >> 33) % (uint64_t)vocab);
             pos[i] = done + i, seq[i] = id;
+            job[i] = !timed_part ? depth : tg ? 1 : n - depth;
         }
-        struct exsa_batch b = {m, tok, pos, seq, NULL};
+        struct exsa_batch b = {m, tok, pos, seq, NULL, job};
         double t0 = now_s();
         rc = exsa_decode(e, &b, logits);
         if (timed_part && (!tg || done > depth)) /* tg: the first token is not timed */
@@ -241,7 +245,7 @@ static double run_seq(struct exsa_engine *e, int depth, int n, int n_batch, bool
  * on error (message in err). Buffers: n_par entries, n_par rows of logits. */
 static double run_par(struct exsa_engine *e, int depth, int n_gen, int n_par, int n_batch,
                       int vocab, uint64_t *rng, int32_t *tok, int32_t *pos, int32_t *seq,
-                      float *logits, char *err, size_t errlen)
+                      int32_t *job, float *logits, char *err, size_t errlen)
 {
     int ids[n_par], rc = 0, made = 0;
     for (; made < n_par && rc == 0; made++)
@@ -255,9 +259,9 @@ static double run_par(struct exsa_engine *e, int depth, int n_gen, int n_par, in
             for (int i = 0; i < m; i++) {
                 *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
                 tok[i] = (int32_t)((*rng >> 33) % (uint64_t)vocab);
-                pos[i] = done + i, seq[i] = ids[s];
+                pos[i] = done + i, seq[i] = ids[s], job[i] = depth;
             }
-            struct exsa_batch b = {m, tok, pos, seq, NULL};
+            struct exsa_batch b = {m, tok, pos, seq, NULL, job};
             rc = exsa_decode(e, &b, logits);
             done += m;
         }
@@ -267,9 +271,9 @@ static double run_par(struct exsa_engine *e, int depth, int n_gen, int n_par, in
         for (int s = 0; s < n_par; s++) {
             *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
             tok[s] = (int32_t)((*rng >> 33) % (uint64_t)vocab);
-            pos[s] = depth + step, seq[s] = ids[s];
+            pos[s] = depth + step, seq[s] = ids[s], job[s] = 1;
         }
-        struct exsa_batch b = {n_par, tok, pos, seq, want};
+        struct exsa_batch b = {n_par, tok, pos, seq, want, job};
         double t0 = now_s();
         rc = exsa_decode(e, &b, logits);
         if (step > 0) /* the first step is not timed */
@@ -301,11 +305,11 @@ static double run_once(struct exsa_engine *e, const struct bench_params *p, int 
                        int vocab, uint64_t *rng, int32_t *buf, float *logits, char *err,
                        size_t errlen)
 {
+    int32_t *tok = buf, *pos = buf + nb, *seq = buf + 2 * nb, *job = buf + 3 * nb;
     if (tg && p->n_par > 1)
-        return run_par(e, p->depth, n - 1, p->n_par, nb, vocab, rng, buf, buf + nb, buf + 2 * nb,
-                       logits, err, errlen);
-    return run_seq(e, p->depth, n, nb, tg, vocab, rng, buf, buf + nb, buf + 2 * nb, logits, err,
-                   errlen);
+        return run_par(e, p->depth, n - 1, p->n_par, nb, vocab, rng, tok, pos, seq, job, logits,
+                       err, errlen);
+    return run_seq(e, p->depth, n, nb, tg, vocab, rng, tok, pos, seq, job, logits, err, errlen);
 }
 
 /* One test: a warm-up, then reps timed runs. pp: n_prompt tokens; tg: 1 + n_gen tokens (per
@@ -315,7 +319,7 @@ static int run_test(struct exsa_engine *e, const struct bench_params *p, int voc
 {
     int n = tg ? 1 + p->n_gen : p->n_prompt, nb = p->n_batch > 0 ? p->n_batch : 512;
     const int par = tg && p->n_par > 1 ? p->n_par : 1;
-    int32_t *buf = malloc(3 * (size_t)nb * sizeof *buf);
+    int32_t *buf = malloc(4 * (size_t)nb * sizeof *buf);
     float *logits = malloc((size_t)vocab * (size_t)par * sizeof *logits);
     r->samples = calloc((size_t)p->reps, sizeof *r->samples);
     r->n_prompt = tg ? 0 : p->n_prompt, r->n_gen = tg ? p->n_gen : 0, r->reps = p->reps;

@@ -34,6 +34,8 @@ static int check_batch(struct exsa_engine *e, const struct exsa_batch *b, int32_
             return EXSA_ERANGE;
         if (b->pos[i] != next[s] || b->pos[i] >= e->p.n_ctx)
             return EXSA_ERANGE;
+        if (b->job_len && b->job_len[i] < 1)
+            return EXSA_EINVAL;
         next[s]++;
     }
     int need = 0;
@@ -63,6 +65,7 @@ static int decode(struct exsa_engine *e, const struct exsa_batch *b, enum head_o
         return rc;
     struct step st;
     kv_step_build(e->kv, &e->sb, b->n, b->token, b->pos, b->seq, b->logits, &st);
+    st.job_len = b->job_len;
     rc = lfm2_forward(e, &st, what, out);
     if (rc < 0) {
         unreserve(e->kv); /* lengths and conv slots were not touched: as before the call */

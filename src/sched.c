@@ -43,6 +43,7 @@ struct sched_req {
     int seq;
     int n_past;    /* tokens in the sequence's cache */
     int step_n;    /* entries this request put into the current batch */
+    int job_len;   /* prompt tokens it processes (fixed at its first chunk; exsa_batch.job_len) */
     bool pending;  /* next_tok is sampled and waits to be fed */
     int32_t next_tok;
     /* channel, under mu */
@@ -86,7 +87,7 @@ struct sched {
     /* scheduler thread only */
     struct sched_req **active;
     int n_active;
-    int32_t *b_tok, *b_pos, *b_seq;
+    int32_t *b_tok, *b_pos, *b_seq, *b_job;
     uint8_t *b_logits;
     struct sched_req **b_row; /* the request of each logits row */
     float *logits;
@@ -469,7 +470,12 @@ static void sample_one(struct sched *s, struct sched_req *r, float *row)
 static void add_entries(struct sched *s, struct sched_req *r, const int32_t *toks, int cnt,
                         bool want_last, int *n)
 {
+    /* the engine picks each entry's kernels by its job's length, the same in every batch, so a
+     * request's results do not depend on its batch (batch invariance): 1 for a generated token */
+    if (toks != &r->next_tok && r->job_len == 0)
+        r->job_len = r->n_prompt - r->n_past;
     for (int i = 0; i < cnt; i++) {
+        s->b_job[*n] = toks == &r->next_tok ? 1 : r->job_len;
         s->b_tok[*n] = toks[i];
         s->b_pos[*n] = r->n_past + i;
         s->b_seq[*n] = r->seq;
@@ -493,7 +499,7 @@ static void fail_step(struct sched *s, bool embed, int rc)
 /* Runs the generating entries [0, n) of the step, then samples the rows that got logits. */
 static void step_generate(struct sched *s, int n, int rows)
 {
-    struct exsa_batch b = {n, s->b_tok, s->b_pos, s->b_seq, s->b_logits};
+    struct exsa_batch b = {n, s->b_tok, s->b_pos, s->b_seq, s->b_logits, s->b_job};
     int rc = exsa_decode(s->engine, &b, s->logits);
     if (rc < 0) {
         fail_step(s, false, rc);
@@ -550,7 +556,8 @@ static void step_embed(struct sched *s, int off, int m)
     const int dim = exsa_model_info(s->model)->dim;
     if (!s->hidden)
         s->hidden = malloc(sizeof(float) * (size_t)s->p.n_batch * dim);
-    struct exsa_batch b = {m, s->b_tok + off, s->b_pos + off, s->b_seq + off, s->b_logits + off};
+    struct exsa_batch b = {
+        m, s->b_tok + off, s->b_pos + off, s->b_seq + off, s->b_logits + off, s->b_job + off};
     int rc = s->hidden ? exsa_decode_hidden(s->engine, &b, s->hidden) : EXSA_ENOMEM;
     if (rc < 0) {
         fail_step(s, true, rc);
@@ -650,8 +657,8 @@ static void retire(struct sched *s)
 static int size_buffers(struct sched *s)
 {
     free(s->b_tok), free(s->b_pos), free(s->b_seq), free(s->b_logits), free(s->logits);
-    free(s->hidden);
-    s->b_tok = s->b_pos = s->b_seq = NULL, s->b_logits = NULL, s->logits = NULL;
+    free(s->hidden), free(s->b_job);
+    s->b_tok = s->b_pos = s->b_seq = s->b_job = NULL, s->b_logits = NULL, s->logits = NULL;
     s->hidden = NULL;
     if (!s->model)
         return 0;
@@ -660,8 +667,10 @@ static int size_buffers(struct sched *s)
     s->b_pos = malloc(nb * sizeof(int32_t));
     s->b_seq = malloc(nb * sizeof(int32_t));
     s->b_logits = malloc(nb);
+    s->b_job = malloc(nb * sizeof(int32_t));
     s->logits = malloc(nr * (size_t)s->n_vocab * sizeof(float));
-    return s->b_tok && s->b_pos && s->b_seq && s->b_logits && s->logits ? 0 : EXSA_ENOMEM;
+    const bool ok = s->b_tok && s->b_pos && s->b_seq && s->b_logits && s->b_job && s->logits;
+    return ok ? 0 : EXSA_ENOMEM;
 }
 
 /* Installs model m / engine e (either may be NULL) in place of the current ones, after ending

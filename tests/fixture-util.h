@@ -103,7 +103,7 @@ static int run_prompt(struct exsa_engine *e, const struct prompt *q, int chunk, 
             want[j] = k + n_want < q->n_pos && q->pos[k + n_want] == i + j;
             n_want += want[j];
         }
-        struct exsa_batch b = {n, q->tok + i, pos, sq, want};
+        struct exsa_batch b = {n, q->tok + i, pos, sq, want, NULL};
         int rc = exsa_decode(e, &b, buf);
         CHECK(rc == 0, "decode rc %d", rc);
         memcpy(out + (size_t)k * n_vocab, buf, sizeof(float) * (size_t)n_want * n_vocab);
@@ -157,7 +157,7 @@ static void check_greedy(struct exsa_engine *e, const struct ref *r)
         int32_t pos[1024], sq[1024];
         for (int j = 0; j < q->n_tok; j++)
             pos[j] = j, sq[j] = seq;
-        struct exsa_batch b = {q->n_tok, q->tok, pos, sq, NULL};
+        struct exsa_batch b = {q->n_tok, q->tok, pos, sq, NULL, NULL};
         CHECK(exsa_decode(e, &b, logits) == 0, "prefill");
         int ok = 0;
         for (int t = 0; t < 32; t++) {
@@ -165,7 +165,7 @@ static void check_greedy(struct exsa_engine *e, const struct ref *r)
             if (tok != q->greedy[t])
                 break;
             ok++;
-            struct exsa_batch d = {1, &tok, &p, &seq, NULL};
+            struct exsa_batch d = {1, &tok, &p, &seq, NULL, NULL};
             CHECK(exsa_decode(e, &d, logits) == 0, "decode");
         }
         CHECK(ok == 32, "prompt %d: greedy tokens agree for %d of 32", i, ok);

@@ -84,7 +84,7 @@ static int prefill(struct rig *r, int seq, const int32_t *ids, int n)
     int32_t pos[4096], sq[4096];
     for (int i = 0; i < n && i < 4096; i++)
         pos[i] = i, sq[i] = seq;
-    struct exsa_batch b = {n, ids, pos, sq, NULL};
+    struct exsa_batch b = {n, ids, pos, sq, NULL, NULL};
     return n > 4096 ? EXSA_ERANGE : exsa_decode(r->e, &b, r->logits);
 }
 
@@ -115,7 +115,7 @@ static enum gen_finish reply(struct rig *r, const struct exsa_chat_msg *msgs, in
         sb_put(out, t, len);
         if (gen_finished(gen) != GEN_RUNNING)
             break;
-        struct exsa_batch b = {1, &tok, &pos, &seq, NULL};
+        struct exsa_batch b = {1, &tok, &pos, &seq, NULL, NULL};
         if (exsa_decode(r->e, &b, r->logits))
             break;
     }

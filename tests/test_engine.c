@@ -44,7 +44,7 @@ static int feed(struct exsa_engine *e, int seq, int p0, int n, float *out)
     int32_t tok[64], pos[64], sq[64];
     for (int i = 0; i < n; i++)
         tok[i] = (int32_t)((p0 + i) * 7919u % 1000u) + 10, pos[i] = p0 + i, sq[i] = seq;
-    struct exsa_batch b = {n, tok, pos, sq, NULL};
+    struct exsa_batch b = {n, tok, pos, sq, NULL, NULL};
     return exsa_decode(e, &b, out);
 }
 
@@ -182,7 +182,7 @@ static void test_hidden(void)
     float *h = malloc(sizeof(float) * d), *l = malloc(sizeof(float) * V);
     int a = exsa_seq_new(e), b = exsa_seq_new(e);
     int32_t tok[3] = {1, 200, 300}, pos[3] = {0, 1, 2}, sa[3] = {a, a, a}, sb[3] = {b, b, b};
-    struct exsa_batch ba = {3, tok, pos, sa, NULL}, bb = {3, tok, pos, sb, NULL};
+    struct exsa_batch ba = {3, tok, pos, sa, NULL, NULL}, bb = {3, tok, pos, sb, NULL, NULL};
     CHECK(exsa_decode_hidden(e, &ba, h) == 0 && exsa_decode(e, &bb, l) == 0, "decode");
     float *row = malloc(sizeof(float) * d);
     double worst = 0;

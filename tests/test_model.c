@@ -139,7 +139,7 @@ static void test_interleaved(void)
             tok[n] = b->tok[ib], pos[n] = ib++, seq[n++] = sb;
     }
     memset(want, 1, (size_t)n);
-    struct exsa_batch bb = {n, tok, pos, seq, want};
+    struct exsa_batch bb = {n, tok, pos, seq, want, NULL};
     CHECK(e && exsa_decode(e, &bb, both) == 0, "interleaved decode");
     float *ra = malloc(sizeof(float) * V * a->n_tok), *rb = malloc(sizeof(float) * V * b->n_tok);
     for (int i = 0, ka = 0, kb = 0; i < n; i++)

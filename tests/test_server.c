@@ -479,7 +479,7 @@ static char *reply_text(const char *b)
 
 /* 20 streams at once on MAX_BATCH_SIZE 4 and BATCH_SIZE 16 (prefill chunks of several prompts
  * share steps): all finish, each with the tokens it gets alone with the same seed, on the
- * default backend (its kernels follow each token's role, not the batch: cpu/backend-cpu.c). */
+ * default backend (its kernels follow each entry's job length, not the batch: backend-cpu.c). */
 static void test_batched_equals_alone(void)
 {
     struct srv D;
@@ -571,7 +571,8 @@ static void run_together(const struct srv *D, char (*bodies)[1024], int first, i
  * prompts of 3 to 63 tokens, BATCH_SIZE 32 so that prompts are cut into chunks beside the
  * others' decode tokens) give the same tokens alone and batched with 1, 7 and 15 others, on a
  * Q4_K_M file, whose decode (8-bit activations) and prefill (bf16 GEMM) kernels round
- * differently: the kernels follow each token's role, never the step's size (cpu/backend-cpu.c). */
+ * differently: the kernels follow each entry's job length, which the scheduler gives, never the
+ * step's size (cpu/backend-cpu.c). */
 static void test_greedy_batch_invariance(void)
 {
     struct srv D;

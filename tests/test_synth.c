@@ -315,7 +315,7 @@ static void check_load(const char *path, int n_layers, bool decode)
         int seq = rc == 0 ? exsa_seq_new(e) : -1;
         int32_t pos[4] = {0, 1, 2, 3}, sq[4] = {seq, seq, seq, seq};
         float *logits = malloc(65536 * sizeof *logits);
-        struct exsa_batch b = {4, ids, pos, sq, NULL};
+        struct exsa_batch b = {4, ids, pos, sq, NULL, NULL};
         rc = seq >= 0 && logits && n >= 4 ? exsa_decode(e, &b, logits) : -1;
         CHECK(rc == 0, "decode: %d", rc);
         int bad = 0;

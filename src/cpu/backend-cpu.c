@@ -4,14 +4,16 @@
  * over (entry, head) pairs on the backend's thread pool. Everything else stays the reference op.
  * The pool is created with the backend and owned by it.
  *
- * Batch invariance: the entries that end their sequence's part of a step with output (logits or
- * hidden state: a decode token, a prompt's last entry) take the decode kernels of every matrix
- * product, the other entries (the rest of a prompt) the prefill GEMM, whatever the step's size
- * (cpu_matmul_roles, cpu_begin). A token's family is then a property of the token, not of its
- * batch, and each family computes a token's row independently of the others, so a sequence
- * gets the same results alone or batched with any others and however its prompt is cut into
- * chunks (with output only at the prompt's end, as the scheduler asks).
- * Attention and the element-wise ops work per entry already (attn-avx512.c, ops-fast.c).
+ * Batch invariance: when the step gives each entry its job length (exsa_batch.job_len: the
+ * length of the prompt it belongs to, 1 for a generated token), every matrix product of the
+ * layers runs each entry with the kernel family the table picks for that length (decode below
+ * MM_PREFILL_MIN_TOK, prefill from there: what the prompt or token would get alone), and the
+ * head runs every output row with the decode family, whatever the step's size
+ * (cpu_matmul_roles). Each family computes a token's row independently of the other tokens, so
+ * a sequence gets the same results alone or batched with any others and however its prompt is
+ * cut into chunks; a lone request runs the kernels it ran before. Without job lengths, a
+ * product's kernel follows its own token count (the table's rule). Attention and the
+ * element-wise ops work per entry (attn-avx512.c, ops-fast.c).
  */
 #include <math.h>
 #include <stdbool.h>
@@ -30,11 +32,12 @@ struct cpu_priv {
     struct threadpool *tp;
     float *moe;    /* MoE scratch, grown on demand (first calls only) */
     size_t moe_floats;
-    /* The step between begin and end (cpu_begin): dec[i] = 1 where entry i takes the decode
-     * kernel family, dec_out[r] the same for output row r; n_step, n_out: the step's entries and
-     * output rows (n_step 0: no step; calls then go by their token count). */
-    uint8_t *dec, *dec_out; /* [n_batch] each */
-    int n_batch, n_step, n_out;
+    /* The step between begin and end (cpu_begin), when it has job lengths: dec[i] = 1 where
+     * entry i takes the decode kernel family; n_step its entries (0: no job lengths or no step:
+     * products go by their token count); in_head: the output rows' products have begun. */
+    uint8_t *dec; /* [n_batch] */
+    int n_batch, n_step;
+    bool in_head;
 };
 
 static struct cpu_priv *priv(struct backend *be)
@@ -42,48 +45,46 @@ static struct cpu_priv *priv(struct backend *be)
     return be->priv;
 }
 
-/* The step's kernel families: an entry takes the decode family when it gives output and is
- * its sequence's last entry in the step (a generated token, a prompt's last), the prefill
- * family otherwise. Both are properties of the entry in every batch the scheduler makes, not of
- * the batch; a caller that asks output in the middle of its entries (logits of many prompt
- * positions) gets those rows from the GEMM, as their neighbours. */
+/* The step's kernel families, from its job lengths: what the table gives a call of that many
+ * tokens (cpu_matmul_pick), so a lone prompt or token keeps its kernels. */
 static int cpu_begin(struct backend *be, const struct step *st)
 {
     struct cpu_priv *p = priv(be);
     p->n_step = 0;
-    if (st->n > p->n_batch || st->n_out > p->n_batch)
-        return 0; /* not sized for it (no engine makes such a step): calls go by their size */
-    memset(p->dec, 0, (size_t)st->n);
-    for (int i = 0; i < st->n_out; i++)
-        p->dec[st->out_rows[i]] = 2; /* gives output */
-    for (int j = 0; j < st->n_sq; j++) {
-        const int last = st->sq_ent[st->sq_ent_off[j + 1] - 1];
-        p->dec[last] = p->dec[last] == 2 ? 3 : p->dec[last];
-    }
+    p->in_head = false;
+    if (!st->job_len || st->n > p->n_batch)
+        return 0; /* no job lengths (or a step larger than any engine makes): by token count */
     for (int i = 0; i < st->n; i++)
-        p->dec[i] = p->dec[i] == 3;
-    for (int r = 0; r < st->n_out; r++)
-        p->dec_out[r] = p->dec[st->out_rows[r]];
+        p->dec[i] = st->job_len[i] < MM_PREFILL_MIN_TOK;
     p->n_step = st->n;
-    p->n_out = st->n_out;
     return 0;
 }
 
 static int cpu_end(struct backend *be)
 {
     priv(be)->n_step = 0;
+    priv(be)->in_head = false;
     return 0;
 }
 
-/* A product inside a step runs over all its entries or, for the head, over the output rows
- * only; each row with its entry's family. Outside a step, by the call's size. */
+/* The head starts with the gather of the output rows: the products after it are the head's. */
+static int cpu_gather(struct backend *be, const struct step *st, float *dst, const float *src,
+                      int r0, int n_rows, int dim)
+{
+    priv(be)->in_head = true;
+    return ref_gather(be, st, dst, src, r0, n_rows, dim);
+}
+
+/* A product of the layers runs each entry with its family and the head's every output row with
+ * the decode family (a lone decode token or prompt end takes gemv there too); with no job
+ * lengths, the kernel follows the call's token count. */
 static void matmul_in_step(const struct cpu_priv *p, const struct tensor *w, int expert,
                            const float *x, float *y, int n_tok)
 {
-    if (p->n_step != 0 && n_tok == p->n_step)
+    if (p->n_step != 0 && p->in_head)
+        cpu_matmul_family(p->tp, w, expert, x, y, n_tok, true);
+    else if (p->n_step != 0 && n_tok == p->n_step)
         cpu_matmul_roles(p->tp, w, expert, x, y, n_tok, p->dec);
-    else if (p->n_step != 0 && n_tok == p->n_out)
-        cpu_matmul_roles(p->tp, w, expert, x, y, n_tok, p->dec_out);
     else
         cpu_matmul(p->tp, w, expert, x, y, n_tok);
 }
@@ -219,9 +220,8 @@ static bool grow_moe(struct cpu_priv *p, size_t floats)
     return true;
 }
 
-/* One expert's product over its c gathered rows: outside a step by their count; in a step the
- * first n_dec rows (the entries that give output) with the decode family, the rest with the
- * prefill family. */
+/* One expert's product over its c gathered rows: by their count without job lengths; else the
+ * first n_dec rows with the decode family, the rest with the prefill family. */
 static void expert_matmul(const struct cpu_priv *p, const struct tensor *w, int e, const float *x,
                           float *y, int c, int n_dec, size_t ldx, size_t ldy)
 {
@@ -234,9 +234,9 @@ static void expert_matmul(const struct cpu_priv *p, const struct tensor *w, int 
                       false);
 }
 
-/* The rows routed to expert e, as (token, weight) pairs in rows/rw and their inputs in xg: in a
- * step, the entries that give output first. Returns the count; *n_dec: how many of them give
- * output. */
+/* The rows routed to expert e, as (token, weight) pairs in rows/rw and their inputs in xg: with
+ * job lengths, the entries of the decode family first. Returns the count; *n_dec: how many of
+ * them are of the decode family. */
 static int gather_expert(const struct cpu_priv *p, int e, const float *x, const int *ids,
                          const float *wts, int n_tok, int k, int dim, int32_t *rows, float *rw,
                          float *xg, int *n_dec)
@@ -332,7 +332,8 @@ static void cpu_free(struct backend *be)
     free(be);
 }
 
-/* The hot ops replaced; memory, embed, rope, the short conv and gather are the reference ones. */
+/* The hot ops replaced; memory, embed, rope and the short conv are the reference ones (gather
+ * too, marking the head's start). */
 static const struct backend_ops cpu_ops = {
     .name = "cpu",
     .free = cpu_free,
@@ -355,7 +356,7 @@ static const struct backend_ops cpu_ops = {
     .shortconv = ref_shortconv,
     .attention = cpu_attention,
     .moe = cpu_moe,
-    .gather = ref_gather,
+    .gather = cpu_gather,
 };
 
 struct backend *backend_cpu_create(const struct backend_config *c)
@@ -364,7 +365,7 @@ struct backend *backend_cpu_create(const struct backend_config *c)
     struct cpu_priv *p = calloc(1, sizeof(*p));
     if (p)
         p->n_batch = c && c->n_batch > 0 ? c->n_batch : 512;
-    if (!be || !p || !(p->dec = malloc(2 * (size_t)p->n_batch)) ||
+    if (!be || !p || !(p->dec = malloc((size_t)p->n_batch)) ||
         !(p->tp = tp_create(c ? c->n_threads : 0))) {
         if (p)
             free(p->dec);
@@ -372,7 +373,6 @@ struct backend *backend_cpu_create(const struct backend_config *c)
         free(be);
         return NULL;
     }
-    p->dec_out = p->dec + p->n_batch;
     be->ops = &cpu_ops;
     be->n_threads = tp_n_threads(p->tp);
     be->host_memory = true;

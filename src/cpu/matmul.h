@@ -47,10 +47,10 @@ void cpu_matmul(struct threadpool *tp, const struct tensor *w, int expert, const
  * level). Both kernel families compute a token's row independently of the other tokens of a
  * call and of their number, so a token's result depends only on its own x and its flag: a
  * sequence's results do not depend on what it is batched with (batch invariance). The CPU
- * backend flags the entries that give output (logits: decode tokens and a prompt's last) and
- * leaves the rest of a prompt to the GEMM. A call that mixes both families runs two kernel
- * calls, each over its own tokens (gathered into scratch when they are not one contiguous
- * run). dec NULL: cpu_matmul. */
+ * backend sets dec from each entry's job length (exsa_batch.job_len: the kernel the table gives
+ * that prompt or token alone). A call that mixes both families runs two kernel calls, each over
+ * its own tokens (gathered into scratch when they are not one contiguous run). dec NULL:
+ * cpu_matmul. */
 void cpu_matmul_roles(struct threadpool *tp, const struct tensor *w, int expert, const float *x,
                       float *y, int n_tok, const uint8_t *dec);
 /* cpu_matmul_roles with every token of the decode (dec) or the prefill family (n_tok 0: none). */

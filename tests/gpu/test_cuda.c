@@ -70,7 +70,7 @@ static struct step one_seq_step(int n)
         blk[i] = i;
     off[0] = 0, off[1] = n, blk_off[0] = 0, blk_off[1] = (n + KV_BLOCK - 1) / KV_BLOCK;
     return (struct step){n, NULL, pos, seq, ent_sq, n, rows, 1, sq_seq, off, sq_ent, rd, wr,
-                         blk_off, blk};
+                         blk_off, blk, NULL};
 }
 
 static bool any_nan(const float *a, size_t n)
@@ -716,7 +716,7 @@ static void decode_run(struct exsa_model *m, bool graphs, bool batched, float *o
                 tok[s] = (int32_t)((t * 31 + which * 97 + 5) % V), pos[s] = t, seq[s] = ids[s];
             }
             float buf[3 * 1024];
-            struct exsa_batch b = {n, tok, pos, seq, want};
+            struct exsa_batch b = {n, tok, pos, seq, want, NULL};
             CHECK(exsa_decode(e, &b, buf) == 0, "decode");
             for (int s = 0; s < n; s++)
                 memcpy(out + ((size_t)(batched ? s : pass) * steps + t) * V, buf + (size_t)s * V,

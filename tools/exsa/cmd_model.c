@@ -86,7 +86,7 @@ static int write_logits(struct exsa_engine *e, const int32_t *ids, int n, int n_
         int m = n - i < n_batch ? n - i : n_batch;
         for (int j = 0; j < m; j++)
             pos[j] = i + j, sq[j] = seq, want[j] = 1;
-        struct exsa_batch b = {m, ids + i, pos, sq, want};
+        struct exsa_batch b = {m, ids + i, pos, sq, want, NULL};
         rc = exsa_decode(e, &b, logits);
         if (rc == 0 && fwrite(logits, sizeof(float) * n_vocab, m, fp) != (size_t)m)
             rc = EXSA_EIO;
