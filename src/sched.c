@@ -21,6 +21,7 @@
 
 #include "engine.h"
 #include "model.h"
+#include "pcache.h"
 
 struct sched_req {
     struct sched *s;
@@ -45,6 +46,17 @@ struct sched_req {
     int step_n;    /* entries this request put into the current batch */
     bool pending;  /* next_tok is sampled and waits to be fed */
     int32_t next_tok;
+    /* the prompt cache (see "the prompt cache" below); scheduler thread after submit */
+    bool cache_off;     /* the client asked for no caching */
+    bool cache_restore; /* admitted: look the prompt up before its first step */
+    int32_t *bounds;    /* message starts in the prompt, ascending */
+    int n_bounds;
+    int32_t *ck;                  /* checkpoint lengths planned in the prompt, ascending */
+    int n_ck, i_ck;               /* planned; the next one to take */
+    struct exsa_snapshot **snaps; /* checkpoints taken (n_ck + 1 room: one at retirement) */
+    int n_snaps;
+    int32_t *sampled; /* tokens sampled, in order: the sequence holds the first n_past - n_prompt */
+    int n_sampled, cap_sampled;
     /* channel, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -91,6 +103,9 @@ struct sched {
     struct sched_req **b_row; /* the request of each logits row */
     float *logits;
     float *hidden; /* [n_batch][dim] hidden states of an embedding step (allocated on use) */
+    /* the prompt cache of the current engine (NULL: off) */
+    struct pcache *pc;
+    struct pcache_stats pc_stats; /* its counters as count_cache published them, under mu */
 };
 
 double sched_now(void)
@@ -202,6 +217,12 @@ void sched_req_put(struct sched_req *r)
     free(r->text);
     free(r->pieces);
     free(r->pooled);
+    free(r->bounds);
+    free(r->ck);
+    for (int i = 0; i < r->n_snaps; i++)
+        exsa_snapshot_free(r->snaps[i]);
+    free(r->snaps);
+    free(r->sampled);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);
@@ -436,9 +457,173 @@ static void admit(struct sched *s)
             gen_prompt(r->gen, r->prompt, r->n_prompt);
         r->n_past = 0;
         r->pending = false;
+        r->cache_restore = true; /* cache_restore_admitted, before its first step */
         s->active[s->n_active++] = r;
     }
     s->n_active_shared = s->n_active;
+}
+
+/* ---- the prompt cache (pcache.c) -------------------------------------------------------------
+ * A request with the cache on restores the longest cached checkpoint of its prompt before its
+ * first step (its prefill starts there); during its prefill it takes checkpoints at planned
+ * lengths (its chunks end there, since the conv state exists only at the end of a step); when it
+ * retires, those and one at its final length go into the cache with its K/V rows, so the next
+ * turn of the chat (prompt + reply + new message) finds them. Scheduler thread only. */
+
+#define CACHE_MIN_GAP 32 /* tokens between two checkpoints of a request (closer: a wasted step) */
+#define CACHE_MAX_CK 32  /* checkpoints planned per request */
+
+int sched_req_set_cache(struct sched_req *r, bool use, const int32_t *bounds, int n_bounds)
+{
+    r->cache_off = !use;
+    free(r->bounds);
+    r->bounds = NULL;
+    r->n_bounds = 0;
+    if (!bounds || n_bounds <= 0)
+        return 0;
+    if (!(r->bounds = malloc(sizeof(int32_t) * n_bounds)))
+        return EXSA_ENOMEM;
+    memcpy(r->bounds, bounds, sizeof(int32_t) * n_bounds);
+    r->n_bounds = n_bounds;
+    return 0;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Plans r's checkpoints past the `from` restored positions: message starts and multiples of
+ * n_batch in (from, n_prompt), from the last down, each at least CACHE_MIN_GAP below the one
+ * kept above it and above from; at most CACHE_MAX_CK (then the lowest stays: the end of a
+ * system prompt other chats share). No plan when out of memory: no checkpoint then. */
+static void cache_plan(struct sched *s, struct sched_req *r, int from)
+{
+    const int nb = s->p.n_batch, n_cand = r->n_bounds + r->n_prompt / nb;
+    int32_t *cand = malloc(sizeof(int32_t) * (n_cand + 1));
+    r->ck = malloc(sizeof(int32_t) * (n_cand + 1));
+    r->snaps = calloc(CACHE_MAX_CK + 2, sizeof *r->snaps);
+    if (!cand || !r->ck || !r->snaps) {
+        free(cand), free(r->ck), free(r->snaps);
+        r->ck = NULL, r->snaps = NULL;
+        return;
+    }
+    memcpy(cand, r->bounds, sizeof(int32_t) * r->n_bounds);
+    for (int k = 1; k <= r->n_prompt / nb; k++)
+        cand[r->n_bounds + k - 1] = k * nb;
+    qsort(cand, n_cand, sizeof *cand, cmp_i32);
+    int n = 0, above = INT_MAX;
+    for (int i = n_cand - 1; i >= 0; i--) { /* r->ck descending for now */
+        const int c = cand[i];
+        if (c < r->n_prompt && c - from >= CACHE_MIN_GAP && above - c >= CACHE_MIN_GAP)
+            r->ck[n++] = above = c;
+    }
+    if (n > CACHE_MAX_CK) {
+        r->ck[CACHE_MAX_CK - 1] = r->ck[n - 1];
+        n = CACHE_MAX_CK;
+    }
+    for (int i = 0; i < n / 2; i++) { /* ascending */
+        int32_t t = r->ck[i];
+        r->ck[i] = r->ck[n - 1 - i], r->ck[n - 1 - i] = t;
+    }
+    r->n_ck = n;
+    r->i_ck = 0;
+    free(cand);
+}
+
+/* Before the first step of requests just admitted: restores each one's longest cached prefix
+ * (n_past starts there) and plans its checkpoints. */
+static void cache_restore_admitted(struct sched *s)
+{
+    for (int i = 0; i < s->n_active; i++) {
+        struct sched_req *r = s->active[i];
+        if (!r->cache_restore)
+            continue;
+        r->cache_restore = false;
+        if (!s->pc || r->cache_off || r->embed)
+            continue;
+        int got = pcache_restore(s->pc, r->seq, r->prompt, r->n_prompt - 1);
+        if (got < 0) { /* out of KV blocks, or a backend error: start from nothing */
+            exsa_seq_free(s->engine, r->seq);
+            if ((r->seq = exsa_seq_new(s->engine)) < 0)
+                finish_req(r, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
+            got = 0;
+        }
+        r->n_past = got;
+        pthread_mutex_lock(&r->mu);
+        r->res.n_cached = got;
+        pthread_mutex_unlock(&r->mu);
+        cache_plan(s, r, got);
+    }
+}
+
+/* How many of r's next `take` prompt tokens to feed in this step: up to its next checkpoint. */
+static int cache_cut(const struct sched_req *r, int take)
+{
+    if (r->i_ck < r->n_ck && r->ck[r->i_ck] - r->n_past < take)
+        return r->ck[r->i_ck] - r->n_past;
+    return take;
+}
+
+/* After a step: takes the checkpoint of each request whose prefill just reached one. */
+static void cache_checkpoint(struct sched *s)
+{
+    for (int i = 0; i < s->n_active; i++) {
+        struct sched_req *r = s->active[i];
+        while (r->i_ck < r->n_ck && r->ck[r->i_ck] < r->n_past)
+            r->i_ck++; /* passed (a step that could not stop there) */
+        if (r->i_ck < r->n_ck && r->ck[r->i_ck] == r->n_past && r->step_n > 0) {
+            if (exsa_seq_snapshot(s->engine, r->seq, &r->snaps[r->n_snaps]) == 0)
+                r->n_snaps++;
+            r->i_ck++;
+        }
+    }
+}
+
+/* Notes a sampled token: the cache keys a retired sequence by prompt + tokens fed back. */
+static void cache_note(struct sched *s, struct sched_req *r, int32_t tok)
+{
+    if (!s->pc || r->cache_off)
+        return;
+    if (r->n_sampled == r->cap_sampled) {
+        int cap = r->cap_sampled ? 2 * r->cap_sampled : 64;
+        int32_t *p = realloc(r->sampled, sizeof(int32_t) * cap);
+        if (!p)
+            return; /* the sequence is then not cached (cache_retire checks the count) */
+        r->sampled = p, r->cap_sampled = cap;
+    }
+    r->sampled[r->n_sampled++] = tok;
+}
+
+/* Before r's sequence is freed: leaves its checkpoints, and one at its final length, in the
+ * cache (not after an error: a request that failed may not have what its length says). */
+static void cache_retire(struct sched *s, struct sched_req *r, bool ok)
+{
+    if (!ok || !s->pc || r->cache_off || r->embed || r->seq < 0 || !r->snaps)
+        return;
+    const int len = exsa_seq_len(s->engine, r->seq), n_fed = len - r->n_prompt;
+    int32_t *toks = len > 0 && n_fed <= r->n_sampled ? malloc(sizeof(int32_t) * len) : NULL;
+    if (!toks)
+        return;
+    memcpy(toks, r->prompt, sizeof(int32_t) * (n_fed < 0 ? len : r->n_prompt));
+    if (n_fed > 0)
+        memcpy(toks + r->n_prompt, r->sampled, sizeof(int32_t) * n_fed);
+    if ((r->n_snaps == 0 || r->snaps[r->n_snaps - 1]->len < len) &&
+        exsa_seq_snapshot(s->engine, r->seq, &r->snaps[r->n_snaps]) == 0)
+        r->n_snaps++;
+    pcache_insert(s->pc, r->seq, toks, len, r->snaps, r->n_snaps);
+    r->n_snaps = 0; /* the cache took them */
+    free(toks);
+}
+
+/* A new cache for the engine just installed (the old one's rows belong to the old model). */
+static void cache_swap(struct sched *s)
+{
+    pcache_free(s->pc);
+    s->pc = s->engine && s->p.cache_bytes > 0 ? pcache_new(s->engine, s->p.cache_bytes) : NULL;
+    if (s->engine && s->p.cache_bytes > 0 && !s->pc)
+        fprintf(stderr, "exsa serve: out of memory for the prompt cache: it is off\n");
 }
 
 /* Samples r's next token from one logits row and pushes its text; ends r when it is over. */
@@ -447,6 +632,7 @@ static void sample_one(struct sched *s, struct sched_req *r, float *row)
     const char *text = NULL;
     size_t len = 0;
     int32_t tok = gen_next(r->gen, row, &text, &len);
+    cache_note(s, r, tok);
     if (r->res.t_first == 0) {
         pthread_mutex_lock(&r->mu);
         r->res.t_first = sched_now();
@@ -591,7 +777,7 @@ static void sched_step(struct sched *s)
         int left = r->n_prompt - r->n_past;
         if (r->embed || r->pending || r->done || left <= 0)
             continue;
-        int take = left < budget ? left : budget;
+        int take = cache_cut(r, left < budget ? left : budget);
         add_entries(s, r, r->prompt + r->n_past, take, take == left, &n);
         if (take == left)
             s->b_row[rows++] = r;
@@ -599,8 +785,10 @@ static void sched_step(struct sched *s)
     }
     const int n_gen = n;
     add_embed_chunks(s, budget, &n);
-    if (n_gen > 0)
+    if (n_gen > 0) {
         step_generate(s, n_gen, rows);
+        cache_checkpoint(s);
+    }
     if (n > n_gen)
         step_embed(s, n_gen, n - n_gen);
 }
@@ -616,6 +804,10 @@ static void count_cache(struct sched *s)
         s->cache_seqs += kv->seqs[i].used;
     s->cache_blocks = kv ? kv->n_blocks - kv->n_free : 0;
     s->cache_blocks_total = kv ? kv->n_blocks : 0;
+    if (s->pc)
+        pcache_get_stats(s->pc, &s->pc_stats);
+    else
+        memset(&s->pc_stats, 0, sizeof s->pc_stats);
 }
 
 /* Retires finished and cancelled sequences. Called without mu. */
@@ -626,7 +818,7 @@ static void retire(struct sched *s)
         struct sched_req *r = s->active[i];
         bool cancelled = atomic_load(&r->cancelled);
         pthread_mutex_lock(&r->mu);
-        bool done = r->done;
+        bool done = r->done, failed = r->status != 0;
         pthread_mutex_unlock(&r->mu);
         if (!done && !cancelled)
             continue;
@@ -636,6 +828,7 @@ static void retire(struct sched *s)
             finish_req(r, GEN_CANCELLED, 0, NULL);
             n_cancel++;
         }
+        cache_retire(s, r, !failed);
         release_active(s, i);
     }
     pthread_mutex_lock(&s->mu);
@@ -694,6 +887,7 @@ static void swap_model(struct sched *s, struct exsa_model *m, struct exsa_engine
         s->ctl_rc = rc;
         snprintf(s->ctl_err, sizeof s->ctl_err, "out of memory for the batch buffers");
     }
+    cache_swap(s);
     count_cache(s);
 }
 
@@ -805,6 +999,7 @@ static void *sched_main(void *arg)
         }
         admit(s);
         pthread_mutex_unlock(&s->mu);
+        cache_restore_admitted(s);
         sched_step(s);
         retire(s);
         if (s->p.step_delay_ms > 0)
@@ -872,6 +1067,7 @@ void sched_destroy(struct sched *s, int grace_ms)
     if (!s)
         return;
     sched_close(s, grace_ms);
+    pcache_free(s->pc);
     exsa_engine_free(s->engine);
     exsa_model_free(s->model);
     s->model = NULL, s->engine = NULL;
@@ -967,5 +1163,6 @@ void sched_get_stats(struct sched *s, struct sched_stats *st)
     st->cache_seqs = s->cache_seqs;
     st->cache_blocks = s->cache_blocks;
     st->cache_blocks_total = s->cache_blocks_total;
+    st->pcache = s->pc_stats;
     pthread_mutex_unlock(&s->mu);
 }

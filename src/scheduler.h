@@ -23,6 +23,7 @@
 
 #include "exsa.h"
 #include "gen.h"
+#include "pcache.h"
 
 struct sched_params {
     enum exsa_backend_kind backend;
@@ -36,6 +37,7 @@ struct sched_params {
     bool continuous;      /* continuous batching on */
     int batch_timeout_ms; /* how long an idle scheduler waits to fill a batch */
     int step_delay_ms;    /* test hook: sleep after each step (0: off) */
+    size_t cache_bytes;   /* prompt cache bound in bytes (PROMPT_CACHE_MB; 0: no cache) */
 };
 void sched_params_default(struct sched_params *p);
 
@@ -73,6 +75,7 @@ struct sched_stats {
     unsigned long long n_cancelled; /* requests cancelled by their client */
     int cache_seqs;                 /* sequences the engine's cache holds */
     int cache_blocks, cache_blocks_total; /* KV blocks in use; in the pool */
+    struct pcache_stats pcache;           /* the prompt cache (all 0 when it is off) */
 };
 void sched_get_stats(struct sched *s, struct sched_stats *st);
 
@@ -95,6 +98,12 @@ struct sched_req *sched_embed_new(const int32_t *prompt, int n_prompt, enum sche
  * out (room for max floats). Returns dim, or a negative code (not an embedding request, not
  * done, or it ended with an error). */
 int sched_embed_vector(struct sched_req *r, float *out, int max);
+/* Before sched_submit: whether r may use the prompt cache (true by default: it restores the
+ * longest cached prefix of its prompt, and leaves its own checkpoints behind), and where the
+ * messages of a rendered chat start in its prompt (positions, ascending; may be NULL): the
+ * lengths at which checkpoints are taken, besides every n_batch tokens. Copied. Returns 0 or
+ * EXSA_ENOMEM (then no boundaries are kept). */
+int sched_req_set_cache(struct sched_req *r, bool use, const int32_t *bounds, int n_bounds);
 void sched_req_get(struct sched_req *r); /* one more reference */
 void sched_req_put(struct sched_req *r);
 
@@ -122,6 +131,7 @@ void sched_chunk_free(struct sched_chunk *c);
 
 struct sched_result {
     int n_prompt, n_gen;              /* tokens in the prompt; tokens sampled (EOG included) */
+    int n_cached;                     /* prompt tokens restored from the prompt cache */
     double t_submit, t_first, t_done; /* monotonic seconds; 0 when it did not happen */
     char empty_reason[256];           /* the "0-token" explanation, or "" */
 };

@@ -651,6 +651,7 @@ int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_
     sp.continuous = cfg->continuous;
     sp.batch_timeout_ms = cfg->batch_timeout_ms;
     sp.step_delay_ms = cfg->step_delay_ms;
+    sp.cache_bytes = (size_t)cfg->cache_mb << 20;
     if (!srv->metrics || (cfg->rate_limit && !srv->rl) || sched_create(&sp, &srv->sched) < 0) {
         snprintf(err, errlen, "out of memory while starting the server");
         srv_stop(srv);

@@ -59,6 +59,9 @@ static cJSON *usage_json(const struct sched_result *res)
     cJSON_AddNumberToObject(u, "prompt_tokens", res->n_prompt);
     cJSON_AddNumberToObject(u, "completion_tokens", res->n_gen);
     cJSON_AddNumberToObject(u, "total_tokens", res->n_prompt + res->n_gen);
+    /* as OpenAI's: prompt tokens restored from the prompt cache, not computed */
+    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    cJSON_AddNumberToObject(d, "cached_tokens", res->n_cached);
     return u;
 }
 
@@ -263,6 +266,7 @@ static int reply_stream(struct srv_conn *c, struct job *j, struct sched_req *r)
     st->peer = (struct srv_peer){.fd = c->fd, .http11 = c->http11};
     st->meta = *j;
     st->meta.prompt = NULL, st->meta.stop = NULL, st->meta.bias_id = NULL, st->meta.bias = NULL;
+    st->meta.bounds = NULL;
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
     if (!resp) {
@@ -338,6 +342,7 @@ int job_run(struct srv_conn *c, struct job *j, unsigned model_gen)
     struct sched_req *r = sched_req_new(j->prompt, j->n_prompt, &j->gp, model_gen);
     if (!r)
         return srv_reply_error(c, 503, "server_error", NULL, NULL, "out of memory");
+    sched_req_set_cache(r, j->cache_prompt, j->bounds, j->n_bounds); /* no bounds if no memory */
     int rc = sched_submit(srv->sched, r);
     if (rc < 0) {
         sched_req_put(r);
@@ -451,6 +456,9 @@ static int job_prompt(struct exsa_model *m, struct job *j, struct srv_err *e)
     if (rc < 0)
         return srv_err_set(e, 400, "prompt", "invalid_value", "cannot tokenize the prompt: %s",
                            exsa_strerror(rc));
+    /* message starts: the prompt cache's checkpoints (none without memory: still served) */
+    if (j->cache_prompt)
+        chat_msg_starts(m->tok, j->prompt, j->n_prompt, &j->bounds, &j->n_bounds);
     return 0;
 }
 

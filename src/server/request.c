@@ -25,13 +25,13 @@
         "ignore_eos", "max_tokens"
 
 static const char *const chat_keys[] = {
-    "model", "messages", "stream", "stream_options", "max_completion_tokens",
-    "stop",  "n",        "tools",  "user",           SAMPLING_KEYS,
-    NULL};
-static const char *const completion_keys[] = {
-    "model", "prompt", "stream", "stream_options", "stop", "n", "user", SAMPLING_KEYS, NULL};
-static const char *const generate_keys[] = {"prompt", "sampling_params", "use_chat_template",
-                                            "stream", "model",           NULL};
+    "model", "messages", "stream", "stream_options", "max_completion_tokens", "stop",
+    "n",     "tools",    "user",   "cache_prompt",   SAMPLING_KEYS,           NULL};
+static const char *const completion_keys[] = {"model",       "prompt", "stream", "stream_options",
+                                              "stop",        "n",      "user",   "cache_prompt",
+                                              SAMPLING_KEYS, NULL};
+static const char *const generate_keys[] = {
+    "prompt", "sampling_params", "use_chat_template", "stream", "model", "cache_prompt", NULL};
 static const char *const sampling_keys[] = {"stop_sequences", "stop", SAMPLING_KEYS, NULL};
 static const char *const tokenize_keys[] = {"content",       "text",  "add_special",
                                             "parse_special", "model", NULL};
@@ -98,6 +98,7 @@ static void job_init(struct job *j, enum job_kind kind)
     j->gp.sp.seed = SAMPLER_SEED_RANDOM;
     j->load_gpu_layers = j->load_n_ctx = -1;
     j->use_chat_template = j->add_special = j->parse_special = true;
+    j->cache_prompt = true;
     if (kind == JOB_GENERATE) { /* EXSA-API.md's defaults for /v1/generate */
         j->gp.sp.temperature = 0.7f, j->gp.sp.top_k = 40, j->gp.sp.top_p = 0.9f;
         j->gp.sp.repeat_penalty = 1.1f, j->gp.max_tokens = 512;
@@ -118,6 +119,7 @@ void job_free(struct job *j)
     free(j->prompt);
     free(j->bias_id);
     free(j->bias);
+    free(j->bounds);
     cJSON_Delete(j->body);
     memset(j, 0, sizeof *j);
 }
@@ -516,6 +518,10 @@ int job_parse(enum job_kind kind, const char *body, size_t len, struct job *j, s
         return srv_err_set(e, 400, NULL, "invalid_json", "the request body must be a JSON object");
     note_unknown(j, j->body, keys[kind]);
     if (kind != JOB_LOAD && parse_model(j, e) < 0)
+        return -1;
+    /* the prompt cache opt-out (llama-server's name); a bool, else a 400 */
+    if ((kind == JOB_CHAT || kind == JOB_COMPLETION || kind == JOB_GENERATE) &&
+        get_bool(j->body, "cache_prompt", &j->cache_prompt, e) < 0)
         return -1;
     switch (kind) {
     case JOB_CHAT:

@@ -48,6 +48,7 @@ struct srv_config {
     int max_conns, max_conns_per_addr; /* open connections in all, and from one address */
     int header_timeout, body_timeout;  /* seconds for a request's headers; for its body */
     bool mmap;                         /* model files mapped (true) or read into memory */
+    int cache_mb;                      /* prompt cache bound in MiB (0: off) */
 };
 
 void srv_config_default(struct srv_config *c);
@@ -235,6 +236,9 @@ struct job {
     const char *load_path;
     int load_gpu_layers, load_n_ctx; /* -1: keep the current setting */
     struct gen_params gp;
+    bool cache_prompt; /* "cache_prompt" (true unless the body says false) */
+    int32_t *bounds;   /* where messages start in prompt (chat_msg_starts), n_bounds of them */
+    int n_bounds;
     char **stop; /* owned copies behind gp.stop */
     int32_t *bias_id;
     float *bias;
