@@ -58,8 +58,8 @@ static double now(void)
 
 struct rec {
     int turn, prompt, cached, n_tok, n_events;
-    double t_send, t_first, t_done;
-    double tok_in_window; /* generated tokens that arrived inside the window */
+    double t_send, t_first, t_last, t_done; /* t_last: the last content event */
+    double tok_in_window;                   /* generated tokens that arrived inside the window */
     bool done, error;
 };
 
@@ -340,6 +340,7 @@ static void on_event(struct rec *r, const char *json, char **reply, size_t *len)
         double t = now();
         if (r->t_first == 0)
             r->t_first = t;
+        r->t_last = t;
         count_event(r, t);
         size_t k = strlen(c->valuestring);
         char *p = realloc(*reply, *len + k + 1);
@@ -466,16 +467,16 @@ static double metric(const char *m, const char *name)
 }
 
 struct cache_counts {
-    double hits, misses, reused, prompt;
+    double hits, misses, reused;
 };
 
 static struct cache_counts cache_counts(void)
 {
     int st;
     char *m = fetch("GET", "/metrics", NULL, &st);
-    struct cache_counts c = {
-        metric(m, "exsa_prompt_cache_hits_total"), metric(m, "exsa_prompt_cache_misses_total"),
-        metric(m, "exsa_prompt_cache_reused_tokens_total"), metric(m, "exsa_prompt_tokens_total")};
+    struct cache_counts c = {metric(m, "exsa_prompt_cache_hits_total"),
+                             metric(m, "exsa_prompt_cache_misses_total"),
+                             metric(m, "exsa_prompt_cache_reused_tokens_total")};
     free(m);
     return c;
 }
@@ -497,11 +498,21 @@ static double quantile(double *v, int n, double q)
 }
 
 struct summary {
-    int n_done, n_err;
+    int n_done, n_err, n_ttft, n_tpot;
     double ttft50, ttft99, tpot50, tpot99, tok_s, prompt, cached;
 };
 
-/* Latency quantiles over the requests that finished and were sent inside the window. */
+/* One request's time per output token: over its whole reply when it finished, else over the
+ * content events it got before it was cut off (one token each, as a rule); < 0 when unknown. */
+static double tpot_of(const struct rec *r)
+{
+    int k = r->done ? r->n_tok : r->n_events;
+    double span = (r->done ? r->t_done : r->t_last) - r->t_first;
+    return r->t_first > 0 && k > 1 ? span / (k - 1) : -1;
+}
+
+/* TTFT over the requests whose first token came inside the window, time per output token over
+ * those that streamed inside it (cut off at its end or not), tokens/s over the window. */
 static struct summary summarise(double window)
 {
     struct summary s = {0};
@@ -510,17 +521,21 @@ static struct summary summarise(double window)
     int nt = 0, np = 0;
     for (int i = 0; i < g_n_recs; i++) {
         const struct rec *r = &g_recs[i];
+        const bool in = r->t_first >= g_w0 && r->t_first < g_w1;
         tok += r->tok_in_window;
         s.n_err += r->error && r->t_done < g_w1;
-        if (!r->done || r->error || r->t_send < g_w0)
+        if (r->error)
             continue;
-        s.n_done++;
-        s.prompt += r->prompt, s.cached += r->cached;
-        if (r->t_first > 0)
+        if (in)
             ttft[nt++] = r->t_first - r->t_send;
-        if (r->t_first > 0 && r->n_tok > 1)
-            tpot[np++] = (r->t_done - r->t_first) / (r->n_tok - 1);
+        if (r->t_first > 0 && r->t_first < g_w1 && r->t_last >= g_w0 && tpot_of(r) >= 0)
+            tpot[np++] = tpot_of(r);
+        if (r->done && r->t_done >= g_w0 && r->t_done <= g_w1) {
+            s.n_done++;
+            s.prompt += r->prompt, s.cached += r->cached;
+        }
     }
+    s.n_ttft = nt, s.n_tpot = np;
     s.ttft50 = quantile(ttft, nt, 0.5), s.ttft99 = quantile(ttft, nt, 0.99);
     s.tpot50 = quantile(tpot, np, 0.5), s.tpot99 = quantile(tpot, np, 0.99);
     s.tok_s = tok / window;
@@ -538,7 +553,7 @@ static void per_turn(void)
         double sum = 0, pr = 0, ca = 0;
         for (int i = 0; i < g_n_recs; i++) {
             const struct rec *r = &g_recs[i];
-            if (r->turn != t || !r->done || r->error || r->t_send < g_w0 || r->t_first == 0)
+            if (r->turn != t || !r->done || r->error || r->t_first < g_w0 || r->t_first == 0)
                 continue;
             v[n++] = r->t_first - r->t_send;
             sum += r->t_first - r->t_send, pr += r->prompt, ca += r->cached;
@@ -557,23 +572,26 @@ static void report(const struct summary *s, const struct cache_counts *c, double
         printf("{\"clients\":%d,\"turns\":%d,\"window_s\":%.1f,\"requests\":%d,\"errors\":%d,"
                "\"ttft_p50\":%.4f,\"ttft_p99\":%.4f,\"tpot_p50\":%.4f,\"tpot_p99\":%.4f,"
                "\"tokens_per_s\":%.2f,\"cache_hit_rate\":%.3f,\"reused_tokens\":%.0f,"
-               "\"prompt_tokens\":%.0f}\n",
+               "\"prompt_tokens\":%.0f,\"cached_tokens\":%.0f}\n",
                O.clients, O.turns, window, s->n_done, s->n_err, s->ttft50, s->ttft99, s->tpot50,
-               s->tpot99, s->tok_s, lookups > 0 ? c->hits / lookups : 0, c->reused, c->prompt);
+               s->tpot99, s->tok_s, lookups > 0 ? c->hits / lookups : 0, c->reused, s->prompt,
+               s->cached);
         return;
     }
     printf("clients %d, turns %d, user ~%d tokens, max_tokens %d, cache %s, window %.1f s\n",
            O.clients, O.turns, O.user_tokens, O.max_tokens, O.no_cache ? "off" : "on", window);
-    printf("requests finished %d, errors %d\n", s->n_done, s->n_err);
-    printf("time to first token   p50 %.3f s  p99 %.3f s\n", s->ttft50, s->ttft99);
-    printf("time per output token p50 %.4f s  p99 %.4f s\n", s->tpot50, s->tpot99);
+    printf("requests finished in the window %d, errors %d\n", s->n_done, s->n_err);
+    printf("time to first token   p50 %.3f s  p99 %.3f s  (%d requests)\n", s->ttft50, s->ttft99,
+           s->n_ttft);
+    printf("time per output token p50 %.4f s  p99 %.4f s  (%d requests)\n", s->tpot50, s->tpot99,
+           s->n_tpot);
     printf("aggregate generated tokens/s %.2f\n", s->tok_s);
-    printf("prompt cache (metrics): %.0f hits, %.0f misses (hit rate %.1f%%), %.0f of %.0f "
-           "prompt tokens reused (%.1f%%)\n",
-           c->hits, c->misses, lookups > 0 ? 100 * c->hits / lookups : 0, c->reused, c->prompt,
-           c->prompt > 0 ? 100 * c->reused / c->prompt : 0);
-    printf("prompt cache (usage, finished requests): %.0f of %.0f prompt tokens cached\n",
-           s->cached, s->prompt);
+    printf("prompt cache (metrics, warm-up included): %.0f hits, %.0f misses (hit rate %.1f%%), "
+           "%.0f tokens reused\n",
+           c->hits, c->misses, lookups > 0 ? 100 * c->hits / lookups : 0, c->reused);
+    printf("prompt cache (usage of the finished requests): %.0f of %.0f prompt tokens cached "
+           "(%.1f%%)\n",
+           s->cached, s->prompt, s->prompt > 0 ? 100 * s->cached / s->prompt : 0);
     if (O.turns > 1)
         per_turn();
 }
@@ -660,8 +678,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < g_n_recs; i++)
             g_recs[i].tok_in_window = g_recs[i].done ? g_recs[i].n_tok : 0;
     struct cache_counts c1 = cache_counts();
-    struct cache_counts d = {c1.hits - c0.hits, c1.misses - c0.misses, c1.reused - c0.reused,
-                             c1.prompt - c0.prompt};
+    struct cache_counts d = {c1.hits - c0.hits, c1.misses - c0.misses, c1.reused - c0.reused};
     struct summary s = summarise(window);
     report(&s, &d, window);
     free(th);

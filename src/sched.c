@@ -509,7 +509,8 @@ static void cache_plan(struct sched *s, struct sched_req *r, int from)
         r->ck = NULL, r->snaps = NULL;
         return;
     }
-    memcpy(cand, r->bounds, sizeof(int32_t) * r->n_bounds);
+    if (r->n_bounds > 0)
+        memcpy(cand, r->bounds, sizeof(int32_t) * r->n_bounds);
     for (int k = 1; k <= r->n_prompt / nb; k++)
         cand[r->n_bounds + k - 1] = k * nb;
     qsort(cand, n_cand, sizeof *cand, cmp_i32);
