@@ -12,7 +12,7 @@
  * Memory is bounded by max_bytes (node tokens, K/V rows and snapshots): after an insert the
  * least recently used leaves go first. Why host copies rather than shared KV blocks: the pool
  * has no reference counts, it is sized for the running sequences (n_seq x n_ctx), and a copy of
- * a prefix's rows costs a small fraction of computing them (PERF-NOTES.md, v4).
+ * a prefix's rows costs a small fraction of computing them (PERF-NOTES.md, "Prompt cache").
  * One pcache belongs to one engine and is used by the thread that owns the engine (the
  * scheduler's); not thread-safe.
  */
