@@ -43,6 +43,7 @@ struct sched_req {
     int seq;
     int n_past;    /* tokens in the sequence's cache */
     int step_n;    /* entries this request put into the current batch */
+    int n_cached;  /* prompt tokens restored from the prompt cache */
     bool pending;  /* next_tok is sampled and waits to be fed */
     int32_t next_tok;
     /* channel, under mu */
@@ -59,7 +60,12 @@ struct sched_req {
     struct sched_result res;
 };
 
-enum ctl_op { CTL_NONE, CTL_LOAD, CTL_UNLOAD };
+/* CTL_SWAP: install next_model once the current model's requests are done (or at the
+ * deadline); CTL_UNLOAD: end everything and free the model at once. */
+enum ctl_op { CTL_NONE, CTL_SWAP, CTL_UNLOAD };
+
+/* How long the requests of a model being replaced may run on before they end with a 503. */
+#define SWAP_GRACE_S 60.0
 
 struct sched {
     struct sched_params p;
@@ -77,10 +83,17 @@ struct sched {
     struct exsa_engine *engine;
     char *path;
     int n_ctx, gpu_layers, n_vocab;
+    /* a replacement that sched_load loaded beside the current model (under mu): new requests
+     * are tokenized with it (generation gen + 1) and wait in the queue until the switch */
+    struct exsa_model *next_model;
+    struct exsa_engine *next_engine;
+    char *next_path;
+    int next_ngl, next_nctx;
+    double swap_deadline;
+    bool switching; /* the switch waits for the borrowers: sched_model_acquire waits too */
     /* a control request from sched_load / sched_unload */
     enum ctl_op ctl;
-    char *ctl_path;
-    int ctl_ngl, ctl_nctx, ctl_rc;
+    int ctl_rc;
     bool ctl_done;
     char ctl_err[512];
     /* scheduler thread only */
@@ -89,6 +102,7 @@ struct sched {
     int32_t *b_tok, *b_pos, *b_seq;
     uint8_t *b_logits;
     struct sched_req **b_row; /* the request of each logits row */
+    struct sched_slot *slots; /* what sched_get_slots shows (n_active_shared of them), under mu */
     float *logits;
     float *hidden; /* [n_batch][dim] hidden states of an embedding step (allocated on use) */
 };
@@ -109,7 +123,7 @@ void sched_params_default(struct sched_params *p)
     p->max_queue = 100;
     p->max_batch = 8;
     p->continuous = true;
-    p->batch_timeout_ms = 100;
+    p->batch_timeout_ms = 0;
 }
 
 /* ---- requests and channels ------------------------------------------------------------------ */
@@ -333,7 +347,8 @@ int sched_submit(struct sched *s, struct sched_req *r)
     pthread_mutex_lock(&s->mu);
     if (s->closing || s->stop)
         rc = EXSA_ECANCELLED;
-    else if (!s->engine || s->loading || r->model_gen != s->gen)
+    else if (!(s->engine && r->model_gen == s->gen) &&
+             !(s->next_engine && r->model_gen == s->gen + 1))
         rc = EXSA_ENOTFOUND;
     else if (queue_full(s))
         rc = EXSA_ENOMEM;
@@ -369,22 +384,71 @@ static void release_active(struct sched *s, int i)
     sched_req_put(r);
 }
 
-/* Ends every queued and running request with status/msg. Called with mu held. */
-static void fail_all(struct sched *s, int status, const char *msg)
+/* Publishes the running set for sched_get_stats / sched_get_slots. Scheduler thread, with mu
+ * held (n_past and the generator change only on this thread). */
+static void publish_slots(struct sched *s)
 {
-    while (s->qhead) {
-        struct sched_req *r = s->qhead;
+    double now = sched_now();
+    for (int i = 0; i < s->n_active; i++) {
+        const struct sched_req *r = s->active[i];
+        s->slots[i] = (struct sched_slot){
+            .id = r->seq,
+            .state = r->embed ? "embedding" : r->n_past < r->n_prompt ? "prefill" : "generating",
+            .n_prompt = r->n_prompt,
+            .n_past = r->n_past,
+            .n_decoded = r->gen ? gen_n_tokens(r->gen) : 0,
+            .n_cached = r->n_cached,
+            .seconds = now - r->res.t_submit,
+        };
+    }
+    s->n_active_shared = s->n_active;
+}
+
+/* The first queued request of the current model (one tokenized for a replacement waits for the
+ * switch), unlinked from the queue; NULL when there is none. Called with mu held. */
+static struct sched_req *take_queued(struct sched *s)
+{
+    struct sched_req **pp = &s->qhead, *prev = NULL;
+    while (*pp && (*pp)->model_gen != s->gen)
+        prev = *pp, pp = &(*pp)->next;
+    struct sched_req *r = *pp;
+    if (!r)
+        return NULL;
+    *pp = r->next;
+    if (s->qtail == r)
+        s->qtail = prev;
+    s->n_queued--;
+    return r;
+}
+
+/* Ends every running request and the queued ones of the current model (all queued ones when
+ * every_gen) with status/msg. Called with mu held. */
+static void fail_all_of(struct sched *s, bool every_gen, int status, const char *msg)
+{
+    struct sched_req *r;
+    while (every_gen && s->qhead) {
+        r = s->qhead;
         s->qhead = r->next;
+        s->n_queued--;
         finish_req(r, GEN_CANCELLED, status, msg);
         sched_req_put(r);
     }
-    s->qtail = NULL;
-    s->n_queued = 0;
+    if (every_gen)
+        s->qtail = NULL;
+    while ((r = take_queued(s))) {
+        finish_req(r, GEN_CANCELLED, status, msg);
+        sched_req_put(r);
+    }
     while (s->n_active > 0) {
         finish_req(s->active[s->n_active - 1], GEN_CANCELLED, status, msg);
         release_active(s, s->n_active - 1);
     }
     s->n_active_shared = 0;
+}
+
+static void fail_all(struct sched *s, int status, const char *msg)
+{
+    fail_all_of(s, true, status, msg);
 }
 
 /* Drops queued requests whose client went away. Called with mu held. */
@@ -415,12 +479,8 @@ static int max_seqs(const struct sched *s)
 /* Moves queued requests into the running set while there is room. Called with mu held. */
 static void admit(struct sched *s)
 {
-    while (s->qhead && s->n_active < max_seqs(s)) {
-        struct sched_req *r = s->qhead;
-        s->qhead = r->next;
-        if (!s->qhead)
-            s->qtail = NULL;
-        s->n_queued--;
+    struct sched_req *r;
+    while (s->n_active < max_seqs(s) && (r = take_queued(s))) {
         r->seq = exsa_seq_new(s->engine);
         int rc = r->seq < 0 ? r->seq
                  : r->embed ? 0
@@ -434,11 +494,14 @@ static void admit(struct sched *s)
         }
         if (r->gen)
             gen_prompt(r->gen, r->prompt, r->n_prompt);
+        pthread_mutex_lock(&r->mu);
+        r->res.t_admit = sched_now();
+        pthread_mutex_unlock(&r->mu);
         r->n_past = 0;
         r->pending = false;
         s->active[s->n_active++] = r;
     }
-    s->n_active_shared = s->n_active;
+    publish_slots(s);
 }
 
 /* Samples r's next token from one logits row and pushes its text; ends r when it is over. */
@@ -639,7 +702,7 @@ static void retire(struct sched *s)
         release_active(s, i);
     }
     pthread_mutex_lock(&s->mu);
-    s->n_active_shared = s->n_active;
+    publish_slots(s);
     s->n_cancelled += n_cancel;
     count_cache(s);
     pthread_cond_broadcast(&s->cv);
@@ -665,12 +728,13 @@ static int size_buffers(struct sched *s)
 }
 
 /* Installs model m / engine e (either may be NULL) in place of the current ones, after ending
- * everything in flight and waiting for borrowers. Called with mu held; returns with it held. */
+ * what runs on the current model (every queued request too when every_gen) and waiting for
+ * the borrowers. Called with mu held; returns with it held. */
 static void swap_model(struct sched *s, struct exsa_model *m, struct exsa_engine *e,
-                       const char *path, int ngl, int nctx, const char *why)
+                       const char *path, int ngl, int nctx, bool every_gen, const char *why)
 {
+    fail_all_of(s, every_gen, 503, why);
     s->gen++;
-    fail_all(s, 503, why);
     while (s->borrowers > 0)
         pthread_cond_wait(&s->cv, &s->mu);
     struct exsa_model *old_m = s->model;
@@ -693,72 +757,94 @@ static void swap_model(struct sched *s, struct exsa_model *m, struct exsa_engine
         s->engine = NULL, s->model = NULL;
         s->ctl_rc = rc;
         snprintf(s->ctl_err, sizeof s->ctl_err, "out of memory for the batch buffers");
+        fail_all(s, 503, "out of memory for the batch buffers of the new model");
     }
     count_cache(s);
 }
 
-/* Performs a load (new model and engine first, so a failed load keeps the current model).
- * Called with mu held; returns with it held. */
-static void do_load(struct sched *s)
+/* Loads path into a new model and an engine with these settings. Any thread: it touches no
+ * scheduler state, so the current model serves on while it runs. */
+static int load_engine(const struct sched_params *sp, int n_seq, const char *path, int ngl,
+                       int nctx, struct exsa_model **mo, struct exsa_engine **eo, char *err,
+                       size_t errlen)
 {
-    char *path = s->ctl_path ? strdup(s->ctl_path) : (s->path ? strdup(s->path) : NULL);
-    int ngl = s->ctl_ngl >= 0 ? s->ctl_ngl : s->gpu_layers;
-    int nctx = s->ctl_nctx > 0 ? s->ctl_nctx : s->n_ctx;
-    s->ctl_rc = 0;
-    s->ctl_err[0] = 0;
-    if (!path) {
-        s->ctl_rc = EXSA_ENOTFOUND;
-        snprintf(s->ctl_err, sizeof s->ctl_err, "no model was loaded before, so none to reload");
-        return;
-    }
-    s->loading = true;
-    pthread_mutex_unlock(&s->mu);
     struct exsa_model *m = NULL;
     struct exsa_engine *e = NULL;
-    char err[480] = "";
-    int rc = exsa_model_load(path, &m, err, sizeof err);
-    if (rc == 0) {
-        struct exsa_engine_params ep;
-        exsa_engine_params_default(&ep);
-        ep.backend = s->p.backend;
-        ep.n_ctx = nctx;
-        ep.n_seq_max = max_seqs(s);
-        ep.n_batch = s->p.n_batch;
-        ep.n_threads = s->p.n_threads;
-        ep.gpu_layers = ngl;
-        ep.kv_type = s->p.kv_type;
-        rc = exsa_engine_create(m, &ep, &e, err, sizeof err);
-        if (rc < 0)
-            exsa_model_free(m);
-        else
-            fprintf(stderr, "exsa: %s: %s\n", path, exsa_engine_describe(e));
-        /* every weight is on the GPU: the file mapping no longer holds them (a file replaced
-         * on disk cannot fault the server) */
-        if (rc == 0 && ngl >= exsa_model_info(m)->n_layers && exsa_model_release_weights(m) == 0)
-            fprintf(stderr, "exsa: %s: host copy of the weights released\n", path);
-    }
-    pthread_mutex_lock(&s->mu);
+    int rc = exsa_model_load(path, &m, err, errlen);
+    if (rc < 0)
+        return rc;
+    struct exsa_engine_params ep;
+    exsa_engine_params_default(&ep);
+    ep.backend = sp->backend;
+    ep.n_ctx = nctx;
+    ep.n_seq_max = n_seq;
+    ep.n_batch = sp->n_batch;
+    ep.n_threads = sp->n_threads;
+    ep.gpu_layers = ngl;
+    ep.kv_type = sp->kv_type;
+    rc = exsa_engine_create(m, &ep, &e, err, errlen);
     if (rc < 0) {
-        s->ctl_rc = rc;
-        snprintf(s->ctl_err, sizeof s->ctl_err, "cannot load %s: %s", path,
-                 err[0] ? err : exsa_strerror(rc));
-    } else {
-        swap_model(s, m, e, path, ngl, nctx, "the model was replaced while this request ran");
+        exsa_model_free(m);
+        return rc;
     }
-    s->loading = false;
-    free(path);
+    fprintf(stderr, "exsa: %s: %s\n", path, exsa_engine_describe(e));
+    /* every weight is on the GPU: the file mapping no longer holds them (a file replaced on
+     * disk cannot fault the server) */
+    if (ngl >= exsa_model_info(m)->n_layers && exsa_model_release_weights(m) == 0)
+        fprintf(stderr, "exsa: %s: host copy of the weights released\n", path);
+    *mo = m;
+    *eo = e;
+    return 0;
 }
 
-/* Runs the pending control operation. Called with mu held; returns with it held. */
-static void do_control(struct sched *s)
+/* Whether a queued request can run on the current model. Called with mu held. */
+static bool has_admissible(const struct sched *s)
 {
-    if (s->ctl == CTL_LOAD) {
-        do_load(s);
-    } else {
-        s->ctl_rc = 0;
-        swap_model(s, NULL, NULL, NULL, s->gpu_layers, s->n_ctx,
-                   "the model was unloaded while this request ran");
+    for (const struct sched_req *r = s->qhead; r; r = r->next)
+        if (r->model_gen == s->gen)
+            return true;
+    return false;
+}
+
+/* A pending replacement is installed once nothing of the current model is left to run (or at
+ * the deadline, ending what is). The borrowers are waited for first, with new borrowers held
+ * back; one of them may just have queued a request for the current model, which then runs
+ * first. Called with mu held; returns with it held. */
+static void try_switch(struct sched *s)
+{
+    bool late = sched_now() >= s->swap_deadline;
+    if (!late && (s->n_active > 0 || has_admissible(s)))
+        return;
+    s->switching = true;
+    while (s->borrowers > 0)
+        pthread_cond_wait(&s->cv, &s->mu);
+    if (!late && has_admissible(s)) {
+        s->switching = false;
+        pthread_cond_broadcast(&s->cv);
+        return;
     }
+    struct exsa_model *m = s->next_model;
+    struct exsa_engine *e = s->next_engine;
+    char *path = s->next_path;
+    s->next_model = NULL, s->next_engine = NULL, s->next_path = NULL;
+    s->ctl_rc = 0;
+    swap_model(s, m, e, path, s->next_ngl, s->next_nctx, false,
+               "the model was replaced while this request ran");
+    free(path);
+    s->switching = false;
+    s->ctl = CTL_NONE;
+    s->ctl_done = true;
+    pthread_cond_broadcast(&s->cv);
+}
+
+/* Runs an unload: everything in flight ends with a 503. Called with mu held. */
+static void do_unload(struct sched *s)
+{
+    s->ctl_rc = 0;
+    s->switching = true; /* new borrowers wait, then find no model */
+    swap_model(s, NULL, NULL, NULL, s->gpu_layers, s->n_ctx, true,
+               "the model was unloaded while this request ran");
+    s->switching = false;
     s->ctl = CTL_NONE;
     s->ctl_done = true;
     pthread_cond_broadcast(&s->cv);
@@ -778,32 +864,58 @@ static void wait_until(struct sched *s, double t)
     pthread_cond_timedwait(&s->cv, &s->mu, &ts);
 }
 
+/* The oldest queued request of the current model, or NULL. Called with mu held. */
+static const struct sched_req *first_admissible(const struct sched *s)
+{
+    const struct sched_req *r = s->qhead;
+    while (r && r->model_gen != s->gen)
+        r = r->next;
+    return r;
+}
+
+/* What the scheduler thread does between steps: control operations, and waiting while there
+ * is nothing to run. True when a step is due (requests admitted). Called with mu held. */
+static bool next_step_due(struct sched *s)
+{
+    if (s->ctl == CTL_UNLOAD) {
+        do_unload(s);
+        return false;
+    }
+    if (s->ctl == CTL_SWAP)
+        try_switch(s);
+    drop_cancelled_queued(s);
+    if (s->stop)
+        return false;
+    if (s->n_active == 0) {
+        const struct sched_req *r = s->engine ? first_admissible(s) : NULL;
+        if (!r) {
+            if (s->ctl == CTL_SWAP)
+                wait_until(s, s->swap_deadline);
+            else
+                pthread_cond_wait(&s->cv, &s->mu);
+            return false;
+        }
+        /* BATCH_TIMEOUT_MS > 0 (off by default): an idle scheduler waits that long for a burst
+         * of requests to start together. At 0 a lone request starts at once, and continuous
+         * batching admits later ones into the running batch. */
+        double start = r->res.t_submit + s->p.batch_timeout_ms * 1e-3;
+        if (s->p.batch_timeout_ms > 0 && s->p.continuous && s->n_queued < max_seqs(s) &&
+            !s->closing && sched_now() < start) {
+            wait_until(s, start);
+            return false;
+        }
+    }
+    admit(s);
+    return true;
+}
+
 static void *sched_main(void *arg)
 {
     struct sched *s = arg;
     pthread_mutex_lock(&s->mu);
-    for (;;) {
-        if (s->ctl != CTL_NONE) {
-            do_control(s);
+    while (!s->stop) {
+        if (!next_step_due(s))
             continue;
-        }
-        drop_cancelled_queued(s);
-        if (s->stop)
-            break;
-        if (s->n_active == 0) {
-            if (!s->qhead || !s->engine) {
-                pthread_cond_wait(&s->cv, &s->mu);
-                continue;
-            }
-            /* Idle: give a burst of requests BATCH_TIMEOUT_MS to arrive and start together. */
-            double start = s->qhead->res.t_submit + s->p.batch_timeout_ms * 1e-3;
-            if (s->p.continuous && s->n_queued < max_seqs(s) && !s->closing &&
-                sched_now() < start) {
-                wait_until(s, start);
-                continue;
-            }
-        }
-        admit(s);
         pthread_mutex_unlock(&s->mu);
         sched_step(s);
         retire(s);
@@ -812,6 +924,12 @@ static void *sched_main(void *arg)
         pthread_mutex_lock(&s->mu);
     }
     fail_all(s, 503, "the server is shutting down");
+    if (s->ctl != CTL_NONE) { /* a load waiting for its switch; sched_destroy frees the model */
+        s->ctl = CTL_NONE;
+        s->ctl_rc = EXSA_ECANCELLED;
+        snprintf(s->ctl_err, sizeof s->ctl_err, "the server is shutting down");
+        s->ctl_done = true;
+    }
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -837,11 +955,13 @@ int sched_create(const struct sched_params *p, struct sched **out)
     s->gpu_layers = p->gpu_layers;
     s->active = calloc(max_seqs(s), sizeof *s->active);
     s->b_row = calloc(max_seqs(s), sizeof *s->b_row);
+    s->slots = calloc(max_seqs(s), sizeof *s->slots);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->ctl_mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    if (!s->active || !s->b_row || pthread_create(&s->thread, NULL, sched_main, s) != 0) {
-        free(s->active), free(s->b_row), free(s);
+    if (!s->active || !s->b_row || !s->slots ||
+        pthread_create(&s->thread, NULL, sched_main, s) != 0) {
+        free(s->active), free(s->b_row), free(s->slots), free(s);
         return EXSA_ENOMEM;
     }
     s->started = true;
@@ -875,65 +995,131 @@ void sched_destroy(struct sched *s, int grace_ms)
     exsa_engine_free(s->engine);
     exsa_model_free(s->model);
     s->model = NULL, s->engine = NULL;
+    exsa_engine_free(s->next_engine);
+    exsa_model_free(s->next_model);
     size_buffers(s);
-    free(s->path), free(s->ctl_path), free(s->active), free(s->b_row);
+    free(s->path), free(s->next_path), free(s->active), free(s->b_row), free(s->slots);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->ctl_mu);
     pthread_cond_destroy(&s->cv);
     free(s);
 }
 
-/* Posts a control operation and waits for the scheduler thread to run it. */
-static int control(struct sched *s, enum ctl_op op, const char *path, int ngl, int nctx,
-                   char *err, size_t errlen)
+/* Posts a control operation and waits for the scheduler thread to run it. Called with ctl_mu
+ * and mu held; returns with them held. */
+static int post_control(struct sched *s, enum ctl_op op)
+{
+    if (s->closing || s->stop) {
+        snprintf(s->ctl_err, sizeof s->ctl_err, "the server is shutting down");
+        return EXSA_ECANCELLED;
+    }
+    s->ctl = op;
+    s->ctl_done = false;
+    pthread_cond_broadcast(&s->cv);
+    while (!s->ctl_done)
+        pthread_cond_wait(&s->cv, &s->mu);
+    return s->ctl_rc;
+}
+
+/* Hands the loaded replacement to the scheduler thread and waits for the switch. Called with
+ * ctl_mu and mu held; returns with them held. */
+static int post_swap(struct sched *s, struct exsa_model *m, struct exsa_engine *e,
+                     const char *path, int ngl, int nctx)
+{
+    s->next_model = m, s->next_engine = e;
+    s->next_path = strdup(path);
+    s->next_ngl = ngl, s->next_nctx = nctx;
+    s->swap_deadline = sched_now() + SWAP_GRACE_S;
+    int rc = post_control(s, CTL_SWAP);
+    if (s->next_model == m) { /* not switched (shutting down): still ours */
+        exsa_engine_free(s->next_engine), exsa_model_free(s->next_model);
+        free(s->next_path);
+        s->next_model = NULL, s->next_engine = NULL, s->next_path = NULL;
+    }
+    return rc;
+}
+
+/* The new model is loaded beside the current one, which serves on meanwhile; requests that
+ * arrive then are tokenized for the new one and start after the switch, which waits for the
+ * current model's requests (up to SWAP_GRACE_S). When both do not fit (EXSA_ENOMEM), the
+ * current model is unloaded first and err says so, also on success. */
+int sched_load(struct sched *s, const char *path, int gpu_layers, int n_ctx, char *err,
+               size_t errlen)
+{
+    char dummy[8];
+    if (!err || !errlen)
+        err = dummy, errlen = sizeof dummy;
+    err[0] = 0;
+    pthread_mutex_lock(&s->ctl_mu);
+    pthread_mutex_lock(&s->mu);
+    char *p = path ? strdup(path) : s->path ? strdup(s->path) : NULL;
+    int ngl = gpu_layers >= 0 ? gpu_layers : s->gpu_layers;
+    int nctx = n_ctx > 0 ? n_ctx : s->n_ctx;
+    bool had_model = s->model != NULL;
+    int rc = s->closing || s->stop ? EXSA_ECANCELLED : p ? 0 : EXSA_ENOTFOUND;
+    if (rc == 0)
+        s->loading = true;
+    pthread_mutex_unlock(&s->mu);
+    struct exsa_model *m = NULL;
+    struct exsa_engine *e = NULL;
+    char lerr[480] = "";
+    bool unloaded = false;
+    if (rc == 0)
+        rc = load_engine(&s->p, max_seqs(s), p, ngl, nctx, &m, &e, lerr, sizeof lerr);
+    if (rc == EXSA_ENOMEM && had_model) { /* both do not fit: the old model goes first */
+        pthread_mutex_lock(&s->mu);
+        rc = post_control(s, CTL_UNLOAD);
+        pthread_mutex_unlock(&s->mu);
+        unloaded = rc == 0;
+        if (rc == 0)
+            rc = load_engine(&s->p, max_seqs(s), p, ngl, nctx, &m, &e, lerr, sizeof lerr);
+    }
+    pthread_mutex_lock(&s->mu);
+    if (rc == 0)
+        rc = post_swap(s, m, e, p, ngl, nctx);
+    s->loading = false;
+    if (rc == EXSA_ECANCELLED)
+        snprintf(err, errlen, "the server is shutting down");
+    else if (rc == EXSA_ENOTFOUND && !p)
+        snprintf(err, errlen, "no model was loaded before, so none to reload");
+    else if (rc < 0)
+        snprintf(err, errlen, "cannot load %s: %s%s", p, lerr[0] ? lerr : exsa_strerror(rc),
+                 unloaded ? " (the previous model was unloaded to make room)" : "");
+    else if (unloaded)
+        snprintf(err, errlen, "the new model did not fit beside the previous one, which was "
+                 "unloaded first: requests in flight ended with a 503");
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->ctl_mu);
+    free(p);
+    return rc;
+}
+
+int sched_unload(struct sched *s)
 {
     pthread_mutex_lock(&s->ctl_mu);
     pthread_mutex_lock(&s->mu);
-    int rc;
-    if (s->closing || s->stop) {
-        rc = EXSA_ECANCELLED;
-        snprintf(s->ctl_err, sizeof s->ctl_err, "the server is shutting down");
-    } else {
-        free(s->ctl_path);
-        s->ctl_path = path ? strdup(path) : NULL;
-        s->ctl_ngl = ngl;
-        s->ctl_nctx = nctx;
-        s->ctl = op;
-        s->ctl_done = false;
-        pthread_cond_broadcast(&s->cv);
-        while (!s->ctl_done)
-            pthread_cond_wait(&s->cv, &s->mu);
-        rc = s->ctl_rc;
-    }
-    if (err && errlen)
-        snprintf(err, errlen, "%s", rc < 0 ? s->ctl_err : "");
+    int rc = post_control(s, CTL_UNLOAD);
     pthread_mutex_unlock(&s->mu);
     pthread_mutex_unlock(&s->ctl_mu);
     return rc;
 }
 
-int sched_load(struct sched *s, const char *path, int gpu_layers, int n_ctx, char *err,
-               size_t errlen)
-{
-    return control(s, CTL_LOAD, path, gpu_layers, n_ctx, err, errlen);
-}
-
-int sched_unload(struct sched *s)
-{
-    return control(s, CTL_UNLOAD, NULL, -1, -1, NULL, 0);
-}
-
+/* While a replacement waits for its switch, new requests get it (generation gen + 1); during
+ * the switch itself, callers wait the moment it takes. */
 struct exsa_model *sched_model_acquire(struct sched *s, unsigned *gen, int *n_ctx)
 {
     pthread_mutex_lock(&s->mu);
-    bool busy = s->loading || s->ctl != CTL_NONE || s->stop;
-    struct exsa_model *m = busy ? NULL : s->model;
+    while (s->switching && !s->stop)
+        pthread_cond_wait(&s->cv, &s->mu);
+    bool next = s->next_model != NULL;
+    struct exsa_model *m = s->stop ? NULL : next ? s->next_model : s->model;
     if (m) {
         s->borrowers++;
         if (gen)
-            *gen = s->gen;
+            *gen = next ? s->gen + 1 : s->gen;
         if (n_ctx)
-            *n_ctx = s->n_ctx;
+            *n_ctx = next ? s->next_nctx : s->n_ctx;
     }
     pthread_mutex_unlock(&s->mu);
     return m;
@@ -952,7 +1138,7 @@ void sched_get_stats(struct sched *s, struct sched_stats *st)
     memset(st, 0, sizeof *st);
     pthread_mutex_lock(&s->mu);
     st->loaded = s->model != NULL;
-    st->loading = s->loading;
+    st->loading = s->loading || s->next_model != NULL;
     st->closing = s->closing || s->stop;
     snprintf(st->model_path, sizeof st->model_path, "%s", s->path ? s->path : "");
     st->n_ctx = s->n_ctx;
@@ -968,4 +1154,14 @@ void sched_get_stats(struct sched *s, struct sched_stats *st)
     st->cache_blocks = s->cache_blocks;
     st->cache_blocks_total = s->cache_blocks_total;
     pthread_mutex_unlock(&s->mu);
+}
+
+int sched_get_slots(struct sched *s, struct sched_slot *out, int max)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_active_shared;
+    for (int i = 0; i < n && i < max; i++)
+        out[i] = s->slots[i];
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }

@@ -34,7 +34,7 @@ struct sched_params {
     int max_queue;        /* requests waiting for a free slot; past it sched_submit refuses */
     int max_batch;        /* sequences decoded together (forced to 1 when !continuous) */
     bool continuous;      /* continuous batching on */
-    int batch_timeout_ms; /* how long an idle scheduler waits to fill a batch */
+    int batch_timeout_ms; /* how long an idle scheduler waits to fill a batch (0: not at all) */
     int step_delay_ms;    /* test hook: sleep after each step (0: off) */
 };
 void sched_params_default(struct sched_params *p);
@@ -50,7 +50,11 @@ void sched_close(struct sched *s, int grace_ms);
 void sched_destroy(struct sched *s, int grace_ms);
 
 /* Loads path (NULL: re-read the current file) with these settings (< 0: keep the current
- * ones), replacing the current model. Blocks until done. Everything in flight ends with a 503.
+ * ones), replacing the current model. Blocks until done. The new model is loaded beside the
+ * current one, which answers meanwhile; requests that arrive during the load are tokenized for
+ * the new model and start once the current model's requests are done (those still running
+ * SWAP_GRACE_S after the load end with a 503). When the two do not fit together the current
+ * model is unloaded first (requests in flight end with a 503) and err says so even on success.
  * Returns 0 or a negative code with a sentence in err. */
 int sched_load(struct sched *s, const char *path, int gpu_layers, int n_ctx, char *err,
                size_t errlen);
@@ -75,6 +79,19 @@ struct sched_stats {
     int cache_blocks, cache_blocks_total; /* KV blocks in use; in the pool */
 };
 void sched_get_stats(struct sched *s, struct sched_stats *st);
+
+/* One running sequence, as of the last step (for /v1/status and /slots). */
+struct sched_slot {
+    int id;            /* the engine's sequence id */
+    const char *state; /* "prefill", "generating" or "embedding" (static strings) */
+    int n_prompt;      /* prompt tokens */
+    int n_past;        /* tokens in the sequence's cache */
+    int n_decoded;     /* tokens generated so far */
+    int n_cached;      /* prompt tokens restored from the prompt cache, not computed */
+    double seconds;    /* since the request was submitted */
+};
+/* Copies up to max running sequences into out; returns how many there are. */
+int sched_get_slots(struct sched *s, struct sched_slot *out, int max);
 
 /* ---- requests ------------------------------------------------------------------------------- */
 
@@ -122,7 +139,7 @@ void sched_chunk_free(struct sched_chunk *c);
 
 struct sched_result {
     int n_prompt, n_gen;              /* tokens in the prompt; tokens sampled (EOG included) */
-    double t_submit, t_first, t_done; /* monotonic seconds; 0 when it did not happen */
+    double t_submit, t_admit, t_first, t_done; /* monotonic seconds; 0: did not happen */
     char empty_reason[256];           /* the "0-token" explanation, or "" */
 };
 /* Counters and times of r (final once a read returned done). */

@@ -71,13 +71,16 @@ static char *sh(const char *fmt, ...)
 }
 
 /* curl: method, path, body (or NULL), its Content-Type ("" sends none), extra curl args; *status
- * gets the HTTP status; returns the body (malloc'd). */
+ * gets the HTTP status; returns the body (malloc'd). Safe from several threads: each call has
+ * its own files. */
 static char *req_ct(const struct srv *s, const char *method, const char *path, const char *body,
                     const char *ctype, const char *extra, int *status)
 {
+    static _Atomic int calls;
+    int k = calls++;
     char bfile[PATH_MAX], ofile[PATH_MAX];
-    snprintf(bfile, sizeof bfile, "%s/req.json", g_tmp);
-    snprintf(ofile, sizeof ofile, "%s/resp.out", g_tmp);
+    snprintf(bfile, sizeof bfile, "%s/req-%d.json", g_tmp, k);
+    snprintf(ofile, sizeof ofile, "%s/resp-%d.out", g_tmp, k);
     if (body) {
         FILE *f = fopen(bfile, "w");
         fputs(body, f);
@@ -89,7 +92,11 @@ static char *req_ct(const struct srv *s, const char *method, const char *path, c
                     extra ? extra : "", ofile, s->url, path);
     *status = atoi(code);
     free(code);
-    return sh("cat %s", ofile);
+    char *out = sh("cat %s 2>/dev/null", ofile);
+    unlink(ofile);
+    if (body)
+        unlink(bfile);
+    return out;
 }
 
 /* req_ct with a JSON body. */
@@ -164,7 +171,7 @@ static bool has(const char *s, const char *sub)
     return s && strstr(s, sub) != NULL;
 }
 
-static bool is_error_shape(const char *b)
+static inline bool is_error_shape(const char *b)
 {
     return has(b, "\"error\":{") && has(b, "\"message\":") && has(b, "\"type\":") &&
            has(b, "\"param\":") && has(b, "\"code\":");

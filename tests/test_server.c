@@ -730,13 +730,14 @@ static void test_half_close_and_health(void)
         free(b);
     }
     CHECK(idle, "the request of a client that left was cancelled within 3 s");
-    /* found by the soak: a whole reply ended by a reload had no Retry-After */
+    /* found by the soak: a whole reply ended by a swap had no Retry-After (a reload now lets it
+     * finish: an unload ends it) */
     char *o = sh("curl -s -m 20 -D - -o /dev/null %s/v1/completions -H 'Authorization: Bearer k9' "
                  JSON_CT "-d '{\"prompt\":\"a\",\"max_tokens\":30,\"ignore_eos\":true}' & "
-                 "sleep 1; curl -s -o /dev/null -X POST %s/v1/models/reload -H 'Authorization: "
+                 "sleep 1; curl -s -o /dev/null -X POST %s/v1/models/unload -H 'Authorization: "
                  "Bearer k9' " JSON_CT "; wait", H.url, H.url);
     CHECK(has(o, " 503 ") && (has(o, "Retry-After: 1") || has(o, "retry-after: 1")),
-          "a reply ended by a reload: %s", o);
+          "a reply ended by an unload: %s", o);
     free(o);
     CHECK(stop(&H) == 0, "server H exit status");
 }

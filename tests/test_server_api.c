@@ -573,7 +573,12 @@ static void test_health_states(void)
     st.queue_full = true;
     srv_health_state(&st, false, &h);
     CHECK(h.http_status == 200 && !strcmp(h.status, "overloaded"), "overloaded");
-    st.loading = true;
+    st.loading = true; /* a replacement loads beside the model, which serves on */
+    st.queue_full = false;
+    srv_health_state(&st, false, &h);
+    CHECK(h.http_status == 200 && !strcmp(h.status, "healthy"), "loading beside: %d %s",
+          h.http_status, h.status);
+    st.loaded = false; /* the first model */
     srv_health_state(&st, false, &h);
     CHECK(h.http_status == 503 && !strcmp(h.status, "loading") && h.reason &&
               !strcmp(h.code, "model_loading"),

@@ -43,6 +43,7 @@ static const struct route routes[] = {
     {"GET", "/v1/health", route_health, false},
     {"GET", "/health", route_health, false},
     {"GET", "/v1/status", route_status, false},
+    {"GET", "/slots", route_slots, false},
     {"GET", "/v1/model/info", route_model_info, false},
     {"POST", "/v1/generate", route_generate, false},
     {"GET", "/v1/models/list", route_models_list, true},

@@ -135,7 +135,8 @@ static void record(struct server *srv, struct sched_req *r, struct sched_result 
     double ttft = res->t_first > 0 ? res->t_first - res->t_submit : -1;
     double tpot = res->t_first > 0 && res->n_gen > 1
                       ? (res->t_done - res->t_first) / (res->n_gen - 1) : -1;
-    metrics_latency(srv->metrics, ttft, tpot);
+    double wait = res->t_admit > 0 ? res->t_admit - res->t_submit : -1;
+    metrics_latency(srv->metrics, wait, ttft, tpot);
     if (res->empty_reason[0])
         fprintf(stderr, "exsa serve: empty reply: %s\n", res->empty_reason);
 }

@@ -103,7 +103,8 @@ struct metrics *metrics_new(void);
 void metrics_free(struct metrics *m);
 void metrics_request(struct metrics *m, const char *route, int status);
 void metrics_tokens(struct metrics *m, int n_prompt, int n_gen);
-void metrics_latency(struct metrics *m, double ttft_s, double tpot_s); /* < 0: not measured */
+/* Seconds queued, to the first token, per output token (each < 0: not measured). */
+void metrics_latency(struct metrics *m, double queue_s, double ttft_s, double tpot_s);
 /* The Prometheus text exposition; malloc'd. n_conns, n_timeouts: from conntrack_stats. */
 char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s,
                      int n_conns, unsigned long long n_timeouts);
@@ -299,6 +300,7 @@ int route_chat(struct srv_conn *c);
 int route_completions(struct srv_conn *c);
 int route_health(struct srv_conn *c);
 int route_status(struct srv_conn *c);
+int route_slots(struct srv_conn *c);
 int route_model_info(struct srv_conn *c);
 int route_generate(struct srv_conn *c);
 int route_models_list(struct srv_conn *c);
