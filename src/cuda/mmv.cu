@@ -132,6 +132,7 @@ void cu_mmv(struct cuda_be *c, const struct mmv_args *a)
             p.total += a->seg[i].rows;
     }
     p.x = a->x, p.ldx = a->ldx, p.nw = a->nw, p.eps = a->eps;
+    p.pf = a->pf;
     const int nt = a->n <= 1 ? 1 : a->n <= 2 ? 2 : a->n <= 4 ? 4 : 8;
     const int64_t rows_per_block = (MMV_THREADS / 32) * (32 / p.tpr);
     int64_t blocks = (p.total + rows_per_block - 1) / rows_per_block;
