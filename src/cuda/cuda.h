@@ -234,6 +234,15 @@ __device__ __forceinline__ void pdl_trigger()
 #endif
 }
 
+/* The start of a kernel with one thread per element: the PDL handshake, then the thread's
+ * element index. */
+__device__ __forceinline__ int64_t elementwise_start()
+{
+    pdl_trigger();
+    pdl_wait();
+    return (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+}
+
 /* ---- kernels (launchers run on c->stream) ------------------------------------------------------ */
 
 /* mmv.cu */

@@ -282,9 +282,7 @@ template <int GT> __global__ void __launch_bounds__(128) k_moe_mmv(moe_params p)
 __global__ void k_moe_combine(const float *__restrict__ y, const float *__restrict__ wts, int n,
                               int k, int dim, float *__restrict__ out)
 {
-    pdl_trigger();
-    pdl_wait();
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t i = elementwise_start();
     if (i >= (int64_t)n * dim)
         return;
     const int64_t t = i / dim, c = i % dim;

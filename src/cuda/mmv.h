@@ -72,6 +72,19 @@ __device__ __forceinline__ void ldx16(int *dst, const int8_t *q, int64_t o)
 
 template <int GT> struct unit;
 
+/* Unit u of row r of a split layout (Q8_0, Q4_0): N 16-byte pieces of values, and the unit's
+ * two block scales. */
+template <int N>
+__device__ __forceinline__ void load_split(const wview &w, int64_t r, int64_t u, int *q, float *d)
+{
+    const uint8_t *p = w.q + r * w.q_row + 16 * N * u;
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        ld16(q + 4 * i, p + 16 * i);
+    const __half *dp = w.d + r * w.d_row + 2 * u;
+    d[0] = h2f(dp[0]), d[1] = h2f(dp[1]);
+}
+
 /* Q8_0 split: 64 values = two blocks; 16 ints of values, 2 scales. */
 template <> struct unit<GT_Q8_0> {
     enum { VPU = 64 };
@@ -79,12 +92,7 @@ template <> struct unit<GT_Q8_0> {
     float d[2];
     __device__ void load(const wview &w, int64_t r, int64_t u)
     {
-        const uint8_t *p = w.q + r * w.q_row + 64 * u;
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            ld16(q + 4 * i, p + 16 * i);
-        const __half *dp = w.d + r * w.d_row + 2 * u;
-        d[0] = h2f(dp[0]), d[1] = h2f(dp[1]);
+        load_split<4>(w, r, u, q, d);
     }
     __device__ float dot(const xrow &x, int64_t u) const
     {
@@ -103,10 +111,7 @@ template <> struct unit<GT_Q4_0> {
     float d[2];
     __device__ void load(const wview &w, int64_t r, int64_t u)
     {
-        const uint8_t *p = w.q + r * w.q_row + 32 * u;
-        ld16(q, p), ld16(q + 4, p + 16);
-        const __half *dp = w.d + r * w.d_row + 2 * u;
-        d[0] = h2f(dp[0]), d[1] = h2f(dp[1]);
+        load_split<2>(w, r, u, q, d);
     }
     __device__ float dot(const xrow &x, int64_t u) const
     {
