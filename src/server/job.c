@@ -23,12 +23,6 @@
 #include "tokmask.h"
 #include "toolcall.h"
 
-/* One choice's constrained decoding: its grammar and the mask over it (the request owns it). */
-struct job_mask {
-    struct grammar *g;
-    struct tm_mask *mask;
-};
-
 /* ---- formatting ----------------------------------------------------------------------------- */
 
 struct out {
@@ -560,15 +554,6 @@ static int job_prompt(struct exsa_model *m, struct job *j, struct srv_err *e)
 }
 
 /* ---- constrained decoding ------------------------------------------------------------------ */
-
-void job_mask_free(struct job_mask *m)
-{
-    if (!m)
-        return;
-    tm_mask_free(m->mask);
-    js_free(m->g);
-    free(m);
-}
 
 /* The token index of model m (generation gen), built on first use. The caller borrows m, so
  * no newer model can be loaded meanwhile; when gen is newer than the index, every request of

@@ -22,6 +22,8 @@
 #include "scheduler.h"
 
 struct cJSON;
+struct grammar;
+struct tm_mask;
 struct tm_vocab;
 
 /* ---- configuration (config.c) --------------------------------------------------------------- */
@@ -221,7 +223,12 @@ enum job_kind { JOB_CHAT, JOB_COMPLETION, JOB_GENERATE, JOB_TOKENIZE, JOB_DETOKE
  * the prompt, nothing parsed), required / a named function (enforced by constrained decoding) */
 enum job_tool_mode { JOB_TOOLS_AUTO, JOB_TOOLS_NONE, JOB_TOOLS_REQUIRED, JOB_TOOLS_NAMED };
 
-struct job_mask; /* one choice's constrained decoding: its grammar and mask (job.c) */
+/* One choice's constrained decoding: its grammar and the mask over it (built by job.c; the
+ * choice's scheduler request owns it once submitted). */
+struct job_mask {
+    struct grammar *g;
+    struct tm_mask *mask;
+};
 
 /* A request parsed from its body, then (generating kinds) tokenized and run. Strings point into
  * body, which the job owns; so do the arrays (job_free frees them). */
@@ -268,7 +275,7 @@ struct job {
     int n_unknown;                        /* how many there were in all */
 };
 
-/* Frees one choice's grammar and mask (NULL: nothing). */
+/* Frees one choice's grammar and mask (NULL: nothing). In request.c (job_free needs it). */
 void job_mask_free(struct job_mask *m);
 /* Parses body[0..len) as a request of kind into j (always initialised: job_free it). Returns 0,
  * or -1 with the 400 in e. Linear in len. */
