@@ -1,8 +1,9 @@
 /*
- * server-util.h: what the end-to-end server tests share (test_server.c, test_server_api.c):
- * starting the real `exsa serve` binary on a free loopback port with environment assignments
- * and flags, stopping it with SIGTERM, requests through curl, shell commands, and the checks
- * on bodies. Header-only (each test is one translation unit); the globals are the test's.
+ * server-util.h: what the end-to-end server tests share (test_server.c, test_server_api.c,
+ * test_server_tools.c): starting the real `exsa serve` binary on a free loopback port with
+ * environment assignments and flags, stopping it with SIGTERM, requests through curl, shell
+ * commands, the checks on bodies, and GGUF copies with extra metadata. Header-only (each test
+ * is one translation unit); the globals are the test's.
  */
 #ifndef EXSA_SERVER_UTIL_H
 #define EXSA_SERVER_UTIL_H

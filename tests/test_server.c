@@ -841,15 +841,18 @@ static bool closed_by_server(int fd)
     return poll(&p, 1, 0) > 0;
 }
 
-/* How many of fds[0..n) the server still holds (waits until the count stops changing). */
-static int count_held(const int *fds, int n)
+/* How many of fds[0..n) the server still holds: waits (up to 8 s) until the count stops
+ * changing at or below at_most, what the server should hold by then. On a loaded machine (tests
+ * side by side) the server may not have reached the connections for a while, and a count that
+ * stayed put only because nothing ran yet is not an answer. */
+static int count_held(const int *fds, int n, int at_most)
 {
     int held = -1, prev;
-    for (int round = 0; round < 20; round++) {
+    for (int round = 0; round < 40; round++) {
         prev = held, held = 0;
         for (int i = 0; i < n; i++)
             held += fds[i] >= 0 && !closed_by_server(fds[i]);
-        if (held == prev)
+        if (held == prev && held <= at_most)
             break;
         usleep(200000);
     }
@@ -879,7 +882,7 @@ static void test_slowloris(void)
         if (fds[i] >= 0 && send(fds[i], part, strlen(part), MSG_NOSIGNAL) > 0)
             opened++;
     }
-    int held = count_held(fds, N);
+    int held = count_held(fds, N, 128);
     CHECK(opened == N && held <= 128 && held >= 64, "%d of %d opened; held %d (limit 128)",
           opened, N, held);
     int st;
@@ -895,7 +898,7 @@ static void test_slowloris(void)
                      "application/json\r\nContent-Length: 100\r\n\r\n{\"content\":";
     CHECK(fb >= 0 && send(fb, hb, strlen(hb), MSG_NOSIGNAL) > 0, "slow body sent");
     sleep(4);
-    int still = count_held(fds, N);
+    int still = count_held(fds, N, 0);
     char *o = fb >= 0 ? read_all(fb) : NULL;
     CHECK(still == 0, "%d connections still held after the header timeout", still);
     CHECK(has(o, "408 Request Timeout") && has(o, "request_timeout"), "slow body: %s", o);

@@ -5,6 +5,9 @@
  * libmicrohttpd content reader that drains the request's channel and formats OpenAI chunks or
  * Exsa events), or one JSON body built once the reply is over. Both notice a client that left
  * and cancel its request only. An error after the stream began goes out as an SSE error event.
+ * A request of n choices is n scheduler requests queued as a group (struct run), each choice's
+ * text shaped by reply.c; a constrained reply (response_format, a forced tool_choice) gets a
+ * grammar and token mask per choice over the model's token index, built once per model.
  * Called by openai.c and exsa_api.c.
  */
 #include <microhttpd.h>

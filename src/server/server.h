@@ -1,9 +1,11 @@
 /*
  * server.h: `exsa serve`, the HTTP server on libmicrohttpd: configuration (config.c), the
  * connection glue, routing, auth, CORS and replies (http.c), the rate limiter, Host, content
- * type and constant-time key checks (guard.c), the header and body deadlines (conns.c), Prometheus metrics (metrics.c), the OpenAI routes (openai.c), the Exsa
- * routes and tokenize/detokenize (exsa_api.c), and the request plumbing the generating routes
- * share (job.c: sampling parameters, tokenizing, SSE and blocking replies).
+ * type and constant-time key checks (guard.c), the header and body deadlines (conns.c), Prometheus
+ * metrics (metrics.c), the OpenAI routes (openai.c), the Exsa routes and tokenize/detokenize
+ * (exsa_api.c), and the request plumbing the generating routes share (job.c: sampling parameters,
+ * tokenizing, SSE and blocking replies; reply.c: the JSON of one choice, with its tool calls,
+ * reasoning and logprobs).
  *
  * struct server is shared by every connection thread: its fields are set before the daemon
  * starts and read-only afterwards, except what lives behind the scheduler, the metrics and the
