@@ -35,6 +35,14 @@ struct sched_req {
     enum sched_pool pool;
     double *pooled; /* embed: dim sums (mean) or the chosen row, scheduler thread */
     int dim;        /* embed: floats in pooled, once the first chunk ran */
+    /* n > 1 (sched_submit_group): choices[] are the other choices, on the first one only (a
+     * reference each); await_fork: a choice waiting for the first one's prefill to fork it
+     * (scheduler thread once queued) */
+    struct sched_req **choices;
+    int n_choices;
+    bool await_fork;
+    void *attached; /* sched_req_attach: freed with the request */
+    void (*attached_free)(void *);
     atomic_int refs;
     atomic_bool cancelled;
     struct sched_req *next; /* queue link, under s->mu */
@@ -51,8 +59,13 @@ struct sched_req {
     pthread_cond_t cv;
     char *text;
     size_t len, cap;
-    int *pieces;
+    int *pieces, *piece_toks; /* piece_toks: n_toks when each piece was pushed */
     int n_pieces, cap_pieces;
+    struct sched_tok *toks; /* logprobs of the tokens sampled since the last read */
+    int n_toks, n_top;
+    struct sched_lp *lp_top;
+    char *lp_bytes;
+    size_t n_bytes, cap_toks, cap_top, cap_bytes;
     bool done;
     enum gen_finish finish;
     int status;
@@ -78,6 +91,7 @@ struct sched {
     int cache_seqs, cache_blocks, cache_blocks_total; /* what the engine holds (count_cache) */
     unsigned gen;
     unsigned long long n_cancelled;
+    atomic_ullong n_forked; /* choices that forked the first one's prompt (sched_stats) */
     /* the model; swapped by the scheduler thread under mu */
     struct exsa_model *model;
     struct exsa_engine *engine;
@@ -104,6 +118,7 @@ struct sched {
     struct sched_req **b_row; /* the request of each logits row */
     struct sched_slot *slots; /* what sched_get_slots shows (n_active_shared of them), under mu */
     float *logits;
+    float *fork_row; /* n_vocab: the logits row a forked choice draws from (sampling edits it) */
     float *hidden; /* [n_batch][dim] hidden states of an embedding step (allocated on use) */
 };
 
@@ -215,18 +230,80 @@ void sched_req_put(struct sched_req *r)
     free(r->bias);
     free(r->text);
     free(r->pieces);
+    free(r->piece_toks);
+    free(r->toks);
+    free(r->lp_top);
+    free(r->lp_bytes);
     free(r->pooled);
+    for (int i = 0; i < r->n_choices; i++)
+        sched_req_put(r->choices[i]);
+    free(r->choices);
+    if (r->attached_free)
+        r->attached_free(r->attached);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);
 }
 
-/* Appends one piece of text to r's channel and wakes its reader. */
-static void push_text(struct sched_req *r, const char *text, size_t len)
+/* A sampled token's logprobs as gen_logprobs gives them (bytes owned by the tokenizer). */
+struct tok_lp {
+    struct gen_logprob chosen;
+    struct gen_logprob top[SAMPLER_MAX_TOP_LOGPROBS];
+    int n_top;
+};
+
+/* Makes room for need elements of size sz in *p (capacity *cap); false when out of memory. */
+static bool room(void **p, size_t *cap, size_t need, size_t sz)
 {
-    if (!len)
-        return;
+    if (need <= *cap)
+        return true;
+    void *q = realloc(*p, need * 2 * sz);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = need * 2;
+    return true;
+}
+
+/* Copies one logprob into r's channel (its bytes into lp_bytes: the reader may outlive the
+ * tokenizer). Called with r->mu held. */
+static bool put_lp(struct sched_req *r, const struct gen_logprob *g, struct sched_lp *out)
+{
+    if (!room((void **)&r->lp_bytes, &r->cap_bytes, r->n_bytes + g->len + 1, 1))
+        return false;
+    memcpy(r->lp_bytes + r->n_bytes, g->bytes, g->len);
+    *out = (struct sched_lp){g->id, g->logprob, (uint32_t)r->n_bytes, (uint32_t)g->len};
+    r->n_bytes += g->len;
+    return true;
+}
+
+/* Appends a sampled token's logprobs to r's channel. Called with r->mu held. */
+static bool put_tok(struct sched_req *r, const struct tok_lp *lp)
+{
+    if (!room((void **)&r->toks, &r->cap_toks, (size_t)r->n_toks + 1, sizeof *r->toks) ||
+        !room((void **)&r->lp_top, &r->cap_top, (size_t)(r->n_top + lp->n_top), sizeof *r->lp_top))
+        return false;
+    struct sched_tok *t = &r->toks[r->n_toks];
+    t->top = r->n_top;
+    t->n_top = 0;
+    if (!put_lp(r, &lp->chosen, &t->tok))
+        return false;
+    for (int i = 0; i < lp->n_top; i++, t->n_top++)
+        if (!put_lp(r, &lp->top[i], &r->lp_top[r->n_top++]))
+            return false;
+    r->n_toks++;
+    return true;
+}
+
+/* Appends one sampled token to r's channel: its logprobs when lp is set (an allocation
+ * failure loses them, not the reply), then its piece of text (if any), and wakes the reader. */
+static void push_token(struct sched_req *r, const char *text, size_t len, const struct tok_lp *lp)
+{
     pthread_mutex_lock(&r->mu);
+    if (lp)
+        put_tok(r, lp);
+    if (!len)
+        goto out;
     if (r->len + len + 1 > r->cap) {
         size_t cap = (r->len + len + 1) * 2;
         char *t = realloc(r->text, cap);
@@ -237,19 +314,30 @@ static void push_text(struct sched_req *r, const char *text, size_t len)
     }
     if (r->n_pieces == r->cap_pieces) {
         int cap = r->cap_pieces ? r->cap_pieces * 2 : 16;
-        int *p = realloc(r->pieces, sizeof(int) * cap);
-        if (!p)
+        int *p = realloc(r->pieces, sizeof(int) * cap),
+            *q = p ? realloc(r->piece_toks, sizeof(int) * cap) : NULL;
+        if (p)
+            r->pieces = p;
+        if (q)
+            r->piece_toks = q;
+        if (!p || !q)
             goto out;
-        r->pieces = p;
         r->cap_pieces = cap;
     }
     memcpy(r->text + r->len, text, len);
     r->len += len;
     r->text[r->len] = 0;
+    r->piece_toks[r->n_pieces] = r->n_toks;
     r->pieces[r->n_pieces++] = (int)len;
     pthread_cond_broadcast(&r->cv);
 out:
     pthread_mutex_unlock(&r->mu);
+}
+
+static void push_text(struct sched_req *r, const char *text, size_t len)
+{
+    if (len)
+        push_token(r, text, len, NULL);
 }
 
 /* Ends r's reply: with finish when status == 0, else with an error of that HTTP status. */
@@ -292,10 +380,18 @@ int sched_read(struct sched_req *r, int timeout_ms, struct sched_chunk *out)
         out->len = r->len;
         out->piece_len = r->pieces;
         out->n_pieces = r->n_pieces;
+        out->piece_toks = r->piece_toks;
+        out->toks = r->toks;
+        out->n_toks = r->n_toks;
+        out->lp_top = r->lp_top;
+        out->lp_bytes = r->lp_bytes;
         r->text = NULL;
-        r->pieces = NULL;
+        r->pieces = r->piece_toks = NULL;
         r->len = r->cap = 0;
         r->n_pieces = r->cap_pieces = 0;
+        r->toks = NULL, r->lp_top = NULL, r->lp_bytes = NULL;
+        r->n_toks = r->n_top = 0;
+        r->n_bytes = r->cap_toks = r->cap_top = r->cap_bytes = 0;
         out->done = r->done;
         out->finish = r->finish;
         out->status = r->status;
@@ -309,6 +405,10 @@ void sched_chunk_free(struct sched_chunk *c)
 {
     free(c->text);
     free(c->piece_len);
+    free(c->piece_toks);
+    free(c->toks);
+    free(c->lp_top);
+    free(c->lp_bytes);
     memset(c, 0, sizeof *c);
 }
 
@@ -322,6 +422,8 @@ void sched_req_result(struct sched_req *r, struct sched_result *res)
 void sched_cancel(struct sched_req *r)
 {
     atomic_store(&r->cancelled, true);
+    for (int i = 0; i < r->n_choices; i++) /* set at submit, read-only after */
+        atomic_store(&r->choices[i]->cancelled, true);
     struct sched *s = r->s;
     if (s) {
         pthread_mutex_lock(&s->mu);
@@ -341,32 +443,72 @@ static bool queue_full(const struct sched *s)
     return s->n_queued >= s->p.max_queue + (free_slots > 0 ? free_slots : 0);
 }
 
-int sched_submit(struct sched *s, struct sched_req *r)
+/* Whether n more requests fit in the queue (queue_full after the first n - 1 of them). */
+static bool queue_fits(const struct sched *s, int n)
+{
+    int free_slots = max_seqs(s) - s->n_active_shared;
+    return s->n_queued + n <= s->p.max_queue + (free_slots > 0 ? free_slots : 0);
+}
+
+void sched_req_attach(struct sched_req *r, void *p, void (*free_fn)(void *))
+{
+    r->attached = p;
+    r->attached_free = free_fn;
+}
+
+/* Appends r to the queue with the scheduler's reference. Called with mu held. */
+static void enqueue(struct sched *s, struct sched_req *r)
+{
+    r->s = s;
+    r->res.t_submit = sched_now();
+    atomic_fetch_add(&r->refs, 1); /* the scheduler's reference */
+    r->next = NULL;
+    if (s->qtail)
+        s->qtail->next = r;
+    else
+        s->qhead = r;
+    s->qtail = r;
+    s->n_queued++;
+}
+
+int sched_submit_group(struct sched *s, struct sched_req *const *rs, int n)
 {
     int rc = 0;
+    if (n > 1 && !(rs[0]->choices = malloc(sizeof *rs[0]->choices * (size_t)(n - 1))))
+        return EXSA_ENOMEM;
     pthread_mutex_lock(&s->mu);
+    /* the current model's, or (while a replacement waits for its switch) the next one's */
+    const unsigned gen = rs[0]->model_gen;
+    bool stale = !(s->engine && gen == s->gen) && !(s->next_engine && gen == s->gen + 1);
+    for (int i = 1; i < n; i++)
+        stale |= rs[i]->model_gen != gen;
     if (s->closing || s->stop)
         rc = EXSA_ECANCELLED;
-    else if (!(s->engine && r->model_gen == s->gen) &&
-             !(s->next_engine && r->model_gen == s->gen + 1))
+    else if (stale)
         rc = EXSA_ENOTFOUND;
-    else if (queue_full(s))
-        rc = EXSA_ENOMEM;
-    if (!rc) {
-        r->s = s;
-        r->res.t_submit = sched_now();
-        atomic_fetch_add(&r->refs, 1); /* the scheduler's reference */
-        r->next = NULL;
-        if (s->qtail)
-            s->qtail->next = r;
-        else
-            s->qhead = r;
-        s->qtail = r;
-        s->n_queued++;
-        pthread_cond_broadcast(&s->cv);
+    else if (!queue_fits(s, n))
+        rc = EXSA_ENOMEM; /* all the choices, or none */
+    for (int i = 0; !rc && i < n; i++) {
+        enqueue(s, rs[i]);
+        if (i > 0) {
+            rs[i]->await_fork = true;
+            sched_req_get(rs[i]);
+            rs[0]->choices[rs[0]->n_choices++] = rs[i];
+        }
     }
+    if (!rc)
+        pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    if (rc) {
+        free(rs[0]->choices);
+        rs[0]->choices = NULL;
+    }
     return rc;
+}
+
+int sched_submit(struct sched *s, struct sched_req *r)
+{
+    return sched_submit_group(s, &r, 1);
 }
 
 /* ---- the scheduler thread ---------------------------------------------------------------- */
@@ -378,6 +520,8 @@ static void release_active(struct sched *s, int i)
     if (r->seq >= 0 && s->engine)
         exsa_seq_free(s->engine, r->seq);
     r->seq = -1;
+    for (int k = 0; k < r->n_choices; k++) /* no prefill to fork now: each does its own */
+        r->choices[k]->await_fork = false;
     gen_free(r->gen);
     r->gen = NULL;
     s->active[i] = s->active[--s->n_active];
@@ -504,7 +648,9 @@ static void admit(struct sched *s)
     publish_slots(s);
 }
 
-/* Samples r's next token from one logits row and pushes its text; ends r when it is over. */
+/* Samples r's next token from one logits row and pushes its text (and, when asked for, its
+ * logprobs: not for the end-of-generation token, which is no part of the reply); ends r when
+ * it is over. */
 static void sample_one(struct sched *s, struct sched_req *r, float *row)
 {
     const char *text = NULL;
@@ -515,7 +661,11 @@ static void sample_one(struct sched *s, struct sched_req *r, float *row)
         r->res.t_first = sched_now();
         pthread_mutex_unlock(&r->mu);
     }
-    push_text(r, text, len);
+    struct tok_lp lp;
+    bool with_lp =
+        r->gp.logprobs && gen_finished(r->gen) != GEN_EOG &&
+        (lp.n_top = gen_logprobs(r->gen, &lp.chosen, lp.top, SAMPLER_MAX_TOP_LOGPROBS)) >= 0;
+    push_token(r, text, len, with_lp ? &lp : NULL);
     if (gen_finished(r->gen) == GEN_RUNNING && r->n_past >= s->n_ctx)
         gen_end(r->gen, GEN_LENGTH); /* the context is full */
     if (gen_finished(r->gen) != GEN_RUNNING) {
@@ -553,6 +703,33 @@ static void fail_step(struct sched *s, bool embed, int rc)
             finish_req(s->active[i], GEN_CANCELLED, 500, msg);
 }
 
+/* Gives choice c of first (n > 1) a copy of first's sequence, whose prompt has just been
+ * prefilled (row: its logits, unchanged), and draws c's first token from row. A choice not
+ * running yet, or whose fork fails, prefills the prompt itself. */
+static void fork_choice(struct sched *s, struct sched_req *first, struct sched_req *c,
+                        const float *row)
+{
+    if (!c->await_fork)
+        return;
+    c->await_fork = false;
+    /* still queued (or over): it prefills alone once admitted */
+    if (c->seq < 0 || c->done || c->n_past > 0 || atomic_load(&c->cancelled))
+        return;
+    exsa_seq_free(s->engine, c->seq); /* frees the slot the fork takes */
+    int seq = exsa_seq_fork(s->engine, first->seq);
+    c->seq = seq >= 0 ? seq : exsa_seq_new(s->engine);
+    if (c->seq < 0) {
+        finish_req(c, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
+        return;
+    }
+    if (seq < 0)
+        return;
+    c->n_past = first->n_past;
+    atomic_fetch_add(&s->n_forked, 1);
+    memcpy(s->fork_row, row, sizeof(float) * (size_t)s->n_vocab);
+    sample_one(s, c, s->fork_row);
+}
+
 /* Runs the generating entries [0, n) of the step, then samples the rows that got logits. */
 static void step_generate(struct sched *s, int n, int rows)
 {
@@ -566,8 +743,13 @@ static void step_generate(struct sched *s, int n, int rows)
         if (!s->active[i]->embed)
             s->active[i]->n_past += s->active[i]->step_n;
     for (int i = 0; i < rows; i++) {
-        s->b_row[i]->pending = false;
-        sample_one(s, s->b_row[i], s->logits + (size_t)i * s->n_vocab);
+        struct sched_req *r = s->b_row[i];
+        float *row = s->logits + (size_t)i * s->n_vocab;
+        r->pending = false;
+        if (r->n_choices > 0 && gen_n_tokens(r->gen) == 0) /* its prompt is done: fork */
+            for (int k = 0; k < r->n_choices; k++)
+                fork_choice(s, r, r->choices[k], row);
+        sample_one(s, r, row);
     }
 }
 
@@ -652,7 +834,7 @@ static void sched_step(struct sched *s)
     for (int i = 0; i < s->n_active && budget > 0; i++) {
         struct sched_req *r = s->active[i];
         int left = r->n_prompt - r->n_past;
-        if (r->embed || r->pending || r->done || left <= 0)
+        if (r->embed || r->pending || r->done || left <= 0 || r->await_fork)
             continue;
         int take = left < budget ? left : budget;
         add_entries(s, r, r->prompt + r->n_past, take, take == left, &n);
@@ -713,9 +895,9 @@ static void retire(struct sched *s)
 static int size_buffers(struct sched *s)
 {
     free(s->b_tok), free(s->b_pos), free(s->b_seq), free(s->b_logits), free(s->logits);
-    free(s->hidden);
+    free(s->hidden), free(s->fork_row);
     s->b_tok = s->b_pos = s->b_seq = NULL, s->b_logits = NULL, s->logits = NULL;
-    s->hidden = NULL;
+    s->hidden = NULL, s->fork_row = NULL;
     if (!s->model)
         return 0;
     size_t nb = (size_t)s->p.n_batch, nr = (size_t)max_seqs(s);
@@ -724,7 +906,10 @@ static int size_buffers(struct sched *s)
     s->b_seq = malloc(nb * sizeof(int32_t));
     s->b_logits = malloc(nb);
     s->logits = malloc(nr * (size_t)s->n_vocab * sizeof(float));
-    return s->b_tok && s->b_pos && s->b_seq && s->b_logits && s->logits ? 0 : EXSA_ENOMEM;
+    s->fork_row = malloc((size_t)s->n_vocab * sizeof(float));
+    return s->b_tok && s->b_pos && s->b_seq && s->b_logits && s->logits && s->fork_row
+               ? 0
+               : EXSA_ENOMEM;
 }
 
 /* Installs model m / engine e (either may be NULL) in place of the current ones, after ending
@@ -1150,6 +1335,7 @@ void sched_get_stats(struct sched *s, struct sched_stats *st)
     st->max_queue = s->p.max_queue;
     st->queue_full = queue_full(s);
     st->n_cancelled = s->n_cancelled;
+    st->n_forked = atomic_load(&s->n_forked);
     st->cache_seqs = s->cache_seqs;
     st->cache_blocks = s->cache_blocks;
     st->cache_blocks_total = s->cache_blocks_total;

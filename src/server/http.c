@@ -28,6 +28,7 @@
 #include <cjson/cJSON.h>
 
 #include "server.h"
+#include "tokmask.h"
 
 struct route {
     const char *method, *path; /* a path with "{" matches any URL that starts with what is
@@ -633,6 +634,7 @@ int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_
 {
     memset(srv, 0, sizeof *srv);
     srv->cfg = *cfg;
+    pthread_mutex_init(&srv->vocab_mu, NULL);
     srv->t_start = sched_now();
     srv->t_start_wall = (long)time(NULL);
     find_models_root(srv);
@@ -702,4 +704,6 @@ void srv_stop(struct server *srv)
     conntrack_free(srv->ct);
     srv->ct = NULL;
     srv->metrics = NULL, srv->rl = NULL;
+    tm_vocab_free(srv->vocab); /* every request is over: no mask reads it */
+    srv->vocab = NULL;
 }
