@@ -90,7 +90,8 @@ test-gpu: deps $(BUILD)/exsa $(BUILD)/tests/test_cuda
 # The fast tests: everything but the model suite (test_model and friends). .ci/run runs them
 # again with SAN=1 (AddressSanitizer + UBSan, leaks included).
 FAST_TESTS := $(patsubst %,$(BUILD)/tests/test_%,kernels gemm gemv ops quant gguf tokenizer \
-                chat sampler gen server server_api pcache server_cache)
+                chat sampler gen server server_api server_sched server_tools pcache \
+                server_cache)
 test-fast: deps $(BUILD)/exsa $(FAST_TESTS)
 	@BUILD=$(BUILD) sh tests/run.sh $(FAST_TESTS)
 

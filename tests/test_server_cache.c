@@ -271,6 +271,39 @@ static void test_completion_and_opt_out(void)
     }
 }
 
+/* n = 2: the first choice restores the cached prefix and the second forks its sequence; both
+ * give the replies the model gives without the cache. */
+static void test_choices(void)
+{
+    const char *ref[2] = {NULL, NULL};
+    double forked0 = metric(&S, "exsa_forked_choices_total");
+    for (int pass = 0; pass < 3; pass++) { /* off, on (stores), on (restores) */
+        cJSON *b = chat_body(NULL, 6, -1, false);
+        cJSON_AddNumberToObject(b, "n", 2);
+        cJSON_AddBoolToObject(b, "cache_prompt", pass > 0);
+        int st;
+        cJSON *o = post(&S, "/v1/chat/completions", b, &st);
+        const cJSON *chs = cJSON_GetObjectItem(o, "choices");
+        CHECK(st == 200 && cJSON_GetArraySize(chs) == 2, "pass %d: %d", pass, st);
+        for (int i = 0; i < 2 && st == 200; i++) {
+            const cJSON *m = cJSON_GetObjectItem(cJSON_GetArrayItem(chs, i), "message");
+            const cJSON *t = cJSON_GetObjectItem(m, "content");
+            const char *txt = cJSON_IsString(t) ? t->valuestring : "";
+            if (pass == 0)
+                ref[i] = strdup(txt);
+            else
+                CHECK(ref[i] && !strcmp(ref[i], txt), "pass %d choice %d: '%s' vs '%s'", pass, i,
+                      txt, ref[i] ? ref[i] : "");
+        }
+        if (pass == 2)
+            CHECK(cached_of(o) > 0, "the retry restored nothing");
+        cJSON_Delete(o);
+    }
+    double forked = metric(&S, "exsa_forked_choices_total") - forked0;
+    CHECK(forked == 3, "%.0f of 3 second choices forked the first one's sequence", forked);
+    free((char *)ref[0]), free((char *)ref[1]);
+}
+
 /* PROMPT_CACHE_MB=1: chats evict each other; every reply is the one without the cache. */
 static void test_small_cap(void)
 {
@@ -370,6 +403,7 @@ int main(int argc, char **argv)
     RUN(test_second_turn);
     RUN(test_second_turn_unforced);
     RUN(test_completion_and_opt_out);
+    RUN(test_choices);
     RUN(test_small_cap);
     RUN(test_cache_off);
     CHECK(stop(&S) == 0, "server S exit status");

@@ -99,7 +99,7 @@ void srv_config_default(struct srv_config *c)
     c->max_queue = 100;
     c->continuous = true;
     c->max_batch = 8;
-    c->batch_timeout_ms = 100;
+    c->batch_timeout_ms = 0; /* a lone request starts at once (continuous batching admits later ones) */
     c->max_body = 4L << 20;
     c->grace_ms = 10000;
     c->mmap = true;
