@@ -72,6 +72,7 @@ enum exsa_kv_type {
 struct exsa_model;
 
 struct exsa_model_info {
+    const char *path;       /* the file it was loaded from */
     const char *arch;       /* "lfm2" or "lfm2moe" */
     const char *name;       /* general.name or "" */
     int n_layers, dim, hidden_dim, n_heads, head_dim, vocab_size, n_ctx_train;

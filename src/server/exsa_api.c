@@ -17,7 +17,6 @@
 #include <cjson/cJSON.h>
 
 #include "chat.h"
-#include "model.h"
 #include "server.h"
 
 static cJSON *model_info_json(const struct sched_stats *st)
@@ -141,9 +140,9 @@ int route_model_info(struct srv_conn *c)
         cJSON_AddNumberToObject(o, "vocab_size", mi->vocab_size);
         cJSON_AddNumberToObject(o, "n_ctx_train", mi->n_ctx_train);
         cJSON_AddNumberToObject(o, "n_params", (double)mi->n_params);
-        if (m->tmpl)
+        if (chat_of_model(m))
             cJSON_AddStringToObject(o, "chat_template",
-                                    chat_variant_name(chat_template_variant(m->tmpl)));
+                                    chat_variant_name(chat_template_variant(chat_of_model(m))));
         sched_model_release(c->srv->sched);
     }
     return srv_reply_json(c, 200, o);

@@ -19,7 +19,6 @@
 
 #include "chat.h"
 #include "jsonschema.h"
-#include "model.h"
 #include "sampler.h"
 #include "server.h"
 #include "tokenizer.h"
@@ -491,8 +490,8 @@ static struct exsa_model *job_model(struct srv_conn *c, struct job *j, unsigned 
                     "no model is loaded; POST /v1/models/load first");
         return NULL;
     }
-    srv_model_id(m->path, j->model_id, sizeof j->model_id);
-    if (srv_model_check(c->srv, j->model, m->path, e) < 0) {
+    srv_model_id(exsa_model_info(m)->path, j->model_id, sizeof j->model_id);
+    if (srv_model_check(c->srv, j->model, exsa_model_info(m)->path, e) < 0) {
         sched_model_release(c->srv->sched);
         return NULL;
     }
@@ -543,11 +542,11 @@ static int job_prompt(struct exsa_model *m, struct job *j, struct srv_err *e)
     int rc = 0;
     struct exsa_chat_msg one = {"user", j->text, NULL, NULL};
     if (j->kind == JOB_CHAT) /* tool_choice none: the model is not told of the tools */
-        rc = chat_tokenize(m->tmpl, m->tok, j->msgs, j->n_msgs,
+        rc = chat_tokenize(chat_of_model(m), tok_of_model(m), j->msgs, j->n_msgs,
                            j->tool_mode == JOB_TOOLS_NONE ? NULL : j->tools, true, &j->prompt,
                            &j->n_prompt);
     else if (j->kind == JOB_GENERATE && j->use_chat_template)
-        rc = chat_tokenize(m->tmpl, m->tok, &one, 1, NULL, true, &j->prompt, &j->n_prompt);
+        rc = chat_tokenize(chat_of_model(m), tok_of_model(m), &one, 1, NULL, true, &j->prompt, &j->n_prompt);
     else if (!j->ids_given)
         rc = job_tokenize(m, j->text, true, true, &j->prompt, &j->n_prompt);
     if (rc < 0 && j->kind == JOB_CHAT)
@@ -558,7 +557,7 @@ static int job_prompt(struct exsa_model *m, struct job *j, struct srv_err *e)
                            exsa_strerror(rc));
     /* message starts: the prompt cache's checkpoints (none without memory: still served) */
     if (j->cache_prompt)
-        chat_msg_starts(m->tok, j->prompt, j->n_prompt, &j->bounds, &j->n_bounds);
+        chat_msg_starts(tok_of_model(m), j->prompt, j->n_prompt, &j->bounds, &j->n_bounds);
     return 0;
 }
 
@@ -574,7 +573,7 @@ static const struct tm_vocab *model_vocab(struct server *srv, struct exsa_model 
     if (!srv->vocab || srv->vocab_gen != gen) {
         tm_vocab_free(srv->vocab);
         srv->vocab = NULL;
-        if (tm_vocab_new(m->tok, exsa_model_info(m)->vocab_size, &srv->vocab) == 0)
+        if (tm_vocab_new(tok_of_model(m), exsa_model_info(m)->vocab_size, &srv->vocab) == 0)
             srv->vocab_gen = gen;
     }
     const struct tm_vocab *v = srv->vocab;
@@ -594,7 +593,7 @@ static int job_masks(struct srv_conn *c, struct exsa_model *m, unsigned gen, str
     const struct tm_vocab *v = model_vocab(c->srv, m, gen);
     if (!v)
         return srv_err_set(e, 503, NULL, NULL, "out of memory for the token index");
-    int32_t a = tok_find(m->tok, TC_START), b = tok_find(m->tok, TC_END);
+    int32_t a = tok_find(tok_of_model(m), TC_START), b = tok_find(tok_of_model(m), TC_END);
     /* a named function is called once; "required" calls as many as the model writes, one
      * when parallel_tool_calls is false */
     int max_calls = j->tool_mode == JOB_TOOLS_NAMED || !j->parallel_tool_calls ? 1 : 16;
@@ -629,7 +628,7 @@ int job_route(struct srv_conn *c, enum job_kind kind)
     struct exsa_model *m = job_open(c, kind, &j, &gen, &n_ctx, &e);
     if (m) {
         int n_vocab = exsa_model_info(m)->vocab_size;
-        j.reasoning = chat_template_variant(m->tmpl) == CHAT_LFM25_REASONING;
+        j.reasoning = chat_template_variant(chat_of_model(m)) == CHAT_LFM25_REASONING;
         int rc = job_prompt(m, &j, &e);
         if (rc == 0)
             rc = job_check(&j, n_ctx, n_vocab, &e);
