@@ -42,7 +42,7 @@ LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -
 TEST_BIN += $(BUILD)/tests/test_cuda
 endif
 
-.PHONY: all deps test test-fast test-gpu run bench fuzz soak clean format
+.PHONY: all deps test test-fast test-gpu run bench fuzz soak loadtest clean format
 all: deps $(BUILD)/exsa
 
 deps:
@@ -90,7 +90,8 @@ test-gpu: deps $(BUILD)/exsa $(BUILD)/tests/test_cuda
 # The fast tests: everything but the model suite (test_model and friends). .ci/run runs them
 # again with SAN=1 (AddressSanitizer + UBSan, leaks included).
 FAST_TESTS := $(patsubst %,$(BUILD)/tests/test_%,kernels gemm gemv ops quant gguf tokenizer \
-                chat sampler gen server server_api)
+                chat sampler gen server server_api server_sched server_tools pcache \
+                server_cache)
 test-fast: deps $(BUILD)/exsa $(FAST_TESTS)
 	@BUILD=$(BUILD) sh tests/run.sh $(FAST_TESTS)
 
@@ -137,6 +138,15 @@ SOAK_DISCONNECT ?= 0.25
 $(BUILD)/bench/soak: bench/soak.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< $(LDFLAGS_ALL) -lpthread -o $@
+
+# The load generator (bench/loadtest.c) against a running `exsa serve`: build/.../bench/loadtest
+# -p PORT -c CLIENTS -t SECONDS [--turns T --user-tokens U --max-tokens M --no-cache]; it prints
+# time to first token and per output token (p50/p99), aggregate tokens/s, prompt-cache hits.
+$(BUILD)/bench/loadtest: bench/loadtest.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(LDFLAGS_ALL) -lcjson -lpthread -lm -o $@
+
+loadtest: deps $(BUILD)/bench/loadtest
 
 soak: deps $(BUILD)/exsa $(BUILD)/bench/soak
 	$(BUILD)/bench/soak --exsa $(BUILD)/exsa -m $(or $(EXSA_FIXTURES),../shared/fixtures)/lfm2-tiny-F32.gguf \

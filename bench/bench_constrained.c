@@ -21,7 +21,7 @@
 #include "exsa.h"
 #include "gen.h"
 #include "jsonschema.h"
-#include "model.h"
+#include "tokenizer.h"
 #include "tokmask.h"
 
 #define ROUNDS 4
@@ -90,7 +90,7 @@ static double one_reply(struct run *r, const struct grammar *g, int *left, doubl
         gp.mask = (struct sampler_mask){timed_apply, timed_accept, &tm};
     }
     struct gen *gen = NULL;
-    gen_create(r->m->tok, r->m->info.vocab_size, &gp, &gen);
+    gen_create(tok_of_model(r->m), exsa_model_info(r->m)->vocab_size, &gp, &gen);
     double t0 = now();
     for (int32_t p = r->n_prompt; gen; p++) {
         const char *t;
@@ -135,16 +135,16 @@ int main(int argc, char **argv)
     struct exsa_chat_msg msgs[] = {{"user", "Describe a cat as JSON.", NULL, NULL}};
     if (exsa_model_load(argv[1], &r.m, err, sizeof err) ||
         exsa_engine_create(r.m, &ep, &r.e, err, sizeof err) ||
-        chat_tokenize(r.m->tmpl, r.m->tok, msgs, 1, NULL, true, &r.prompt, &r.n_prompt)) {
+        chat_tokenize(chat_of_model(r.m), tok_of_model(r.m), msgs, 1, NULL, true, &r.prompt, &r.n_prompt)) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
     double t1 = now();
-    tm_vocab_new(r.m->tok, r.m->info.vocab_size, &r.v);
+    tm_vocab_new(tok_of_model(r.m), exsa_model_info(r.m)->vocab_size, &r.v);
     printf("%s: %d tokens of vocabulary, %d threads, %d decode steps per line; token index "
            "built in %.1f ms\n",
-           argv[1], r.m->info.vocab_size, threads, n, (now() - t1) * 1e3);
-    r.logits = malloc(sizeof *r.logits * (size_t)r.m->info.vocab_size);
+           argv[1], exsa_model_info(r.m)->vocab_size, threads, n, (now() - t1) * 1e3);
+    r.logits = malloc(sizeof *r.logits * (size_t)exsa_model_info(r.m)->vocab_size);
     const char *schemas[3] = {
         "{\"type\": \"object\", \"properties\": {\"text\": {\"type\": \"string\"}}, "
         "\"required\": [\"text\"], \"additionalProperties\": false}",

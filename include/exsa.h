@@ -72,6 +72,7 @@ enum exsa_kv_type {
 struct exsa_model;
 
 struct exsa_model_info {
+    const char *path;       /* the file it was loaded from */
     const char *arch;       /* "lfm2" or "lfm2moe" */
     const char *name;       /* general.name or "" */
     int n_layers, dim, hidden_dim, n_heads, head_dim, vocab_size, n_ctx_train;
@@ -130,12 +131,13 @@ struct exsa_batch {
     const int32_t *pos;
     const int32_t *seq;
     const uint8_t *logits; /* NULL: only the last entry wants logits */
-    /* Optional, [n], each >= 1: the length of the job each entry belongs to: the tokens of its
-     * prompt that this run processes (the same for every chunk of that prompt), or 1 for a
-     * generated token. The fast CPU backend then picks each entry's kernels by it, as it would
-     * for that prompt or token alone, so a sequence's results do not depend on what it is
-     * batched with or how its prompt is cut into chunks (batch invariance: the server gives
-     * it). NULL: kernels by the batch's size, whose results may change with the batch. */
+    /* Optional, [n], each >= 1: the length of the job each entry belongs to: its whole prompt's
+     * (however the prompt is cut into batches, and whatever part of it came from a prompt
+     * cache), or 1 for a generated token. The fast CPU backend then picks each entry's kernels
+     * by it, as it would for that prompt or token alone, so a sequence's results do not depend
+     * on what it is batched with or how its prompt is chunked, and a retried request that
+     * restores its own checkpoints gets what it got the first time (batch invariance: the
+     * server gives it). NULL: kernels by the batch's size, whose results change with it. */
     const int32_t *job_len;
 };
 /* Runs the batch; writes vocab_size floats per entry that wanted logits, in batch order, to

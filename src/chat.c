@@ -827,3 +827,22 @@ int chat_tokenize(const struct chat_template *t, const struct tokenizer *tok,
     *n_out = d.n;
     return 0;
 }
+
+int chat_msg_starts(const struct tokenizer *tok, const int32_t *ids, int n, int32_t **out,
+                    int *n_out)
+{
+    *out = NULL;
+    *n_out = 0;
+    const int32_t start = tok ? tok_find(tok, IM_START) : -1;
+    int cnt = 0;
+    for (int i = 1; i < n && start >= 0; i++)
+        cnt += ids[i] == start;
+    if (!cnt)
+        return 0;
+    if (!(*out = malloc(sizeof(int32_t) * cnt)))
+        return EXSA_ENOMEM;
+    for (int i = 1; i < n; i++)
+        if (ids[i] == start)
+            (*out)[(*n_out)++] = i;
+    return 0;
+}

@@ -41,4 +41,11 @@ int chat_tokenize(const struct chat_template *t, const struct tokenizer *tok,
                   const struct exsa_chat_msg *msgs, int n_msgs, const char *tools_json,
                   bool add_generation_prompt, int32_t **out, int *n_out);
 
+/* Where the messages of a rendered LFM2-family chat start in ids[0..n): the positions (> 0,
+ * ascending) of its <|im_start|> tokens, which chat_tokenize emits only to open a message (or
+ * the generation prompt), never from message text. *out is malloc'd (NULL when none). The
+ * prompt cache takes checkpoints there. Returns 0 or a negative code. */
+int chat_msg_starts(const struct tokenizer *tok, const int32_t *ids, int n, int32_t **out,
+                    int *n_out);
+
 #endif

@@ -312,3 +312,67 @@ int kv_restore(struct kv_cache *kv, int seq, const struct exsa_snapshot *s)
     }
     return kv_truncate(kv, seq, s->len);
 }
+
+/* ---- K/V rows in host memory ---------------------------------------------------------------- */
+
+size_t kv_plane_bytes(const struct kv_cache *kv, int plane)
+{
+    return (size_t)kv->kv_dim * kv_elem_size(kv->kv_type[plane / 2]);
+}
+
+size_t kv_row_bytes(const struct kv_cache *kv)
+{
+    size_t b = 0;
+    for (int i = 0; i < 2 * kv->n_attn; i++)
+        b += kv_plane_bytes(kv, i);
+    return b;
+}
+
+/* Moves rows [p0, p0 + n) of seq between the pools and host buf (kv_export's layout), one
+ * backend call per plane and block: rows of one block are contiguous in a pool. */
+static int move_rows(struct kv_cache *kv, int seq, int p0, int n, char *buf, bool to_host)
+{
+    const int *blocks = kv->seqs[seq].blocks;
+    for (int i = 0; i < 2 * kv->n_attn; i++) {
+        struct backend *be = kv->attn_be[i / 2];
+        char *pool = i % 2 ? kv->v[i / 2] : kv->k[i / 2];
+        const size_t row = kv_plane_bytes(kv, i);
+        for (int p = p0; p < p0 + n;) {
+            const int in_blk = KV_BLOCK - p % KV_BLOCK, left = p0 + n - p;
+            const int m = in_blk < left ? in_blk : left;
+            char *dev = pool + ((size_t)blocks[p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK) * row;
+            char *host = buf + (size_t)(p - p0) * row;
+            int rc = to_host ? be->ops->download(be, host, dev, (size_t)m * row)
+                             : be->ops->upload(be, dev, host, (size_t)m * row);
+            if (rc < 0)
+                return rc;
+            p += m;
+        }
+        buf += (size_t)n * row;
+    }
+    return 0;
+}
+
+int kv_export(struct kv_cache *kv, int seq, int p0, int n, void *dst)
+{
+    if (!kv_seq_valid(kv, seq) || p0 < 0 || n < 0 || p0 + n > kv->seqs[seq].len)
+        return EXSA_EINVAL;
+    return move_rows(kv, seq, p0, n, dst, true);
+}
+
+int kv_import(struct kv_cache *kv, int seq, int n, const void *src)
+{
+    if (!kv_seq_valid(kv, seq) || n < 0)
+        return EXSA_EINVAL;
+    struct kv_seq *q = &kv->seqs[seq];
+    const int p0 = q->len;
+    int rc = kv_reserve(kv, seq, p0 + n);
+    if (rc == 0)
+        rc = move_rows(kv, seq, p0, n, (char *)src, false);
+    if (rc < 0) {
+        release_blocks(kv, q, p0);
+        return rc;
+    }
+    q->len = p0 + n;
+    return 0;
+}

@@ -84,6 +84,20 @@ static inline float *kv_conv_state(const struct kv_cache *kv, int c, int slot)
 int kv_snapshot(struct kv_cache *kv, int seq, struct exsa_snapshot **out);
 int kv_restore(struct kv_cache *kv, int seq, const struct exsa_snapshot *s);
 
+/* ---- K/V rows in host memory (the prompt cache, pcache.c) ---------------------------------- */
+
+/* Host layout of n rows (kv_export, kv_import): 2 n_attn planes in order (attention layer a:
+ * plane 2a its K rows, plane 2a + 1 its V rows), each n rows of kv_plane_bytes(kv, plane)
+ * bytes, the pool's element type as is (f32, or f16 on a GPU layer). */
+size_t kv_plane_bytes(const struct kv_cache *kv, int plane);
+size_t kv_row_bytes(const struct kv_cache *kv); /* one position over every plane */
+/* Copies positions [p0, p0 + n) of seq to host dst (n x kv_row_bytes bytes). */
+int kv_export(struct kv_cache *kv, int seq, int p0, int n, void *dst);
+/* Appends n positions to seq from host src (kv_export's layout): reserves their blocks,
+ * uploads the rows, and sets the length; the conv state is not touched (restore a snapshot of
+ * the new length next). On failure seq keeps its length. */
+int kv_import(struct kv_cache *kv, int seq, int n, const void *src);
+
 /* ---- steps (step.c): a batch as the backends see it ---------------------------------------- */
 
 struct step;

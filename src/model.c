@@ -160,6 +160,7 @@ int exsa_model_load(const char *path, struct exsa_model **out, char *err, size_t
         snprintf(err, errlen, "out of memory");
         return EXSA_ENOMEM;
     }
+    m->info.path = m->path;
     int rc = gguf_open(path, &m->gguf, err, errlen);
     if (rc == 0)
         rc = load_arch(m, err, errlen);
@@ -212,4 +213,9 @@ int exsa_model_release_weights(struct exsa_model *m)
 const struct exsa_model_info *exsa_model_info(const struct exsa_model *m)
 {
     return &m->info;
+}
+
+const struct gguf_file *model_gguf(const struct exsa_model *m)
+{
+    return m->gguf;
 }

@@ -81,6 +81,9 @@ struct exsa_model {
     struct chat_template *tmpl;
 };
 
+/* The GGUF file a model was loaded from (its metadata: for keys the model itself does not use). */
+const struct gguf_file *model_gguf(const struct exsa_model *m);
+
 /* Binds the tensor called name into *t, checking its type is supported and its shape is
  * exactly ne[0..n_dims) (trailing 1s ignored). Errors name the tensor and both shapes. */
 int model_bind(const struct gguf_file *f, const char *name, int n_dims, const int64_t *ne,

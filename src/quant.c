@@ -267,42 +267,36 @@ static void deq_q3_k(const struct blk_q3_k *b, float *y, int64_t nb)
     }
 }
 
+/* One Q4_K or Q5_K super-block (qh: the fifth bits, NULL for Q4_K); inlined into each caller, so
+ * the Q4_K copy has no fifth-bit arithmetic left. */
+static inline void deq_k45_block(uint16_t d16, uint16_t dmin16, const uint8_t *scales,
+                                 const uint8_t *qs, const uint8_t *qh, float *y)
+{
+    const float d = fp16_to_f32(d16), dmin = fp16_to_f32(dmin16);
+    for (int g = 0; g < 4; g++) {
+        const uint8_t *q = qs + 32 * g;
+        uint8_t sc, mn;
+        scale_min_k4(2 * g, scales, &sc, &mn);
+        const float d1 = d * sc, m1 = dmin * mn;
+        scale_min_k4(2 * g + 1, scales, &sc, &mn);
+        const float d2 = d * sc, m2 = dmin * mn;
+        for (int l = 0; l < 32; l++)
+            *y++ = d1 * ((q[l] & 0x0f) + (qh ? ((qh[l] >> (2 * g)) & 1) << 4 : 0)) - m1;
+        for (int l = 0; l < 32; l++)
+            *y++ = d2 * ((q[l] >> 4) + (qh ? ((qh[l] >> (2 * g + 1)) & 1) << 4 : 0)) - m2;
+    }
+}
+
 static void deq_q4_k(const struct blk_q4_k *b, float *y, int64_t nb)
 {
-    for (int64_t i = 0; i < nb; i++, b++) {
-        const float d = fp16_to_f32(b->d), dmin = fp16_to_f32(b->dmin);
-        for (int g = 0; g < 4; g++) {
-            const uint8_t *q = b->qs + 32 * g;
-            uint8_t sc, mn;
-            scale_min_k4(2 * g, b->scales, &sc, &mn);
-            const float d1 = d * sc, m1 = dmin * mn;
-            scale_min_k4(2 * g + 1, b->scales, &sc, &mn);
-            const float d2 = d * sc, m2 = dmin * mn;
-            for (int l = 0; l < 32; l++)
-                *y++ = d1 * (q[l] & 0x0f) - m1;
-            for (int l = 0; l < 32; l++)
-                *y++ = d2 * (q[l] >> 4) - m2;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, b++, y += QK_K)
+        deq_k45_block(b->d, b->dmin, b->scales, b->qs, NULL, y);
 }
 
 static void deq_q5_k(const struct blk_q5_k *b, float *y, int64_t nb)
 {
-    for (int64_t i = 0; i < nb; i++, b++) {
-        const float d = fp16_to_f32(b->d), dmin = fp16_to_f32(b->dmin);
-        for (int g = 0; g < 4; g++) {
-            const uint8_t *q = b->qs + 32 * g;
-            uint8_t sc, mn;
-            scale_min_k4(2 * g, b->scales, &sc, &mn);
-            const float d1 = d * sc, m1 = dmin * mn;
-            scale_min_k4(2 * g + 1, b->scales, &sc, &mn);
-            const float d2 = d * sc, m2 = dmin * mn;
-            for (int l = 0; l < 32; l++)
-                *y++ = d1 * ((q[l] & 0x0f) + (((b->qh[l] >> (2 * g)) & 1) << 4)) - m1;
-            for (int l = 0; l < 32; l++)
-                *y++ = d2 * ((q[l] >> 4) + (((b->qh[l] >> (2 * g + 1)) & 1) << 4)) - m2;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, b++, y += QK_K)
+        deq_k45_block(b->d, b->dmin, b->scales, b->qs, b->qh, y);
 }
 
 static void deq_q6_k(const struct blk_q6_k *b, float *y, int64_t nb)

@@ -21,6 +21,7 @@
 
 #include "engine.h"
 #include "model.h"
+#include "pcache.h"
 
 struct sched_req {
     struct sched *s;
@@ -35,6 +36,14 @@ struct sched_req {
     enum sched_pool pool;
     double *pooled; /* embed: dim sums (mean) or the chosen row, scheduler thread */
     int dim;        /* embed: floats in pooled, once the first chunk ran */
+    /* n > 1 (sched_submit_group): choices[] are the other choices, on the first one only (a
+     * reference each); await_fork: a choice waiting for the first one's prefill to fork it
+     * (scheduler thread once queued) */
+    struct sched_req **choices;
+    int n_choices;
+    bool await_fork;
+    void *attached; /* sched_req_attach: freed with the request */
+    void (*attached_free)(void *);
     atomic_int refs;
     atomic_bool cancelled;
     struct sched_req *next; /* queue link, under s->mu */
@@ -43,16 +52,32 @@ struct sched_req {
     int seq;
     int n_past;    /* tokens in the sequence's cache */
     int step_n;    /* entries this request put into the current batch */
-    int job_len;   /* prompt tokens it processes (fixed at its first chunk; exsa_batch.job_len) */
+    int n_cached;  /* prompt tokens restored from the prompt cache */
     bool pending;  /* next_tok is sampled and waits to be fed */
     int32_t next_tok;
+    /* the prompt cache (see "the prompt cache" below); scheduler thread after submit */
+    bool cache_off;     /* the client asked for no caching */
+    bool cache_restore; /* admitted: look the prompt up before its first step */
+    int32_t *bounds;    /* message starts in the prompt, ascending */
+    int n_bounds;
+    int32_t *ck;                  /* checkpoint lengths planned in the prompt, ascending */
+    int n_ck, i_ck;               /* planned; the next one to take */
+    struct exsa_snapshot **snaps; /* checkpoints taken (n_ck + 1 room: one at retirement) */
+    int n_snaps;
+    int32_t *sampled; /* tokens sampled, in order: the sequence holds the first n_past - n_prompt */
+    int n_sampled, cap_sampled;
     /* channel, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     char *text;
     size_t len, cap;
-    int *pieces;
+    int *pieces, *piece_toks; /* piece_toks: n_toks when each piece was pushed */
     int n_pieces, cap_pieces;
+    struct sched_tok *toks; /* logprobs of the tokens sampled since the last read */
+    int n_toks, n_top;
+    struct sched_lp *lp_top;
+    char *lp_bytes;
+    size_t n_bytes, cap_toks, cap_top, cap_bytes;
     bool done;
     enum gen_finish finish;
     int status;
@@ -60,7 +85,12 @@ struct sched_req {
     struct sched_result res;
 };
 
-enum ctl_op { CTL_NONE, CTL_LOAD, CTL_UNLOAD };
+/* CTL_SWAP: install next_model once the current model's requests are done (or at the
+ * deadline); CTL_UNLOAD: end everything and free the model at once. */
+enum ctl_op { CTL_NONE, CTL_SWAP, CTL_UNLOAD };
+
+/* How long the requests of a model being replaced may run on before they end with a 503. */
+#define SWAP_GRACE_S 60.0
 
 struct sched {
     struct sched_params p;
@@ -73,15 +103,23 @@ struct sched {
     int cache_seqs, cache_blocks, cache_blocks_total; /* what the engine holds (count_cache) */
     unsigned gen;
     unsigned long long n_cancelled;
+    atomic_ullong n_forked; /* choices that forked the first one's prompt (sched_stats) */
     /* the model; swapped by the scheduler thread under mu */
     struct exsa_model *model;
     struct exsa_engine *engine;
     char *path;
     int n_ctx, gpu_layers, n_vocab;
+    /* a replacement that sched_load loaded beside the current model (under mu): new requests
+     * are tokenized with it (generation gen + 1) and wait in the queue until the switch */
+    struct exsa_model *next_model;
+    struct exsa_engine *next_engine;
+    char *next_path;
+    int next_ngl, next_nctx;
+    double swap_deadline;
+    bool switching; /* the switch waits for the borrowers: sched_model_acquire waits too */
     /* a control request from sched_load / sched_unload */
     enum ctl_op ctl;
-    char *ctl_path;
-    int ctl_ngl, ctl_nctx, ctl_rc;
+    int ctl_rc;
     bool ctl_done;
     char ctl_err[512];
     /* scheduler thread only */
@@ -90,8 +128,13 @@ struct sched {
     int32_t *b_tok, *b_pos, *b_seq, *b_job;
     uint8_t *b_logits;
     struct sched_req **b_row; /* the request of each logits row */
+    struct sched_slot *slots; /* what sched_get_slots shows (n_active_shared of them), under mu */
     float *logits;
+    float *fork_row; /* n_vocab: the logits row a forked choice draws from (sampling edits it) */
     float *hidden; /* [n_batch][dim] hidden states of an embedding step (allocated on use) */
+    /* the prompt cache of the current engine (NULL: off) */
+    struct pcache *pc;
+    struct pcache_stats pc_stats; /* its counters as count_cache published them, under mu */
 };
 
 double sched_now(void)
@@ -110,7 +153,7 @@ void sched_params_default(struct sched_params *p)
     p->max_queue = 100;
     p->max_batch = 8;
     p->continuous = true;
-    p->batch_timeout_ms = 100;
+    p->batch_timeout_ms = 0;
 }
 
 /* ---- requests and channels ------------------------------------------------------------------ */
@@ -202,18 +245,86 @@ void sched_req_put(struct sched_req *r)
     free(r->bias);
     free(r->text);
     free(r->pieces);
+    free(r->piece_toks);
+    free(r->toks);
+    free(r->lp_top);
+    free(r->lp_bytes);
     free(r->pooled);
+    for (int i = 0; i < r->n_choices; i++)
+        sched_req_put(r->choices[i]);
+    free(r->choices);
+    if (r->attached_free)
+        r->attached_free(r->attached);
+    free(r->bounds);
+    free(r->ck);
+    for (int i = 0; i < r->n_snaps; i++)
+        exsa_snapshot_free(r->snaps[i]);
+    free(r->snaps);
+    free(r->sampled);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);
 }
 
-/* Appends one piece of text to r's channel and wakes its reader. */
-static void push_text(struct sched_req *r, const char *text, size_t len)
+/* A sampled token's logprobs as gen_logprobs gives them (bytes owned by the tokenizer). */
+struct tok_lp {
+    struct gen_logprob chosen;
+    struct gen_logprob top[SAMPLER_MAX_TOP_LOGPROBS];
+    int n_top;
+};
+
+/* Makes room for need elements of size sz in *p (capacity *cap); false when out of memory. */
+static bool room(void **p, size_t *cap, size_t need, size_t sz)
 {
-    if (!len)
-        return;
+    if (need <= *cap)
+        return true;
+    void *q = realloc(*p, need * 2 * sz);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = need * 2;
+    return true;
+}
+
+/* Copies one logprob into r's channel (its bytes into lp_bytes: the reader may outlive the
+ * tokenizer). Called with r->mu held. */
+static bool put_lp(struct sched_req *r, const struct gen_logprob *g, struct sched_lp *out)
+{
+    if (!room((void **)&r->lp_bytes, &r->cap_bytes, r->n_bytes + g->len + 1, 1))
+        return false;
+    memcpy(r->lp_bytes + r->n_bytes, g->bytes, g->len);
+    *out = (struct sched_lp){g->id, g->logprob, (uint32_t)r->n_bytes, (uint32_t)g->len};
+    r->n_bytes += g->len;
+    return true;
+}
+
+/* Appends a sampled token's logprobs to r's channel. Called with r->mu held. */
+static bool put_tok(struct sched_req *r, const struct tok_lp *lp)
+{
+    if (!room((void **)&r->toks, &r->cap_toks, (size_t)r->n_toks + 1, sizeof *r->toks) ||
+        !room((void **)&r->lp_top, &r->cap_top, (size_t)(r->n_top + lp->n_top), sizeof *r->lp_top))
+        return false;
+    struct sched_tok *t = &r->toks[r->n_toks];
+    t->top = r->n_top;
+    t->n_top = 0;
+    if (!put_lp(r, &lp->chosen, &t->tok))
+        return false;
+    for (int i = 0; i < lp->n_top; i++, t->n_top++)
+        if (!put_lp(r, &lp->top[i], &r->lp_top[r->n_top++]))
+            return false;
+    r->n_toks++;
+    return true;
+}
+
+/* Appends one sampled token to r's channel: its logprobs when lp is set (an allocation
+ * failure loses them, not the reply), then its piece of text (if any), and wakes the reader. */
+static void push_token(struct sched_req *r, const char *text, size_t len, const struct tok_lp *lp)
+{
     pthread_mutex_lock(&r->mu);
+    if (lp)
+        put_tok(r, lp);
+    if (!len)
+        goto out;
     if (r->len + len + 1 > r->cap) {
         size_t cap = (r->len + len + 1) * 2;
         char *t = realloc(r->text, cap);
@@ -224,19 +335,30 @@ static void push_text(struct sched_req *r, const char *text, size_t len)
     }
     if (r->n_pieces == r->cap_pieces) {
         int cap = r->cap_pieces ? r->cap_pieces * 2 : 16;
-        int *p = realloc(r->pieces, sizeof(int) * cap);
-        if (!p)
+        int *p = realloc(r->pieces, sizeof(int) * cap),
+            *q = p ? realloc(r->piece_toks, sizeof(int) * cap) : NULL;
+        if (p)
+            r->pieces = p;
+        if (q)
+            r->piece_toks = q;
+        if (!p || !q)
             goto out;
-        r->pieces = p;
         r->cap_pieces = cap;
     }
     memcpy(r->text + r->len, text, len);
     r->len += len;
     r->text[r->len] = 0;
+    r->piece_toks[r->n_pieces] = r->n_toks;
     r->pieces[r->n_pieces++] = (int)len;
     pthread_cond_broadcast(&r->cv);
 out:
     pthread_mutex_unlock(&r->mu);
+}
+
+static void push_text(struct sched_req *r, const char *text, size_t len)
+{
+    if (len)
+        push_token(r, text, len, NULL);
 }
 
 /* Ends r's reply: with finish when status == 0, else with an error of that HTTP status. */
@@ -279,10 +401,18 @@ int sched_read(struct sched_req *r, int timeout_ms, struct sched_chunk *out)
         out->len = r->len;
         out->piece_len = r->pieces;
         out->n_pieces = r->n_pieces;
+        out->piece_toks = r->piece_toks;
+        out->toks = r->toks;
+        out->n_toks = r->n_toks;
+        out->lp_top = r->lp_top;
+        out->lp_bytes = r->lp_bytes;
         r->text = NULL;
-        r->pieces = NULL;
+        r->pieces = r->piece_toks = NULL;
         r->len = r->cap = 0;
         r->n_pieces = r->cap_pieces = 0;
+        r->toks = NULL, r->lp_top = NULL, r->lp_bytes = NULL;
+        r->n_toks = r->n_top = 0;
+        r->n_bytes = r->cap_toks = r->cap_top = r->cap_bytes = 0;
         out->done = r->done;
         out->finish = r->finish;
         out->status = r->status;
@@ -296,6 +426,10 @@ void sched_chunk_free(struct sched_chunk *c)
 {
     free(c->text);
     free(c->piece_len);
+    free(c->piece_toks);
+    free(c->toks);
+    free(c->lp_top);
+    free(c->lp_bytes);
     memset(c, 0, sizeof *c);
 }
 
@@ -309,6 +443,8 @@ void sched_req_result(struct sched_req *r, struct sched_result *res)
 void sched_cancel(struct sched_req *r)
 {
     atomic_store(&r->cancelled, true);
+    for (int i = 0; i < r->n_choices; i++) /* set at submit, read-only after */
+        atomic_store(&r->choices[i]->cancelled, true);
     struct sched *s = r->s;
     if (s) {
         pthread_mutex_lock(&s->mu);
@@ -328,31 +464,72 @@ static bool queue_full(const struct sched *s)
     return s->n_queued >= s->p.max_queue + (free_slots > 0 ? free_slots : 0);
 }
 
-int sched_submit(struct sched *s, struct sched_req *r)
+/* Whether n more requests fit in the queue (queue_full after the first n - 1 of them). */
+static bool queue_fits(const struct sched *s, int n)
+{
+    int free_slots = max_seqs(s) - s->n_active_shared;
+    return s->n_queued + n <= s->p.max_queue + (free_slots > 0 ? free_slots : 0);
+}
+
+void sched_req_attach(struct sched_req *r, void *p, void (*free_fn)(void *))
+{
+    r->attached = p;
+    r->attached_free = free_fn;
+}
+
+/* Appends r to the queue with the scheduler's reference. Called with mu held. */
+static void enqueue(struct sched *s, struct sched_req *r)
+{
+    r->s = s;
+    r->res.t_submit = sched_now();
+    atomic_fetch_add(&r->refs, 1); /* the scheduler's reference */
+    r->next = NULL;
+    if (s->qtail)
+        s->qtail->next = r;
+    else
+        s->qhead = r;
+    s->qtail = r;
+    s->n_queued++;
+}
+
+int sched_submit_group(struct sched *s, struct sched_req *const *rs, int n)
 {
     int rc = 0;
+    if (n > 1 && !(rs[0]->choices = malloc(sizeof *rs[0]->choices * (size_t)(n - 1))))
+        return EXSA_ENOMEM;
     pthread_mutex_lock(&s->mu);
+    /* the current model's, or (while a replacement waits for its switch) the next one's */
+    const unsigned gen = rs[0]->model_gen;
+    bool stale = !(s->engine && gen == s->gen) && !(s->next_engine && gen == s->gen + 1);
+    for (int i = 1; i < n; i++)
+        stale |= rs[i]->model_gen != gen;
     if (s->closing || s->stop)
         rc = EXSA_ECANCELLED;
-    else if (!s->engine || s->loading || r->model_gen != s->gen)
+    else if (stale)
         rc = EXSA_ENOTFOUND;
-    else if (queue_full(s))
-        rc = EXSA_ENOMEM;
-    if (!rc) {
-        r->s = s;
-        r->res.t_submit = sched_now();
-        atomic_fetch_add(&r->refs, 1); /* the scheduler's reference */
-        r->next = NULL;
-        if (s->qtail)
-            s->qtail->next = r;
-        else
-            s->qhead = r;
-        s->qtail = r;
-        s->n_queued++;
-        pthread_cond_broadcast(&s->cv);
+    else if (!queue_fits(s, n))
+        rc = EXSA_ENOMEM; /* all the choices, or none */
+    for (int i = 0; !rc && i < n; i++) {
+        enqueue(s, rs[i]);
+        if (i > 0) {
+            rs[i]->await_fork = true;
+            sched_req_get(rs[i]);
+            rs[0]->choices[rs[0]->n_choices++] = rs[i];
+        }
     }
+    if (!rc)
+        pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    if (rc) {
+        free(rs[0]->choices);
+        rs[0]->choices = NULL;
+    }
     return rc;
+}
+
+int sched_submit(struct sched *s, struct sched_req *r)
+{
+    return sched_submit_group(s, &r, 1);
 }
 
 /* ---- the scheduler thread ---------------------------------------------------------------- */
@@ -364,28 +541,79 @@ static void release_active(struct sched *s, int i)
     if (r->seq >= 0 && s->engine)
         exsa_seq_free(s->engine, r->seq);
     r->seq = -1;
+    for (int k = 0; k < r->n_choices; k++) /* no prefill to fork now: each does its own */
+        r->choices[k]->await_fork = false;
     gen_free(r->gen);
     r->gen = NULL;
     s->active[i] = s->active[--s->n_active];
     sched_req_put(r);
 }
 
-/* Ends every queued and running request with status/msg. Called with mu held. */
-static void fail_all(struct sched *s, int status, const char *msg)
+/* Publishes the running set for sched_get_stats / sched_get_slots. Scheduler thread, with mu
+ * held (n_past and the generator change only on this thread). */
+static void publish_slots(struct sched *s)
 {
-    while (s->qhead) {
-        struct sched_req *r = s->qhead;
+    double now = sched_now();
+    for (int i = 0; i < s->n_active; i++) {
+        const struct sched_req *r = s->active[i];
+        s->slots[i] = (struct sched_slot){
+            .id = r->seq,
+            .state = r->embed ? "embedding" : r->n_past < r->n_prompt ? "prefill" : "generating",
+            .n_prompt = r->n_prompt,
+            .n_past = r->n_past,
+            .n_decoded = r->gen ? gen_n_tokens(r->gen) : 0,
+            .n_cached = r->n_cached,
+            .seconds = now - r->res.t_submit,
+        };
+    }
+    s->n_active_shared = s->n_active;
+}
+
+/* The first queued request of the current model (one tokenized for a replacement waits for the
+ * switch), unlinked from the queue; NULL when there is none. Called with mu held. */
+static struct sched_req *take_queued(struct sched *s)
+{
+    struct sched_req **pp = &s->qhead, *prev = NULL;
+    while (*pp && (*pp)->model_gen != s->gen)
+        prev = *pp, pp = &(*pp)->next;
+    struct sched_req *r = *pp;
+    if (!r)
+        return NULL;
+    *pp = r->next;
+    if (s->qtail == r)
+        s->qtail = prev;
+    s->n_queued--;
+    return r;
+}
+
+/* Ends every running request and the queued ones of the current model (all queued ones when
+ * every_gen) with status/msg. Called with mu held. */
+static void fail_all_of(struct sched *s, bool every_gen, int status, const char *msg)
+{
+    struct sched_req *r;
+    while (every_gen && s->qhead) {
+        r = s->qhead;
         s->qhead = r->next;
+        s->n_queued--;
         finish_req(r, GEN_CANCELLED, status, msg);
         sched_req_put(r);
     }
-    s->qtail = NULL;
-    s->n_queued = 0;
+    if (every_gen)
+        s->qtail = NULL;
+    while ((r = take_queued(s))) {
+        finish_req(r, GEN_CANCELLED, status, msg);
+        sched_req_put(r);
+    }
     while (s->n_active > 0) {
         finish_req(s->active[s->n_active - 1], GEN_CANCELLED, status, msg);
         release_active(s, s->n_active - 1);
     }
     s->n_active_shared = 0;
+}
+
+static void fail_all(struct sched *s, int status, const char *msg)
+{
+    fail_all_of(s, true, status, msg);
 }
 
 /* Drops queued requests whose client went away. Called with mu held. */
@@ -416,12 +644,8 @@ static int max_seqs(const struct sched *s)
 /* Moves queued requests into the running set while there is room. Called with mu held. */
 static void admit(struct sched *s)
 {
-    while (s->qhead && s->n_active < max_seqs(s)) {
-        struct sched_req *r = s->qhead;
-        s->qhead = r->next;
-        if (!s->qhead)
-            s->qtail = NULL;
-        s->n_queued--;
+    struct sched_req *r;
+    while (s->n_active < max_seqs(s) && (r = take_queued(s))) {
         r->seq = exsa_seq_new(s->engine);
         int rc = r->seq < 0 ? r->seq
                  : r->embed ? 0
@@ -435,25 +659,202 @@ static void admit(struct sched *s)
         }
         if (r->gen)
             gen_prompt(r->gen, r->prompt, r->n_prompt);
+        pthread_mutex_lock(&r->mu);
+        r->res.t_admit = sched_now();
+        pthread_mutex_unlock(&r->mu);
         r->n_past = 0;
         r->pending = false;
+        r->cache_restore = true; /* cache_restore_admitted, before its first step */
         s->active[s->n_active++] = r;
     }
-    s->n_active_shared = s->n_active;
+    publish_slots(s);
 }
 
-/* Samples r's next token from one logits row and pushes its text; ends r when it is over. */
+/* ---- the prompt cache (pcache.c) -------------------------------------------------------------
+ * A request with the cache on restores the longest cached checkpoint of its prompt before its
+ * first step (its prefill starts there); during its prefill it takes checkpoints at planned
+ * lengths (its chunks end there, since the conv state exists only at the end of a step); when it
+ * retires, those and one at its final length go into the cache with its K/V rows, so the next
+ * turn of the chat (prompt + reply + new message) finds them. Scheduler thread only. */
+
+#define CACHE_MIN_GAP 32 /* tokens between two checkpoints of a request (closer: a wasted step) */
+#define CACHE_MAX_CK 32  /* checkpoints planned per request */
+
+int sched_req_set_cache(struct sched_req *r, bool use, const int32_t *bounds, int n_bounds)
+{
+    r->cache_off = !use;
+    free(r->bounds);
+    r->bounds = NULL;
+    r->n_bounds = 0;
+    if (!bounds || n_bounds <= 0)
+        return 0;
+    if (!(r->bounds = malloc(sizeof(int32_t) * n_bounds)))
+        return EXSA_ENOMEM;
+    memcpy(r->bounds, bounds, sizeof(int32_t) * n_bounds);
+    r->n_bounds = n_bounds;
+    return 0;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Plans r's checkpoints past the `from` restored positions: message starts and multiples of
+ * n_batch in (from, n_prompt), from the last down, each at least CACHE_MIN_GAP below the one
+ * kept above it and above from; at most CACHE_MAX_CK (then the lowest stays: the end of a
+ * system prompt other chats share). No plan when out of memory: no checkpoint then. */
+static void cache_plan(struct sched *s, struct sched_req *r, int from)
+{
+    const int nb = s->p.n_batch, n_cand = r->n_bounds + r->n_prompt / nb;
+    int32_t *cand = malloc(sizeof(int32_t) * (n_cand + 1));
+    r->ck = malloc(sizeof(int32_t) * (n_cand + 1));
+    r->snaps = calloc(CACHE_MAX_CK + 2, sizeof *r->snaps);
+    if (!cand || !r->ck || !r->snaps) {
+        free(cand), free(r->ck), free(r->snaps);
+        r->ck = NULL, r->snaps = NULL;
+        return;
+    }
+    if (r->n_bounds > 0)
+        memcpy(cand, r->bounds, sizeof(int32_t) * r->n_bounds);
+    for (int k = 1; k <= r->n_prompt / nb; k++)
+        cand[r->n_bounds + k - 1] = k * nb;
+    qsort(cand, n_cand, sizeof *cand, cmp_i32);
+    int n = 0, above = INT_MAX;
+    for (int i = n_cand - 1; i >= 0; i--) { /* r->ck descending for now */
+        const int c = cand[i];
+        if (c < r->n_prompt && c - from >= CACHE_MIN_GAP && above - c >= CACHE_MIN_GAP)
+            r->ck[n++] = above = c;
+    }
+    if (n > CACHE_MAX_CK) {
+        r->ck[CACHE_MAX_CK - 1] = r->ck[n - 1];
+        n = CACHE_MAX_CK;
+    }
+    for (int i = 0; i < n / 2; i++) { /* ascending */
+        int32_t t = r->ck[i];
+        r->ck[i] = r->ck[n - 1 - i], r->ck[n - 1 - i] = t;
+    }
+    r->n_ck = n;
+    r->i_ck = 0;
+    free(cand);
+}
+
+/* Before the first step of requests just admitted: restores each one's longest cached prefix
+ * (n_past starts there) and plans its checkpoints. A choice of n > 1 waits: it gets a copy of
+ * the first choice's sequence instead (then it has no checkpoints of its own), or, when that
+ * fork does not happen, looks the prompt up before prefilling it alone. */
+static void cache_restore_admitted(struct sched *s)
+{
+    for (int i = 0; i < s->n_active; i++) {
+        struct sched_req *r = s->active[i];
+        if (!r->cache_restore || r->await_fork)
+            continue;
+        r->cache_restore = false;
+        if (!s->pc || r->cache_off || r->embed || r->n_past > 0 || r->done)
+            continue;
+        int got = pcache_restore(s->pc, r->seq, r->prompt, r->n_prompt - 1);
+        if (got < 0) { /* out of KV blocks, or a backend error: start from nothing */
+            exsa_seq_free(s->engine, r->seq);
+            if ((r->seq = exsa_seq_new(s->engine)) < 0)
+                finish_req(r, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
+            got = 0;
+        }
+        r->n_past = r->n_cached = got;
+        pthread_mutex_lock(&r->mu);
+        r->res.n_cached = got;
+        pthread_mutex_unlock(&r->mu);
+        cache_plan(s, r, got);
+    }
+}
+
+/* How many of r's next `take` prompt tokens to feed in this step: up to its next checkpoint. */
+static int cache_cut(const struct sched_req *r, int take)
+{
+    if (r->i_ck < r->n_ck && r->ck[r->i_ck] - r->n_past < take)
+        return r->ck[r->i_ck] - r->n_past;
+    return take;
+}
+
+/* After a step: takes the checkpoint of each request whose prefill just reached one. */
+static void cache_checkpoint(struct sched *s)
+{
+    for (int i = 0; i < s->n_active; i++) {
+        struct sched_req *r = s->active[i];
+        while (r->i_ck < r->n_ck && r->ck[r->i_ck] < r->n_past)
+            r->i_ck++; /* passed (a step that could not stop there) */
+        if (r->i_ck < r->n_ck && r->ck[r->i_ck] == r->n_past && r->step_n > 0) {
+            if (exsa_seq_snapshot(s->engine, r->seq, &r->snaps[r->n_snaps]) == 0)
+                r->n_snaps++;
+            r->i_ck++;
+        }
+    }
+}
+
+/* Notes a sampled token: the cache keys a retired sequence by prompt + tokens fed back. */
+static void cache_note(struct sched *s, struct sched_req *r, int32_t tok)
+{
+    if (!s->pc || r->cache_off)
+        return;
+    if (r->n_sampled == r->cap_sampled) {
+        int cap = r->cap_sampled ? 2 * r->cap_sampled : 64;
+        int32_t *p = realloc(r->sampled, sizeof(int32_t) * cap);
+        if (!p)
+            return; /* the sequence is then not cached (cache_retire checks the count) */
+        r->sampled = p, r->cap_sampled = cap;
+    }
+    r->sampled[r->n_sampled++] = tok;
+}
+
+/* Before r's sequence is freed: leaves its checkpoints, and one at its final length, in the
+ * cache (not after an error: a request that failed may not have what its length says). */
+static void cache_retire(struct sched *s, struct sched_req *r, bool ok)
+{
+    if (!ok || !s->pc || r->cache_off || r->embed || r->seq < 0 || !r->snaps)
+        return;
+    const int len = exsa_seq_len(s->engine, r->seq), n_fed = len - r->n_prompt;
+    int32_t *toks = len > 0 && n_fed <= r->n_sampled ? malloc(sizeof(int32_t) * len) : NULL;
+    if (!toks)
+        return;
+    memcpy(toks, r->prompt, sizeof(int32_t) * (n_fed < 0 ? len : r->n_prompt));
+    if (n_fed > 0)
+        memcpy(toks + r->n_prompt, r->sampled, sizeof(int32_t) * n_fed);
+    if ((r->n_snaps == 0 || r->snaps[r->n_snaps - 1]->len < len) &&
+        exsa_seq_snapshot(s->engine, r->seq, &r->snaps[r->n_snaps]) == 0)
+        r->n_snaps++;
+    pcache_insert(s->pc, r->seq, toks, len, r->snaps, r->n_snaps);
+    r->n_snaps = 0; /* the cache took them */
+    free(toks);
+}
+
+/* A new cache for the engine just installed (the old one's rows belong to the old model). */
+static void cache_swap(struct sched *s)
+{
+    pcache_free(s->pc);
+    s->pc = s->engine && s->p.cache_bytes > 0 ? pcache_new(s->engine, s->p.cache_bytes) : NULL;
+    if (s->engine && s->p.cache_bytes > 0 && !s->pc)
+        fprintf(stderr, "exsa serve: out of memory for the prompt cache: it is off\n");
+}
+
+/* Samples r's next token from one logits row and pushes its text (and, when asked for, its
+ * logprobs: not for the end-of-generation token, which is no part of the reply); ends r when
+ * it is over. */
 static void sample_one(struct sched *s, struct sched_req *r, float *row)
 {
     const char *text = NULL;
     size_t len = 0;
     int32_t tok = gen_next(r->gen, row, &text, &len);
+    cache_note(s, r, tok);
     if (r->res.t_first == 0) {
         pthread_mutex_lock(&r->mu);
         r->res.t_first = sched_now();
         pthread_mutex_unlock(&r->mu);
     }
-    push_text(r, text, len);
+    struct tok_lp lp;
+    bool with_lp =
+        r->gp.logprobs && gen_finished(r->gen) != GEN_EOG &&
+        (lp.n_top = gen_logprobs(r->gen, &lp.chosen, lp.top, SAMPLER_MAX_TOP_LOGPROBS)) >= 0;
+    push_token(r, text, len, with_lp ? &lp : NULL);
     if (gen_finished(r->gen) == GEN_RUNNING && r->n_past >= s->n_ctx)
         gen_end(r->gen, GEN_LENGTH); /* the context is full */
     if (gen_finished(r->gen) != GEN_RUNNING) {
@@ -470,12 +871,11 @@ static void sample_one(struct sched *s, struct sched_req *r, float *row)
 static void add_entries(struct sched *s, struct sched_req *r, const int32_t *toks, int cnt,
                         bool want_last, int *n)
 {
-    /* the engine picks each entry's kernels by its job's length, the same in every batch, so a
-     * request's results do not depend on its batch (batch invariance): 1 for a generated token */
-    if (toks != &r->next_tok && r->job_len == 0)
-        r->job_len = r->n_prompt - r->n_past;
+    /* the engine picks each entry's kernels by its job's length: the whole prompt's (not the
+     * chunk's, nor what the prompt cache left), 1 for a generated token, so a request's results
+     * depend neither on its batch nor on a retry's cache hit (batch invariance) */
     for (int i = 0; i < cnt; i++) {
-        s->b_job[*n] = toks == &r->next_tok ? 1 : r->job_len;
+        s->b_job[*n] = toks == &r->next_tok ? 1 : r->n_prompt;
         s->b_tok[*n] = toks[i];
         s->b_pos[*n] = r->n_past + i;
         s->b_seq[*n] = r->seq;
@@ -496,6 +896,33 @@ static void fail_step(struct sched *s, bool embed, int rc)
             finish_req(s->active[i], GEN_CANCELLED, 500, msg);
 }
 
+/* Gives choice c of first (n > 1) a copy of first's sequence, whose prompt has just been
+ * prefilled (row: its logits, unchanged), and draws c's first token from row. A choice not
+ * running yet, or whose fork fails, prefills the prompt itself. */
+static void fork_choice(struct sched *s, struct sched_req *first, struct sched_req *c,
+                        const float *row)
+{
+    if (!c->await_fork)
+        return;
+    c->await_fork = false;
+    /* still queued (or over): it prefills alone once admitted */
+    if (c->seq < 0 || c->done || c->n_past > 0 || atomic_load(&c->cancelled))
+        return;
+    exsa_seq_free(s->engine, c->seq); /* frees the slot the fork takes */
+    int seq = exsa_seq_fork(s->engine, first->seq);
+    c->seq = seq >= 0 ? seq : exsa_seq_new(s->engine);
+    if (c->seq < 0) {
+        finish_req(c, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
+        return;
+    }
+    if (seq < 0)
+        return;
+    c->n_past = first->n_past;
+    atomic_fetch_add(&s->n_forked, 1);
+    memcpy(s->fork_row, row, sizeof(float) * (size_t)s->n_vocab);
+    sample_one(s, c, s->fork_row);
+}
+
 /* Runs the generating entries [0, n) of the step, then samples the rows that got logits. */
 static void step_generate(struct sched *s, int n, int rows)
 {
@@ -509,8 +936,13 @@ static void step_generate(struct sched *s, int n, int rows)
         if (!s->active[i]->embed)
             s->active[i]->n_past += s->active[i]->step_n;
     for (int i = 0; i < rows; i++) {
-        s->b_row[i]->pending = false;
-        sample_one(s, s->b_row[i], s->logits + (size_t)i * s->n_vocab);
+        struct sched_req *r = s->b_row[i];
+        float *row = s->logits + (size_t)i * s->n_vocab;
+        r->pending = false;
+        if (r->n_choices > 0 && gen_n_tokens(r->gen) == 0) /* its prompt is done: fork */
+            for (int k = 0; k < r->n_choices; k++)
+                fork_choice(s, r, r->choices[k], row);
+        sample_one(s, r, row);
     }
 }
 
@@ -596,9 +1028,9 @@ static void sched_step(struct sched *s)
     for (int i = 0; i < s->n_active && budget > 0; i++) {
         struct sched_req *r = s->active[i];
         int left = r->n_prompt - r->n_past;
-        if (r->embed || r->pending || r->done || left <= 0)
+        if (r->embed || r->pending || r->done || left <= 0 || r->await_fork)
             continue;
-        int take = left < budget ? left : budget;
+        int take = cache_cut(r, left < budget ? left : budget);
         add_entries(s, r, r->prompt + r->n_past, take, take == left, &n);
         if (take == left)
             s->b_row[rows++] = r;
@@ -606,8 +1038,10 @@ static void sched_step(struct sched *s)
     }
     const int n_gen = n;
     add_embed_chunks(s, budget, &n);
-    if (n_gen > 0)
+    if (n_gen > 0) {
         step_generate(s, n_gen, rows);
+        cache_checkpoint(s);
+    }
     if (n > n_gen)
         step_embed(s, n_gen, n - n_gen);
 }
@@ -623,6 +1057,10 @@ static void count_cache(struct sched *s)
         s->cache_seqs += kv->seqs[i].used;
     s->cache_blocks = kv ? kv->n_blocks - kv->n_free : 0;
     s->cache_blocks_total = kv ? kv->n_blocks : 0;
+    if (s->pc)
+        pcache_get_stats(s->pc, &s->pc_stats);
+    else
+        memset(&s->pc_stats, 0, sizeof s->pc_stats);
 }
 
 /* Retires finished and cancelled sequences. Called without mu. */
@@ -633,7 +1071,7 @@ static void retire(struct sched *s)
         struct sched_req *r = s->active[i];
         bool cancelled = atomic_load(&r->cancelled);
         pthread_mutex_lock(&r->mu);
-        bool done = r->done;
+        bool done = r->done, failed = r->status != 0;
         pthread_mutex_unlock(&r->mu);
         if (!done && !cancelled)
             continue;
@@ -643,10 +1081,11 @@ static void retire(struct sched *s)
             finish_req(r, GEN_CANCELLED, 0, NULL);
             n_cancel++;
         }
+        cache_retire(s, r, !failed);
         release_active(s, i);
     }
     pthread_mutex_lock(&s->mu);
-    s->n_active_shared = s->n_active;
+    publish_slots(s);
     s->n_cancelled += n_cancel;
     count_cache(s);
     pthread_cond_broadcast(&s->cv);
@@ -657,9 +1096,9 @@ static void retire(struct sched *s)
 static int size_buffers(struct sched *s)
 {
     free(s->b_tok), free(s->b_pos), free(s->b_seq), free(s->b_logits), free(s->logits);
-    free(s->hidden), free(s->b_job);
+    free(s->hidden), free(s->fork_row), free(s->b_job);
     s->b_tok = s->b_pos = s->b_seq = s->b_job = NULL, s->b_logits = NULL, s->logits = NULL;
-    s->hidden = NULL;
+    s->hidden = NULL, s->fork_row = NULL;
     if (!s->model)
         return 0;
     size_t nb = (size_t)s->p.n_batch, nr = (size_t)max_seqs(s);
@@ -669,17 +1108,20 @@ static int size_buffers(struct sched *s)
     s->b_logits = malloc(nb);
     s->b_job = malloc(nb * sizeof(int32_t));
     s->logits = malloc(nr * (size_t)s->n_vocab * sizeof(float));
-    const bool ok = s->b_tok && s->b_pos && s->b_seq && s->b_logits && s->b_job && s->logits;
+    s->fork_row = malloc((size_t)s->n_vocab * sizeof(float));
+    const bool ok = s->b_tok && s->b_pos && s->b_seq && s->b_logits && s->b_job && s->logits &&
+                    s->fork_row;
     return ok ? 0 : EXSA_ENOMEM;
 }
 
 /* Installs model m / engine e (either may be NULL) in place of the current ones, after ending
- * everything in flight and waiting for borrowers. Called with mu held; returns with it held. */
+ * what runs on the current model (every queued request too when every_gen) and waiting for
+ * the borrowers. Called with mu held; returns with it held. */
 static void swap_model(struct sched *s, struct exsa_model *m, struct exsa_engine *e,
-                       const char *path, int ngl, int nctx, const char *why)
+                       const char *path, int ngl, int nctx, bool every_gen, const char *why)
 {
+    fail_all_of(s, every_gen, 503, why);
     s->gen++;
-    fail_all(s, 503, why);
     while (s->borrowers > 0)
         pthread_cond_wait(&s->cv, &s->mu);
     struct exsa_model *old_m = s->model;
@@ -702,72 +1144,95 @@ static void swap_model(struct sched *s, struct exsa_model *m, struct exsa_engine
         s->engine = NULL, s->model = NULL;
         s->ctl_rc = rc;
         snprintf(s->ctl_err, sizeof s->ctl_err, "out of memory for the batch buffers");
+        fail_all(s, 503, "out of memory for the batch buffers of the new model");
     }
+    cache_swap(s);
     count_cache(s);
 }
 
-/* Performs a load (new model and engine first, so a failed load keeps the current model).
- * Called with mu held; returns with it held. */
-static void do_load(struct sched *s)
+/* Loads path into a new model and an engine with these settings. Any thread: it touches no
+ * scheduler state, so the current model serves on while it runs. */
+static int load_engine(const struct sched_params *sp, int n_seq, const char *path, int ngl,
+                       int nctx, struct exsa_model **mo, struct exsa_engine **eo, char *err,
+                       size_t errlen)
 {
-    char *path = s->ctl_path ? strdup(s->ctl_path) : (s->path ? strdup(s->path) : NULL);
-    int ngl = s->ctl_ngl >= 0 ? s->ctl_ngl : s->gpu_layers;
-    int nctx = s->ctl_nctx > 0 ? s->ctl_nctx : s->n_ctx;
-    s->ctl_rc = 0;
-    s->ctl_err[0] = 0;
-    if (!path) {
-        s->ctl_rc = EXSA_ENOTFOUND;
-        snprintf(s->ctl_err, sizeof s->ctl_err, "no model was loaded before, so none to reload");
-        return;
-    }
-    s->loading = true;
-    pthread_mutex_unlock(&s->mu);
     struct exsa_model *m = NULL;
     struct exsa_engine *e = NULL;
-    char err[480] = "";
-    int rc = exsa_model_load(path, &m, err, sizeof err);
-    if (rc == 0) {
-        struct exsa_engine_params ep;
-        exsa_engine_params_default(&ep);
-        ep.backend = s->p.backend;
-        ep.n_ctx = nctx;
-        ep.n_seq_max = max_seqs(s);
-        ep.n_batch = s->p.n_batch;
-        ep.n_threads = s->p.n_threads;
-        ep.gpu_layers = ngl;
-        ep.kv_type = s->p.kv_type;
-        rc = exsa_engine_create(m, &ep, &e, err, sizeof err);
-        if (rc < 0)
-            exsa_model_free(m);
-        else
-            fprintf(stderr, "exsa: %s: %s\n", path, exsa_engine_describe(e));
-        /* every weight is on the GPU: the file mapping no longer holds them (a file replaced
-         * on disk cannot fault the server) */
-        if (rc == 0 && ngl >= exsa_model_info(m)->n_layers && exsa_model_release_weights(m) == 0)
-            fprintf(stderr, "exsa: %s: host copy of the weights released\n", path);
-    }
-    pthread_mutex_lock(&s->mu);
+    int rc = exsa_model_load(path, &m, err, errlen);
+    if (rc < 0)
+        return rc;
+    struct exsa_engine_params ep;
+    exsa_engine_params_default(&ep);
+    ep.backend = sp->backend;
+    ep.n_ctx = nctx;
+    ep.n_seq_max = n_seq;
+    ep.n_batch = sp->n_batch;
+    ep.n_threads = sp->n_threads;
+    ep.gpu_layers = ngl;
+    ep.kv_type = sp->kv_type;
+    rc = exsa_engine_create(m, &ep, &e, err, errlen);
     if (rc < 0) {
-        s->ctl_rc = rc;
-        snprintf(s->ctl_err, sizeof s->ctl_err, "cannot load %s: %s", path,
-                 err[0] ? err : exsa_strerror(rc));
-    } else {
-        swap_model(s, m, e, path, ngl, nctx, "the model was replaced while this request ran");
+        exsa_model_free(m);
+        return rc;
     }
-    s->loading = false;
-    free(path);
+    fprintf(stderr, "exsa: %s: %s\n", path, exsa_engine_describe(e));
+    /* every weight is on the GPU: the file mapping no longer holds them (a file replaced on
+     * disk cannot fault the server) */
+    if (ngl >= exsa_model_info(m)->n_layers && exsa_model_release_weights(m) == 0)
+        fprintf(stderr, "exsa: %s: host copy of the weights released\n", path);
+    *mo = m;
+    *eo = e;
+    return 0;
 }
 
-/* Runs the pending control operation. Called with mu held; returns with it held. */
-static void do_control(struct sched *s)
+/* Whether a queued request can run on the current model. Called with mu held. */
+static bool has_admissible(const struct sched *s)
 {
-    if (s->ctl == CTL_LOAD) {
-        do_load(s);
-    } else {
-        s->ctl_rc = 0;
-        swap_model(s, NULL, NULL, NULL, s->gpu_layers, s->n_ctx,
-                   "the model was unloaded while this request ran");
+    for (const struct sched_req *r = s->qhead; r; r = r->next)
+        if (r->model_gen == s->gen)
+            return true;
+    return false;
+}
+
+/* A pending replacement is installed once nothing of the current model is left to run (or at
+ * the deadline, ending what is). The borrowers are waited for first, with new borrowers held
+ * back; one of them may just have queued a request for the current model, which then runs
+ * first. Called with mu held; returns with it held. */
+static void try_switch(struct sched *s)
+{
+    bool late = sched_now() >= s->swap_deadline;
+    if (!late && (s->n_active > 0 || has_admissible(s)))
+        return;
+    s->switching = true;
+    while (s->borrowers > 0)
+        pthread_cond_wait(&s->cv, &s->mu);
+    if (!late && has_admissible(s)) {
+        s->switching = false;
+        pthread_cond_broadcast(&s->cv);
+        return;
     }
+    struct exsa_model *m = s->next_model;
+    struct exsa_engine *e = s->next_engine;
+    char *path = s->next_path;
+    s->next_model = NULL, s->next_engine = NULL, s->next_path = NULL;
+    s->ctl_rc = 0;
+    swap_model(s, m, e, path, s->next_ngl, s->next_nctx, false,
+               "the model was replaced while this request ran");
+    free(path);
+    s->switching = false;
+    s->ctl = CTL_NONE;
+    s->ctl_done = true;
+    pthread_cond_broadcast(&s->cv);
+}
+
+/* Runs an unload: everything in flight ends with a 503. Called with mu held. */
+static void do_unload(struct sched *s)
+{
+    s->ctl_rc = 0;
+    s->switching = true; /* new borrowers wait, then find no model */
+    swap_model(s, NULL, NULL, NULL, s->gpu_layers, s->n_ctx, true,
+               "the model was unloaded while this request ran");
+    s->switching = false;
     s->ctl = CTL_NONE;
     s->ctl_done = true;
     pthread_cond_broadcast(&s->cv);
@@ -787,33 +1252,60 @@ static void wait_until(struct sched *s, double t)
     pthread_cond_timedwait(&s->cv, &s->mu, &ts);
 }
 
+/* The oldest queued request of the current model, or NULL. Called with mu held. */
+static const struct sched_req *first_admissible(const struct sched *s)
+{
+    const struct sched_req *r = s->qhead;
+    while (r && r->model_gen != s->gen)
+        r = r->next;
+    return r;
+}
+
+/* What the scheduler thread does between steps: control operations, and waiting while there
+ * is nothing to run. True when a step is due (requests admitted). Called with mu held. */
+static bool next_step_due(struct sched *s)
+{
+    if (s->ctl == CTL_UNLOAD) {
+        do_unload(s);
+        return false;
+    }
+    if (s->ctl == CTL_SWAP)
+        try_switch(s);
+    drop_cancelled_queued(s);
+    if (s->stop)
+        return false;
+    if (s->n_active == 0) {
+        const struct sched_req *r = s->engine ? first_admissible(s) : NULL;
+        if (!r) {
+            if (s->ctl == CTL_SWAP)
+                wait_until(s, s->swap_deadline);
+            else
+                pthread_cond_wait(&s->cv, &s->mu);
+            return false;
+        }
+        /* BATCH_TIMEOUT_MS > 0 (off by default): an idle scheduler waits that long for a burst
+         * of requests to start together. At 0 a lone request starts at once, and continuous
+         * batching admits later ones into the running batch. */
+        double start = r->res.t_submit + s->p.batch_timeout_ms * 1e-3;
+        if (s->p.batch_timeout_ms > 0 && s->p.continuous && s->n_queued < max_seqs(s) &&
+            !s->closing && sched_now() < start) {
+            wait_until(s, start);
+            return false;
+        }
+    }
+    admit(s);
+    return true;
+}
+
 static void *sched_main(void *arg)
 {
     struct sched *s = arg;
     pthread_mutex_lock(&s->mu);
-    for (;;) {
-        if (s->ctl != CTL_NONE) {
-            do_control(s);
+    while (!s->stop) {
+        if (!next_step_due(s))
             continue;
-        }
-        drop_cancelled_queued(s);
-        if (s->stop)
-            break;
-        if (s->n_active == 0) {
-            if (!s->qhead || !s->engine) {
-                pthread_cond_wait(&s->cv, &s->mu);
-                continue;
-            }
-            /* Idle: give a burst of requests BATCH_TIMEOUT_MS to arrive and start together. */
-            double start = s->qhead->res.t_submit + s->p.batch_timeout_ms * 1e-3;
-            if (s->p.continuous && s->n_queued < max_seqs(s) && !s->closing &&
-                sched_now() < start) {
-                wait_until(s, start);
-                continue;
-            }
-        }
-        admit(s);
         pthread_mutex_unlock(&s->mu);
+        cache_restore_admitted(s);
         sched_step(s);
         retire(s);
         if (s->p.step_delay_ms > 0)
@@ -821,6 +1313,12 @@ static void *sched_main(void *arg)
         pthread_mutex_lock(&s->mu);
     }
     fail_all(s, 503, "the server is shutting down");
+    if (s->ctl != CTL_NONE) { /* a load waiting for its switch; sched_destroy frees the model */
+        s->ctl = CTL_NONE;
+        s->ctl_rc = EXSA_ECANCELLED;
+        snprintf(s->ctl_err, sizeof s->ctl_err, "the server is shutting down");
+        s->ctl_done = true;
+    }
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -846,11 +1344,13 @@ int sched_create(const struct sched_params *p, struct sched **out)
     s->gpu_layers = p->gpu_layers;
     s->active = calloc(max_seqs(s), sizeof *s->active);
     s->b_row = calloc(max_seqs(s), sizeof *s->b_row);
+    s->slots = calloc(max_seqs(s), sizeof *s->slots);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->ctl_mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    if (!s->active || !s->b_row || pthread_create(&s->thread, NULL, sched_main, s) != 0) {
-        free(s->active), free(s->b_row), free(s);
+    if (!s->active || !s->b_row || !s->slots ||
+        pthread_create(&s->thread, NULL, sched_main, s) != 0) {
+        free(s->active), free(s->b_row), free(s->slots), free(s);
         return EXSA_ENOMEM;
     }
     s->started = true;
@@ -881,68 +1381,135 @@ void sched_destroy(struct sched *s, int grace_ms)
     if (!s)
         return;
     sched_close(s, grace_ms);
+    pcache_free(s->pc);
     exsa_engine_free(s->engine);
     exsa_model_free(s->model);
     s->model = NULL, s->engine = NULL;
+    exsa_engine_free(s->next_engine);
+    exsa_model_free(s->next_model);
     size_buffers(s);
-    free(s->path), free(s->ctl_path), free(s->active), free(s->b_row);
+    free(s->path), free(s->next_path), free(s->active), free(s->b_row), free(s->slots);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->ctl_mu);
     pthread_cond_destroy(&s->cv);
     free(s);
 }
 
-/* Posts a control operation and waits for the scheduler thread to run it. */
-static int control(struct sched *s, enum ctl_op op, const char *path, int ngl, int nctx,
-                   char *err, size_t errlen)
+/* Posts a control operation and waits for the scheduler thread to run it. Called with ctl_mu
+ * and mu held; returns with them held. */
+static int post_control(struct sched *s, enum ctl_op op)
+{
+    if (s->closing || s->stop) {
+        snprintf(s->ctl_err, sizeof s->ctl_err, "the server is shutting down");
+        return EXSA_ECANCELLED;
+    }
+    s->ctl = op;
+    s->ctl_done = false;
+    pthread_cond_broadcast(&s->cv);
+    while (!s->ctl_done)
+        pthread_cond_wait(&s->cv, &s->mu);
+    return s->ctl_rc;
+}
+
+/* Hands the loaded replacement to the scheduler thread and waits for the switch. Called with
+ * ctl_mu and mu held; returns with them held. */
+static int post_swap(struct sched *s, struct exsa_model *m, struct exsa_engine *e,
+                     const char *path, int ngl, int nctx)
+{
+    s->next_model = m, s->next_engine = e;
+    s->next_path = strdup(path);
+    s->next_ngl = ngl, s->next_nctx = nctx;
+    s->swap_deadline = sched_now() + SWAP_GRACE_S;
+    int rc = post_control(s, CTL_SWAP);
+    if (s->next_model == m) { /* not switched (shutting down): still ours */
+        exsa_engine_free(s->next_engine), exsa_model_free(s->next_model);
+        free(s->next_path);
+        s->next_model = NULL, s->next_engine = NULL, s->next_path = NULL;
+    }
+    return rc;
+}
+
+/* The new model is loaded beside the current one, which serves on meanwhile; requests that
+ * arrive then are tokenized for the new one and start after the switch, which waits for the
+ * current model's requests (up to SWAP_GRACE_S). When both do not fit (EXSA_ENOMEM), the
+ * current model is unloaded first and err says so, also on success. */
+int sched_load(struct sched *s, const char *path, int gpu_layers, int n_ctx, char *err,
+               size_t errlen)
+{
+    char dummy[8];
+    if (!err || !errlen)
+        err = dummy, errlen = sizeof dummy;
+    err[0] = 0;
+    pthread_mutex_lock(&s->ctl_mu);
+    pthread_mutex_lock(&s->mu);
+    char *p = path ? strdup(path) : s->path ? strdup(s->path) : NULL;
+    int ngl = gpu_layers >= 0 ? gpu_layers : s->gpu_layers;
+    int nctx = n_ctx > 0 ? n_ctx : s->n_ctx;
+    bool had_model = s->model != NULL;
+    int rc = s->closing || s->stop ? EXSA_ECANCELLED : p ? 0 : EXSA_ENOTFOUND;
+    if (rc == 0)
+        s->loading = true;
+    pthread_mutex_unlock(&s->mu);
+    struct exsa_model *m = NULL;
+    struct exsa_engine *e = NULL;
+    char lerr[480] = "";
+    bool unloaded = false;
+    if (rc == 0)
+        rc = load_engine(&s->p, max_seqs(s), p, ngl, nctx, &m, &e, lerr, sizeof lerr);
+    if (rc == EXSA_ENOMEM && had_model) { /* both do not fit: the old model goes first */
+        pthread_mutex_lock(&s->mu);
+        rc = post_control(s, CTL_UNLOAD);
+        pthread_mutex_unlock(&s->mu);
+        unloaded = rc == 0;
+        if (rc == 0)
+            rc = load_engine(&s->p, max_seqs(s), p, ngl, nctx, &m, &e, lerr, sizeof lerr);
+    }
+    pthread_mutex_lock(&s->mu);
+    if (rc == 0)
+        rc = post_swap(s, m, e, p, ngl, nctx);
+    s->loading = false;
+    if (rc == EXSA_ECANCELLED)
+        snprintf(err, errlen, "the server is shutting down");
+    else if (rc == EXSA_ENOTFOUND && !p)
+        snprintf(err, errlen, "no model was loaded before, so none to reload");
+    else if (rc < 0)
+        snprintf(err, errlen, "cannot load %s: %s%s", p, lerr[0] ? lerr : exsa_strerror(rc),
+                 unloaded ? " (the previous model was unloaded to make room)" : "");
+    else if (unloaded)
+        snprintf(err, errlen, "the new model did not fit beside the previous one, which was "
+                 "unloaded first: requests in flight ended with a 503");
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->ctl_mu);
+    free(p);
+    return rc;
+}
+
+int sched_unload(struct sched *s)
 {
     pthread_mutex_lock(&s->ctl_mu);
     pthread_mutex_lock(&s->mu);
-    int rc;
-    if (s->closing || s->stop) {
-        rc = EXSA_ECANCELLED;
-        snprintf(s->ctl_err, sizeof s->ctl_err, "the server is shutting down");
-    } else {
-        free(s->ctl_path);
-        s->ctl_path = path ? strdup(path) : NULL;
-        s->ctl_ngl = ngl;
-        s->ctl_nctx = nctx;
-        s->ctl = op;
-        s->ctl_done = false;
-        pthread_cond_broadcast(&s->cv);
-        while (!s->ctl_done)
-            pthread_cond_wait(&s->cv, &s->mu);
-        rc = s->ctl_rc;
-    }
-    if (err && errlen)
-        snprintf(err, errlen, "%s", rc < 0 ? s->ctl_err : "");
+    int rc = post_control(s, CTL_UNLOAD);
     pthread_mutex_unlock(&s->mu);
     pthread_mutex_unlock(&s->ctl_mu);
     return rc;
 }
 
-int sched_load(struct sched *s, const char *path, int gpu_layers, int n_ctx, char *err,
-               size_t errlen)
-{
-    return control(s, CTL_LOAD, path, gpu_layers, n_ctx, err, errlen);
-}
-
-int sched_unload(struct sched *s)
-{
-    return control(s, CTL_UNLOAD, NULL, -1, -1, NULL, 0);
-}
-
+/* While a replacement waits for its switch, new requests get it (generation gen + 1); during
+ * the switch itself, callers wait the moment it takes. */
 struct exsa_model *sched_model_acquire(struct sched *s, unsigned *gen, int *n_ctx)
 {
     pthread_mutex_lock(&s->mu);
-    bool busy = s->loading || s->ctl != CTL_NONE || s->stop;
-    struct exsa_model *m = busy ? NULL : s->model;
+    while (s->switching && !s->stop)
+        pthread_cond_wait(&s->cv, &s->mu);
+    bool next = s->next_model != NULL;
+    struct exsa_model *m = s->stop ? NULL : next ? s->next_model : s->model;
     if (m) {
         s->borrowers++;
         if (gen)
-            *gen = s->gen;
+            *gen = next ? s->gen + 1 : s->gen;
         if (n_ctx)
-            *n_ctx = s->n_ctx;
+            *n_ctx = next ? s->next_nctx : s->n_ctx;
     }
     pthread_mutex_unlock(&s->mu);
     return m;
@@ -961,7 +1528,7 @@ void sched_get_stats(struct sched *s, struct sched_stats *st)
     memset(st, 0, sizeof *st);
     pthread_mutex_lock(&s->mu);
     st->loaded = s->model != NULL;
-    st->loading = s->loading;
+    st->loading = s->loading || s->next_model != NULL;
     st->closing = s->closing || s->stop;
     snprintf(st->model_path, sizeof st->model_path, "%s", s->path ? s->path : "");
     st->n_ctx = s->n_ctx;
@@ -973,8 +1540,20 @@ void sched_get_stats(struct sched *s, struct sched_stats *st)
     st->max_queue = s->p.max_queue;
     st->queue_full = queue_full(s);
     st->n_cancelled = s->n_cancelled;
+    st->n_forked = atomic_load(&s->n_forked);
     st->cache_seqs = s->cache_seqs;
     st->cache_blocks = s->cache_blocks;
     st->cache_blocks_total = s->cache_blocks_total;
+    st->pcache = s->pc_stats;
     pthread_mutex_unlock(&s->mu);
+}
+
+int sched_get_slots(struct sched *s, struct sched_slot *out, int max)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_active_shared;
+    for (int i = 0; i < n && i < max; i++)
+        out[i] = s->slots[i];
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }

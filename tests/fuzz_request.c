@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sampler.h"
 #include "server/server.h"
 
 static const char *const roles[] = {"system", "user", "assistant", "tool"};
@@ -49,6 +50,17 @@ static void check_job(const struct job *j)
     for (int i = 0; i < j->gp.sp.n_logit_bias; i++)
         if (j->bias_id[i] < 0 || !(j->bias[i] >= -100 && j->bias[i] <= 100))
             abort();
+    /* issue 10's fields: choices, logprobs, and a forced tool choice only with tools and no
+     * response_format (both would constrain the same reply) */
+    if (j->n < 1 || j->n > JOB_MAX_N ||
+        (j->kind != JOB_CHAT && j->kind != JOB_COMPLETION && j->n != 1))
+        abort();
+    if (j->gp.top_logprobs < 0 || j->gp.top_logprobs > SAMPLER_MAX_TOP_LOGPROBS ||
+        (j->gp.top_logprobs && !j->gp.logprobs))
+        abort();
+    if ((j->tool_mode == JOB_TOOLS_REQUIRED || j->tool_mode == JOB_TOOLS_NAMED) &&
+        (!j->tools || j->response_format))
+        abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -8,7 +8,7 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/exsa-tests-XXXXXX") || exit 1
 trap 'rm -rf "$dir"' EXIT
 
 # The slow ones start first so that the short ones fill in beside them.
-LONG="test_model test_server test_cli test_server_api test_constrained"
+LONG="test_model test_server test_cli test_server_api test_server_sched test_constrained test_server_cache"
 order=""
 for l in $LONG; do
     for t in "$@"; do [ "$(basename "$t")" = "$l" ] && order="$order $t"; done

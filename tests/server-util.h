@@ -1,8 +1,9 @@
 /*
- * server-util.h: what the end-to-end server tests share (test_server.c, test_server_api.c):
- * starting the real `exsa serve` binary on a free loopback port with environment assignments
- * and flags, stopping it with SIGTERM, requests through curl, shell commands, and the checks
- * on bodies. Header-only (each test is one translation unit); the globals are the test's.
+ * server-util.h: what the end-to-end server tests share (test_server.c, test_server_api.c,
+ * test_server_tools.c): starting the real `exsa serve` binary on a free loopback port with
+ * environment assignments and flags, stopping it with SIGTERM, requests through curl, shell
+ * commands, the checks on bodies, and GGUF copies with extra metadata. Header-only (each test
+ * is one translation unit); the globals are the test's.
  */
 #ifndef EXSA_SERVER_UTIL_H
 #define EXSA_SERVER_UTIL_H
@@ -13,6 +14,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,13 +73,16 @@ static char *sh(const char *fmt, ...)
 }
 
 /* curl: method, path, body (or NULL), its Content-Type ("" sends none), extra curl args; *status
- * gets the HTTP status; returns the body (malloc'd). */
+ * gets the HTTP status; returns the body (malloc'd). Safe from several threads: each call has
+ * its own files. */
 static char *req_ct(const struct srv *s, const char *method, const char *path, const char *body,
                     const char *ctype, const char *extra, int *status)
 {
+    static _Atomic int calls;
+    int k = calls++;
     char bfile[PATH_MAX], ofile[PATH_MAX];
-    snprintf(bfile, sizeof bfile, "%s/req.json", g_tmp);
-    snprintf(ofile, sizeof ofile, "%s/resp.out", g_tmp);
+    snprintf(bfile, sizeof bfile, "%s/req-%d.json", g_tmp, k);
+    snprintf(ofile, sizeof ofile, "%s/resp-%d.out", g_tmp, k);
     if (body) {
         FILE *f = fopen(bfile, "w");
         fputs(body, f);
@@ -89,7 +94,11 @@ static char *req_ct(const struct srv *s, const char *method, const char *path, c
                     extra ? extra : "", ofile, s->url, path);
     *status = atoi(code);
     free(code);
-    return sh("cat %s", ofile);
+    char *out = sh("cat %s 2>/dev/null", ofile);
+    unlink(ofile);
+    if (body)
+        unlink(bfile);
+    return out;
 }
 
 /* req_ct with a JSON body. */
@@ -164,10 +173,49 @@ static bool has(const char *s, const char *sub)
     return s && strstr(s, sub) != NULL;
 }
 
-static bool is_error_shape(const char *b)
+static inline bool is_error_shape(const char *b)
 {
     return has(b, "\"error\":{") && has(b, "\"message\":") && has(b, "\"type\":") &&
            has(b, "\"param\":") && has(b, "\"code\":");
+}
+
+/* Writes a copy of the GGUF at src to dst with extra KV pairs (raw GGUF bytes, count of them)
+ * inserted after the header, padded with a string KV so that the tensor data stays aligned. */
+static inline bool gguf_with_kvs(const char *src, const char *dst, const unsigned char *kv,
+                                 size_t len, uint64_t count)
+{
+    size_t size;
+    unsigned char *f = (unsigned char *)read_whole_file(src, &size);
+    if (!f || size < 24)
+        return free(f), false;
+    unsigned char pad[128];
+    const char key[] = "exsa.test.pad";
+    size_t plen = 8 + sizeof key - 1 + 4 + 8, fill = (64 - (len + plen) % 64) % 64;
+    uint64_t kl = sizeof key - 1, vl = fill;
+    uint32_t t = 8; /* STRING */
+    memcpy(pad, &kl, 8), memcpy(pad + 8, key, kl), memcpy(pad + 8 + kl, &t, 4);
+    memcpy(pad + 12 + kl, &vl, 8), memset(pad + plen, 'x', fill);
+    uint64_t n_kv;
+    memcpy(&n_kv, f + 16, 8);
+    n_kv += count + 1;
+    memcpy(f + 16, &n_kv, 8);
+    FILE *o = fopen(dst, "wb");
+    bool ok = o && fwrite(f, 1, 24, o) == 24 && fwrite(kv, 1, len, o) == len &&
+              fwrite(pad, 1, plen + fill, o) == plen + fill &&
+              fwrite(f + 24, 1, size - 24, o) == size - 24;
+    if (o)
+        ok = fclose(o) == 0 && ok;
+    free(f);
+    return ok;
+}
+
+/* Appends a KV (key, GGUF type t, value bytes) to buf at *len. */
+static inline void put_kv(unsigned char *buf, size_t *len, const char *key, uint32_t t,
+                          const void *v, size_t vlen)
+{
+    uint64_t kl = strlen(key);
+    memcpy(buf + *len, &kl, 8), memcpy(buf + *len + 8, key, kl), *len += 8 + kl;
+    memcpy(buf + *len, &t, 4), memcpy(buf + *len + 4, v, vlen), *len += 4 + vlen;
 }
 
 #define JSON_CT "-H 'Content-Type: application/json' "

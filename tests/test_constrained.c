@@ -16,7 +16,6 @@
 #include "gen.h"
 #include "harness.h"
 #include "jsonschema.h"
-#include "model.h"
 #include "schema-check.h"
 #include "strbuf.h"
 #include "synth.h"
@@ -62,8 +61,8 @@ static int rig_open(struct rig *r, const char *path)
     ep.n_threads = 1; /* tiny models: a second thread only spins */
     if (exsa_model_load(path, &r->m, err, sizeof err) ||
         exsa_engine_create(r->m, &ep, &r->e, err, sizeof err) ||
-        tm_vocab_new(r->m->tok, r->m->info.vocab_size, &r->v) ||
-        !(r->logits = malloc(sizeof *r->logits * (size_t)r->m->info.vocab_size))) {
+        tm_vocab_new(tok_of_model(r->m), exsa_model_info(r->m)->vocab_size, &r->v) ||
+        !(r->logits = malloc(sizeof *r->logits * (size_t)exsa_model_info(r->m)->vocab_size))) {
         fprintf(stderr, "  %s: %s\n", path, err);
         return -1;
     }
@@ -102,11 +101,11 @@ static enum gen_finish reply(struct rig *r, const struct exsa_chat_msg *msgs, in
     gp.sp = (struct exsa_sampling_params){
         .temperature = temp, .top_p = 1, .repeat_penalty = 1, .penalty_last_n = 0, .seed = seed};
     gp.max_tokens = 1000;
-    if (seq < 0 || chat_tokenize(r->m->tmpl, r->m->tok, msgs, n_msgs, tools, true, &ids, &n) ||
+    if (seq < 0 || chat_tokenize(chat_of_model(r->m), tok_of_model(r->m), msgs, n_msgs, tools, true, &ids, &n) ||
         tm_mask_new(r->v, g, &mask) || prefill(r, seq, ids, n))
         goto done;
     gp.mask = tm_sampler_mask(mask);
-    if (gen_create(r->m->tok, r->m->info.vocab_size, &gp, &gen))
+    if (gen_create(tok_of_model(r->m), exsa_model_info(r->m)->vocab_size, &gp, &gen))
         goto done;
     for (int32_t pos = n;; pos++) {
         const char *t;
@@ -196,8 +195,8 @@ static void test_named_tool(void)
         struct rig r;
         struct grammar *g = NULL;
         int rc = open_fixture(&r, k);
-        int32_t a = rc ? -1 : tok_find(r.m->tok, TC_START),
-                b = rc ? -1 : tok_find(r.m->tok, TC_END);
+        int32_t a = rc ? -1 : tok_find(tok_of_model(r.m), TC_START),
+                b = rc ? -1 : tok_find(tok_of_model(r.m), TC_END);
         CHECK(!rc && js_tool_choice(tools,
                                     "{\"type\": \"function\", \"function\": {\"name\": "
                                     "\"get_weather\"}}",

@@ -1,9 +1,9 @@
 /*
  * test_server.c: `exsa serve` end to end: starts the real binary (BUILD/exsa, found next to this
  * test's folder) on free loopback ports with the tiny fixture model, and checks every route,
- * status code and error body with curl, the official `openai` npm package (installed into
- * BUILD/npm by this test when absent, or taken from build/npm under SAN=1; a failed install is
- * a failure), the queue bound (503 +
+ * status code and error body with curl, the official `openai` npm package (with zod, installed
+ * into BUILD/npm by this test when absent, or taken from build/npm under SAN=1; a failed install
+ * is a failure), the queue bound (503 +
  * Retry-After), the rate limit (429), the API key (401), path traversal on models/load, a client
  * that disconnects mid-stream, flags winning over the environment, and a clean SIGTERM.
  */
@@ -143,7 +143,7 @@ static void test_errors(void)
         const char *needle;
     } cases[] = {
         {"POST", "/v1/chat/completions", "{\"messages\": [", 400, "JSON"},
-        {"POST", "/v1/chat/completions", CHAT(",\"n\":2"), 400, "\"param\":\"n\""},
+        {"POST", "/v1/chat/completions", CHAT(",\"n\":9"), 400, "\"param\":\"n\""},
         {"POST", "/v1/chat/completions", CHAT(",\"temperature\":\"hot\""), 400, "temperature"},
         {"POST", "/v1/chat/completions", CHAT(",\"stop\":5"), 400, "\"param\":\"stop\""},
         {"POST", "/v1/chat/completions", CHAT(",\"logit_bias\":{\"5000\":1}"), 400, "5000"},
@@ -295,22 +295,32 @@ static void test_seed_curl(void)
     free(a), free(b);
 }
 
+/* Whether the npm prefix dir holds the openai package and zod (its parse helper's schemas). */
+static bool npm_ready(const char *dir)
+{
+    char a[PATH_MAX + 64], b[PATH_MAX + 64];
+    snprintf(a, sizeof a, "%s/node_modules/openai/package.json", dir);
+    snprintf(b, sizeof b, "%s/node_modules/zod/package.json", dir);
+    return access(a, F_OK) == 0 && access(b, F_OK) == 0;
+}
+
 static void test_openai_npm(void)
 {
     /* BUILD/npm, or the one of the plain build when this is BUILD=build/san (no second install) */
-    char npm[PATH_MAX + 16], pkg[PATH_MAX + 64];
+    char npm[PATH_MAX + 16];
     snprintf(npm, sizeof npm, "%s/../npm", g_build);
-    snprintf(pkg, sizeof pkg, "%s/node_modules/openai/package.json", npm);
-    if (access(pkg, F_OK) != 0)
+    if (!npm_ready(npm))
         snprintf(npm, sizeof npm, "%s/npm", g_build);
-    snprintf(pkg, sizeof pkg, "%s/node_modules/openai/package.json", npm);
-    if (access(pkg, F_OK) != 0) {
-        char *o = sh("npm install --prefix '%s' openai@4 --no-audit --no-fund --loglevel=error "
-                     "2>&1", npm);
-        CHECK(access(pkg, F_OK) == 0, "npm install openai failed (node 20 and the npm registry "
-                                      "are needed): %s", o);
+    if (!npm_ready(npm)) {
+        char *o = sh("npm install --prefix '%s' openai@4 zod@3 --no-audit --no-fund "
+                     "--loglevel=error 2>&1",
+                     npm);
+        CHECK(npm_ready(npm),
+              "npm install openai zod failed (node 20 and the npm registry "
+              "are needed): %s",
+              o);
         free(o);
-        if (access(pkg, F_OK) != 0)
+        if (!npm_ready(npm))
             return;
     }
     char *o = sh("EXSA_URL=%s/v1 OPENAI_PKG_DIR='%s' node tests/server/openai.mjs 2>&1; "
@@ -325,7 +335,7 @@ static void test_openai_npm(void)
         if (!strncmp(line, "exit=", 5))
             CHECK(!strcmp(line, "exit=0"), "node %s", line);
     }
-    CHECK(n_ran >= 9 && n_ok == n_ran, "openai npm: %d of %d checks passed", n_ok, n_ran);
+    CHECK(n_ran >= 13 && n_ok == n_ran, "openai npm: %d of %d checks passed", n_ok, n_ran);
     free(o);
 }
 
@@ -572,7 +582,9 @@ static void run_together(const struct srv *D, char (*bodies)[1024], int first, i
  * others' decode tokens) give the same tokens alone and batched with 1, 7 and 15 others, on a
  * Q4_K_M file, whose decode (8-bit activations) and prefill (bf16 GEMM) kernels round
  * differently: the kernels follow each entry's job length, which the scheduler gives, never the
- * step's size (cpu/backend-cpu.c). */
+ * step's size (cpu/backend-cpu.c). Without the prompt cache: it would hand the later runs K/V
+ * rows of the shared BOS computed by another request (a prompt under 16 tokens rounds them with
+ * the decode kernels), a change of history rather than of batch. */
 static void test_greedy_batch_invariance(void)
 {
     struct srv D;
@@ -590,7 +602,7 @@ static void test_greedy_batch_invariance(void)
     for (int i = 0; i < 16; i++) {
         int o = snprintf(body[i], sizeof body[i],
                          "{\"max_tokens\":%d,\"temperature\":0,\"ignore_eos\":true,"
-                         "\"logit_bias\":{",
+                         "\"cache_prompt\":false,\"logit_bias\":{",
                          40 + i % 5);
         for (int k = 0; k < 14; k++) /* control tokens out, as in test_batched_equals_alone */
             o += snprintf(body[i] + o, sizeof body[i] - o, "%s\"%d\":-100", k ? "," : "", k);
@@ -818,13 +830,14 @@ static void test_half_close_and_health(void)
         free(b);
     }
     CHECK(idle, "the request of a client that left was cancelled within 3 s");
-    /* found by the soak: a whole reply ended by a reload had no Retry-After */
+    /* found by the soak: a whole reply ended by a swap had no Retry-After (a reload now lets it
+     * finish: an unload ends it) */
     char *o = sh("curl -s -m 20 -D - -o /dev/null %s/v1/completions -H 'Authorization: Bearer k9' "
                  JSON_CT "-d '{\"prompt\":\"a\",\"max_tokens\":30,\"ignore_eos\":true}' & "
-                 "sleep 1; curl -s -o /dev/null -X POST %s/v1/models/reload -H 'Authorization: "
+                 "sleep 1; curl -s -o /dev/null -X POST %s/v1/models/unload -H 'Authorization: "
                  "Bearer k9' " JSON_CT "; wait", H.url, H.url);
     CHECK(has(o, " 503 ") && (has(o, "Retry-After: 1") || has(o, "retry-after: 1")),
-          "a reply ended by a reload: %s", o);
+          "a reply ended by an unload: %s", o);
     free(o);
     CHECK(stop(&H) == 0, "server H exit status");
 }
@@ -919,15 +932,18 @@ static bool closed_by_server(int fd)
     return poll(&p, 1, 0) > 0;
 }
 
-/* How many of fds[0..n) the server still holds (waits until the count stops changing). */
-static int count_held(const int *fds, int n)
+/* How many of fds[0..n) the server still holds: waits (up to 8 s) until the count stops
+ * changing at or below at_most, what the server should hold by then. On a loaded machine (tests
+ * side by side) the server may not have reached the connections for a while, and a count that
+ * stayed put only because nothing ran yet is not an answer. */
+static int count_held(const int *fds, int n, int at_most)
 {
     int held = -1, prev;
-    for (int round = 0; round < 20; round++) {
+    for (int round = 0; round < 40; round++) {
         prev = held, held = 0;
         for (int i = 0; i < n; i++)
             held += fds[i] >= 0 && !closed_by_server(fds[i]);
-        if (held == prev)
+        if (held == prev && held <= at_most)
             break;
         usleep(200000);
     }
@@ -957,7 +973,7 @@ static void test_slowloris(void)
         if (fds[i] >= 0 && send(fds[i], part, strlen(part), MSG_NOSIGNAL) > 0)
             opened++;
     }
-    int held = count_held(fds, N);
+    int held = count_held(fds, N, 128);
     CHECK(opened == N && held <= 128 && held >= 64, "%d of %d opened; held %d (limit 128)",
           opened, N, held);
     int st;
@@ -973,7 +989,7 @@ static void test_slowloris(void)
                      "application/json\r\nContent-Length: 100\r\n\r\n{\"content\":";
     CHECK(fb >= 0 && send(fb, hb, strlen(hb), MSG_NOSIGNAL) > 0, "slow body sent");
     sleep(4);
-    int still = count_held(fds, N);
+    int still = count_held(fds, N, 0);
     char *o = fb >= 0 ? read_all(fb) : NULL;
     CHECK(still == 0, "%d connections still held after the header timeout", still);
     CHECK(has(o, "408 Request Timeout") && has(o, "request_timeout"), "slow body: %s", o);

@@ -97,45 +97,6 @@ static int unbase64(const char *s, unsigned char *out, int max)
     return n;
 }
 
-/* Writes a copy of the GGUF at src to dst with extra KV pairs (raw GGUF bytes, count of them)
- * inserted after the header, padded with a string KV so that the tensor data stays aligned. */
-static bool gguf_with_kvs(const char *src, const char *dst, const unsigned char *kv, size_t len,
-                          uint64_t count)
-{
-    size_t size;
-    unsigned char *f = (unsigned char *)read_whole_file(src, &size);
-    if (!f || size < 24)
-        return free(f), false;
-    unsigned char pad[128];
-    const char key[] = "exsa.test.pad";
-    size_t plen = 8 + sizeof key - 1 + 4 + 8, fill = (64 - (len + plen) % 64) % 64;
-    uint64_t kl = sizeof key - 1, vl = fill;
-    uint32_t t = 8; /* STRING */
-    memcpy(pad, &kl, 8), memcpy(pad + 8, key, kl), memcpy(pad + 8 + kl, &t, 4);
-    memcpy(pad + 12 + kl, &vl, 8), memset(pad + plen, 'x', fill);
-    uint64_t n_kv;
-    memcpy(&n_kv, f + 16, 8);
-    n_kv += count + 1;
-    memcpy(f + 16, &n_kv, 8);
-    FILE *o = fopen(dst, "wb");
-    bool ok = o && fwrite(f, 1, 24, o) == 24 && fwrite(kv, 1, len, o) == len &&
-              fwrite(pad, 1, plen + fill, o) == plen + fill &&
-              fwrite(f + 24, 1, size - 24, o) == size - 24;
-    if (o)
-        ok = fclose(o) == 0 && ok;
-    free(f);
-    return ok;
-}
-
-/* Appends a KV (key, GGUF type t, value bytes) to buf at *len. */
-static void put_kv(unsigned char *buf, size_t *len, const char *key, uint32_t t, const void *v,
-                   size_t vlen)
-{
-    uint64_t kl = strlen(key);
-    memcpy(buf + *len, &kl, 8), memcpy(buf + *len + 8, key, kl), *len += 8 + kl;
-    memcpy(buf + *len, &t, 4), memcpy(buf + *len + 4, v, vlen), *len += 4 + vlen;
-}
-
 /* ---- setup ---------------------------------------------------------------------------------- */
 
 /* MODELS_DIR: another model file (other.gguf), a symlink to the served file, and two files the
@@ -573,7 +534,12 @@ static void test_health_states(void)
     st.queue_full = true;
     srv_health_state(&st, false, &h);
     CHECK(h.http_status == 200 && !strcmp(h.status, "overloaded"), "overloaded");
-    st.loading = true;
+    st.loading = true; /* a replacement loads beside the model, which serves on */
+    st.queue_full = false;
+    srv_health_state(&st, false, &h);
+    CHECK(h.http_status == 200 && !strcmp(h.status, "healthy"), "loading beside: %d %s",
+          h.http_status, h.status);
+    st.loaded = false; /* the first model */
     srv_health_state(&st, false, &h);
     CHECK(h.http_status == 503 && !strcmp(h.status, "loading") && h.reason &&
               !strcmp(h.code, "model_loading"),

@@ -14,7 +14,6 @@
 #include "grammar.h"
 #include "harness.h"
 #include "jsonschema.h"
-#include "model.h"
 #include "synth.h"
 #include "tokenizer.h"
 #include "tokmask.h"
@@ -182,7 +181,7 @@ static void test_tiny_vocab(void)
     struct exsa_model *m = NULL;
     CHECK(exsa_model_load(path, &m, err, sizeof err) == 0, "load: %s", err);
     if (m)
-        run_vocab(m->tok, m->info.vocab_size, 6, 1, "tiny");
+        run_vocab(tok_of_model(m), exsa_model_info(m)->vocab_size, 6, 1, "tiny");
     exsa_model_free(m);
 }
 
@@ -197,7 +196,7 @@ static void test_synthetic_vocab(void)
     CHECK(rc || exsa_model_load(path, &m, err, sizeof err) == 0, "load: %s", err);
     unlink(path);
     if (m)
-        run_vocab(m->tok, m->info.vocab_size, 2, 1, "65k");
+        run_vocab(tok_of_model(m), exsa_model_info(m)->vocab_size, 2, 1, "65k");
     exsa_model_free(m);
 }
 
@@ -213,15 +212,15 @@ static void test_refuse(void)
     CHECK(exsa_model_load(path, &m, err, sizeof err) == 0, "load");
     if (!m)
         return;
-    CHECK(tm_vocab_new(m->tok, m->info.vocab_size, &v) == 0 &&
+    CHECK(tm_vocab_new(tok_of_model(m), exsa_model_info(m)->vocab_size, &v) == 0 &&
               js_schema("{\"type\": \"boolean\"}", &g, err, sizeof err) == 0 &&
               tm_mask_new(v, g, &k) == 0,
           "setup");
-    int32_t a = -1, t = -1, eos = tok_eos(m->tok);
-    for (int32_t id = 0; id < m->info.vocab_size; id++) {
+    int32_t a = -1, t = -1, eos = tok_eos(tok_of_model(m));
+    for (int32_t id = 0; id < exsa_model_info(m)->vocab_size; id++) {
         const char *p;
         size_t n;
-        if (tok_is_control(m->tok, id) || tok_piece(m->tok, id, false, &p, &n) || n != 1)
+        if (tok_is_control(tok_of_model(m), id) || tok_piece(tok_of_model(m), id, false, &p, &n) || n != 1)
             continue;
         if (*p == 'a')
             a = id;

@@ -38,9 +38,7 @@ template <typename T>
 __global__ void k_kv_store(struct dstep ds, const float *__restrict__ k, const float *__restrict__ v,
                            int n, int kvd, T *kp, T *vp)
 {
-    pdl_trigger();
-    pdl_wait();
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t i = elementwise_start();
     if (i >= (int64_t)n * kvd)
         return;
     const int e = (int)(i / kvd), c = (int)(i % kvd);

@@ -658,6 +658,8 @@ int cu_end(struct backend *be)
         c->prof_host_us += now_us() - c->t_begin;
     for (int i = 0; i < c->n_pre; i++)
         memcpy(c->pre[i].dst, c->pre[i].src, c->pre[i].bytes);
+    if (!c->err && c->l2_ahead > 0)
+        cu_link_prefetch(c);
     if (!c->err)
         execute(c);
     check(c, cudaStreamSynchronize(c->stream), "step");
@@ -870,6 +872,8 @@ static int open_device(struct cuda_be *c, char *err, size_t errlen)
     c->profile = getenv("EXSA_CUDA_PROFILE") != NULL;
     c->graphs_on = getenv("EXSA_CUDA_GRAPHS") == NULL; /* EXSA_CUDA_GRAPHS=off: eager only */
     c->mmv_max_blocks = cu_mmv_grid_cap(c->n_sms);
+    const char *l2 = getenv("EXSA_CUDA_L2_PREFETCH");
+    c->l2_ahead = l2 && prop.major >= 9 ? atoi(l2) : 0;
     const char *ins = getenv("EXSA_CUDA_MMV_INSLOT");
     c->mmv_inslot = !(ins && !strcmp(ins, "0"));
     cublasSetStream(c->blas, c->stream);

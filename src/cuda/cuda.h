@@ -134,6 +134,9 @@ struct cuda_be {
     int n_sms;
     int64_t mmv_max_blocks; /* a product's grid at most (0: no cap): each block walks rows */
     bool mmv_inslot;        /* EXSA_CUDA_MMV_INSLOT=0: next row's units loaded after a row */
+    int l2_ahead;           /* EXSA_CUDA_L2_PREFETCH=N: each product fetches into L2 the weights
+                               of the N-th product after it (0: off; an experiment, see
+                               cu_link_prefetch) */
 
     /* step */
     struct dstep ds;
@@ -231,6 +234,15 @@ __device__ __forceinline__ void pdl_trigger()
 #endif
 }
 
+/* The start of a kernel with one thread per element: the PDL handshake, then the thread's
+ * element index. */
+__device__ __forceinline__ int64_t elementwise_start()
+{
+    pdl_trigger();
+    pdl_wait();
+    return (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+}
+
 /* ---- kernels (launchers run on c->stream) ------------------------------------------------------ */
 
 /* mmv.cu */
@@ -251,6 +263,13 @@ struct mmv_seg {
 };
 static_assert(sizeof(struct mmv_seg) == 40, "mmv_seg has no padding (fingerprinted)");
 static_assert(sizeof(struct q8act) == 32, "q8act has no padding (fingerprinted)");
+/* Weight bytes a later product reads, fetched into L2 by this one (cu_link_prefetch). */
+#define MMV_PF_MAX 3
+struct PACKED mmv_prefetch {
+    const uint8_t *p[MMV_PF_MAX];
+    uint32_t bytes[MMV_PF_MAX]; /* multiples of 16, from 16-byte aligned p */
+    int n;
+};
 struct PACKED mmv_args {
     struct mmv_seg seg[3];
     int n_seg;
@@ -260,6 +279,7 @@ struct PACKED mmv_args {
     const float *nw;
     float eps;
     bool acc, glu;
+    struct mmv_prefetch pf;
 };
 void cu_mmv(struct cuda_be *c, const struct mmv_args *a);
 /* Tokens one launch takes for weights of type gt and row length K (shared memory bound). */
@@ -336,5 +356,9 @@ extern const struct backend_ops cuda_ops;
 void cu_touch(struct cuda_be *c, const void *rd, const void *wr);
 /* At begin: nothing pending, nothing quantized. */
 void cu_step_reset(struct cuda_be *c);
+/* Before a step runs, with c->l2_ahead > 0: gives each recorded decode product the weights of
+ * the l2_ahead-th product after it to fetch into L2 while it runs (at most MMV_PF_CAP bytes a
+ * product), so that HBM streams across the gaps between kernels. */
+void cu_link_prefetch(struct cuda_be *c);
 
 #endif

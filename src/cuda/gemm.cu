@@ -79,44 +79,38 @@ __device__ void deq32(const struct dweight w, int64_t r, int64_t b, float *out)
     }
 }
 
-/* out[r - row0][k] for rows [row0, row0 + rows): one thread per 32 values. */
-__global__ void k_dequant(const struct dweight w, int64_t row0, int64_t rows, float *out)
+/* out[r][k] = row (tok ? tok[r] : row0 + r) of w, for r < rows: one thread per 32 values (the
+ * prefill products' dequantized weights, and the embedding rows of a step's tokens). */
+__global__ void k_rows(const struct dweight w, const int32_t *__restrict__ tok, int64_t row0,
+                       int64_t rows, float *__restrict__ out)
 {
     pdl_trigger();
     pdl_wait();
     const int64_t groups = w.K / 32, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows * groups)
         return;
+    const int64_t r = i / groups;
     float v[32];
-    deq32(w, row0 + i / groups, i % groups, v);
-    float4 *o = (float4 *)(out + (i / groups) * w.K + 32 * (i % groups));
+    deq32(w, tok ? tok[r] : row0 + r, i % groups, v);
+    float4 *o = (float4 *)(out + r * w.K + 32 * (i % groups));
     for (int k = 0; k < 8; k++)
         o[k] = make_float4(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]);
 }
 
-/* out[i] = row tok[i] of w. */
-__global__ void k_embed(const struct dweight w, const int32_t *__restrict__ tok, int n,
-                        float *__restrict__ out)
+static void launch_rows(struct cuda_be *c, const struct dweight *w, const int32_t *tok,
+                        int64_t row0, int64_t rows, float *out)
 {
-    pdl_trigger();
-    pdl_wait();
-    const int64_t groups = w.K / 32, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n * groups)
-        return;
-    float v[32];
-    deq32(w, tok[i / groups], i % groups, v);
-    float *o = out + (i / groups) * w.K + 32 * (i % groups);
-    for (int k = 0; k < 32; k++)
-        o[k] = v[k];
+    const int64_t threads = rows * (w->K / 32);
+    struct cu_launch l;
+    cu_launch_cfg(c, &l, dim3((unsigned)((threads + 255) / 256)), dim3(256), 0);
+    cudaLaunchKernelEx(&l.cfg, k_rows, *w, tok, row0, rows, out);
 }
 
 /* hi = x rounded to TF32, lo = x - hi. */
 __global__ void k_split_tf32(const float *__restrict__ x, float *__restrict__ hi,
                              float *__restrict__ lo, int64_t n)
 {
-    pdl_trigger();
-    pdl_wait();
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t i = elementwise_start();
     if (i >= n)
         return;
     unsigned u;
@@ -129,19 +123,13 @@ __global__ void k_split_tf32(const float *__restrict__ x, float *__restrict__ hi
 static void dequant_f32(struct cuda_be *c, const struct dweight *w, int64_t row0, int64_t rows,
                         float *out)
 {
-    const int64_t threads = rows * (w->K / 32);
-    struct cu_launch l;
-    cu_launch_cfg(c, &l, dim3((unsigned)((threads + 255) / 256)), dim3(256), 0);
-    cudaLaunchKernelEx(&l.cfg, k_dequant, *w, row0, rows, out);
+    launch_rows(c, w, NULL, row0, rows, out);
     cu_check_launch(c, "dequantize");
 }
 
 void cu_embed(struct cuda_be *c, const struct dweight *w, const int32_t *tok, int n, float *out)
 {
-    const int64_t threads = (int64_t)n * (w->K / 32);
-    struct cu_launch l;
-    cu_launch_cfg(c, &l, dim3((unsigned)((threads + 255) / 256)), dim3(256), 0);
-    cudaLaunchKernelEx(&l.cfg, k_embed, *w, tok, n, out);
+    launch_rows(c, w, tok, 0, n, out);
     cu_check_launch(c, "embed");
 }
 

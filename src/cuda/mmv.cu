@@ -132,6 +132,7 @@ void cu_mmv(struct cuda_be *c, const struct mmv_args *a)
             p.total += a->seg[i].rows;
     }
     p.x = a->x, p.ldx = a->ldx, p.nw = a->nw, p.eps = a->eps;
+    p.pf = a->pf;
     const int nt = a->n <= 1 ? 1 : a->n <= 2 ? 2 : a->n <= 4 ? 4 : 8;
     const int64_t rows_per_block = (MMV_THREADS / 32) * (32 / p.tpr);
     int64_t blocks = (p.total + rows_per_block - 1) / rows_per_block;
@@ -281,9 +282,7 @@ template <int GT> __global__ void __launch_bounds__(128) k_moe_mmv(moe_params p)
 __global__ void k_moe_combine(const float *__restrict__ y, const float *__restrict__ wts, int n,
                               int k, int dim, float *__restrict__ out)
 {
-    pdl_trigger();
-    pdl_wait();
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t i = elementwise_start();
     if (i >= (int64_t)n * dim)
         return;
     const int64_t t = i / dim, c = i % dim;

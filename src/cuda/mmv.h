@@ -72,6 +72,19 @@ __device__ __forceinline__ void ldx16(int *dst, const int8_t *q, int64_t o)
 
 template <int GT> struct unit;
 
+/* Unit u of row r of a split layout (Q8_0, Q4_0): N 16-byte pieces of values, and the unit's
+ * two block scales. */
+template <int N>
+__device__ __forceinline__ void load_split(const wview &w, int64_t r, int64_t u, int *q, float *d)
+{
+    const uint8_t *p = w.q + r * w.q_row + 16 * N * u;
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        ld16(q + 4 * i, p + 16 * i);
+    const __half *dp = w.d + r * w.d_row + 2 * u;
+    d[0] = h2f(dp[0]), d[1] = h2f(dp[1]);
+}
+
 /* Q8_0 split: 64 values = two blocks; 16 ints of values, 2 scales. */
 template <> struct unit<GT_Q8_0> {
     enum { VPU = 64 };
@@ -79,12 +92,7 @@ template <> struct unit<GT_Q8_0> {
     float d[2];
     __device__ void load(const wview &w, int64_t r, int64_t u)
     {
-        const uint8_t *p = w.q + r * w.q_row + 64 * u;
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            ld16(q + 4 * i, p + 16 * i);
-        const __half *dp = w.d + r * w.d_row + 2 * u;
-        d[0] = h2f(dp[0]), d[1] = h2f(dp[1]);
+        load_split<4>(w, r, u, q, d);
     }
     __device__ float dot(const xrow &x, int64_t u) const
     {
@@ -103,10 +111,7 @@ template <> struct unit<GT_Q4_0> {
     float d[2];
     __device__ void load(const wview &w, int64_t r, int64_t u)
     {
-        const uint8_t *p = w.q + r * w.q_row + 32 * u;
-        ld16(q, p), ld16(q + 4, p + 16);
-        const __half *dp = w.d + r * w.d_row + 2 * u;
-        d[0] = h2f(dp[0]), d[1] = h2f(dp[1]);
+        load_split<2>(w, r, u, q, d);
     }
     __device__ float dot(const xrow &x, int64_t u) const
     {
@@ -334,7 +339,28 @@ struct mmv_params {
     float eps;
     bool acc;
     bool inslot; /* the next row's units loaded as this row's are used (else after the row) */
+    struct mmv_prefetch pf; /* a later product's weights, fetched into L2 (none: pf.n 0) */
 };
+
+/* Thread 0 of each block asks L2 for the block's share of the regions of p.pf (weights do not
+ * depend on earlier kernels: this runs before the PDL wait). */
+__device__ __forceinline__ void l2_prefetch(const mmv_params &p)
+{
+#if __CUDA_ARCH__ >= 900
+    if (threadIdx.x != 0)
+        return;
+    for (int i = 0; i < p.pf.n && i < MMV_PF_MAX; i++) {
+        const uint64_t bytes = p.pf.bytes[i];
+        const uint64_t chunk = ((bytes + gridDim.x - 1) / gridDim.x + 15) & ~(uint64_t)15;
+        const uint64_t off = chunk * blockIdx.x;
+        if (off >= bytes)
+            continue;
+        const uint32_t n = (uint32_t)(chunk < bytes - off ? chunk : bytes - off);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.pf.p[i] + off), "r"(n)
+                     : "memory");
+    }
+#endif
+}
 
 /* Every token's input into shared memory, normed when p.nw is set: quantized per 32 (int8 q,
  * f32 d and d x sum) for quantized weights, or f32. All threads of the block; ends synced. */
@@ -464,6 +490,7 @@ template <int GT, int NT, bool GLU, bool LONG>
 __global__ void __launch_bounds__(MMV_THREADS, min_blocks_of(GT, NT, LONG)) k_mmv(mmv_params p)
 {
     pdl_trigger();
+    l2_prefetch(p);
     extern __shared__ __align__(16) unsigned char sm[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, rpw = 32 / p.tpr;
     const int sub = lane % p.tpr, slot = lane / p.tpr;

@@ -150,6 +150,47 @@ static void run_gemm(struct cuda_be *c, const void *p)
     cu_gemm(c, a->w, a->row0, a->N, a->x, a->y, a->n, a->acc);
 }
 
+/* ---- L2 prefetch across products (an experiment: EXSA_CUDA_L2_PREFETCH) -------------------- */
+
+#define MMV_PF_CAP (24u << 20) /* bytes fetched ahead per product: half of the H100/H200 L2 */
+
+/* The weight rows of the segments of a recorded product, as L2 prefetch regions. */
+static struct mmv_prefetch regions_of(const struct mmv_args *a)
+{
+    struct mmv_prefetch pf;
+    memset(&pf, 0, sizeof pf);
+    uint64_t left = MMV_PF_CAP;
+    for (int i = 0; i < a->n_seg && i < MMV_PF_MAX && left >= 16; i++) {
+        const struct dweight *w = a->seg[i].w;
+        uintptr_t p0 = (uintptr_t)(w->q + a->seg[i].row0 * (int64_t)w->q_row);
+        uintptr_t p1 = p0 + (uintptr_t)(a->seg[i].rows * (int64_t)w->q_row);
+        p0 = (p0 + 15) & ~(uintptr_t)15, p1 &= ~(uintptr_t)15;
+        if (p1 <= p0)
+            continue;
+        uint64_t n = p1 - p0 < left ? p1 - p0 : left;
+        pf.p[pf.n] = (const uint8_t *)p0;
+        pf.bytes[pf.n++] = (uint32_t)n;
+        left -= n;
+    }
+    return pf;
+}
+
+void cu_link_prefetch(struct cuda_be *c)
+{
+    for (int i = 0; i < c->n_ops; i++) {
+        if (c->ops[i].fn != run_mmv)
+            continue;
+        int j = i, k = 0;
+        while (k < c->l2_ahead && ++j < c->n_ops)
+            k += c->ops[j].fn == run_mmv;
+        struct mmv_args *a = (struct mmv_args *)c->ops[i].args;
+        if (j < c->n_ops)
+            a->pf = regions_of((const struct mmv_args *)c->ops[j].args);
+        else
+            memset(&a->pf, 0, sizeof a->pf);
+    }
+}
+
 static bool mmv_path(const struct dweight *w, int n)
 {
     return n <= MMV_MAX_N && w->K % gt_vpu(w->gt) == 0;

@@ -212,9 +212,7 @@ __global__ void k_shortconv(struct dstep ds, float *__restrict__ y, const float 
 __global__ void k_gather(float *dst, const float *src, const int32_t *__restrict__ rows, int r0,
                          int n_rows, int dim)
 {
-    pdl_trigger();
-    pdl_wait();
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t i = elementwise_start();
     if (i >= (int64_t)n_rows * dim)
         return;
     const int64_t r = i / dim, c = i % dim;

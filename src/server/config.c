@@ -74,6 +74,8 @@ static const struct opt opts[] = {
      "seconds a request's headers may take, also between kept-alive requests (60; 0: off)"},
     {"BODY_TIMEOUT", "--body-timeout", NULL, OPT_INT, F(body_timeout), 0, 86400,
      "seconds a request's body may take after its headers (60; 0: off)"},
+    {"PROMPT_CACHE_MB", "--cache-mb", NULL, OPT_INT, F(cache_mb), 0, 1 << 24,
+     "prompt cache in host memory, MiB (1024; 0: off)"},
     {"MMAP", "--mmap", NULL, OPT_BOOL, F(mmap), 0, 1,
      "map the model file (true); --no-mmap reads it into memory"},
     {"SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", NULL, OPT_INT, F(grace_ms), 0, 3600000,
@@ -97,10 +99,11 @@ void srv_config_default(struct srv_config *c)
     c->max_queue = 100;
     c->continuous = true;
     c->max_batch = 8;
-    c->batch_timeout_ms = 100;
+    c->batch_timeout_ms = 0; /* a lone request starts at once (continuous batching admits later ones) */
     c->max_body = 4L << 20;
     c->grace_ms = 10000;
     c->mmap = true;
+    c->cache_mb = 1024;
     c->max_conns = 1024;
     c->max_conns_per_addr = 128;
     c->header_timeout = 60;

@@ -152,10 +152,11 @@ static int embed_parse(struct srv_conn *c, struct embed_job *ej, struct srv_err 
 static int model_pooling(const struct exsa_model *m, enum sched_pool *pool, char *why, size_t size)
 {
     const char *arch = exsa_model_info(m)->arch;
+    const struct gguf_file *f = model_gguf(m);
     char key[128];
     bool causal = true;
     snprintf(key, sizeof key, "%s.attention.causal", arch);
-    if (gguf_get_bool(m->gguf, key, &causal) == 0 && !causal)
+    if (gguf_get_bool(f, key, &causal) == 0 && !causal)
         return snprintf(why, size,
                         "it is a bidirectional encoder (%s is false, as in "
                         "LFM2.5-Embedding and LFM2.5-ColBERT), and exsa runs LFM2 causally "
@@ -164,10 +165,10 @@ static int model_pooling(const struct exsa_model *m, enum sched_pool *pool, char
                -1;
     int64_t pt = 1; /* mean, when the file does not say */
     snprintf(key, sizeof key, "%s.pooling_type", arch);
-    gguf_get_int(m->gguf, key, &pt);
+    gguf_get_int(f, key, &pt);
     char out_key[128];
     snprintf(out_key, sizeof out_key, "%s.embedding_length_out", arch);
-    if (pt == 0 || gguf_find_kv(m->gguf, out_key) || gguf_find_tensor(m->gguf, "dense_2.weight"))
+    if (pt == 0 || gguf_find_kv(f, out_key) || gguf_find_tensor(f, "dense_2.weight"))
         return snprintf(why, size,
                         "it gives one vector per token (a ColBERT late-interaction "
                         "model such as LFM2-ColBERT-350M: %s none, or a per-token projection), "
@@ -240,8 +241,8 @@ static int embed_prepare(struct srv_conn *c, struct embed_job *ej, unsigned *gen
     }
     char why[320];
     *dim = exsa_model_info(m)->dim;
-    srv_model_id(m->path, id, id_size);
-    int rc = srv_model_check(c->srv, ej->model, m->path, e);
+    srv_model_id(exsa_model_info(m)->path, id, id_size);
+    int rc = srv_model_check(c->srv, ej->model, exsa_model_info(m)->path, e);
     if (rc == 0 && model_pooling(m, pool, why, sizeof why) < 0)
         rc = srv_err_set(e, 400, "model", "model_cannot_embed", "this model cannot embed: %s", why);
     if (rc == 0 && ej->dims > *dim)

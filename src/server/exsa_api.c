@@ -3,7 +3,8 @@
  * models list / load / reload / unload; and /metrics, /tokenize, /detokenize. models/load only
  * takes a `.gguf` file whose folder, after realpath() resolves symlinks and `..`, is the models
  * folder or inside it (the file itself may be a symlink the operator placed there); anything
- * else is a 403 or 404. Model swaps run on the scheduler thread (sched_load / sched_unload).
+ * else is a 403 or 404. A load or reload reads the new model beside the one being served, which
+ * answers meanwhile (sched_load); unload ends what runs at once.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -16,7 +17,6 @@
 #include <cjson/cJSON.h>
 
 #include "chat.h"
-#include "model.h"
 #include "server.h"
 
 static cJSON *model_info_json(const struct sched_stats *st)
@@ -34,7 +34,7 @@ void srv_health_state(const struct sched_stats *st, bool shutting_down, struct s
     if (shutting_down || st->closing)
         *h = (struct srv_health){503, "shutting_down", "the server is shutting down",
                                  "shutting_down"};
-    else if (st->loading)
+    else if (!st->loaded && st->loading) /* a replacement loads beside a loaded model: 200 */
         *h = (struct srv_health){503, "loading", "a model is being loaded", "model_loading"};
     else if (!st->loaded)
         *h = (struct srv_health){503, "no_model", "no model is loaded; POST /v1/models/load first",
@@ -76,6 +76,30 @@ int route_health(struct srv_conn *c)
     return srv_reply_json(c, h.http_status, o);
 }
 
+/* The running sequences as a JSON array (the shape of /slots; /v1/status carries it too). */
+static cJSON *slots_json(struct srv_conn *c, const struct sched_stats *st)
+{
+    int max = st->max_batch > 0 ? st->max_batch : 1;
+    struct sched_slot *sl = calloc((size_t)max, sizeof *sl);
+    int n = sl ? sched_get_slots(c->srv->sched, sl, max) : 0;
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n && i < max; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", sl[i].id);
+        cJSON_AddStringToObject(o, "state", sl[i].state);
+        cJSON_AddTrueToObject(o, "is_processing");
+        cJSON_AddNumberToObject(o, "n_ctx", st->n_ctx);
+        cJSON_AddNumberToObject(o, "n_prompt_tokens", sl[i].n_prompt);
+        cJSON_AddNumberToObject(o, "n_past", sl[i].n_past);
+        cJSON_AddNumberToObject(o, "n_decoded", sl[i].n_decoded);
+        cJSON_AddNumberToObject(o, "n_cached", sl[i].n_cached);
+        cJSON_AddNumberToObject(o, "seconds", (double)(long)(sl[i].seconds * 1000) / 1000);
+        cJSON_AddItemToArray(a, o);
+    }
+    free(sl);
+    return a;
+}
+
 int route_status(struct srv_conn *c)
 {
     struct sched_stats st;
@@ -86,7 +110,16 @@ int route_status(struct srv_conn *c)
     cJSON_AddNumberToObject(o, "queue_size", st.queued);
     cJSON_AddNumberToObject(o, "active_requests", st.active);
     cJSON_AddBoolToObject(o, "model_loaded", st.loaded);
+    cJSON_AddBoolToObject(o, "model_loading", st.loading);
+    cJSON_AddItemToObject(o, "slots", slots_json(c, &st));
     return srv_reply_json(c, 200, o);
+}
+
+int route_slots(struct srv_conn *c)
+{
+    struct sched_stats st;
+    sched_get_stats(c->srv->sched, &st);
+    return srv_reply_json(c, 200, slots_json(c, &st));
 }
 
 int route_model_info(struct srv_conn *c)
@@ -107,9 +140,9 @@ int route_model_info(struct srv_conn *c)
         cJSON_AddNumberToObject(o, "vocab_size", mi->vocab_size);
         cJSON_AddNumberToObject(o, "n_ctx_train", mi->n_ctx_train);
         cJSON_AddNumberToObject(o, "n_params", (double)mi->n_params);
-        if (m->tmpl)
+        if (chat_of_model(m))
             cJSON_AddStringToObject(o, "chat_template",
-                                    chat_variant_name(chat_template_variant(m->tmpl)));
+                                    chat_variant_name(chat_template_variant(chat_of_model(m))));
         sched_model_release(c->srv->sched);
     }
     return srv_reply_json(c, 200, o);
@@ -212,8 +245,10 @@ static int swap_reply(struct srv_conn *c, int rc, const char *err, const char *w
     sched_get_stats(c->srv->sched, &st);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddTrueToObject(o, "success");
-    char msg[PATH_MAX + 64];
-    snprintf(msg, sizeof msg, "%s %s", what, st.loaded ? st.model_path : "");
+    char msg[PATH_MAX + 700];
+    /* on success err holds a note when the swap could not keep the old model serving */
+    snprintf(msg, sizeof msg, "%s %s%s%s", what, st.loaded ? st.model_path : "",
+             err && err[0] ? ": " : "", err ? err : "");
     cJSON_AddStringToObject(o, "message", msg);
     if (st.loaded)
         cJSON_AddItemToObject(o, "model_info", model_info_json(&st));
@@ -232,7 +267,7 @@ int route_models_load(struct srv_conn *c)
         ret = srv_reply_err(c, &e);
     } else if (resolve_model(c, j.load_path, path) == 0) {
         int rc = sched_load(c->srv->sched, path, j.load_gpu_layers, j.load_n_ctx, err, sizeof err);
-        fprintf(stderr, "exsa serve: load %s: %s\n", path, rc < 0 ? err : "ok");
+        fprintf(stderr, "exsa serve: load %s: %s\n", path, err[0] ? err : "ok");
         ret = swap_reply(c, rc, err, "loaded");
     }
     job_free(&j);
@@ -243,7 +278,7 @@ int route_models_reload(struct srv_conn *c)
 {
     char err[600] = "";
     int rc = sched_load(c->srv->sched, NULL, -1, -1, err, sizeof err);
-    fprintf(stderr, "exsa serve: reload: %s\n", rc < 0 ? err : "ok");
+    fprintf(stderr, "exsa serve: reload: %s\n", err[0] ? err : "ok");
     return swap_reply(c, rc, err, "reloaded");
 }
 
@@ -251,7 +286,7 @@ int route_models_unload(struct srv_conn *c)
 {
     int rc = sched_unload(c->srv->sched);
     fprintf(stderr, "exsa serve: unload: %s\n", rc < 0 ? exsa_strerror(rc) : "ok");
-    return swap_reply(c, rc, "the server is shutting down", "unloaded");
+    return swap_reply(c, rc, rc < 0 ? "the server is shutting down" : "", "unloaded");
 }
 
 int route_metrics(struct srv_conn *c)

@@ -28,6 +28,7 @@
 #include <cjson/cJSON.h>
 
 #include "server.h"
+#include "tokmask.h"
 
 struct route {
     const char *method, *path; /* a path with "{" matches any URL that starts with what is
@@ -43,6 +44,7 @@ static const struct route routes[] = {
     {"GET", "/v1/health", route_health, false},
     {"GET", "/health", route_health, false},
     {"GET", "/v1/status", route_status, false},
+    {"GET", "/slots", route_slots, false},
     {"GET", "/v1/model/info", route_model_info, false},
     {"POST", "/v1/generate", route_generate, false},
     {"GET", "/v1/models/list", route_models_list, true},
@@ -632,6 +634,7 @@ int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_
 {
     memset(srv, 0, sizeof *srv);
     srv->cfg = *cfg;
+    pthread_mutex_init(&srv->vocab_mu, NULL);
     srv->t_start = sched_now();
     srv->t_start_wall = (long)time(NULL);
     find_models_root(srv);
@@ -651,6 +654,7 @@ int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_
     sp.continuous = cfg->continuous;
     sp.batch_timeout_ms = cfg->batch_timeout_ms;
     sp.step_delay_ms = cfg->step_delay_ms;
+    sp.cache_bytes = (size_t)cfg->cache_mb << 20;
     if (!srv->metrics || (cfg->rate_limit && !srv->rl) || sched_create(&sp, &srv->sched) < 0) {
         snprintf(err, errlen, "out of memory while starting the server");
         srv_stop(srv);
@@ -701,4 +705,6 @@ void srv_stop(struct server *srv)
     conntrack_free(srv->ct);
     srv->ct = NULL;
     srv->metrics = NULL, srv->rl = NULL;
+    tm_vocab_free(srv->vocab); /* every request is over: no mask reads it */
+    srv->vocab = NULL;
 }

@@ -5,6 +5,9 @@
  * libmicrohttpd content reader that drains the request's channel and formats OpenAI chunks or
  * Exsa events), or one JSON body built once the reply is over. Both notice a client that left
  * and cancel its request only. An error after the stream began goes out as an SSE error event.
+ * A request of n choices is n scheduler requests queued as a group (struct run), each choice's
+ * text shaped by reply.c; a constrained reply (response_format, a forced tool_choice) gets a
+ * grammar and token mask per choice over the model's token index, built once per model.
  * Called by openai.c and exsa_api.c.
  */
 #include <microhttpd.h>
@@ -15,8 +18,12 @@
 #include <cjson/cJSON.h>
 
 #include "chat.h"
-#include "model.h"
+#include "jsonschema.h"
+#include "sampler.h"
 #include "server.h"
+#include "tokenizer.h"
+#include "tokmask.h"
+#include "toolcall.h"
 
 /* ---- formatting ----------------------------------------------------------------------------- */
 
@@ -53,89 +60,94 @@ static void out_event(struct out *o, cJSON *json)
     free(s);
 }
 
-static cJSON *usage_json(const struct sched_result *res)
-{
-    cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", res->n_prompt);
-    cJSON_AddNumberToObject(u, "completion_tokens", res->n_gen);
-    cJSON_AddNumberToObject(u, "total_tokens", res->n_prompt + res->n_gen);
-    return u;
-}
-
-/* The common head of an OpenAI object. */
-static cJSON *openai_head(const struct job *j, const char *object)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", j->id);
-    cJSON_AddStringToObject(o, "object", object);
-    cJSON_AddNumberToObject(o, "created", (double)j->created);
-    cJSON_AddStringToObject(o, "model", j->model_id);
-    cJSON_AddStringToObject(o, "system_fingerprint", "exsa-" EXSA_VERSION);
-    return o;
-}
-
-/* Adds key: text[0..len) to o as a JSON string. Generated text may hold NUL bytes, which
- * cJSON's C strings would cut: srv_json_quote writes them as \u0000. */
-static void add_text(cJSON *o, const char *key, const char *text, size_t len)
-{
-    char *q = srv_json_quote(text, len);
-    if (q)
-        cJSON_AddRawToObject(o, key, q);
-    else
-        cJSON_AddStringToObject(o, key, "");
-    free(q);
-}
-
-/* One OpenAI choice. Chat: the object key ("delta" in a chunk, "message" in a whole reply)
- * with the role (when role is set) and the text (when not NULL); completions: the text. */
-static cJSON *openai_choice(const struct job *j, const char *key, const char *text, size_t len,
-                            bool role, const char *finish)
-{
-    cJSON *ch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(ch, "index", 0);
-    if (j->kind == JOB_CHAT) {
-        cJSON *d = cJSON_AddObjectToObject(ch, key);
-        if (role)
-            cJSON_AddStringToObject(d, "role", "assistant");
-        if (text)
-            add_text(d, "content", text, len);
-    } else {
-        add_text(ch, "text", text ? text : "", text ? len : 0);
-    }
-    cJSON_AddNullToObject(ch, "logprobs");
-    if (finish)
-        cJSON_AddStringToObject(ch, "finish_reason", finish);
-    else
-        cJSON_AddNullToObject(ch, "finish_reason");
-    return ch;
-}
-
-/* One streaming OpenAI chunk: text (may be NULL), role in the delta, finish reason or NULL. */
-static cJSON *openai_chunk(const struct job *j, const char *text, size_t len, bool role,
-                           const char *finish)
-{
-    cJSON *o = openai_head(j, j->kind == JOB_CHAT ? "chat.completion.chunk" : "text_completion");
-    cJSON *arr = cJSON_AddArrayToObject(o, "choices");
-    cJSON_AddItemToArray(arr, openai_choice(j, "delta", text, len, role, finish));
-    if (j->include_usage)
-        cJSON_AddNullToObject(o, "usage");
-    return o;
-}
-
 static const char *finish_name(enum gen_finish f)
 {
     return f == GEN_LENGTH ? "length" : "stop";
 }
 
-/* Records the end of a request in the metrics and the log. */
-static void record(struct server *srv, struct sched_req *r, struct sched_result *res)
+/* ---- a running request: its choices ---------------------------------------------------------- */
+
+/* The choices of one generating request (n of them; /v1/generate has one and no reply_choice),
+ * read by the connection thread that answers it. */
+struct run {
+    struct server *srv;
+    struct reply_meta rm;
+    enum job_kind kind;
+    int n, n_done;
+    struct sched_req *req[JOB_MAX_N]; /* a reference each */
+    struct reply_choice *ch[JOB_MAX_N];
+    bool done[JOB_MAX_N];
+    int status; /* the first error a choice ended with (0: none) */
+    char message[256];
+    enum gen_finish finish; /* /v1/generate */
+};
+
+static void run_free(struct run *r)
 {
-    sched_req_result(r, res);
-    metrics_tokens(srv->metrics, res->n_prompt, res->n_gen);
+    for (int i = 0; i < r->n; i++) {
+        if (r->req[i]) {
+            sched_cancel(r->req[i]); /* a no-op when it is over */
+            sched_req_put(r->req[i]);
+        }
+        reply_choice_free(r->ch[i]);
+    }
+    free(r);
+}
+
+static void run_cancel(struct run *r)
+{
+    for (int i = 0; i < r->n; i++)
+        if (r->req[i])
+            sched_cancel(r->req[i]);
+}
+
+/* Reads each choice not over yet once: the first of them waits up to wait_ms for something,
+ * the others are only looked at. Calls take(ctx, i, chunk) for every read. Returns how many
+ * reads took something. */
+static int run_read(struct run *r, int wait_ms,
+                    void (*take)(void *ctx, int i, const struct sched_chunk *ch), void *ctx)
+{
+    int got = 0;
+    for (int i = 0; i < r->n; i++) {
+        if (r->done[i])
+            continue;
+        struct sched_chunk ch;
+        if (!sched_read(r->req[i], got || wait_ms < 0 ? 0 : wait_ms, &ch)) {
+            wait_ms = -1; /* waited once: the rest are only looked at */
+            continue;
+        }
+        got++;
+        if (ch.done) {
+            r->done[i] = true;
+            r->n_done++;
+        }
+        if (ch.status && !r->status) {
+            r->status = ch.status;
+            snprintf(r->message, sizeof r->message, "%s", ch.message);
+        }
+        take(ctx, i, &ch);
+        sched_chunk_free(&ch);
+    }
+    return got;
+}
+
+/* Records the end of a request in the metrics and the log: the prompt once, the tokens of
+ * every choice, the first choice's latency. *res gets the first choice's result, *n_gen the
+ * tokens of all. */
+static void record(struct run *r, struct sched_result *res, int *n_gen)
+{
+    struct server *srv = r->srv;
+    *n_gen = 0;
+    for (int i = r->n - 1; i >= 0; i--) {
+        sched_req_result(r->req[i], res);
+        *n_gen += res->n_gen;
+    }
+    metrics_tokens(srv->metrics, res->n_prompt, *n_gen);
     double ttft = res->t_first > 0 ? res->t_first - res->t_submit : -1;
     double tpot = res->t_first > 0 && res->n_gen > 1
                       ? (res->t_done - res->t_first) / (res->n_gen - 1) : -1;
-    metrics_latency(srv->metrics, ttft, tpot);
+    double wait = res->t_admit > 0 ? res->t_admit - res->t_submit : -1;
+    metrics_latency(srv->metrics, wait, ttft, tpot);
     if (res->empty_reason[0])
         fprintf(stderr, "exsa serve: empty reply: %s\n", res->empty_reason);
 }
@@ -143,72 +155,107 @@ static void record(struct server *srv, struct sched_req *r, struct sched_result 
 /* ---- streaming ------------------------------------------------------------------------------ */
 
 struct stream {
-    struct server *srv;
-    struct sched_req *req;
-    struct job meta; /* kind, ids, include_usage; no owned arrays */
+    struct run *run;
     struct srv_peer peer;
     struct out out;
-    bool began, finished;
+    bool finished;
 };
 
-/* Formats what a read took from the channel into SSE events. */
-static void stream_format(struct stream *st, const struct sched_chunk *ch)
+/* The error event of a stream (an error after it began). */
+static void stream_error(struct stream *st)
 {
-    const struct job *j = &st->meta;
-    if (!st->began && j->kind == JOB_CHAT && !ch->status)
-        out_event(&st->out, openai_chunk(j, "", 0, true, NULL));
-    st->began = true;
+    const struct run *r = st->run;
+    char *s = srv_error_json(
+        r->message, r->status >= 500 ? "server_error" : "invalid_request_error", NULL, NULL);
+    if (s) {
+        out_put(&st->out, "data: ", 6), out_put(&st->out, s, strlen(s));
+        out_put(&st->out, "\n\n", 2);
+        free(s);
+    }
+}
+
+/* Exsa's /v1/generate events: {"token", "done"}, and at the end the finish and usage. */
+static void generate_events(struct stream *st, const struct sched_chunk *ch)
+{
     size_t off = 0;
     for (int i = 0; i < ch->n_pieces; i++) {
-        const char *p = ch->text + off;
-        size_t n = (size_t)ch->piece_len[i];
-        off += n;
-        if (j->kind != JOB_GENERATE) {
-            out_event(&st->out, openai_chunk(j, p, n, false, NULL));
-            continue;
-        }
         cJSON *e = cJSON_CreateObject();
-        add_text(e, "token", p, n);
+        reply_add_text(e, "token", ch->text + off, (size_t)ch->piece_len[i]);
+        off += (size_t)ch->piece_len[i];
         cJSON_AddFalseToObject(e, "done");
         out_event(&st->out, e);
     }
     if (!ch->done)
         return;
-    st->finished = true;
     struct sched_result res;
-    record(st->srv, st->req, &res);
-    if (ch->status) {
-        char *s = srv_error_json(ch->message, ch->status >= 500 ? "server_error"
-                                                                : "invalid_request_error",
-                                 NULL, NULL);
-        if (s) {
-            out_put(&st->out, "data: ", 6), out_put(&st->out, s, strlen(s));
-            out_put(&st->out, "\n\n", 2);
-            free(s);
-        }
-        return;
-    }
-    if (j->kind == JOB_GENERATE) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "token", "");
-        cJSON_AddTrueToObject(e, "done");
-        cJSON_AddStringToObject(e, "finish_reason", finish_name(ch->finish));
-        cJSON_AddItemToObject(e, "usage", usage_json(&res));
-        if (res.empty_reason[0])
-            cJSON_AddStringToObject(e, "empty_reason", res.empty_reason);
-        out_event(&st->out, e);
-        return;
-    }
-    out_event(&st->out, openai_chunk(j, j->kind == JOB_CHAT ? NULL : "", 0, false,
-                                     finish_name(ch->finish)));
-    if (j->include_usage) {
-        cJSON *u = openai_head(j, j->kind == JOB_CHAT ? "chat.completion.chunk"
-                                                      : "text_completion");
+    int n_gen;
+    record(st->run, &res, &n_gen);
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "token", "");
+    cJSON_AddTrueToObject(e, "done");
+    cJSON_AddStringToObject(e, "finish_reason", finish_name(ch->finish));
+    cJSON_AddItemToObject(e, "usage", reply_usage(res.n_prompt, n_gen, res.n_cached));
+    if (res.empty_reason[0])
+        cJSON_AddStringToObject(e, "empty_reason", res.empty_reason);
+    out_event(&st->out, e);
+    st->finished = true;
+}
+
+/* The end of an OpenAI stream: the usage chunk (include_usage) and [DONE]. */
+static void stream_end(struct stream *st)
+{
+    struct sched_result res;
+    int n_gen;
+    record(st->run, &res, &n_gen);
+    const struct reply_meta *rm = &st->run->rm;
+    if (rm->include_usage) {
+        cJSON *u =
+            reply_head(rm, rm->kind == JOB_CHAT ? "chat.completion.chunk" : "text_completion");
         cJSON_AddArrayToObject(u, "choices");
-        cJSON_AddItemToObject(u, "usage", usage_json(&res));
+        cJSON_AddItemToObject(u, "usage", reply_usage(res.n_prompt, n_gen, res.n_cached));
         out_event(&st->out, u);
     }
     out_put(&st->out, "data: [DONE]\n\n", 14);
+    st->finished = true;
+}
+
+/* Formats what one read of choice i took into SSE events. */
+static void stream_take(void *ctx, int i, const struct sched_chunk *ch)
+{
+    struct stream *st = ctx;
+    struct run *r = st->run;
+    if (st->finished)
+        return;
+    if (ch->status) { /* the request ended with an error: so does the stream */
+        struct sched_result res;
+        int n_gen;
+        record(r, &res, &n_gen);
+        stream_error(st);
+        run_cancel(r);
+        st->finished = true;
+        return;
+    }
+    if (r->kind == JOB_GENERATE) {
+        generate_events(st, ch);
+        return;
+    }
+    cJSON *events = cJSON_CreateArray();
+    int rc = events ? reply_choice_take(r->ch[i], ch, events) : EXSA_ENOMEM;
+    for (cJSON *e = events ? events->child : NULL; e;) {
+        cJSON *next = e->next;
+        out_event(&st->out, cJSON_DetachItemViaPointer(events, e));
+        e = next;
+    }
+    cJSON_Delete(events);
+    if (rc) {
+        r->status = 503;
+        snprintf(r->message, sizeof r->message, "out of memory while formatting the reply");
+        stream_error(st);
+        run_cancel(r);
+        st->finished = true;
+    } else if (r->n_done == r->n) {
+        stream_end(st);
+    }
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -226,43 +273,35 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         }
         if (st->finished)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        struct sched_chunk ch;
-        bool got = sched_read(st->req, 100, &ch);
+        /* several choices: a shorter wait on the first keeps the others' text flowing */
+        int got = run_read(st->run, st->run->n > 1 ? 20 : 100, stream_take, st);
         enum srv_peer_state ps = srv_peer_check(&st->peer);
         if (ps == PEER_GONE) {
-            if (got)
-                sched_chunk_free(&ch);
-            sched_cancel(st->req);
+            run_cancel(st->run);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
-        if (ps == PEER_PROBE) /* an SSE comment: clients skip it */
+        if (ps == PEER_PROBE && !got) /* an SSE comment: clients skip it */
             out_put(&st->out, ":\n\n", 3);
-        if (!got)
-            continue;
-        stream_format(st, &ch);
-        sched_chunk_free(&ch);
     }
 }
 
 static void stream_free(void *cls)
 {
     struct stream *st = cls;
-    sched_cancel(st->req); /* a no-op when the reply is over */
-    sched_req_put(st->req);
+    run_free(st->run); /* cancels what is not over */
     free(st->out.p);
     free(st);
 }
 
-static int reply_stream(struct srv_conn *c, struct job *j, struct sched_req *r)
+static int reply_stream(struct srv_conn *c, struct run *r)
 {
     struct stream *st = calloc(1, sizeof *st);
-    if (!st)
+    if (!st) {
+        run_free(r);
         return MHD_NO;
-    st->srv = c->srv;
-    st->req = r;
+    }
+    st->run = r;
     st->peer = (struct srv_peer){.fd = c->fd, .http11 = c->http11};
-    st->meta = *j;
-    st->meta.prompt = NULL, st->meta.stop = NULL, st->meta.bias_id = NULL, st->meta.bias = NULL;
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
     if (!resp) {
@@ -277,70 +316,136 @@ static int reply_stream(struct srv_conn *c, struct job *j, struct sched_req *r)
 
 /* ---- blocking ------------------------------------------------------------------------------- */
 
-static int reply_blocking(struct srv_conn *c, struct job *j, struct sched_req *r)
+struct whole {
+    struct run *run;
+    struct out text; /* /v1/generate */
+    int err;
+};
+
+static void whole_take(void *ctx, int i, const struct sched_chunk *ch)
 {
-    struct out text = {0};
-    struct sched_chunk ch;
-    struct srv_peer peer = {.fd = c->fd, .http11 = c->http11};
-    for (;;) {
-        bool got = sched_read(r, 100, &ch);
-        enum srv_peer_state ps = srv_peer_check(&peer);
-        if (ps == PEER_GONE || (ps == PEER_PROBE && !srv_peer_probe_continue(&peer))) {
-            if (got)
-                sched_chunk_free(&ch);
-            sched_cancel(r);
-            free(text.p);
-            return MHD_NO; /* closes the connection */
-        }
-        if (!got)
-            continue;
-        out_put(&text, ch.text, ch.len);
-        if (ch.done)
-            break;
-        sched_chunk_free(&ch);
+    struct whole *w = ctx;
+    if (ch->status)
+        return;
+    if (w->run->kind == JOB_GENERATE) {
+        out_put(&w->text, ch->text, ch->len);
+        w->run->finish = ch->finish;
+    } else if (!w->err) {
+        w->err = reply_choice_take(w->run->ch[i], ch, NULL);
     }
+}
+
+/* The body of a whole reply once every choice is over. */
+static int whole_reply(struct srv_conn *c, struct whole *w)
+{
+    struct run *r = w->run;
     struct sched_result res;
-    record(c->srv, r, &res);
-    int ret;
-    if (ch.status) {
-        if (ch.status == 503) /* a model swap or the shutdown ended it: worth a retry */
+    int n_gen;
+    record(r, &res, &n_gen);
+    if (r->status || w->err) {
+        if (r->status == 503 || (!r->status && w->err)) /* a swap, the shutdown: retry */
             c->retry_after = 1;
-        ret = srv_reply_error(c, ch.status, ch.status >= 500 ? "server_error"
-                                                              : "invalid_request_error",
-                              NULL, NULL, "%s", ch.message);
-    } else if (j->kind == JOB_GENERATE) {
-        cJSON *o = cJSON_CreateObject();
-        add_text(o, "text", text.p ? text.p : "", text.len);
-        cJSON_AddStringToObject(o, "finish_reason", finish_name(ch.finish));
-        cJSON_AddItemToObject(o, "usage", usage_json(&res));
+        int st = r->status ? r->status : 503;
+        return srv_reply_error(c, st, st >= 500 ? "server_error" : "invalid_request_error", NULL,
+                               NULL, "%s",
+                               r->status ? r->message : "out of memory while formatting the reply");
+    }
+    cJSON *o;
+    if (r->kind == JOB_GENERATE) {
+        o = cJSON_CreateObject();
+        reply_add_text(o, "text", w->text.p ? w->text.p : "", w->text.len);
+        cJSON_AddStringToObject(o, "finish_reason", finish_name(r->finish));
+        cJSON_AddItemToObject(o, "usage", reply_usage(res.n_prompt, n_gen, res.n_cached));
         if (res.empty_reason[0])
             cJSON_AddStringToObject(o, "empty_reason", res.empty_reason);
-        ret = srv_reply_json(c, 200, o);
-    } else {
-        cJSON *o = openai_head(j, j->kind == JOB_CHAT ? "chat.completion" : "text_completion");
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"),
-                             openai_choice(j, "message", text.p ? text.p : "", text.len, true,
-                                           finish_name(ch.finish)));
-        cJSON_AddItemToObject(o, "usage", usage_json(&res));
-        if (res.empty_reason[0])
-            cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "exsa"), "empty_reason",
-                                    res.empty_reason);
-        ret = srv_reply_json(c, 200, o);
+        return srv_reply_json(c, 200, o);
     }
-    sched_chunk_free(&ch);
-    free(text.p);
+    o = reply_head(&r->rm, r->kind == JOB_CHAT ? "chat.completion" : "text_completion");
+    cJSON *arr = cJSON_AddArrayToObject(o, "choices");
+    for (int i = 0; i < r->n; i++)
+        cJSON_AddItemToArray(arr, reply_choice_json(r->ch[i]));
+    cJSON_AddItemToObject(o, "usage", reply_usage(res.n_prompt, n_gen, res.n_cached));
+    if (res.empty_reason[0])
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "exsa"), "empty_reason",
+                                res.empty_reason);
+    return srv_reply_json(c, 200, o);
+}
+
+static int reply_blocking(struct srv_conn *c, struct run *r)
+{
+    struct whole w = {.run = r};
+    struct srv_peer peer = {.fd = c->fd, .http11 = c->http11};
+    while (r->n_done < r->n) {
+        int got = run_read(r, r->n > 1 ? 20 : 100, whole_take, &w);
+        enum srv_peer_state ps = srv_peer_check(&peer);
+        if (ps == PEER_GONE || (ps == PEER_PROBE && !srv_peer_probe_continue(&peer))) {
+            run_free(r); /* cancels every choice */
+            free(w.text.p);
+            return MHD_NO; /* closes the connection */
+        }
+        if (got && r->status) /* one choice failed: the others are not worth waiting for */
+            run_cancel(r);
+    }
+    int ret = whole_reply(c, &w);
+    free(w.text.p);
+    run_free(r);
     return ret;
 }
 
-int job_run(struct srv_conn *c, struct job *j, unsigned model_gen)
+/* ---- submitting ----------------------------------------------------------------------------- */
+
+/* The seed of choice i: the request's for the first, the next ones after it for the others
+ * (so that choices differ, and a seeded request gives the same choices again). */
+static uint64_t choice_seed(uint64_t seed, int i)
+{
+    if (seed == SAMPLER_SEED_RANDOM || i == 0)
+        return seed;
+    uint64_t s = seed + (uint64_t)i;
+    return s == SAMPLER_SEED_RANDOM ? 0 : s;
+}
+
+/* The scheduler requests of j's choices in r (each with its mask, which it then owns).
+ * Returns 0 or EXSA_ENOMEM. */
+static int make_choices(struct run *r, struct job *j, unsigned model_gen)
+{
+    r->n = j->n > 0 ? j->n : 1;
+    if (r->kind != JOB_GENERATE)
+        reply_meta_of(&r->rm, j);
+    for (int i = 0; i < r->n; i++) {
+        struct gen_params gp = j->gp;
+        gp.sp.seed = choice_seed(j->gp.sp.seed, i);
+        if (j->masks[i])
+            gp.mask = tm_sampler_mask(j->masks[i]->mask);
+        if (!(r->req[i] = sched_req_new(j->prompt, j->n_prompt, &gp, model_gen)))
+            return EXSA_ENOMEM;
+        /* the prompt cache (no message starts when out of memory: still served) */
+        sched_req_set_cache(r->req[i], j->cache_prompt, j->bounds, j->n_bounds);
+        if (j->masks[i]) {
+            sched_req_attach(r->req[i], j->masks[i], (void (*)(void *))job_mask_free);
+            j->masks[i] = NULL;
+        }
+        if (r->kind != JOB_GENERATE && !(r->ch[i] = reply_choice_new(&r->rm, i)))
+            return EXSA_ENOMEM;
+    }
+    return 0;
+}
+
+static int job_run(struct srv_conn *c, struct job *j, unsigned model_gen)
 {
     struct server *srv = c->srv;
-    struct sched_req *r = sched_req_new(j->prompt, j->n_prompt, &j->gp, model_gen);
-    if (!r)
+    struct run *r = calloc(1, sizeof *r);
+    if (r) {
+        r->srv = srv;
+        r->kind = j->kind;
+    }
+    if (!r || make_choices(r, j, model_gen) < 0) {
+        if (r)
+            run_free(r);
         return srv_reply_error(c, 503, "server_error", NULL, NULL, "out of memory");
-    int rc = sched_submit(srv->sched, r);
+    }
+    int rc = sched_submit_group(srv->sched, r->req, r->n);
     if (rc < 0) {
-        sched_req_put(r);
+        run_free(r);
         c->retry_after = 1;
         if (rc == EXSA_ENOMEM)
             return srv_reply_error(c, 503, "server_error", NULL, "queue_full",
@@ -353,13 +458,11 @@ int job_run(struct srv_conn *c, struct job *j, unsigned model_gen)
                                "no model is loaded (or it was just replaced); "
                                "POST /v1/models/load first");
     }
-    c->req = r; /* the connection's reference: cancelled when the connection ends */
-    sched_req_get(r);
-    if (j->stream)
-        return reply_stream(c, j, r);
-    int ret = reply_blocking(c, j, r);
-    sched_req_put(r);
-    return ret;
+    /* the connection's reference to the first choice: cancelled (with the others) when the
+     * connection ends */
+    c->req = r->req[0];
+    sched_req_get(r->req[0]);
+    return j->stream ? reply_stream(c, r) : reply_blocking(c, r);
 }
 
 /* ---- the prologue of the routes with a body ------------------------------------------------- */
@@ -387,8 +490,8 @@ static struct exsa_model *job_model(struct srv_conn *c, struct job *j, unsigned 
                     "no model is loaded; POST /v1/models/load first");
         return NULL;
     }
-    srv_model_id(m->path, j->model_id, sizeof j->model_id);
-    if (srv_model_check(c->srv, j->model, m->path, e) < 0) {
+    srv_model_id(exsa_model_info(m)->path, j->model_id, sizeof j->model_id);
+    if (srv_model_check(c->srv, j->model, exsa_model_info(m)->path, e) < 0) {
         sched_model_release(c->srv->sched);
         return NULL;
     }
@@ -438,11 +541,12 @@ static int job_prompt(struct exsa_model *m, struct job *j, struct srv_err *e)
 {
     int rc = 0;
     struct exsa_chat_msg one = {"user", j->text, NULL, NULL};
-    if (j->kind == JOB_CHAT)
-        rc = chat_tokenize(m->tmpl, m->tok, j->msgs, j->n_msgs, j->tools, true, &j->prompt,
+    if (j->kind == JOB_CHAT) /* tool_choice none: the model is not told of the tools */
+        rc = chat_tokenize(chat_of_model(m), tok_of_model(m), j->msgs, j->n_msgs,
+                           j->tool_mode == JOB_TOOLS_NONE ? NULL : j->tools, true, &j->prompt,
                            &j->n_prompt);
     else if (j->kind == JOB_GENERATE && j->use_chat_template)
-        rc = chat_tokenize(m->tmpl, m->tok, &one, 1, NULL, true, &j->prompt, &j->n_prompt);
+        rc = chat_tokenize(chat_of_model(m), tok_of_model(m), &one, 1, NULL, true, &j->prompt, &j->n_prompt);
     else if (!j->ids_given)
         rc = job_tokenize(m, j->text, true, true, &j->prompt, &j->n_prompt);
     if (rc < 0 && j->kind == JOB_CHAT)
@@ -451,6 +555,67 @@ static int job_prompt(struct exsa_model *m, struct job *j, struct srv_err *e)
     if (rc < 0)
         return srv_err_set(e, 400, "prompt", "invalid_value", "cannot tokenize the prompt: %s",
                            exsa_strerror(rc));
+    /* message starts: the prompt cache's checkpoints (none without memory: still served) */
+    if (j->cache_prompt)
+        chat_msg_starts(tok_of_model(m), j->prompt, j->n_prompt, &j->bounds, &j->n_bounds);
+    return 0;
+}
+
+/* ---- constrained decoding ------------------------------------------------------------------ */
+
+/* The token index of model m (generation gen), built on first use. The caller borrows m, so
+ * no newer model can be loaded meanwhile; when gen is newer than the index, every request of
+ * the older model is over (a swap ends them before a borrower can see the new generation),
+ * so no mask reads the old index any more. NULL when out of memory. */
+static const struct tm_vocab *model_vocab(struct server *srv, struct exsa_model *m, unsigned gen)
+{
+    pthread_mutex_lock(&srv->vocab_mu);
+    if (!srv->vocab || srv->vocab_gen != gen) {
+        tm_vocab_free(srv->vocab);
+        srv->vocab = NULL;
+        if (tm_vocab_new(tok_of_model(m), exsa_model_info(m)->vocab_size, &srv->vocab) == 0)
+            srv->vocab_gen = gen;
+    }
+    const struct tm_vocab *v = srv->vocab;
+    pthread_mutex_unlock(&srv->vocab_mu);
+    return v;
+}
+
+/* One grammar and mask per choice of j when its reply is constrained (response_format, or
+ * tool_choice required or a named function): the grammar compiled for m (its tool-call
+ * tokens), the mask at the grammar's start. Returns 0 or -1 with the answer in e. */
+static int job_masks(struct srv_conn *c, struct exsa_model *m, unsigned gen, struct job *j,
+                     struct srv_err *e)
+{
+    bool forced = j->tool_mode == JOB_TOOLS_REQUIRED || j->tool_mode == JOB_TOOLS_NAMED;
+    if (!j->response_format && !forced)
+        return 0;
+    const struct tm_vocab *v = model_vocab(c->srv, m, gen);
+    if (!v)
+        return srv_err_set(e, 503, NULL, NULL, "out of memory for the token index");
+    int32_t a = tok_find(tok_of_model(m), TC_START), b = tok_find(tok_of_model(m), TC_END);
+    /* a named function is called once; "required" calls as many as the model writes, one
+     * when parallel_tool_calls is false */
+    int max_calls = j->tool_mode == JOB_TOOLS_NAMED || !j->parallel_tool_calls ? 1 : 16;
+    for (int i = 0; i < j->n; i++) {
+        char err[400] = "";
+        struct job_mask *jm = calloc(1, sizeof *jm);
+        int rc = !jm ? EXSA_ENOMEM
+                 : j->response_format
+                     ? js_response_format(j->response_format, &jm->g, err, sizeof err)
+                     : js_tool_choice(j->tools, j->tool_choice, a, b, max_calls, &jm->g, err,
+                                      sizeof err);
+        if (!rc)
+            rc = tm_mask_new(v, jm->g, &jm->mask);
+        if (jm)
+            j->masks[i] = jm; /* job_free frees it */
+        if (rc == EXSA_ENOMEM)
+            return srv_err_set(e, 503, NULL, NULL, "out of memory for constrained decoding");
+        if (rc)
+            return srv_err_set(e, 400, j->response_format ? "response_format" : "tool_choice",
+                               "invalid_value", "%s",
+                               err[0] ? err : "the constraint allows no reply with this model");
+    }
     return 0;
 }
 
@@ -463,10 +628,13 @@ int job_route(struct srv_conn *c, enum job_kind kind)
     struct exsa_model *m = job_open(c, kind, &j, &gen, &n_ctx, &e);
     if (m) {
         int n_vocab = exsa_model_info(m)->vocab_size;
+        j.reasoning = chat_template_variant(chat_of_model(m)) == CHAT_LFM25_REASONING;
         int rc = job_prompt(m, &j, &e);
-        sched_model_release(c->srv->sched);
         if (rc == 0)
-            job_check(&j, n_ctx, n_vocab, &e);
+            rc = job_check(&j, n_ctx, n_vocab, &e);
+        if (rc == 0)
+            job_masks(c, m, gen, &j, &e);
+        sched_model_release(c->srv->sched);
     }
     ret = e.status ? srv_reply_err(c, &e) : job_run(c, &j, gen);
     job_free(&j);

@@ -1,7 +1,7 @@
 /*
  * metrics.c: counters and histograms for GET /metrics, in Prometheus' text format: requests by
- * route and status, prompt and generated tokens, time to first token and time per output token
- * (histograms), and the scheduler's gauges (queue depth, active sequences, model loaded).
+ * route and status, prompt and generated tokens, queue wait, time to first token and time per
+ * output token (histograms), and the scheduler's gauges (queue depth, active sequences, model loaded).
  * struct metrics is a fixed table under one mutex: (route, status) pairs are added as they are
  * seen, up to MAX_SERIES (then counted under route "other"). Called by http.c and job.c.
  */
@@ -35,7 +35,7 @@ struct metrics {
     } series[MAX_SERIES];
     int n_series;
     unsigned long long prompt_tokens, gen_tokens;
-    struct hist ttft, tpot;
+    struct hist queue, ttft, tpot;
 };
 
 struct metrics *metrics_new(void)
@@ -87,9 +87,11 @@ static void observe(struct hist *h, const double *le, double v)
     h->sum += v;
 }
 
-void metrics_latency(struct metrics *m, double ttft_s, double tpot_s)
+void metrics_latency(struct metrics *m, double queue_s, double ttft_s, double tpot_s)
 {
     pthread_mutex_lock(&m->mu);
+    if (queue_s >= 0)
+        observe(&m->queue, ttft_le, queue_s);
     if (ttft_s >= 0)
         observe(&m->ttft, ttft_le, ttft_s);
     if (tpot_s >= 0)
@@ -162,6 +164,8 @@ char *metrics_render(struct metrics *m, const struct sched_stats *st, double upt
             (double)m->prompt_tokens);
     put_one(&b, "exsa_generated_tokens_total", "counter", "Tokens generated.",
             (double)m->gen_tokens);
+    put_hist(&b, "exsa_queue_wait_seconds", "Time from submission to the start of a request.",
+             &m->queue, ttft_le);
     put_hist(&b, "exsa_time_to_first_token_seconds", "Time from submission to the first token.",
              &m->ttft, ttft_le);
     put_hist(&b, "exsa_time_per_output_token_seconds", "Mean time between generated tokens.",
@@ -179,7 +183,27 @@ char *metrics_render(struct metrics *m, const struct sched_stats *st, double upt
         {"exsa_kv_blocks_total", "gauge", "KV cache blocks in the pool.", st->cache_blocks_total},
         {"exsa_requests_cancelled_total", "counter", "Requests cancelled by their client.",
          (double)st->n_cancelled},
+        {"exsa_forked_choices_total", "counter",
+         "Choices of n > 1 requests that forked the first choice's prefilled prompt.",
+         (double)st->n_forked},
         {"exsa_model_loaded", "gauge", "1 when a model is loaded.", st->loaded ? 1 : 0},
+        {"exsa_prompt_cache_hits_total", "counter",
+         "Requests that restored a cached prefix of their prompt.", (double)st->pcache.hits},
+        {"exsa_prompt_cache_misses_total", "counter",
+         "Requests that looked their prompt up in the prompt cache and found nothing.",
+         (double)st->pcache.misses},
+        {"exsa_prompt_cache_reused_tokens_total", "counter",
+         "Prompt tokens restored from the prompt cache instead of computed.",
+         (double)st->pcache.reused_tokens},
+        {"exsa_prompt_cache_evictions_total", "counter",
+         "Checkpoints dropped (least recently used) to stay under PROMPT_CACHE_MB.",
+         (double)st->pcache.evictions},
+        {"exsa_prompt_cache_bytes", "gauge", "Host memory the prompt cache holds.",
+         (double)st->pcache.bytes},
+        {"exsa_prompt_cache_capacity_bytes", "gauge", "PROMPT_CACHE_MB in bytes.",
+         (double)st->pcache.max_bytes},
+        {"exsa_prompt_cache_checkpoints", "gauge", "Checkpoints in the prompt cache.",
+         (double)st->pcache.checkpoints},
         {"exsa_connections_open", "gauge", "Client connections open.", n_conns},
         {"exsa_connections_timed_out_total", "counter",
          "Connections ended by HEADER_TIMEOUT or BODY_TIMEOUT.", (double)n_timeouts},

@@ -16,22 +16,38 @@
 
 #include <cjson/cJSON.h>
 
+#include "jsonschema.h"
 #include "sampler.h"
 #include "server.h"
+#include "tokmask.h"
 
 #define SAMPLING_KEYS                                                                              \
     "temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty",     \
         "repeat_penalty", "repetition_penalty", "repeat_last_n", "penalty_last_n", "logit_bias",   \
         "ignore_eos", "max_tokens"
 
-static const char *const chat_keys[] = {
-    "model", "messages", "stream", "stream_options", "max_completion_tokens",
-    "stop",  "n",        "tools",  "user",           SAMPLING_KEYS,
-    NULL};
+static const char *const chat_keys[] = {"model",
+                                        "messages",
+                                        "stream",
+                                        "stream_options",
+                                        "max_completion_tokens",
+                                        "stop",
+                                        "n",
+                                        "tools",
+                                        "tool_choice",
+                                        "parallel_tool_calls",
+                                        "response_format",
+                                        "logprobs",
+                                        "top_logprobs",
+                                        "user",
+                                        "cache_prompt",
+                                        SAMPLING_KEYS,
+                                        NULL};
 static const char *const completion_keys[] = {
-    "model", "prompt", "stream", "stream_options", "stop", "n", "user", SAMPLING_KEYS, NULL};
-static const char *const generate_keys[] = {"prompt", "sampling_params", "use_chat_template",
-                                            "stream", "model",           NULL};
+    "model", "prompt",   "stream",          "stream_options", "stop",        "n",
+    "user",  "logprobs", "response_format", "cache_prompt",   SAMPLING_KEYS, NULL};
+static const char *const generate_keys[] = {
+    "prompt", "sampling_params", "use_chat_template", "stream", "model", "cache_prompt", NULL};
 static const char *const sampling_keys[] = {"stop_sequences", "stop", SAMPLING_KEYS, NULL};
 static const char *const tokenize_keys[] = {"content",       "text",  "add_special",
                                             "parse_special", "model", NULL};
@@ -98,11 +114,24 @@ static void job_init(struct job *j, enum job_kind kind)
     j->gp.sp.seed = SAMPLER_SEED_RANDOM;
     j->load_gpu_layers = j->load_n_ctx = -1;
     j->use_chat_template = j->add_special = j->parse_special = true;
+    j->n = 1;
+    j->parallel_tool_calls = true;
+    j->cache_prompt = true;
     if (kind == JOB_GENERATE) { /* EXSA-API.md's defaults for /v1/generate */
         j->gp.sp.temperature = 0.7f, j->gp.sp.top_k = 40, j->gp.sp.top_p = 0.9f;
         j->gp.sp.repeat_penalty = 1.1f, j->gp.max_tokens = 512;
         j->stream = true;
     }
+}
+
+/* Here, not in job.c: the body parser (and its fuzz target) stays apart from the engine. */
+void job_mask_free(struct job_mask *m)
+{
+    if (!m)
+        return;
+    tm_mask_free(m->mask);
+    js_free(m->g);
+    free(m);
 }
 
 void job_free(struct job *j)
@@ -115,9 +144,14 @@ void job_free(struct job *j)
     free(j->owned);
     free(j->msgs);
     free(j->tools);
+    free(j->tool_choice);
+    free(j->response_format);
+    for (int i = 0; i < JOB_MAX_N; i++)
+        job_mask_free(j->masks[i]);
     free(j->prompt);
     free(j->bias_id);
     free(j->bias);
+    free(j->bounds);
     cJSON_Delete(j->body);
     memset(j, 0, sizeof *j);
 }
@@ -237,8 +271,11 @@ static int parse_sampling(struct job *j, const cJSON *o, bool exsa, struct srv_e
                    : v >= 18446744073709551616.0 ? UINT64_MAX
                                                  : (uint64_t)v;
 #undef NUM
-    if (get_num(o, "n", 1, 1, true, &v, e) < 0)
+    /* several choices on the OpenAI routes (forked sequences); /v1/generate has one */
+    if ((rc = get_num(o, "n", 1, exsa ? 1 : JOB_MAX_N, true, &v, e)) < 0)
         return -1;
+    else if (rc)
+        j->n = (int)v;
     if (get_stop(j, o, exsa ? "stop_sequences" : "stop", e) < 0 ||
         (exsa && !j->stop && get_stop(j, o, "stop", e) < 0) || get_bias(j, o, e) < 0)
         return -1;
@@ -395,9 +432,125 @@ static int parse_message(struct job *j, const cJSON *msg, int i, struct srv_err 
         return -1;
     j->msgs[i].role = roles[r == 4 ? 0 : r];
     j->msgs[i].content = text;
-    const cJSON *tc = get(msg, "tool_calls");
+    const cJSON *tc = get(msg, "tool_calls"), *rc = get(msg, "reasoning_content");
     if (cJSON_IsArray(tc))
         j->msgs[i].tool_calls = own(j, cJSON_PrintUnformatted(tc));
+    /* an assistant's earlier thinking, as a thinking model's reply gave it: back to the
+     * template's thinking field */
+    if (rc && !cJSON_IsNull(rc) && !cJSON_IsString(rc))
+        return srv_err_set(e, 400, "messages", "invalid_value",
+                           "messages[%d].reasoning_content must be a string", i);
+    if (cJSON_IsString(rc) && r == 2)
+        j->msgs[i].thinking = rc->valuestring;
+    return 0;
+}
+
+/* Whether each of tools is a function tool with a name: {"type": "function", "function":
+ * {"name": ...}} (or the bare function object). */
+static int check_tools(const cJSON *tools, struct srv_err *e)
+{
+    int i = 0;
+    for (const cJSON *t = tools->child; t; t = t->next, i++) {
+        const cJSON *ty = get(t, "type"), *fn = get(t, "function");
+        const cJSON *name = get(cJSON_IsObject(fn) ? fn : t, "name");
+        if (!cJSON_IsObject(t) ||
+            (ty && !(cJSON_IsString(ty) && !strcmp(ty->valuestring, "function"))) ||
+            !cJSON_IsString(name) || !name->valuestring[0])
+            return srv_err_set(e, 400, "tools", "invalid_value",
+                               "tools[%d] must be {\"type\": \"function\", \"function\": "
+                               "{\"name\": ..., \"parameters\": {...}}}",
+                               i);
+    }
+    return 0;
+}
+
+/* Reads "tool_choice" and "parallel_tool_calls". A forced choice is compiled once here (with
+ * stand-in token ids) so that a bad one (an unknown function, parameters using an unsupported
+ * schema keyword) is a 400 before the model is touched; job.c compiles it again for the model. */
+static int parse_tool_choice(struct job *j, struct srv_err *e)
+{
+    const cJSON *tc = get(j->body, "tool_choice");
+    if (get_bool(j->body, "parallel_tool_calls", &j->parallel_tool_calls, e) < 0)
+        return -1;
+    if (!tc || cJSON_IsNull(tc)) {
+        j->tool_mode = JOB_TOOLS_AUTO;
+        return 0;
+    }
+    if (!(j->tool_choice = cJSON_PrintUnformatted(tc)))
+        return srv_err_set(e, 503, NULL, NULL, "out of memory");
+    if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "none"))
+        j->tool_mode = JOB_TOOLS_NONE;
+    else if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "auto"))
+        j->tool_mode = JOB_TOOLS_AUTO;
+    else
+        j->tool_mode = cJSON_IsString(tc) ? JOB_TOOLS_REQUIRED : JOB_TOOLS_NAMED;
+    if (j->tool_mode == JOB_TOOLS_NAMED && cJSON_IsObject(tc)) {
+        const cJSON *ty = get(tc, "type");
+        if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "function"))
+            return bad_value(e, "tool_choice", "%s",
+                             "tool_choice: an object must be {\"type\": \"function\", "
+                             "\"function\": {\"name\": ...}}");
+    }
+    char err[400];
+    struct grammar *g = NULL;
+    int rc = js_tool_choice(j->tools, j->tool_choice, 0, 1, 1, &g, err, sizeof err);
+    js_free(g);
+    if (rc == EXSA_ENOMEM)
+        return srv_err_set(e, 503, NULL, NULL, "out of memory");
+    return rc ? bad_value(e, "tool_choice", "%s", err) : 0;
+}
+
+/* Reads "response_format" (chat and completions): none or {"type": "text"} leaves the reply
+ * free; json_object and json_schema are compiled once here to check them (400 naming an
+ * unknown type or an unsupported keyword), and again per choice by job.c. */
+static int parse_response_format(struct job *j, struct srv_err *e)
+{
+    const cJSON *rf = get(j->body, "response_format");
+    if (!rf || cJSON_IsNull(rf))
+        return 0;
+    if (!cJSON_IsObject(rf))
+        return bad_value(e, "response_format", "%s",
+                         "'response_format' must be an object: {\"type\": \"text\"}, "
+                         "{\"type\": \"json_object\"} or {\"type\": \"json_schema\", "
+                         "\"json_schema\": {\"name\": ..., \"schema\": {...}}}");
+    if (!(j->response_format = cJSON_PrintUnformatted(rf)))
+        return srv_err_set(e, 503, NULL, NULL, "out of memory");
+    char err[400];
+    struct grammar *g = NULL;
+    int rc = js_response_format(j->response_format, &g, err, sizeof err);
+    if (rc == EXSA_ENOMEM)
+        return srv_err_set(e, 503, NULL, NULL, "out of memory");
+    if (rc)
+        return bad_value(e, "response_format", "%s", err);
+    if (!g) { /* "text": no constraint */
+        free(j->response_format);
+        j->response_format = NULL;
+    }
+    js_free(g);
+    return 0;
+}
+
+/* Reads logprobs: chat's "logprobs" (true/false) and "top_logprobs" (0..20, with logprobs
+ * true), or the completions' legacy "logprobs" (the number of alternatives, 0..20). */
+static int parse_logprobs(struct job *j, struct srv_err *e)
+{
+    const cJSON *lp = get(j->body, "logprobs");
+    double v;
+    int rc;
+    if (j->kind == JOB_COMPLETION) {
+        if ((rc = get_num(j->body, "logprobs", 0, SAMPLER_MAX_TOP_LOGPROBS, true, &v, e)) < 0)
+            return -1;
+        j->gp.logprobs = rc > 0;
+        j->gp.top_logprobs = rc > 0 ? (int)v : 0;
+        return 0;
+    }
+    if (get_bool(j->body, "logprobs", &j->gp.logprobs, e) < 0)
+        return -1;
+    if ((rc = get_num(j->body, "top_logprobs", 0, SAMPLER_MAX_TOP_LOGPROBS, true, &v, e)) < 0)
+        return -1;
+    if (rc && !cJSON_IsTrue(lp))
+        return bad_value(e, "top_logprobs", "%s", "'top_logprobs' needs 'logprobs': true");
+    j->gp.top_logprobs = rc ? (int)v : 0;
     return 0;
 }
 
@@ -427,9 +580,18 @@ static int parse_chat(struct job *j, struct srv_err *e)
     if (nt > JOB_MAX_TOOLS)
         return srv_err_set(e, 400, "tools", "too_many_tools", "'tools' has more than %d entries",
                            JOB_MAX_TOOLS);
+    if (nt > 0 && check_tools(tv, e) < 0)
+        return -1;
     if (nt > 0 && !(j->tools = cJSON_PrintUnformatted(tv)))
         return srv_err_set(e, 503, NULL, NULL, "out of memory");
-    return 0;
+    if (parse_tool_choice(j, e) < 0 || parse_response_format(j, e) < 0)
+        return -1;
+    if (j->response_format &&
+        (j->tool_mode == JOB_TOOLS_REQUIRED || j->tool_mode == JOB_TOOLS_NAMED))
+        return bad_value(e, "response_format", "%s",
+                         "'response_format' cannot be combined with tool_choice \"required\" "
+                         "or a named function: both would shape the same reply");
+    return parse_logprobs(j, e);
 }
 
 /* ---- the bodies of the other routes ---------------------------------------------------------- */
@@ -517,13 +679,18 @@ int job_parse(enum job_kind kind, const char *body, size_t len, struct job *j, s
     note_unknown(j, j->body, keys[kind]);
     if (kind != JOB_LOAD && parse_model(j, e) < 0)
         return -1;
+    /* the prompt cache opt-out (llama-server's name); a bool, else a 400 */
+    if ((kind == JOB_CHAT || kind == JOB_COMPLETION || kind == JOB_GENERATE) &&
+        get_bool(j->body, "cache_prompt", &j->cache_prompt, e) < 0)
+        return -1;
     switch (kind) {
     case JOB_CHAT:
         return parse_stream(j, e) < 0 || parse_sampling(j, j->body, false, e) < 0
                    ? -1
                    : parse_chat(j, e);
     case JOB_COMPLETION:
-        return parse_stream(j, e) < 0 || parse_sampling(j, j->body, false, e) < 0
+        return parse_stream(j, e) < 0 || parse_sampling(j, j->body, false, e) < 0 ||
+                       parse_response_format(j, e) < 0 || parse_logprobs(j, e) < 0
                    ? -1
                    : parse_prompt(j, e);
     case JOB_GENERATE:

@@ -1,9 +1,11 @@
 /*
  * server.h: `exsa serve`, the HTTP server on libmicrohttpd: configuration (config.c), the
  * connection glue, routing, auth, CORS and replies (http.c), the rate limiter, Host, content
- * type and constant-time key checks (guard.c), the header and body deadlines (conns.c), Prometheus metrics (metrics.c), the OpenAI routes (openai.c), the Exsa
- * routes and tokenize/detokenize (exsa_api.c), and the request plumbing the generating routes
- * share (job.c: sampling parameters, tokenizing, SSE and blocking replies).
+ * type and constant-time key checks (guard.c), the header and body deadlines (conns.c), Prometheus
+ * metrics (metrics.c), the OpenAI routes (openai.c), the Exsa routes and tokenize/detokenize
+ * (exsa_api.c), and the request plumbing the generating routes share (job.c: sampling parameters,
+ * tokenizing, SSE and blocking replies; reply.c: the JSON of one choice, with its tool calls,
+ * reasoning and logprobs).
  *
  * struct server is shared by every connection thread: its fields are set before the daemon
  * starts and read-only afterwards, except what lives behind the scheduler, the metrics and the
@@ -13,6 +15,7 @@
 #define EXSA_SERVER_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +24,9 @@
 #include "scheduler.h"
 
 struct cJSON;
+struct grammar;
+struct tm_mask;
+struct tm_vocab;
 
 /* ---- configuration (config.c) --------------------------------------------------------------- */
 
@@ -48,6 +54,7 @@ struct srv_config {
     int max_conns, max_conns_per_addr; /* open connections in all, and from one address */
     int header_timeout, body_timeout;  /* seconds for a request's headers; for its body */
     bool mmap;                         /* model files mapped (true) or read into memory */
+    int cache_mb;                      /* prompt cache bound in MiB (0: off) */
 };
 
 void srv_config_default(struct srv_config *c);
@@ -103,7 +110,8 @@ struct metrics *metrics_new(void);
 void metrics_free(struct metrics *m);
 void metrics_request(struct metrics *m, const char *route, int status);
 void metrics_tokens(struct metrics *m, int n_prompt, int n_gen);
-void metrics_latency(struct metrics *m, double ttft_s, double tpot_s); /* < 0: not measured */
+/* Seconds queued, to the first token, per output token (each < 0: not measured). */
+void metrics_latency(struct metrics *m, double queue_s, double ttft_s, double tpot_s);
 /* The Prometheus text exposition; malloc'd. n_conns, n_timeouts: from conntrack_stats. */
 char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s,
                      int n_conns, unsigned long long n_timeouts);
@@ -121,6 +129,11 @@ struct server {
     long t_start_wall;   /* time(NULL) at start */
     char models_root[PATH_MAX]; /* realpath of the models folder, "" when it does not exist */
     volatile int shutting_down;
+    /* the token index of constrained decoding (tokmask.h) for the model of generation
+     * vocab_gen, built on first use (job.c), under vocab_mu */
+    pthread_mutex_t vocab_mu;
+    struct tm_vocab *vocab;
+    unsigned vocab_gen;
 };
 
 /* Builds the server, loads cfg->model_path when set, and starts listening. Returns 0 or a
@@ -197,6 +210,7 @@ bool srv_peer_probe_continue(struct srv_peer *p);
 #define JOB_MAX_LOGIT_BIAS 4096 /* "logit_bias" entries */
 #define JOB_MAX_IDS (1 << 20)  /* token ids in a prompt or a /detokenize body */
 #define JOB_MAX_UNKNOWN 8      /* unknown parameter names kept for the log */
+#define JOB_MAX_N 8            /* "n": choices of one request */
 
 /* An answer decided away from the socket: status, OpenAI's param and code, a sentence. */
 struct srv_err {
@@ -208,6 +222,17 @@ struct srv_err {
 };
 
 enum job_kind { JOB_CHAT, JOB_COMPLETION, JOB_GENERATE, JOB_TOKENIZE, JOB_DETOKENIZE, JOB_LOAD };
+
+/* tool_choice: auto (the model may call; calls are parsed from its text), none (no tools in
+ * the prompt, nothing parsed), required / a named function (enforced by constrained decoding) */
+enum job_tool_mode { JOB_TOOLS_AUTO, JOB_TOOLS_NONE, JOB_TOOLS_REQUIRED, JOB_TOOLS_NAMED };
+
+/* One choice's constrained decoding: its grammar and the mask over it (built by job.c; the
+ * choice's scheduler request owns it once submitted). */
+struct job_mask {
+    struct grammar *g;
+    struct tm_mask *mask;
+};
 
 /* A request parsed from its body, then (generating kinds) tokenized and run. Strings point into
  * body, which the job owns; so do the arrays (job_free frees them). */
@@ -224,6 +249,18 @@ struct job {
     int n_msgs, n_owned;
     char **owned;
     char *tools;
+    /* chat: tool_choice (its JSON text, checked against tools; NULL when absent), at most one
+     * call a reply when parallel_tool_calls is false; response_format (chat and completions:
+     * its JSON text, checked; NULL for none or "text") */
+    char *tool_choice;
+    enum job_tool_mode tool_mode;
+    bool parallel_tool_calls;
+    char *response_format;
+    int n; /* choices (OpenAI's "n", 1..JOB_MAX_N) */
+    /* set by job_route with the model: its template thinks (<think> -> reasoning_content);
+     * the per-choice masks of constrained decoding (NULL: none) */
+    bool reasoning;
+    struct job_mask *masks[JOB_MAX_N];
     /* completion / generate / tokenize text; generate and tokenize switches */
     const char *text;
     bool use_chat_template, add_special, parse_special;
@@ -235,6 +272,9 @@ struct job {
     const char *load_path;
     int load_gpu_layers, load_n_ctx; /* -1: keep the current setting */
     struct gen_params gp;
+    bool cache_prompt; /* "cache_prompt" (true unless the body says false) */
+    int32_t *bounds;   /* where messages start in prompt (chat_msg_starts), n_bounds of them */
+    int n_bounds;
     char **stop; /* owned copies behind gp.stop */
     int32_t *bias_id;
     float *bias;
@@ -242,6 +282,8 @@ struct job {
     int n_unknown;                        /* how many there were in all */
 };
 
+/* Frees one choice's grammar and mask (NULL: nothing). In request.c (job_free needs it). */
+void job_mask_free(struct job_mask *m);
 /* Parses body[0..len) as a request of kind into j (always initialised: job_free it). Returns 0,
  * or -1 with the 400 in e. Linear in len. */
 int job_parse(enum job_kind kind, const char *body, size_t len, struct job *j, struct srv_err *e);
@@ -252,6 +294,41 @@ int job_check(const struct job *j, int n_ctx, int n_vocab, struct srv_err *e);
 /* Fills e (status, param, code, printf-style message); returns -1. */
 int srv_err_set(struct srv_err *e, int status, const char *param, const char *code,
                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* ---- one choice of an OpenAI reply (reply.c) ------------------------------------------------ */
+
+/* What every choice of a chat or completions reply shares, copied from its job. */
+struct reply_meta {
+    enum job_kind kind; /* JOB_CHAT or JOB_COMPLETION */
+    char id[48];
+    char model_id[256];
+    long created;
+    bool include_usage;
+    bool logprobs;   /* logprobs were asked for */
+    bool reasoning;  /* the template thinks: <think> text is reasoning_content */
+    bool tool_calls; /* tools offered (tool_choice not none): calls are parsed out of the text */
+    int max_calls;   /* calls kept in one reply (1: parallel_tool_calls false or a named one) */
+};
+void reply_meta_of(struct reply_meta *rm, const struct job *j);
+/* OpenAI's common head (id, object, created, model, system_fingerprint); usage (n_cached:
+ * prompt_tokens_details.cached_tokens); key: text as a JSON string (NUL bytes and invalid UTF-8
+ * escaped or replaced). */
+struct cJSON *reply_head(const struct reply_meta *rm, const char *object);
+struct cJSON *reply_usage(int n_prompt, int n_gen, int n_cached);
+void reply_add_text(struct cJSON *o, const char *key, const char *text, size_t len);
+
+struct reply_choice;
+/* Choice index of a reply described by rm (which must outlive it). NULL when out of memory. */
+struct reply_choice *reply_choice_new(const struct reply_meta *rm, int index);
+void reply_choice_free(struct reply_choice *c);
+/* Takes one read of the choice's channel (an error chunk is the caller's to answer). With
+ * events (a cJSON array: streaming) appends the chunk objects to send: the role first, then
+ * text, reasoning and tool-call deltas, and at the end the finish_reason. Returns 0 or
+ * EXSA_ENOMEM. */
+int reply_choice_take(struct reply_choice *c, const struct sched_chunk *ch, struct cJSON *events);
+bool reply_choice_done(const struct reply_choice *c);
+/* The whole reply's choice object (message or text, logprobs, finish_reason). */
+struct cJSON *reply_choice_json(struct reply_choice *c);
 
 /* ---- the routes with a body (job.c, openai.c, exsa_api.c) ------------------------------------ */
 
@@ -299,6 +376,7 @@ int route_chat(struct srv_conn *c);
 int route_completions(struct srv_conn *c);
 int route_health(struct srv_conn *c);
 int route_status(struct srv_conn *c);
+int route_slots(struct srv_conn *c);
 int route_model_info(struct srv_conn *c);
 int route_generate(struct srv_conn *c);
 int route_models_list(struct srv_conn *c);

@@ -124,7 +124,66 @@ async function checkModelsRetrieve() {
     });
 }
 
+// Tools, streamed tool calls and structured output (issue 10). The random-weight model calls a
+// tool only when made to: a named tool_choice (constrained decoding) forces the call, and a
+// json_schema response_format the shape of the content.
+const tools = [{ type: 'function', function: { name: 'get_weather', description: 'Weather of a city',
+    parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 10 },
+        unit: { type: 'string', enum: ['c', 'f'] } }, required: ['city', 'unit'],
+        additionalProperties: false } } }];
+const named = { type: 'function', function: { name: 'get_weather' } };
+const askWeather = [{ role: 'user', content: 'What is the weather in Paris?' }];
+function checkArgs(call) {
+    assert(call.type === 'function' && call.function.name === 'get_weather', `call ${JSON.stringify(call)}`);
+    assert(typeof call.id === 'string' && call.id.startsWith('call_'), `id ${call.id}`);
+    const args = JSON.parse(call.function.arguments);
+    assert(typeof args.city === 'string' && args.city.length <= 10 && ['c', 'f'].includes(args.unit),
+        `arguments ${call.function.arguments}`);
+    return args;
+}
+async function checkTools() {
+    let whole = null;
+    await check('tool_calls with a named tool_choice', async () => {
+        const r = await client.chat.completions.create({ model, messages: askWeather, tools,
+            tool_choice: named, temperature: 1, seed: 11, max_tokens: 400 });
+        const c = r.choices[0];
+        assert(c.finish_reason === 'tool_calls', `finish ${c.finish_reason}`);
+        assert(c.message.tool_calls.length === 1 && c.message.content === null, 'one call, no content');
+        whole = checkArgs(c.message.tool_calls[0]);
+    });
+    await check('streamed tool call with the stream helper', async () => {
+        const s = client.beta.chat.completions.stream({ model, messages: askWeather, tools,
+            tool_choice: named, temperature: 1, seed: 11, max_tokens: 400 });
+        const r = await s.finalChatCompletion();
+        const c = r.choices[0];
+        assert(c.finish_reason === 'tool_calls', `finish ${c.finish_reason}`);
+        const args = checkArgs(c.message.tool_calls[0]);
+        assert(JSON.stringify(args) === JSON.stringify(whole), 'stream != whole reply');
+    });
+    await check('response_format from a zod schema with the parse helper', async () => {
+        const { z } = require('zod');
+        const { zodResponseFormat } = require('openai/helpers/zod');
+        const Pet = z.object({ name: z.string().max(10), age: z.number().int(),
+            kind: z.enum(['cat', 'dog']), tags: z.array(z.string().max(5)).max(2) });
+        const r = await client.beta.chat.completions.parse({ model, temperature: 1, seed: 5,
+            max_tokens: 800, messages: [{ role: 'user', content: 'Describe a pet.' }],
+            response_format: zodResponseFormat(Pet, 'pet') });
+        const p = r.choices[0].message.parsed;
+        assert(p && Pet.safeParse(p).success, `parsed ${JSON.stringify(p)}`);
+    });
+    await check('n and logprobs', async () => {
+        const r = await client.chat.completions.create({ model, messages: msgs, max_tokens: 6,
+            temperature: 0, n: 2, logprobs: true, top_logprobs: 3 });
+        assert(r.choices.length === 2 && r.choices[1].index === 1, 'two choices');
+        assert(r.choices[0].message.content === r.choices[1].message.content, 'greedy choices differ');
+        const lp = r.choices[0].logprobs.content;
+        assert(lp.length > 0 && lp.every((e) => e.top_logprobs.length === 3 &&
+            e.top_logprobs[0].token === e.token), `logprobs ${JSON.stringify(lp).slice(0, 300)}`);
+    });
+}
+
 await checkEmbeddings();
 await checkModelsRetrieve();
+await checkTools();
 console.log(`checks ${ran}`);
 process.exit(failed ? 1 : 0);
