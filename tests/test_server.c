@@ -489,7 +489,8 @@ static char *reply_text(const char *b)
 
 /* 20 streams at once on MAX_BATCH_SIZE 4 and BATCH_SIZE 16 (prefill chunks of several prompts
  * share steps): all finish, each with the tokens it gets alone with the same seed, on the
- * default backend (its kernels follow each entry's job length, not the batch: backend-cpu.c). */
+ * default backend (its kernels follow each entry's job length, not the batch: backend-cpu.c),
+ * without the prompt cache (see test_greedy_batch_invariance). */
 static void test_batched_equals_alone(void)
 {
     struct srv D;
@@ -507,7 +508,8 @@ static void test_batched_equals_alone(void)
         int o = snprintf(body[i], sizeof body[i],
                          "{\"max_tokens\":%d,\"seed\":%d,\"temperature\":1,\"top_k\":0,"
                          "\"top_p\":1,\"min_p\":0,\"ignore_eos\":true,\"stream_options\":"
-                         "{\"include_usage\":true},\"logit_bias\":{", 6 + i % 5, 100 + i);
+                         "{\"include_usage\":true},\"cache_prompt\":false,\"logit_bias\":{",
+                         6 + i % 5, 100 + i);
         for (int k = 0; k < 14; k++)
             o += snprintf(body[i] + o, sizeof body[i] - o, "%s\"%d\":-100", k ? "," : "", k);
         o += snprintf(body[i] + o, sizeof body[i] - o, "},\"prompt\":[1");
