@@ -114,6 +114,11 @@ struct exsa_engine_params {
     int gpu_layers; /* >= n_layers: all on the GPU; N > 0: the last N layers and the output
                        head on the GPU, the rest on the CPU (CUDA builds only) */
     enum exsa_kv_type kv_type;
+    /* Batch-invariant GPU kernels: a sequence's logits on the GPU do not depend on what it is
+     * batched with or how its prompt is cut (every product takes the matrix-vector kernels,
+     * attention splits positions at fixed points). Costs GPU prefill speed, so off by default;
+     * the CPU backends are batch-invariant anyway (with job lengths, see exsa_batch). */
+    bool deterministic;
 };
 void exsa_engine_params_default(struct exsa_engine_params *p);
 int exsa_engine_create(struct exsa_model *m, const struct exsa_engine_params *p,

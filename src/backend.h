@@ -144,6 +144,7 @@ struct backend_config {
     int n_ctx;                 /* most positions per sequence */
     int n_seq_max;             /* most sequences alive at once */
     const struct hparams *hp;  /* the model's shapes */
+    bool deterministic;        /* batch-invariant kernels (exsa_engine_params.deterministic) */
 };
 
 /* Copies bytes from src (memory of backend `from`) to dst (memory of `to`): one download or

@@ -444,7 +444,7 @@ static void print_json(FILE *out, const struct run_info *ri, const struct test_r
 static const char *backend_name(const struct bench_params *p, int n_layers)
 {
     if (p->backend == EXSA_BACKEND_CUDA || p->gpu_layers >= n_layers)
-        return "CUDA";
+        return p->deterministic ? "CUDA det" : "CUDA";
     return p->gpu_layers > 0 ? "CPU+CUDA" : p->backend == EXSA_BACKEND_REF ? "ref" : "CPU";
 }
 
@@ -459,6 +459,7 @@ static int open_engine(const struct bench_params *p, int n_threads, struct exsa_
     ep.backend = p->backend;
     ep.gpu_layers = p->gpu_layers;
     ep.kv_type = p->kv_type;
+    ep.deterministic = p->deterministic;
     ep.n_threads = n_threads;
     ep.n_seq_max = p->n_par > 1 ? p->n_par : 1;
     ep.n_ctx = p->depth + (p->n_prompt > p->n_gen + 1 ? p->n_prompt : p->n_gen + 1) + 16;

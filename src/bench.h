@@ -31,6 +31,7 @@ struct bench_params {
     int depth;                 /* positions already in the cache before each timed run */
     int n_par; /* sequences decoding together in the tg test (0 or 1: one; tokens/s counts all) */
     double bandwidth_gbs; /* > 0: use this instead of measuring */
+    bool deterministic;   /* the engine's batch-invariant GPU kernels */
     bool json;
 };
 

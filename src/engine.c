@@ -87,7 +87,8 @@ static int alloc_acts(struct exsa_engine *e, struct stage *s)
 static int make_backends(struct exsa_engine *e, char *err, size_t errlen)
 {
     const struct hparams *hp = &e->m->hp;
-    struct backend_config c = {e->p.n_threads, e->p.n_batch, e->p.n_ctx, e->p.n_seq_max, hp};
+    struct backend_config c = {e->p.n_threads, e->p.n_batch, e->p.n_ctx, e->p.n_seq_max, hp,
+                               e->p.deterministic};
     if (e->p.gpu_layers > 0) {
         e->gpu = backend_cuda_create(&c, err, errlen);
         if (!e->gpu)

@@ -1170,6 +1170,7 @@ static int load_engine(const struct sched_params *sp, int n_seq, const char *pat
     ep.n_threads = sp->n_threads;
     ep.gpu_layers = ngl;
     ep.kv_type = sp->kv_type;
+    ep.deterministic = sp->deterministic;
     rc = exsa_engine_create(m, &ep, &e, err, errlen);
     if (rc < 0) {
         exsa_model_free(m);

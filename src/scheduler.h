@@ -35,6 +35,7 @@ struct sched_params {
     int max_queue;        /* requests waiting for a free slot; past it sched_submit refuses */
     int max_batch;        /* sequences decoded together (forced to 1 when !continuous) */
     bool continuous;      /* continuous batching on */
+    bool deterministic;   /* batch-invariant GPU kernels (exsa_engine_params.deterministic) */
     int batch_timeout_ms; /* how long an idle scheduler waits to fill a batch (0: not at all) */
     int step_delay_ms;    /* test hook: sleep after each step (0: off) */
     size_t cache_bytes;   /* prompt cache bound in bytes (PROMPT_CACHE_MB; 0: no cache) */

@@ -9,6 +9,10 @@
 #   bench          exsa synth files of the real shapes, exsa bench -ngl 99 on each ($BENCH_MODELS)
 #   serve          exsa serve -ngl 99 answering chat completions, stream and not, with curl
 #   l2             decode with and without the L2 prefetch across products (EXSA_CUDA_L2_PREFETCH)
+#   det            what DETERMINISTIC costs: pp512, tg128 and tg128 at depth 4096 with and without
+#   np             exsa bench -np N: N sequences decoding together, aggregate tokens/s ($NP_LIST)
+#   load           exsa serve -ngl 99 under bench/loadtest: N streaming clients ($LOAD_LIST), then a
+#                  10-turn chat's time to first token by turn
 # Usage there: sh tools/device-run.sh test bench ...
 set -u
 OUT=${OUT:-/tmp/out}
@@ -20,7 +24,7 @@ for f in carry/debs/*.deb; do dpkg -x "$f" $R; done
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 if ! make -j16 CUDA=1 DEB_HEADERS= CFLAGS="-I$R/usr/include" LDFLAGS="-L$L -Wl,-rpath,$L" \
-    build/exsa build/tests/test_cuda >"$OUT/build.log" 2>&1; then
+    build/exsa build/tests/test_cuda build/bench/loadtest >"$OUT/build.log" 2>&1; then
     tail -40 "$OUT/build.log"
     exit 1
 fi
@@ -152,6 +156,49 @@ step_sass() {
     done
     awk '/Function :/ {f=$3} /^ +\/\*[0-9a-f]+\*\// {n[f]++} END {for (k in n) print n[k], k}' \
         "$OUT"/mmv-*.sass | sort -k2 | head -70
+}
+
+# The price of batch-invariant GPU kernels (exsa bench --deterministic), alternating, twice.
+step_det() {
+    m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
+    for rep in 1 2; do
+        for d in "" --deterministic; do
+            echo "${d:-default} (round $rep):"
+            bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 512 -n 128 $d
+            bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 0 -n 128 -d 4096 $d
+        done
+    done
+}
+
+# Aggregate decode of N sequences stepping together (one token each a step), 128-token prompts.
+step_np() {
+    m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
+    for n in ${NP_LIST:-1 4 16 32 64}; do
+        bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 0 -n 128 -np $n
+    done
+}
+
+# bench/loadtest against exsa serve -ngl 99: N clients, one turn each (~128-token user message,
+# 128 generated, ignore_eos), then one client's 10-turn chat (TTFT by turn).
+step_load() {
+    m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
+    f=/tmp/${m%%:*}-${m#*:}.gguf
+    [ -f "$f" ] || $EXSA synth --preset "${m%%:*}" --type "${m#*:}" -o "$f" >/dev/null 2>&1
+    $EXSA serve -m "$f" -ngl 99 --port 3124 --max-batch 64 --max-queue 256 -c 4096 \
+        >"$OUT/load-serve.log" 2>&1 &
+    pid=$!
+    for i in $(seq 90); do curl -sf localhost:3124/v1/health >/dev/null && break; sleep 1; done
+    for n in ${LOAD_LIST:-1 4 16 32 64}; do
+        echo "-- $n clients"
+        timeout 120 build/bench/loadtest -p 3124 -c $n -t ${LOAD_SECONDS:-15} --warmup 5 \
+            --turns 1 --user-tokens 128 --max-tokens 128 2>&1 | grep -E "time|aggregate|requests"
+    done
+    echo "-- 10-turn chat"
+    timeout 200 build/bench/loadtest -p 3124 -c 1 -n 10 --turns 10 --user-tokens 300 \
+        --max-tokens 32 2>&1 | tail -14
+    kill $pid
+    wait $pid
+    tail -5 "$OUT/load-serve.log"
 }
 
 step_serve() {

@@ -53,6 +53,7 @@ struct attn_params {
     const void *kp, *vp;
     float *part;
     int H, group, kvd, units, n_split;
+    int chunk; /* > 0: positions per split, fixed (deterministic); 0: P / n_split */
 };
 
 template <int HD, typename T> __global__ void k_attn(attn_params p)
@@ -72,7 +73,9 @@ template <int HD, typename T> __global__ void k_attn(attn_params p)
     const int e = valid ? p.ds.sq_ent[off + u / p.group] : 0, h = g * p.group + u % p.group;
     const int qp = valid ? p.ds.pos[e] : -1;
     const int P = p.ds.pos[p.ds.sq_ent[off + u_last / p.group]] + 1;
-    const int C = ((P + p.n_split - 1) / p.n_split + 31) & ~31;
+    /* A split's length from the tile's context: its sums then depend on the tile's other
+     * entries; a fixed length (a multiple of 32) makes them depend on the position alone. */
+    const int C = p.chunk > 0 ? p.chunk : ((P + p.n_split - 1) / p.n_split + 31) & ~31;
     const int p0 = z * C, p1 = min(P, p0 + C);
     const float scale = rsqrtf((float)HD);
     if (valid)
@@ -208,6 +211,12 @@ void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const flo
     split = split < 1 ? 1 : split > ATTN_SPLIT_MAX ? ATTN_SPLIT_MAX : split;
     while (split > 1 && (size_t)n * n_heads * split * (hd + 2) > c->attn_part_floats)
         split--;
+    p.chunk = c->attn_chunk;
+    if (p.chunk > 0) { /* deterministic: as many fixed splits as the span needs (sized at init) */
+        const int in_ctx = (c->cfg.n_ctx + p.chunk - 1) / p.chunk;
+        split = (span + p.chunk - 1) / p.chunk;
+        split = split < in_ctx ? split : in_ctx;
+    }
     p.n_split = split;
     const bool f16 = kv->kv_type[a] == EXSA_DTYPE_F16;
     attn_kernel k = hd == 64 ? pick_attn<64>(f16) : hd == 128 ? pick_attn<128>(f16)

@@ -391,6 +391,21 @@ void cu_unprepare(struct backend *be, struct tensor *t)
 
 /* ---- the step --------------------------------------------------------------------------------- */
 
+/* Doubles the op list (a deterministic prefill records a product per few tokens); at most
+ * OPS_CAP ops a step. */
+#define OPS_CAP (1 << 18)
+static int grow_ops(struct cuda_be *c)
+{
+    if (c->max_ops >= OPS_CAP)
+        return -1;
+    struct op *o = (struct op *)realloc(c->ops, sizeof(struct op) * 2 * (size_t)c->max_ops);
+    if (!o)
+        return -1;
+    c->ops = o;
+    c->max_ops *= 2;
+    return 0;
+}
+
 void cu_record(struct cuda_be *c, op_fn fn, const char *name, const void *args, size_t size)
 {
     if (!c->in_step) { /* outside a step: run now, complete on return (errors in c->err) */
@@ -398,7 +413,7 @@ void cu_record(struct cuda_be *c, op_fn fn, const char *name, const void *args, 
         check(c, cudaStreamSynchronize(c->stream), name);
         return;
     }
-    if (c->n_ops == c->max_ops || size > OP_ARGS_MAX) {
+    if ((c->n_ops == c->max_ops && grow_ops(c) < 0) || size > OP_ARGS_MAX) {
         cu_fail(c, EXSA_ENOMEM, "too many ops in one step", cudaSuccess);
         return;
     }
@@ -587,9 +602,16 @@ static void prof_add(struct cuda_be *c, const char *name, double us)
 /* Eager run with an event after every op; times added per op name after the step's sync. */
 static void run_profiled(struct cuda_be *c)
 {
+    if (c->ev && c->n_ev < c->n_ops + 1) { /* the op list grew */
+        for (int i = 0; i < c->n_ev; i++)
+            cudaEventDestroy(c->ev[i]);
+        free(c->ev);
+        c->ev = NULL;
+    }
     if (!c->ev) {
         c->ev = (cudaEvent_t *)calloc((size_t)c->max_ops + 1, sizeof(cudaEvent_t));
-        for (int i = 0; c->ev && i <= c->max_ops; i++)
+        c->n_ev = c->ev ? c->max_ops + 1 : 0;
+        for (int i = 0; i < c->n_ev; i++)
             cudaEventCreate(&c->ev[i]);
     }
     if (!c->ev)
@@ -755,6 +777,14 @@ static int alloc_moe(struct cuda_be *c)
     return rc;
 }
 
+/* Deterministic attention: a query's positions are split at fixed multiples of this (never fewer
+ * than 256, at most 32 splits in the context), so its sums do not depend on the step. */
+static int attn_chunk_of(int n_ctx)
+{
+    const int c = ((n_ctx + 31) / 32 + 31) & ~31;
+    return c > 256 ? c : 256;
+}
+
 static int alloc_scratch(struct cuda_be *c)
 {
     const struct hparams *hp = &c->hp;
@@ -800,6 +830,11 @@ static int alloc_scratch(struct cuda_be *c)
     if (!rc)
         rc = dev(c, &c->blas_ws, (size_t)32 << 20);
     size_t units = nb * H > (size_t)MMV_MAX_N * H * 32 ? nb * H : (size_t)MMV_MAX_N * H * 32;
+    if (c->cfg.deterministic) { /* every entry may use all its splits (see attn.cu) */
+        c->attn_chunk = attn_chunk_of(c->cfg.n_ctx);
+        const size_t splits = (size_t)((c->cfg.n_ctx + c->attn_chunk - 1) / c->attn_chunk);
+        units = units > nb * H * splits ? units : nb * H * splits;
+    }
     c->attn_part_floats = units * (size_t)(hd + 2);
     if (!rc)
         rc = dev(c, (void **)&c->attn_part, c->attn_part_floats * 4);
@@ -816,7 +851,7 @@ void cu_free(struct backend *be)
     if (!c)
         return;
     prof_print(c);
-    for (int i = 0; c->ev && i <= c->max_ops; i++)
+    for (int i = 0; i < c->n_ev; i++)
         cudaEventDestroy(c->ev[i]);
     free(c->ev);
     for (int i = 0; i < GRAPH_SLOTS; i++)

@@ -149,7 +149,9 @@ struct cuda_be {
     struct host_copy *pre, *post; /* host copies before launch (uploads) / after (downloads) */
     int n_pre, n_post, max_copies;
     struct op *ops;
-    int n_ops, max_ops;
+    int n_ops, max_ops; /* the op list grows (deterministic prefill records many products) */
+    int attn_chunk;     /* deterministic: positions per attention split, fixed for the engine
+                           (0: splits follow the step's shape) */
     int n_tok, n_sq, attn_units; /* this step's entries, sequences; warps per attention tile */
     int attn_group;              /* query heads per KV head */
     int n_tiles_max;
@@ -164,6 +166,7 @@ struct cuda_be {
     } prof[48];
     int n_prof;
     cudaEvent_t *ev;
+    int n_ev;
     double prof_steps, prof_host_us, t_begin;
     long graph_replays; /* for tests */
 

@@ -191,9 +191,12 @@ void cu_link_prefetch(struct cuda_be *c)
     }
 }
 
-static bool mmv_path(const struct dweight *w, int n)
+/* The matrix-vector kernels up to MMV_MAX_N tokens, or for any count when deterministic (a
+ * token's row is then computed the same way whatever the step's size; cuBLAS picks its
+ * algorithm by shape). */
+static bool mmv_path(const struct cuda_be *c, const struct dweight *w, int n)
 {
-    return n <= MMV_MAX_N && w->K % gt_vpu(w->gt) == 0;
+    return (n <= MMV_MAX_N || c->cfg.deterministic) && w->K % gt_vpu(w->gt) == 0;
 }
 
 /* Records products of up to 3 segments sharing x, type and K, as many tokens a launch as the
@@ -227,7 +230,7 @@ static int product(struct cuda_be *c, const struct tensor *t, int expert, const 
     const struct dweight *w = DW(t);
     if (!w)
         return bad(c, EXSA_EINVAL, "matmul: the weight was not prepared for this backend");
-    const bool mmv = mmv_path(w, n);
+    const bool mmv = mmv_path(c, w, n);
     if (!mmv) /* cuBLAS reads x as it is */
         TOUCH(L(x), L(acc ? (const void *)y : NULL));
     TOUCH(L(acc ? (const void *)y : NULL), L(y));
@@ -289,7 +292,7 @@ static int op_glu(struct backend *be, const struct tensor *gate, const struct te
     const struct dweight *g = DW(gate), *u = DW(up);
     if (!g || !u)
         return bad(c, EXSA_EINVAL, "glu: the weights were not prepared for this backend");
-    if (g->gt == u->gt && g->K == u->K && g->N == u->N && mmv_path(g, n)) {
+    if (g->gt == u->gt && g->K == u->K && g->N == u->N && mmv_path(c, g, n)) {
         TOUCH(L(NULL), L(out));
         struct mmv_args a;
         memset(&a, 0, sizeof a);
@@ -323,7 +326,7 @@ static int op_qkv(struct backend *be, const struct tensor *wq, const struct tens
         TOUCH(L(NULL), L(ys[i]));
         if (taken[i])
             continue;
-        if (!mmv_path(w, n)) {
+        if (!mmv_path(c, w, n)) {
             int rc = product(c, ts[i], 0, x, ys[i], n, false);
             if (rc)
                 return rc;
@@ -358,7 +361,9 @@ static int op_rmsnorm(struct backend *be, float *y, const float *x, const struct
     if (!vec(w))
         return bad(c, EXSA_EINVAL, "rmsnorm: the norm weight is not an F32 vector on the GPU");
     TOUCH(L(x), L(y));
-    if (rows <= MMV_MAX_N && dim % 32 == 0 && c->in_step) { /* for the products that follow */
+    /* kept for the products that follow; deterministic: whatever the row count, so a row is
+     * normed the same way in any step */
+    if ((rows <= MMV_MAX_N || c->cfg.deterministic) && dim % 32 == 0 && c->in_step) {
         c->pend = cuda_be::pending_norm{true, y, x, vec(w), rows, dim, eps};
         return 0;
     }

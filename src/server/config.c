@@ -59,8 +59,10 @@ static const struct opt opts[] = {
      1, "decode several sequences per step (true)"},
     {"MAX_BATCH_SIZE", "--max-batch", NULL, OPT_INT, F(max_batch), 1, 4096,
      "sequences per step (8)"},
+    {"DETERMINISTIC", "--deterministic", NULL, OPT_BOOL, F(deterministic), 0, 1,
+     "batch-invariant GPU kernels: replies do not depend on other requests (false; costs GPU prefill speed)"},
     {"BATCH_TIMEOUT_MS", "--batch-timeout-ms", NULL, OPT_INT, F(batch_timeout_ms), 0, 60000,
-     "wait to fill a batch when idle (100)"},
+     "wait to fill a batch when idle (0)"},
     {"MODELS_DIR", "--models-dir", NULL, OPT_STR, F(models_dir), 0, 0,
      "folder for models/list and models/load (./models, else ../models)"},
     {"API_KEY", "--api-key", NULL, OPT_STR, F(api_key), 0, 0, "Bearer key (none)"},
@@ -196,7 +198,7 @@ void srv_config_usage(void)
         fprintf(stderr, "  %-26s %-27s %s\n", names, opts[i].env, opts[i].help);
     }
     fprintf(stderr, "  %-26s %-27s %s\n", "--no-cors, --no-rate-limit", "", "turn a switch off");
-    fprintf(stderr, "  %-26s %-27s %s\n", "--no-continuous-batching, --no-mmap", "", "");
+    fprintf(stderr, "  %-26s %-27s %s\n", "--no-continuous-batching, --no-mmap, --no-deterministic", "", "");
 }
 
 /* Finds the option of flag arg ("--x", "--x=v" or "--no-x"); *neg tells "--no-". */

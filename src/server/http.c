@@ -652,6 +652,7 @@ int srv_start(struct server *srv, const struct srv_config *cfg, char *err, size_
     sp.max_queue = cfg->max_queue;
     sp.max_batch = cfg->max_batch;
     sp.continuous = cfg->continuous;
+    sp.deterministic = cfg->deterministic;
     sp.batch_timeout_ms = cfg->batch_timeout_ms;
     sp.step_delay_ms = cfg->step_delay_ms;
     sp.cache_bytes = (size_t)cfg->cache_mb << 20;

@@ -45,6 +45,7 @@ struct srv_config {
     int rate_limit_max, rate_limit_window; /* requests per window; seconds */
     int max_queue;
     bool continuous;
+    bool deterministic;
     int max_batch, batch_timeout_ms;
     char models_dir[PATH_MAX];
     char api_key[512]; /* "" : no authentication */

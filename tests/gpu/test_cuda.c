@@ -7,7 +7,8 @@
  * conv over several sequences (outputs and states), attention over the paged cache with f32 and
  * f16 entries, embed, gather, SwiGLU and add. Then the engine: every fixture within the
  * fast-path bar, greedy F32 equal to the reference engine, partial offload equal to full,
- * graph replay equal to eager execution, and sequences batched equal to alone.
+ * graph replay equal to eager execution, sequences batched equal to alone, and with
+ * exsa_engine_params.deterministic every logit row bit for bit the same alone and batched.
  * Arguments: test names to run (default all); EXSA_TEST_VERBOSE=1 prints every figure.
  */
 #include <math.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "batch-harness.h"
 #include "engine.h"
 #include "fixture-util.h"
 #include "harness.h"
@@ -35,7 +37,7 @@ static void make_backends(void)
     g_hp.dim = 2048, g_hp.hidden_dim = 8192, g_hp.n_layers = 2, g_hp.n_heads = 32;
     g_hp.head_dim = 128, g_hp.vocab_size = 1024, g_hp.l_cache = 3, g_hp.eps = 1e-5f;
     g_hp.rope_base = 1e6f, g_hp.n_kv_heads[1] = 8, g_hp.n_ctx_train = CTX;
-    struct backend_config c = {1, NB, CTX, 4, &g_hp};
+    struct backend_config c = {1, NB, CTX, 4, &g_hp, false};
     char err[256] = "";
     gpu = backend_cuda_create(&c, err, sizeof err);
     ref = backend_ref_create(&c);
@@ -457,7 +459,7 @@ static void check_attention(int H, int Hkv, int hd, int kv_type)
     struct hparams hp = g_hp;
     hp.n_layers = 1, hp.n_heads = H, hp.head_dim = hd, hp.n_kv_heads[0] = Hkv;
     hp.dim = H * hd;
-    struct backend_config cfg = {1, NB, CTX, 4, &hp};
+    struct backend_config cfg = {1, NB, CTX, 4, &hp, false};
     char err[256] = "";
     struct backend *saved = gpu;
     gpu = backend_cuda_create(&cfg, err, sizeof err);
@@ -600,6 +602,28 @@ static bool fixture_wanted(const char *name)
     return false;
 }
 
+/* Every prompt of fixture `name` on engine e within the fast-path bar; `how` names the engine. */
+static void check_fixture(struct exsa_engine *e, const char *name, const struct ref *r,
+                          const char *how)
+{
+    const bool fl = strstr(name, "F32") || strstr(name, "F16");
+    for (int i = 0; e && i < r->n_prompts; i++) {
+        const struct prompt *q = &r->p[i];
+        float *out = malloc(sizeof(float) * (size_t)q->n_pos * r->n_vocab);
+        exsa_seq_free(e, run_prompt(e, q, 1024, r->n_vocab, out));
+        int agree;
+        double rel = rel_err(out, r->logits + (size_t)q->row_offset * r->n_vocab, q->n_pos,
+                             r->n_vocab, &agree);
+        const double bar = fl ? 2e-2 : 0.2, min_agree = fl ? 0 : 0.75;
+        CHECK(rel <= bar && agree >= min_agree * q->n_pos,
+              "%s%s prompt %d: rel %.3g (bar %.3g), argmax %d/%d", name, how, i, rel, bar, agree,
+              q->n_pos);
+        fprintf(stderr, "  gpu %-20s%s prompt %d: rel %.4f argmax %3d/%3d\n", name, how, i, rel,
+                agree, q->n_pos);
+        free(out);
+    }
+}
+
 static void test_fixtures(void)
 {
     for (int f = 0; f < N_FIXTURES; f++) {
@@ -614,22 +638,7 @@ static void test_fixtures(void)
         }
         struct exsa_model *m = load_model(FIXTURES[f]);
         struct exsa_engine *e = m ? engine(m, 99, EXSA_KV_DEFAULT, 1) : NULL;
-        const bool fl = strstr(FIXTURES[f], "F32") || strstr(FIXTURES[f], "F16");
-        for (int i = 0; e && i < r.n_prompts; i++) {
-            const struct prompt *q = &r.p[i];
-            float *out = malloc(sizeof(float) * (size_t)q->n_pos * r.n_vocab);
-            exsa_seq_free(e, run_prompt(e, q, 1024, r.n_vocab, out));
-            int agree;
-            double rel = rel_err(out, r.logits + (size_t)q->row_offset * r.n_vocab, q->n_pos,
-                                 r.n_vocab, &agree);
-            const double bar = fl ? 2e-2 : 0.2, min_agree = fl ? 0 : 0.75;
-            CHECK(rel <= bar && agree >= min_agree * q->n_pos,
-                  "%s prompt %d: rel %.3g (bar %.3g), argmax %d/%d", FIXTURES[f], i, rel, bar,
-                  agree, q->n_pos);
-            fprintf(stderr, "  gpu %-20s prompt %d: rel %.4f argmax %3d/%3d\n", FIXTURES[f], i,
-                    rel, agree, q->n_pos);
-            free(out);
-        }
+        check_fixture(e, FIXTURES[f], &r, "");
         exsa_engine_free(e);
         exsa_model_free(m);
         free_ref(&r);
@@ -762,6 +771,51 @@ static void test_graphs_and_batching(void)
     exsa_model_free(m);
 }
 
+/* Batch invariance with exsa_engine_params.deterministic (batch-harness.h): 16 sequences,
+ * prompts of 5 to 300 tokens, a 160-entry step budget (steps past the 64 tokens where products
+ * would switch to cuBLAS, contexts past the 256 positions of an attention split), alone and in
+ * groups of 2, 8 and 16: every logit row bit for bit the same, and one prompt whole and in
+ * chunks of 1, 64 and 100; the fixtures' prompts within the fast-path bar on that engine.
+ * Without the setting rows differ (on the first file): the setting is not ignored. */
+static void test_batch_invariance(void)
+{
+    static const char *const names[] = {"lfm2-tiny-Q4_K_M", "lfm2moe-tiny-Q4_K_M",
+                                        "lfm2-tiny-F16"};
+    static const struct bh_cfg cfg = {5, 300, 160, {300, 1, 64, 100}, true, true};
+    for (int f = 0; f < 3; f++) {
+        struct ref r;
+        if (!fixture_wanted(names[f]) || load_ref(names[f], &r) < 0) {
+            CHECK(!fixture_wanted(names[f]), "fixture %s", names[f]);
+            continue;
+        }
+        struct exsa_model *m = load_model(names[f]);
+        for (int det = 1; m && det >= (f == 0 ? 0 : 1); det--) {
+            struct exsa_engine_params p;
+            exsa_engine_params_default(&p);
+            p.n_ctx = 1024, p.n_seq_max = BH_SEQ, p.n_batch = 1024, p.gpu_layers = 99;
+            p.deterministic = det;
+            struct exsa_engine *e = NULL;
+            char err[512], what[96];
+            CHECK(exsa_engine_create(m, &p, &e, err, sizeof err) == 0, "engine: %s", err);
+            snprintf(what, sizeof what, "%s (%s)", names[f], det ? "deterministic" : "default");
+            struct bh_cfg c = cfg;
+            c.expect_same = det;
+            int widest = 0;
+            const int differed =
+                e ? bh_check_engine(e, &c, exsa_model_info(m)->vocab_size, what, &widest) : 0;
+            CHECK(!e || widest > 64, "%s: widest step %d entries", what, widest);
+            CHECK(!e || det || differed > 0, "%s: no sequence differed from alone", what);
+            fprintf(stderr, "  %s: %d of 48 (sequence, group) runs differ from alone, widest "
+                    "step %d\n", what, differed, widest);
+            if (det)
+                check_fixture(e, names[f], &r, " (deterministic)");
+            exsa_engine_free(e);
+        }
+        exsa_model_free(m);
+        free_ref(&r);
+    }
+}
+
 static bool wanted(int argc, char **argv, const char *name)
 {
     if (argc < 2)
@@ -812,5 +866,6 @@ int main(int argc, char **argv)
     RUN_IF(test_greedy_f32);
     RUN_IF(test_partial_offload);
     RUN_IF(test_graphs_and_batching);
+    RUN_IF(test_batch_invariance);
     TEST_END();
 }

@@ -26,6 +26,7 @@ static void bench_usage(FILE *f)
                "  -ngl N          layers on the GPU: the last N and the output head (CUDA)\n"
                "  --kv-type T     K/V cache type: f32 or f16 (default: f16 on the GPU, f32\n"
                "                  on the CPU)\n"
+               "  --deterministic batch-invariant GPU kernels (the server's DETERMINISTIC)\n"
                "  --bw GBS        bandwidth for the ceiling instead of measuring DRAM (GB/s)\n"
                "  --json          a JSON array, one object per test (llama-bench fields)\n");
 }
@@ -42,6 +43,9 @@ int cmd_bench(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--json")) {
             p.json = true;
+            continue;
+        } else if (!strcmp(a, "--deterministic")) {
+            p.deterministic = true;
             continue;
         } else if (!v) {
             bad = 1;
