@@ -10,6 +10,7 @@
 #   serve          exsa serve -ngl 99 answering chat completions, stream and not, with curl
 #   l2             decode with and without the L2 prefetch across products (EXSA_CUDA_L2_PREFETCH)
 #   det            what DETERMINISTIC costs: pp512, tg128 and tg128 at depth 4096 with and without
+#   envab          decode (tg128) under each setting of $ENV_LIST (e.g. "X=0 X=1"), two rounds
 #   np             exsa bench -np N: N sequences decoding together, aggregate tokens/s ($NP_LIST)
 #   load           exsa serve -ngl 99 under bench/loadtest: N streaming clients ($LOAD_LIST), then a
 #                  10-turn chat's time to first token by turn
@@ -161,11 +162,24 @@ step_sass() {
 # The price of batch-invariant GPU kernels (exsa bench --deterministic), alternating, twice.
 step_det() {
     m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
-    for rep in 1 2; do
+    for rep in $(seq ${DET_ROUNDS:-2}); do
         for d in "" --deterministic; do
             echo "${d:-default} (round $rep):"
             bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 512 -n 128 $d
             bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 0 -n 128 -d 4096 $d
+        done
+    done
+}
+
+# Decode under each environment setting of $ENV_LIST ("-" for none), alternating, two rounds.
+step_envab() {
+    m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
+    for rep in 1 2; do
+        for v in ${ENV_LIST:--}; do
+            echo "$v (round $rep):"
+            [ "$v" = - ] || export "$v"
+            bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 0 -n 128
+            [ "$v" = - ] || unset "${v%%=*}"
         done
     done
 }
@@ -175,6 +189,12 @@ step_np() {
     m=${PERF_MODEL:-lfm2-1.2b:Q4_K_M}
     for n in ${NP_LIST:-1 4 16 32 64}; do
         bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 0 -n 128 -np $n
+        if [ -n "${NP_ENV:-}" ]; then
+            echo "$NP_ENV:"
+            export "$NP_ENV"
+            bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 0 -n 128 -np $n
+            unset "${NP_ENV%%=*}"
+        fi
     done
 }
 

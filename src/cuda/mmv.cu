@@ -88,18 +88,35 @@ int64_t cu_mmv_grid_cap(int n_sms)
     return cap > 0 ? cap : 0;
 }
 
+/* EXSA_CUDA_MMV_MAX_TOK=N (1, 2, 4, 8 or 16): at most N tokens a launch (to compare). */
+static int max_tok_setting(void)
+{
+    const char *v = getenv("EXSA_CUDA_MMV_MAX_TOK");
+    int nt = MMV_MAX_TOK;
+    while (v && nt > 1 && nt > atoi(v))
+        nt /= 2;
+    return nt;
+}
+
 int cu_mmv_max_tok(int gt, int64_t K)
 {
-    int nt = MMV_MAX_TOK;
+    static int cap = 0;
+    if (!cap)
+        cap = max_tok_setting();
+    int nt = cap;
     while (nt > 1 && smem_of(gt, nt, K) > MMV_SMEM_MAX)
         nt /= 2;
     return nt;
 }
 
+bool mmv_long3;
+
 void cu_mmv_init(void)
 {
+    const char *l3 = getenv("EXSA_CUDA_MMV_LONG3");
+    mmv_long3 = l3 && !strcmp(l3, "1");
     for (int gt = 0; gt < GT_COUNT; gt++)
-        for (int nt = 1; nt <= 8; nt *= 2)
+        for (int nt = 1; nt <= MMV_MAX_TOK; nt *= 2)
             for (int v = 0; v < 4; v++)
                 cudaFuncSetAttribute(pick(gt, nt, v & 1, v & 2),
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, MMV_SMEM_MAX);
@@ -133,7 +150,9 @@ void cu_mmv(struct cuda_be *c, const struct mmv_args *a)
     }
     p.x = a->x, p.ldx = a->ldx, p.nw = a->nw, p.eps = a->eps;
     p.pf = a->pf;
-    const int nt = a->n <= 1 ? 1 : a->n <= 2 ? 2 : a->n <= 4 ? 4 : 8;
+    int nt = 1;
+    while (nt < a->n && nt < MMV_MAX_TOK)
+        nt *= 2;
     const int64_t rows_per_block = (MMV_THREADS / 32) * (32 / p.tpr);
     int64_t blocks = (p.total + rows_per_block - 1) / rows_per_block;
     if (c->mmv_max_blocks > 0 && blocks > c->mmv_max_blocks)
