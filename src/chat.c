@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "strbuf.h"
 #include "tokenizer.h"
 
 struct chat_template {
@@ -50,7 +51,8 @@ struct out {
     char *s; /* NUL-terminated when err == 0 */
     size_t len, cap;
     struct seg *seg;
-    int n_seg, cap_seg;
+    int n_seg;
+    size_t cap_seg;
     int err;
 };
 
@@ -58,26 +60,16 @@ static void put(struct out *o, enum seg_kind kind, const char *s, size_t n)
 {
     if (o->err)
         return;
-    if (o->len + n + 1 > o->cap) {
-        size_t cap = o->cap ? o->cap : 256;
-        while (cap < o->len + n + 1)
-            cap *= 2;
-        char *p = realloc(o->s, cap);
-        if (!p) {
-            o->err = EXSA_ENOMEM;
-            return;
-        }
-        o->s = p, o->cap = cap;
-    }
     bool extend = kind == SEG_TEXT && o->n_seg && o->seg[o->n_seg - 1].kind == SEG_TEXT;
-    if (!extend && o->n_seg == o->cap_seg) {
-        int cap = o->cap_seg ? o->cap_seg * 2 : 32;
-        struct seg *p = realloc(o->seg, sizeof *p * (size_t)cap);
-        if (!p) {
-            o->err = EXSA_ENOMEM;
-            return;
-        }
-        o->seg = p, o->cap_seg = cap;
+    char *str = grow_array(o->s, &o->cap, o->len + n + 1, 1, 256);
+    if (str)
+        o->s = str;
+    struct seg *seg = o->seg;
+    if (!extend && (seg = grow_array(o->seg, &o->cap_seg, (size_t)o->n_seg + 1, sizeof *seg, 32)))
+        o->seg = seg;
+    if (!str || !seg) {
+        o->err = EXSA_ENOMEM;
+        return;
     }
     if (extend)
         o->seg[o->n_seg - 1].len += n;

@@ -10,19 +10,27 @@
 
 #include "exsa.h"
 
+void *grow_array(void *p, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    if (need <= *cap && p)
+        return p;
+    size_t c = *cap ? *cap : first ? first : 1;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(p, c * elem);
+    if (q)
+        *cap = c;
+    return q;
+}
+
 static int room(struct sb *b, size_t more)
 {
     if (b->err)
         return b->err;
-    if (b->len + more + 1 <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    char *p = realloc(b->s, cap);
+    char *p = grow_array(b->s, &b->cap, b->len + more + 1, 1, 64);
     if (!p)
         return b->err = EXSA_ENOMEM;
-    b->s = p, b->cap = cap;
+    b->s = p;
     return 0;
 }
 

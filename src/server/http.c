@@ -188,16 +188,28 @@ int srv_reply_text(struct srv_conn *c, int status, const char *ctype, const char
     return queue(c, status, r);
 }
 
-/* Queues the malloc'd JSON text s (ownership passes to libmicrohttpd) with its content type. */
-static int queue_json(struct srv_conn *c, int status, char *s)
+/* Queues the malloc'd text s (ownership passes to libmicrohttpd) with content type ctype. */
+static int queue_owned(struct srv_conn *c, int status, const char *ctype, char *s)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
     if (!r) {
         free(s);
         return MHD_NO;
     }
-    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, "Content-Type", ctype);
     return queue(c, status, r);
+}
+
+static int queue_json(struct srv_conn *c, int status, char *s)
+{
+    return queue_owned(c, status, "application/json", s);
+}
+
+int srv_reply_take(struct srv_conn *c, const char *ctype, char *text)
+{
+    if (!text)
+        return srv_reply_error(c, 503, "server_error", NULL, NULL, "out of memory");
+    return queue_owned(c, 200, ctype, text);
 }
 
 int srv_reply_json(struct srv_conn *c, int status, cJSON *body)
