@@ -484,7 +484,7 @@ static int tool_calls(struct out *o, const char *calls_json, bool dq)
     return rc;
 }
 
-/* ---- the three layouts ------------------------------------------------------------------------ */
+/* ---- the three layouts ----------------------------------------------------------------------- */
 
 /* An assistant turn of LFM2 v1 or LFM2.5-Instruct. Their templates only render the content, so
  * the fields a client sends beside it go where the model wrote them: the reasoning as
@@ -622,7 +622,7 @@ static int render(const struct chat_template *t, const struct exsa_chat_msg *msg
     return rc ? rc : o->err;
 }
 
-/* ---- public functions --------------------------------------------------------------------------- */
+/* ---- public functions ------------------------------------------------------------------------ */
 
 const char *chat_variant_name(enum chat_variant v)
 {
