@@ -251,19 +251,14 @@ static void json_str(struct out *o, const char *s)
 {
     text(o, "\"");
     const char *run = s;
+    char u[8];
     for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
+        const char *esc = json_escape((unsigned char)*s, u);
+        if (!esc)
             continue;
         put(o, SEG_TEXT, run, (size_t)(s - run));
+        text(o, esc);
         run = s + 1;
-        const char *esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n"
-                        : c == '\r' ? "\\r" : c == '\t' ? "\\t" : c == '\b' ? "\\b"
-                        : c == '\f' ? "\\f" : NULL;
-        if (esc)
-            text(o, esc);
-        else
-            textf(o, "\\u%04x", c);
     }
     put(o, SEG_TEXT, run, (size_t)(s - run));
     text(o, "\"");

@@ -76,30 +76,35 @@ void sb_put_utf8(struct sb *b, uint32_t cp)
     }
 }
 
+const char *json_escape(unsigned char c, char u[8])
+{
+    if (c >= 0x20 && c != '"' && c != '\\')
+        return NULL;
+    const char *esc = c == '"'    ? "\\\""
+                      : c == '\\' ? "\\\\"
+                      : c == '\n' ? "\\n"
+                      : c == '\r' ? "\\r"
+                      : c == '\t' ? "\\t"
+                      : c == '\b' ? "\\b"
+                      : c == '\f' ? "\\f"
+                                  : NULL;
+    if (esc)
+        return esc;
+    snprintf(u, 8, "\\u%04x", c);
+    return u;
+}
+
 void sb_put_json_escaped(struct sb *b, const char *s, size_t n)
 {
     size_t run = 0;
+    char u[8];
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        const char *esc = json_escape((unsigned char)s[i], u);
+        if (!esc)
             continue;
         sb_put(b, s + run, i - run);
+        sb_puts(b, esc);
         run = i + 1;
-        const char *esc = c == '"'    ? "\\\""
-                          : c == '\\' ? "\\\\"
-                          : c == '\n' ? "\\n"
-                          : c == '\r' ? "\\r"
-                          : c == '\t' ? "\\t"
-                          : c == '\b' ? "\\b"
-                          : c == '\f' ? "\\f"
-                                      : NULL;
-        if (esc) {
-            sb_puts(b, esc);
-        } else {
-            char u[8];
-            snprintf(u, sizeof u, "\\u%04x", c);
-            sb_puts(b, u);
-        }
     }
     sb_put(b, s + run, n - run);
 }

@@ -28,6 +28,9 @@ void sb_put_utf8(struct sb *b, uint32_t cp);
 /* Appends s[0..n) as the inside of a JSON string: ", \ and control bytes escaped, other
  * bytes as they are (the caller passes valid UTF-8). */
 void sb_put_json_escaped(struct sb *b, const char *s, size_t n);
+/* The JSON escape of byte c (\n, \", \\, ..., or \u00XX written into u), or NULL when c goes
+ * into a JSON string as it is: the one escape table of sb_put_json_escaped and chat.c. */
+const char *json_escape(unsigned char c, char u[8]);
 /* Empties the string, keeping its memory. */
 void sb_clear(struct sb *b);
 /* Drops the first n bytes. */
