@@ -42,17 +42,25 @@ LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -
 TEST_BIN += $(BUILD)/tests/test_cuda
 endif
 
-.PHONY: all deps test test-fast test-gpu run bench fuzz soak loadtest clean format
+.PHONY: all deps format-deps test test-fast test-gpu run bench fuzz soak loadtest clean format \
+        format-check
 all: deps $(BUILD)/exsa
 
-deps:
-	@missing=""; for h in $(DEB_HEADERS); do [ -f $$h ] || missing=1; done; \
-	if [ -n "$$missing" ]; then \
+# $(call need_debs,TEST,PACKAGES): unless the shell command TEST succeeds, installs the Debian
+# PACKAGES (as root), or says which command installs them and fails.
+need_debs = if ! ( $(1) ) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian packages: $(DEB_PKGS)"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS)) >/dev/null || exit 1; \
-	  else echo "missing packages; run: sudo apt-get install $(DEB_PKGS)"; exit 1; fi; \
+	    echo "installing Debian packages: $(2)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2)) >/dev/null || exit 1; \
+	  else echo "missing packages; run: sudo apt-get install $(2)"; exit 1; fi; \
 	fi
+
+deps:
+	@$(call need_debs,for h in $(DEB_HEADERS); do [ -f $$h ] || exit 1; done,$(DEB_PKGS))
+
+# clang-format only for format and format-check: building and testing do not need it.
+format-deps:
+	@$(call need_debs,command -v $(CLANG_FORMAT),clang-format)
 
 # deps is order-only: with make -j the packages are in place before the first compile.
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h) | deps
@@ -152,8 +160,19 @@ soak: deps $(BUILD)/exsa $(BUILD)/bench/soak
 	$(BUILD)/bench/soak --exsa $(BUILD)/exsa -m $(or $(EXSA_FIXTURES),../shared/fixtures)/lfm2-tiny-F32.gguf \
 	  -t $(SOAK_SECONDS) -c $(SOAK_CLIENTS) -d $(SOAK_DISCONNECT) --log $(BUILD)/soak-server.log
 
-format:
-	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h include/*.h tools/exsa/*.c tests/*.c tests/*.h)
+# The code follows .clang-format: every C file, header and CUDA file git tracks (outside a git
+# checkout, those find sees). `make format` rewrites them; `make format-check` (run by .ci/run)
+# fails and names each place that differs. Debian 12's clang-format (14) is the reference: other
+# versions may place a few things differently.
+CLANG_FORMAT ?= clang-format
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cu' 2>/dev/null || \
+                 find include src tests tools bench -name '*.[ch]' -o -name '*.cu')
+
+format: format-deps
+	$(CLANG_FORMAT) -i $(FORMAT_FILES)
+
+format-check: format-deps
+	@$(CLANG_FORMAT) --dry-run -Werror $(FORMAT_FILES) && echo "format check: $(words $(FORMAT_FILES)) files match .clang-format"
 
 clean:
 	rm -rf build

@@ -99,7 +99,7 @@ int main(int argc, char **argv)
     qsort(t_restore, reps, sizeof(double), cmp_d);
     struct pcache_stats st;
     pcache_get_stats(pc, &st);
-    double mb = (double)kv_row_bytes(e->kv) * n / 1e6, tr = t_restore[reps / 2];
+    double mb = (double)kv_row_bytes(engine_kv(e)) * n / 1e6, tr = t_restore[reps / 2];
     printf("%s: %d tokens, %d threads: prefill %.3f s (%.1f tok/s); insert %.1f ms; restore "
            "%.1f ms (median of %d; %.1f MB of K/V rows, %.2f GB/s) = %.2f%% of the prefill; "
            "cache holds %.1f MB\n",

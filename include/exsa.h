@@ -101,7 +101,7 @@ int exsa_model_release_weights(struct exsa_model *m);
 /* Whether layer l (0-based) is an attention layer; false for a short-conv layer or no layer. */
 bool exsa_model_layer_is_attn(const struct exsa_model *m, int l);
 
-/* ---- engine: backend + per-sequence cache ----------------------------------------------------- */
+/* ---- engine: backend + per-sequence cache ---------------------------------------------------- */
 
 struct exsa_engine;
 
@@ -166,7 +166,7 @@ int exsa_seq_snapshot(struct exsa_engine *e, int seq, struct exsa_snapshot **out
 int exsa_seq_restore(struct exsa_engine *e, int seq, const struct exsa_snapshot *s);
 void exsa_snapshot_free(struct exsa_snapshot *s);
 
-/* ---- tokenizer ---------------------------------------------------------------------------------- */
+/* ---- tokenizer ------------------------------------------------------------------------------- */
 
 /* Encodes text; returns the number of ids (which may exceed max: call again with more room),
  * or a negative code. add_bos follows the vocabulary's add_bos flag only when add_bos is true. */
@@ -188,7 +188,7 @@ struct exsa_chat_msg {
     const char *tool_calls; /* optional JSON array of OpenAI tool calls (assistant), or NULL */
 };
 
-/* ---- sampler ------------------------------------------------------------------------------------ */
+/* ---- sampler --------------------------------------------------------------------------------- */
 
 struct exsa_sampling_params {
     float temperature;   /* <= 0: greedy */

@@ -107,7 +107,7 @@ int bench_model_bytes(const char *path, struct bench_model_bytes *out, char *err
     return 0;
 }
 
-/* ---- DRAM bandwidth --------------------------------------------------------------------------- */
+/* ---- DRAM bandwidth -------------------------------------------------------------------------- */
 
 struct bw_slice {
     const uint64_t *p;
@@ -187,7 +187,7 @@ double bench_mem_bandwidth(int n_threads, size_t bytes, int passes)
     return best;
 }
 
-/* ---- the tests --------------------------------------------------------------------------------- */
+/* ---- the tests ------------------------------------------------------------------------------- */
 
 struct test_result {
     int n_prompt, n_gen;
@@ -350,7 +350,7 @@ static int run_test(struct exsa_engine *e, const struct bench_params *p, int voc
     return rc;
 }
 
-/* ---- output ------------------------------------------------------------------------------------ */
+/* ---- output ---------------------------------------------------------------------------------- */
 
 struct run_info {
     const struct bench_params *p;
@@ -439,7 +439,7 @@ static void print_json(FILE *out, const struct run_info *ri, const struct test_r
     fprintf(out, "]\n");
 }
 
-/* ---- the driver -------------------------------------------------------------------------------- */
+/* ---- the driver ------------------------------------------------------------------------------ */
 
 static const char *backend_name(const struct bench_params *p, int n_layers)
 {

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "strbuf.h"
 #include "tokenizer.h"
 
 struct chat_template {
@@ -50,7 +51,8 @@ struct out {
     char *s; /* NUL-terminated when err == 0 */
     size_t len, cap;
     struct seg *seg;
-    int n_seg, cap_seg;
+    int n_seg;
+    size_t cap_seg;
     int err;
 };
 
@@ -58,26 +60,16 @@ static void put(struct out *o, enum seg_kind kind, const char *s, size_t n)
 {
     if (o->err)
         return;
-    if (o->len + n + 1 > o->cap) {
-        size_t cap = o->cap ? o->cap : 256;
-        while (cap < o->len + n + 1)
-            cap *= 2;
-        char *p = realloc(o->s, cap);
-        if (!p) {
-            o->err = EXSA_ENOMEM;
-            return;
-        }
-        o->s = p, o->cap = cap;
-    }
     bool extend = kind == SEG_TEXT && o->n_seg && o->seg[o->n_seg - 1].kind == SEG_TEXT;
-    if (!extend && o->n_seg == o->cap_seg) {
-        int cap = o->cap_seg ? o->cap_seg * 2 : 32;
-        struct seg *p = realloc(o->seg, sizeof *p * (size_t)cap);
-        if (!p) {
-            o->err = EXSA_ENOMEM;
-            return;
-        }
-        o->seg = p, o->cap_seg = cap;
+    char *str = grow_array(o->s, &o->cap, o->len + n + 1, 1, 256);
+    if (str)
+        o->s = str;
+    struct seg *seg = o->seg;
+    if (!extend && (seg = grow_array(o->seg, &o->cap_seg, (size_t)o->n_seg + 1, sizeof *seg, 32)))
+        o->seg = seg;
+    if (!str || !seg) {
+        o->err = EXSA_ENOMEM;
+        return;
     }
     if (extend)
         o->seg[o->n_seg - 1].len += n;
@@ -259,19 +251,14 @@ static void json_str(struct out *o, const char *s)
 {
     text(o, "\"");
     const char *run = s;
+    char u[8];
     for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
+        const char *esc = json_escape((unsigned char)*s, u);
+        if (!esc)
             continue;
         put(o, SEG_TEXT, run, (size_t)(s - run));
+        text(o, esc);
         run = s + 1;
-        const char *esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n"
-                        : c == '\r' ? "\\r" : c == '\t' ? "\\t" : c == '\b' ? "\\b"
-                        : c == '\f' ? "\\f" : NULL;
-        if (esc)
-            text(o, esc);
-        else
-            textf(o, "\\u%04x", c);
     }
     put(o, SEG_TEXT, run, (size_t)(s - run));
     text(o, "\"");
@@ -492,7 +479,7 @@ static int tool_calls(struct out *o, const char *calls_json, bool dq)
     return rc;
 }
 
-/* ---- the three layouts ------------------------------------------------------------------------ */
+/* ---- the three layouts ----------------------------------------------------------------------- */
 
 /* An assistant turn of LFM2 v1 or LFM2.5-Instruct. Their templates only render the content, so
  * the fields a client sends beside it go where the model wrote them: the reasoning as
@@ -630,7 +617,7 @@ static int render(const struct chat_template *t, const struct exsa_chat_msg *msg
     return rc ? rc : o->err;
 }
 
-/* ---- public functions --------------------------------------------------------------------------- */
+/* ---- public functions ------------------------------------------------------------------------ */
 
 const char *chat_variant_name(enum chat_variant v)
 {

@@ -87,6 +87,11 @@ int exsa_decode_hidden(struct exsa_engine *e, const struct exsa_batch *b, float 
 
 /* ---- sequences ------------------------------------------------------------------------------ */
 
+struct kv_cache *engine_kv(const struct exsa_engine *e)
+{
+    return e->kv;
+}
+
 int exsa_seq_new(struct exsa_engine *e)
 {
     return kv_seq_new(e->kv);

@@ -64,6 +64,11 @@ struct exsa_engine {
     char describe[512]; /* where each layer runs, and the memory it took */
 };
 
+/* The engine's sequence cache. For tests and benchmarks of the modules built on it (the prompt
+ * cache sizes its budget in kv_row_bytes): they ask through this instead of reading the engine's
+ * fields, so the struct can change under them. The engine keeps owning it. */
+struct kv_cache *engine_kv(const struct exsa_engine *e);
+
 /* What the head stage writes for each entry that wants output. */
 enum head_out { HEAD_LOGITS, HEAD_HIDDEN };
 

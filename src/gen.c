@@ -129,7 +129,7 @@ void gen_prompt(struct gen *g, const int32_t *toks, int n)
         sampler_accept(g->smp, toks[i]);
 }
 
-/* ---- UTF-8 ------------------------------------------------------------------------------------ */
+/* ---- UTF-8 ----------------------------------------------------------------------------------- */
 
 /* The longest prefix of s[0..n) that does not end inside an incomplete character. */
 static size_t utf8_cut(const char *s, size_t n)
@@ -173,7 +173,7 @@ static void show_pend(struct gen *g, size_t n)
     g->pend_len -= n;
 }
 
-/* ---- stop strings ------------------------------------------------------------------------------ */
+/* ---- stop strings ---------------------------------------------------------------------------- */
 
 /* After new bytes in pend: ends the reply at the earliest stop string, else shows what can no
  * longer be part of one (and is whole UTF-8). */

@@ -19,6 +19,7 @@
 #include "gguf-write.h"
 #include "gguf.h"
 #include "quant.h"
+#include "strbuf.h"
 
 struct buf {
     uint8_t *p;
@@ -37,7 +38,8 @@ struct gguf_writer {
     struct buf kv;      /* serialized KV records */
     uint64_t n_kv;
     struct wtensor *t;  /* n_t tensors, cap_t allocated */
-    uint64_t n_t, cap_t;
+    uint64_t n_t;
+    size_t cap_t;
     uint32_t alignment;
     int err;            /* first error: EXSA_ENOMEM or EXSA_EINVAL, else 0 */
 };
@@ -48,18 +50,12 @@ static void put(struct gguf_writer *w, struct buf *b, const void *src, size_t n)
 {
     if (w->err)
         return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n)
-            cap *= 2;
-        uint8_t *p = realloc(b->p, cap);
-        if (!p) {
-            w->err = EXSA_ENOMEM;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
+    uint8_t *p = grow_array(b->p, &b->cap, b->n + n, 1, 256);
+    if (!p) {
+        w->err = EXSA_ENOMEM;
+        return;
     }
+    b->p = p;
     memcpy(b->p + b->n, src, n);
     b->n += n;
 }
@@ -219,17 +215,13 @@ void gguf_w_tensor(struct gguf_writer *w, const char *name, int type, int n_dims
         w->err = EXSA_EINVAL;
         return;
     }
-    if (w->n_t == w->cap_t) {
-        uint64_t cap = w->cap_t ? 2 * w->cap_t : 16;
-        struct wtensor *t = realloc(w->t, cap * sizeof *t);
-        if (!t) {
-            w->err = EXSA_ENOMEM;
-            return;
-        }
-        w->t = t;
-        w->cap_t = cap;
+    struct wtensor *t = grow_array(w->t, &w->cap_t, w->n_t + 1, sizeof *t, 16);
+    if (!t) {
+        w->err = EXSA_ENOMEM;
+        return;
     }
-    struct wtensor *t = &w->t[w->n_t];
+    w->t = t;
+    t = &w->t[w->n_t];
     *t = (struct wtensor){.type = type, .n_dims = n_dims, .nbytes = nbytes, .ne = {1, 1, 1, 1}};
     memcpy(t->ne, ne, (size_t)n_dims * sizeof *ne);
     t->name = strdup(name);

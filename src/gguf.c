@@ -692,6 +692,16 @@ static int lookup(const struct gguf_file *f, const char *key, const struct gguf_
     return *out ? 0 : EXSA_ENOTFOUND;
 }
 
+/* Finds key holding a value of type: 0 with *out set, EXSA_ENOTFOUND or EXSA_ETYPE. */
+static int lookup_type(const struct gguf_file *f, const char *key, enum gguf_type type,
+                       const struct gguf_kv **out)
+{
+    int rc = lookup(f, key, out);
+    if (rc)
+        return rc;
+    return (*out)->type == type ? 0 : EXSA_ETYPE;
+}
+
 int gguf_get_int(const struct gguf_file *f, const char *key, int64_t *out)
 {
     const struct gguf_kv *kv;
@@ -725,37 +735,28 @@ int gguf_get_float(const struct gguf_file *f, const char *key, double *out)
 int gguf_get_bool(const struct gguf_file *f, const char *key, bool *out)
 {
     const struct gguf_kv *kv;
-    int rc = lookup(f, key, &kv);
-    if (rc)
-        return rc;
-    if (kv->type != GGUF_TYPE_BOOL)
-        return EXSA_ETYPE;
-    *out = kv->v.u64 != 0;
-    return 0;
+    int rc = lookup_type(f, key, GGUF_TYPE_BOOL, &kv);
+    if (!rc)
+        *out = kv->v.u64 != 0;
+    return rc;
 }
 
 int gguf_get_str(const struct gguf_file *f, const char *key, struct gguf_str *out)
 {
     const struct gguf_kv *kv;
-    int rc = lookup(f, key, &kv);
-    if (rc)
-        return rc;
-    if (kv->type != GGUF_TYPE_STRING)
-        return EXSA_ETYPE;
-    *out = kv->v.str;
-    return 0;
+    int rc = lookup_type(f, key, GGUF_TYPE_STRING, &kv);
+    if (!rc)
+        *out = kv->v.str;
+    return rc;
 }
 
 int gguf_get_arr(const struct gguf_file *f, const char *key, struct gguf_array *out)
 {
     const struct gguf_kv *kv;
-    int rc = lookup(f, key, &kv);
-    if (rc)
-        return rc;
-    if (kv->type != GGUF_TYPE_ARRAY)
-        return EXSA_ETYPE;
-    *out = kv->v.arr;
-    return 0;
+    int rc = lookup_type(f, key, GGUF_TYPE_ARRAY, &kv);
+    if (!rc)
+        *out = kv->v.arr;
+    return rc;
 }
 
 int gguf_arr_int(const struct gguf_array *a, uint64_t i, int64_t *out)

@@ -19,16 +19,14 @@
 #include <string.h>
 
 #include "exsa.h"
+#include "strbuf.h"
 
 int gr_add(struct grammar *g, enum gr_kind k)
 {
-    if (g->n_nodes == g->cap) {
-        int cap = g->cap ? g->cap * 2 : 16;
-        struct gr_node *p = realloc(g->nodes, sizeof *p * (size_t)cap);
-        if (!p)
-            return EXSA_ENOMEM;
-        g->nodes = p, g->cap = cap;
-    }
+    struct gr_node *p = grow_array(g->nodes, &g->cap, (size_t)g->n_nodes + 1, sizeof *p, 16);
+    if (!p)
+        return EXSA_ENOMEM;
+    g->nodes = p;
     struct gr_node *n = &g->nodes[g->n_nodes];
     memset(n, 0, sizeof *n);
     n->kind = k;
@@ -37,18 +35,21 @@ int gr_add(struct grammar *g, enum gr_kind k)
     return g->n_nodes++;
 }
 
+void gr_props_free(struct gr_prop *p, int n)
+{
+    for (int k = 0; k < n; k++)
+        free(p[k].name);
+    free(p);
+}
+
 void gr_free(struct grammar *g)
 {
     for (int i = 0; i < g->n_nodes; i++) {
         struct gr_node *n = &g->nodes[i];
         free(n->kids);
         free(n->lit);
-        for (int k = 0; k < n->n_set; k++)
-            free(n->set[k].name);
-        free(n->set);
-        for (int k = 0; k < n->n_props; k++)
-            free(n->props[k].name);
-        free(n->props);
+        gr_props_free(n->set, n->n_set);
+        gr_props_free(n->props, n->n_props);
     }
     free(g->nodes);
     memset(g, 0, sizeof *g);

@@ -67,7 +67,8 @@ struct gr_node {
 
 struct grammar {
     struct gr_node *nodes;
-    int n_nodes, cap;
+    int n_nodes;
+    size_t cap;
     int root;
 };
 
@@ -76,6 +77,8 @@ struct grammar {
 int gr_add(struct grammar *g, enum gr_kind k);
 /* Frees the nodes' arrays (the grammar struct itself is the caller's). */
 void gr_free(struct grammar *g);
+/* Frees n props' names and the array (a node's set or props, or one not yet in a node). */
+void gr_props_free(struct gr_prop *p, int n);
 /* Whether the grammar can run: every node index in range, and no loop of nodes that read
  * nothing (an ALT or a SEQ's first kid leading back to itself, as {"$ref": "#"} would). */
 bool gr_check(const struct grammar *g);

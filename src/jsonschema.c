@@ -36,7 +36,8 @@ struct jsc {
     bool python;
     int any;
     struct memo *memo;
-    int n_memo, cap_memo;
+    int n_memo;
+    size_t cap_memo;
     int depth;
     char *err;
     size_t errlen;
@@ -152,9 +153,7 @@ static int litset(struct jsc *c, const cJSON *vals, bool one, const cJSON *type,
                                 : 0;
     int node = rc ? rc : gr_add(c->g, GR_LITSET);
     if (node < 0) {
-        for (int i = 0; i < k; i++)
-            free(set[i].name);
-        free(set);
+        gr_props_free(set, k);
         return node;
     }
     c->g->nodes[node].set = set;
@@ -348,9 +347,7 @@ static int object_node(struct jsc *c, const cJSON *s, bool kwargs, const char *p
         rc = fail(c, path, "a property is named twice");
     int node = rc ? rc : gr_add(c->g, GR_OBJECT);
     if (node < 0) {
-        for (int i = 0; i < n; i++)
-            free(props[i].name);
-        free(props);
+        gr_props_free(props, n);
         return node;
     }
     struct gr_node *o = &c->g->nodes[node];
@@ -455,13 +452,10 @@ static int ref_node(struct jsc *c, const cJSON *s, int n_kw, const char *path)
     for (int i = 0; i < c->n_memo; i++)
         if (c->memo[i].schema == t)
             return c->memo[i].node;
-    if (c->n_memo == c->cap_memo) {
-        int cap = c->cap_memo ? c->cap_memo * 2 : 8;
-        struct memo *m = realloc(c->memo, sizeof *m * (size_t)cap);
-        if (!m)
-            return EXSA_ENOMEM;
-        c->memo = m, c->cap_memo = cap;
-    }
+    struct memo *m = grow_array(c->memo, &c->cap_memo, (size_t)c->n_memo + 1, sizeof *m, 8);
+    if (!m)
+        return EXSA_ENOMEM;
+    c->memo = m;
     int kid = 0, self = new_alt(c, &kid, 1);
     if (self < 0)
         return self;

@@ -17,6 +17,8 @@
 
 /* ---- block layouts (packed: every field is bytes or 16-bit, all sizes match the format) ----- */
 
+/* One layout a row (clang-format would spread each struct over several lines). */
+/* clang-format off */
 struct blk_q4_0 { uint16_t d; uint8_t qs[QK / 2]; };
 struct blk_q4_1 { uint16_t d, m; uint8_t qs[QK / 2]; };
 struct blk_q5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[QK / 2]; };
@@ -29,6 +31,7 @@ struct blk_q4_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
 struct blk_q5_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
 struct blk_q6_k { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
 struct blk_iq4_xs { uint16_t d, scales_h; uint8_t scales_l[4]; uint8_t qs[128]; };
+/* clang-format on */
 /* Q8_K starts with an f32; it is read with memcpy, so no struct is needed (292 bytes).
  * quant.c checks the sizes (C11 _Static_assert: this header is also read by C++/CUDA). */
 

@@ -422,7 +422,7 @@ int sampler_logprobs(const struct sampler *s, struct sampler_logprob *chosen,
     return s->n_top_got;
 }
 
-/* ---- the draw --------------------------------------------------------------------------------- */
+/* ---- the draw -------------------------------------------------------------------------------- */
 
 static int32_t draw(struct sampler *s, float *logits)
 {

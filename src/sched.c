@@ -1,16 +1,11 @@
 /*
- * sched.c: continuous batching over one engine (see scheduler.h for the contract).
- *
- * struct sched holds the bounded queue (a linked list under mu), the model and engine (touched
- * only by the scheduler thread, swapped under mu while no borrower holds the model), and the
- * active sequences (scheduler thread only; n_active mirrors their count under mu). A request's
- * channel (text pieces, done flag, error) lives under its own mutex and condition variable; the
- * scheduler pushes, the HTTP connection thread reads. One condition variable (s->cv) wakes the
- * scheduler and the threads waiting on control operations; everyone re-checks its predicate.
+ * sched.c: continuous batching over one engine (see scheduler.h for the contract): the queue,
+ * the scheduler thread (admit, step, sample, retire; the prompt cache's checkpoints), model
+ * loads, swaps and unloads, and the stats. The structs and their locking rules are in
+ * sched-impl.h; a request and its channel are in sched-req.c.
  */
-#include "scheduler.h"
+#include "sched-impl.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,119 +18,8 @@
 #include "model.h"
 #include "pcache.h"
 
-struct sched_req {
-    struct sched *s;
-    int32_t *prompt;
-    int n_prompt;
-    struct gen_params gp; /* stop and logit bias point at the copies below */
-    char **stop;
-    int32_t *bias_id;
-    float *bias;
-    unsigned model_gen;
-    bool embed; /* an embedding request: no sampler, pooled hidden states */
-    enum sched_pool pool;
-    double *pooled; /* embed: dim sums (mean) or the chosen row, scheduler thread */
-    int dim;        /* embed: floats in pooled, once the first chunk ran */
-    /* n > 1 (sched_submit_group): choices[] are the other choices, on the first one only (a
-     * reference each); await_fork: a choice waiting for the first one's prefill to fork it
-     * (scheduler thread once queued) */
-    struct sched_req **choices;
-    int n_choices;
-    bool await_fork;
-    void *attached; /* sched_req_attach: freed with the request */
-    void (*attached_free)(void *);
-    atomic_int refs;
-    atomic_bool cancelled;
-    struct sched_req *next; /* queue link, under s->mu */
-    /* scheduler thread only */
-    struct gen *gen;
-    int seq;
-    int n_past;    /* tokens in the sequence's cache */
-    int step_n;    /* entries this request put into the current batch */
-    int n_cached;  /* prompt tokens restored from the prompt cache */
-    bool pending;  /* next_tok is sampled and waits to be fed */
-    int32_t next_tok;
-    /* the prompt cache (see "the prompt cache" below); scheduler thread after submit */
-    bool cache_off;     /* the client asked for no caching */
-    bool cache_restore; /* admitted: look the prompt up before its first step */
-    int32_t *bounds;    /* message starts in the prompt, ascending */
-    int n_bounds;
-    int32_t *ck;                  /* checkpoint lengths planned in the prompt, ascending */
-    int n_ck, i_ck;               /* planned; the next one to take */
-    struct exsa_snapshot **snaps; /* checkpoints taken (n_ck + 1 room: one at retirement) */
-    int n_snaps;
-    int32_t *sampled; /* tokens sampled, in order: the sequence holds the first n_past - n_prompt */
-    int n_sampled, cap_sampled;
-    /* channel, under mu */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char *text;
-    size_t len, cap;
-    int *pieces, *piece_toks; /* piece_toks: n_toks when each piece was pushed */
-    int n_pieces, cap_pieces;
-    struct sched_tok *toks; /* logprobs of the tokens sampled since the last read */
-    int n_toks, n_top;
-    struct sched_lp *lp_top;
-    char *lp_bytes;
-    size_t n_bytes, cap_toks, cap_top, cap_bytes;
-    bool done;
-    enum gen_finish finish;
-    int status;
-    char message[256];
-    struct sched_result res;
-};
-
-/* CTL_SWAP: install next_model once the current model's requests are done (or at the
- * deadline); CTL_UNLOAD: end everything and free the model at once. */
-enum ctl_op { CTL_NONE, CTL_SWAP, CTL_UNLOAD };
-
 /* How long the requests of a model being replaced may run on before they end with a 503. */
 #define SWAP_GRACE_S 60.0
-
-struct sched {
-    struct sched_params p;
-    pthread_t thread;
-    pthread_mutex_t mu, ctl_mu;
-    pthread_cond_t cv;
-    bool stop, closing, loading, started;
-    struct sched_req *qhead, *qtail;
-    int n_queued, n_active_shared, borrowers;
-    int cache_seqs, cache_blocks, cache_blocks_total; /* what the engine holds (count_cache) */
-    unsigned gen;
-    unsigned long long n_cancelled;
-    atomic_ullong n_forked; /* choices that forked the first one's prompt (sched_stats) */
-    /* the model; swapped by the scheduler thread under mu */
-    struct exsa_model *model;
-    struct exsa_engine *engine;
-    char *path;
-    int n_ctx, gpu_layers, n_vocab;
-    /* a replacement that sched_load loaded beside the current model (under mu): new requests
-     * are tokenized with it (generation gen + 1) and wait in the queue until the switch */
-    struct exsa_model *next_model;
-    struct exsa_engine *next_engine;
-    char *next_path;
-    int next_ngl, next_nctx;
-    double swap_deadline;
-    bool switching; /* the switch waits for the borrowers: sched_model_acquire waits too */
-    /* a control request from sched_load / sched_unload */
-    enum ctl_op ctl;
-    int ctl_rc;
-    bool ctl_done;
-    char ctl_err[512];
-    /* scheduler thread only */
-    struct sched_req **active;
-    int n_active;
-    int32_t *b_tok, *b_pos, *b_seq, *b_job;
-    uint8_t *b_logits;
-    struct sched_req **b_row; /* the request of each logits row */
-    struct sched_slot *slots; /* what sched_get_slots shows (n_active_shared of them), under mu */
-    float *logits;
-    float *fork_row; /* n_vocab: the logits row a forked choice draws from (sampling edits it) */
-    float *hidden; /* [n_batch][dim] hidden states of an embedding step (allocated on use) */
-    /* the prompt cache of the current engine (NULL: off) */
-    struct pcache *pc;
-    struct pcache_stats pc_stats; /* its counters as count_cache published them, under mu */
-};
 
 double sched_now(void)
 {
@@ -156,302 +40,6 @@ void sched_params_default(struct sched_params *p)
     p->batch_timeout_ms = 0;
 }
 
-/* ---- requests and channels ------------------------------------------------------------------ */
-
-struct sched_req *sched_req_new(const int32_t *prompt, int n_prompt, const struct gen_params *gp,
-                                unsigned model_gen)
-{
-    struct sched_req *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
-    r->gp = *gp;
-    r->prompt = malloc(sizeof(int32_t) * (n_prompt > 0 ? n_prompt : 1));
-    r->stop = calloc(gp->n_stop > 0 ? gp->n_stop : 1, sizeof(char *));
-    int nb = gp->sp.n_logit_bias > 0 ? gp->sp.n_logit_bias : 1;
-    r->bias_id = malloc(sizeof(int32_t) * nb);
-    r->bias = malloc(sizeof(float) * nb);
-    bool ok = r->prompt && r->stop && r->bias_id && r->bias;
-    for (int i = 0; ok && i < gp->n_stop; i++)
-        ok = (r->stop[i] = strdup(gp->stop[i])) != NULL;
-    if (!ok) {
-        r->gp.n_stop = gp->n_stop;
-        atomic_init(&r->refs, 1);
-        pthread_mutex_init(&r->mu, NULL);
-        pthread_cond_init(&r->cv, NULL);
-        sched_req_put(r);
-        return NULL;
-    }
-    if (n_prompt > 0)
-        memcpy(r->prompt, prompt, sizeof(int32_t) * n_prompt);
-    if (gp->sp.n_logit_bias > 0) {
-        memcpy(r->bias_id, gp->sp.logit_bias_id, sizeof(int32_t) * gp->sp.n_logit_bias);
-        memcpy(r->bias, gp->sp.logit_bias, sizeof(float) * gp->sp.n_logit_bias);
-    }
-    r->n_prompt = n_prompt;
-    r->gp.stop = (const char *const *)r->stop;
-    r->gp.sp.logit_bias_id = r->bias_id;
-    r->gp.sp.logit_bias = r->bias;
-    r->model_gen = model_gen;
-    r->seq = -1;
-    atomic_init(&r->refs, 1);
-    atomic_init(&r->cancelled, false);
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
-    r->res.n_prompt = n_prompt;
-    return r;
-}
-
-struct sched_req *sched_embed_new(const int32_t *prompt, int n_prompt, enum sched_pool pool,
-                                  unsigned model_gen)
-{
-    struct gen_params gp;
-    gen_params_default(&gp);
-    struct sched_req *r = sched_req_new(prompt, n_prompt, &gp, model_gen);
-    if (r) {
-        r->embed = true;
-        r->pool = pool;
-    }
-    return r;
-}
-
-int sched_embed_vector(struct sched_req *r, float *out, int max)
-{
-    pthread_mutex_lock(&r->mu);
-    int rc = !r->embed || !r->done || r->status || r->finish == GEN_CANCELLED || !r->pooled
-                 ? EXSA_EINVAL
-             : r->dim > max ? EXSA_ERANGE
-                            : r->dim;
-    double scale = r->pool == SCHED_POOL_MEAN && r->n_prompt > 0 ? 1.0 / r->n_prompt : 1.0;
-    for (int i = 0; i < rc; i++)
-        out[i] = (float)(r->pooled[i] * scale);
-    pthread_mutex_unlock(&r->mu);
-    return rc;
-}
-
-void sched_req_get(struct sched_req *r)
-{
-    atomic_fetch_add(&r->refs, 1);
-}
-
-void sched_req_put(struct sched_req *r)
-{
-    if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
-        return;
-    for (int i = 0; r->stop && i < r->gp.n_stop; i++)
-        free(r->stop[i]);
-    free(r->stop);
-    free(r->prompt);
-    free(r->bias_id);
-    free(r->bias);
-    free(r->text);
-    free(r->pieces);
-    free(r->piece_toks);
-    free(r->toks);
-    free(r->lp_top);
-    free(r->lp_bytes);
-    free(r->pooled);
-    for (int i = 0; i < r->n_choices; i++)
-        sched_req_put(r->choices[i]);
-    free(r->choices);
-    if (r->attached_free)
-        r->attached_free(r->attached);
-    free(r->bounds);
-    free(r->ck);
-    for (int i = 0; i < r->n_snaps; i++)
-        exsa_snapshot_free(r->snaps[i]);
-    free(r->snaps);
-    free(r->sampled);
-    pthread_mutex_destroy(&r->mu);
-    pthread_cond_destroy(&r->cv);
-    free(r);
-}
-
-/* A sampled token's logprobs as gen_logprobs gives them (bytes owned by the tokenizer). */
-struct tok_lp {
-    struct gen_logprob chosen;
-    struct gen_logprob top[SAMPLER_MAX_TOP_LOGPROBS];
-    int n_top;
-};
-
-/* Makes room for need elements of size sz in *p (capacity *cap); false when out of memory. */
-static bool room(void **p, size_t *cap, size_t need, size_t sz)
-{
-    if (need <= *cap)
-        return true;
-    void *q = realloc(*p, need * 2 * sz);
-    if (!q)
-        return false;
-    *p = q;
-    *cap = need * 2;
-    return true;
-}
-
-/* Copies one logprob into r's channel (its bytes into lp_bytes: the reader may outlive the
- * tokenizer). Called with r->mu held. */
-static bool put_lp(struct sched_req *r, const struct gen_logprob *g, struct sched_lp *out)
-{
-    if (!room((void **)&r->lp_bytes, &r->cap_bytes, r->n_bytes + g->len + 1, 1))
-        return false;
-    memcpy(r->lp_bytes + r->n_bytes, g->bytes, g->len);
-    *out = (struct sched_lp){g->id, g->logprob, (uint32_t)r->n_bytes, (uint32_t)g->len};
-    r->n_bytes += g->len;
-    return true;
-}
-
-/* Appends a sampled token's logprobs to r's channel. Called with r->mu held. */
-static bool put_tok(struct sched_req *r, const struct tok_lp *lp)
-{
-    if (!room((void **)&r->toks, &r->cap_toks, (size_t)r->n_toks + 1, sizeof *r->toks) ||
-        !room((void **)&r->lp_top, &r->cap_top, (size_t)(r->n_top + lp->n_top), sizeof *r->lp_top))
-        return false;
-    struct sched_tok *t = &r->toks[r->n_toks];
-    t->top = r->n_top;
-    t->n_top = 0;
-    if (!put_lp(r, &lp->chosen, &t->tok))
-        return false;
-    for (int i = 0; i < lp->n_top; i++, t->n_top++)
-        if (!put_lp(r, &lp->top[i], &r->lp_top[r->n_top++]))
-            return false;
-    r->n_toks++;
-    return true;
-}
-
-/* Appends one sampled token to r's channel: its logprobs when lp is set (an allocation
- * failure loses them, not the reply), then its piece of text (if any), and wakes the reader. */
-static void push_token(struct sched_req *r, const char *text, size_t len, const struct tok_lp *lp)
-{
-    pthread_mutex_lock(&r->mu);
-    if (lp)
-        put_tok(r, lp);
-    if (!len)
-        goto out;
-    if (r->len + len + 1 > r->cap) {
-        size_t cap = (r->len + len + 1) * 2;
-        char *t = realloc(r->text, cap);
-        if (!t)
-            goto out; /* the piece is lost; the reply goes on */
-        r->text = t;
-        r->cap = cap;
-    }
-    if (r->n_pieces == r->cap_pieces) {
-        int cap = r->cap_pieces ? r->cap_pieces * 2 : 16;
-        int *p = realloc(r->pieces, sizeof(int) * cap),
-            *q = p ? realloc(r->piece_toks, sizeof(int) * cap) : NULL;
-        if (p)
-            r->pieces = p;
-        if (q)
-            r->piece_toks = q;
-        if (!p || !q)
-            goto out;
-        r->cap_pieces = cap;
-    }
-    memcpy(r->text + r->len, text, len);
-    r->len += len;
-    r->text[r->len] = 0;
-    r->piece_toks[r->n_pieces] = r->n_toks;
-    r->pieces[r->n_pieces++] = (int)len;
-    pthread_cond_broadcast(&r->cv);
-out:
-    pthread_mutex_unlock(&r->mu);
-}
-
-static void push_text(struct sched_req *r, const char *text, size_t len)
-{
-    if (len)
-        push_token(r, text, len, NULL);
-}
-
-/* Ends r's reply: with finish when status == 0, else with an error of that HTTP status. */
-static void finish_req(struct sched_req *r, enum gen_finish finish, int status, const char *msg)
-{
-    pthread_mutex_lock(&r->mu);
-    if (!r->done) {
-        r->done = true;
-        r->finish = finish;
-        r->status = status;
-        snprintf(r->message, sizeof r->message, "%s", msg ? msg : "");
-        r->res.t_done = sched_now();
-        if (r->gen) {
-            r->res.n_gen = gen_n_tokens(r->gen);
-            const char *why = gen_empty_reason(r->gen);
-            snprintf(r->res.empty_reason, sizeof r->res.empty_reason, "%s", why ? why : "");
-        }
-    }
-    pthread_cond_broadcast(&r->cv);
-    pthread_mutex_unlock(&r->mu);
-}
-
-int sched_read(struct sched_req *r, int timeout_ms, struct sched_chunk *out)
-{
-    memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&r->mu);
-    if (!r->len && !r->done && timeout_ms > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ns = ts.tv_nsec + (long)(timeout_ms % 1000) * 1000000L;
-        ts.tv_sec += timeout_ms / 1000 + ns / 1000000000L;
-        ts.tv_nsec = ns % 1000000000L;
-        while (!r->len && !r->done)
-            if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT)
-                break;
-    }
-    int got = r->len || r->done;
-    if (got) {
-        out->text = r->text ? r->text : strdup("");
-        out->len = r->len;
-        out->piece_len = r->pieces;
-        out->n_pieces = r->n_pieces;
-        out->piece_toks = r->piece_toks;
-        out->toks = r->toks;
-        out->n_toks = r->n_toks;
-        out->lp_top = r->lp_top;
-        out->lp_bytes = r->lp_bytes;
-        r->text = NULL;
-        r->pieces = r->piece_toks = NULL;
-        r->len = r->cap = 0;
-        r->n_pieces = r->cap_pieces = 0;
-        r->toks = NULL, r->lp_top = NULL, r->lp_bytes = NULL;
-        r->n_toks = r->n_top = 0;
-        r->n_bytes = r->cap_toks = r->cap_top = r->cap_bytes = 0;
-        out->done = r->done;
-        out->finish = r->finish;
-        out->status = r->status;
-        snprintf(out->message, sizeof out->message, "%s", r->message);
-    }
-    pthread_mutex_unlock(&r->mu);
-    return got;
-}
-
-void sched_chunk_free(struct sched_chunk *c)
-{
-    free(c->text);
-    free(c->piece_len);
-    free(c->piece_toks);
-    free(c->toks);
-    free(c->lp_top);
-    free(c->lp_bytes);
-    memset(c, 0, sizeof *c);
-}
-
-void sched_req_result(struct sched_req *r, struct sched_result *res)
-{
-    pthread_mutex_lock(&r->mu);
-    *res = r->res;
-    pthread_mutex_unlock(&r->mu);
-}
-
-void sched_cancel(struct sched_req *r)
-{
-    atomic_store(&r->cancelled, true);
-    for (int i = 0; i < r->n_choices; i++) /* set at submit, read-only after */
-        atomic_store(&r->choices[i]->cancelled, true);
-    struct sched *s = r->s;
-    if (s) {
-        pthread_mutex_lock(&s->mu);
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-    }
-}
 
 static int max_seqs(const struct sched *s);
 
@@ -595,17 +183,17 @@ static void fail_all_of(struct sched *s, bool every_gen, int status, const char 
         r = s->qhead;
         s->qhead = r->next;
         s->n_queued--;
-        finish_req(r, GEN_CANCELLED, status, msg);
+        sched_req_finish(r, GEN_CANCELLED, status, msg);
         sched_req_put(r);
     }
     if (every_gen)
         s->qtail = NULL;
     while ((r = take_queued(s))) {
-        finish_req(r, GEN_CANCELLED, status, msg);
+        sched_req_finish(r, GEN_CANCELLED, status, msg);
         sched_req_put(r);
     }
     while (s->n_active > 0) {
-        finish_req(s->active[s->n_active - 1], GEN_CANCELLED, status, msg);
+        sched_req_finish(s->active[s->n_active - 1], GEN_CANCELLED, status, msg);
         release_active(s, s->n_active - 1);
     }
     s->n_active_shared = 0;
@@ -626,7 +214,7 @@ static void drop_cancelled_queued(struct sched *s)
             *pp = r->next;
             s->n_queued--;
             s->n_cancelled++;
-            finish_req(r, GEN_CANCELLED, 0, NULL);
+            sched_req_finish(r, GEN_CANCELLED, 0, NULL);
             sched_req_put(r);
         } else {
             last = r;
@@ -653,7 +241,7 @@ static void admit(struct sched *s)
         if (rc < 0) {
             if (r->seq >= 0)
                 exsa_seq_free(s->engine, r->seq);
-            finish_req(r, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
+            sched_req_finish(r, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
             sched_req_put(r);
             continue;
         }
@@ -757,7 +345,7 @@ static void cache_restore_admitted(struct sched *s)
         if (got < 0) { /* out of KV blocks, or a backend error: start from nothing */
             exsa_seq_free(s->engine, r->seq);
             if ((r->seq = exsa_seq_new(s->engine)) < 0)
-                finish_req(r, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
+                sched_req_finish(r, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
             got = 0;
         }
         r->n_past = r->n_cached = got;
@@ -854,13 +442,13 @@ static void sample_one(struct sched *s, struct sched_req *r, float *row)
     bool with_lp =
         r->gp.logprobs && gen_finished(r->gen) != GEN_EOG &&
         (lp.n_top = gen_logprobs(r->gen, &lp.chosen, lp.top, SAMPLER_MAX_TOP_LOGPROBS)) >= 0;
-    push_token(r, text, len, with_lp ? &lp : NULL);
+    sched_req_push(r, text, len, with_lp ? &lp : NULL);
     if (gen_finished(r->gen) == GEN_RUNNING && r->n_past >= s->n_ctx)
         gen_end(r->gen, GEN_LENGTH); /* the context is full */
     if (gen_finished(r->gen) != GEN_RUNNING) {
         gen_flush(r->gen, &text, &len);
-        push_text(r, text, len);
-        finish_req(r, gen_finished(r->gen), 0, NULL);
+        sched_req_push_text(r, text, len);
+        sched_req_finish(r, gen_finished(r->gen), 0, NULL);
         return;
     }
     r->next_tok = tok;
@@ -893,7 +481,7 @@ static void fail_step(struct sched *s, bool embed, int rc)
     fprintf(stderr, "exsa serve: %s\n", msg);
     for (int i = 0; i < s->n_active; i++)
         if (s->active[i]->step_n > 0 && s->active[i]->embed == embed)
-            finish_req(s->active[i], GEN_CANCELLED, 500, msg);
+            sched_req_finish(s->active[i], GEN_CANCELLED, 500, msg);
 }
 
 /* Gives choice c of first (n > 1) a copy of first's sequence, whose prompt has just been
@@ -912,7 +500,7 @@ static void fork_choice(struct sched *s, struct sched_req *first, struct sched_r
     int seq = exsa_seq_fork(s->engine, first->seq);
     c->seq = seq >= 0 ? seq : exsa_seq_new(s->engine);
     if (c->seq < 0) {
-        finish_req(c, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
+        sched_req_finish(c, GEN_CANCELLED, 503, "the scheduler has no free sequence slot");
         return;
     }
     if (seq < 0)
@@ -1001,11 +589,11 @@ static void step_embed(struct sched *s, int off, int m)
         if (!r->embed || r->step_n == 0)
             continue;
         if (pool_rows(r, h, r->step_n, dim) < 0)
-            finish_req(r, GEN_CANCELLED, 503, "out of memory for the embedding");
+            sched_req_finish(r, GEN_CANCELLED, 503, "out of memory for the embedding");
         h += (size_t)r->step_n * dim;
         r->n_past += r->step_n;
         if (r->n_past == r->n_prompt)
-            finish_req(r, GEN_STOP, 0, NULL);
+            sched_req_finish(r, GEN_STOP, 0, NULL);
     }
 }
 
@@ -1078,7 +666,7 @@ static void retire(struct sched *s)
         if (cancelled && !done) {
             if (r->gen)
                 gen_end(r->gen, GEN_CANCELLED);
-            finish_req(r, GEN_CANCELLED, 0, NULL);
+            sched_req_finish(r, GEN_CANCELLED, 0, NULL);
             n_cancel++;
         }
         cache_retire(s, r, !failed);

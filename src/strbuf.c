@@ -10,19 +10,27 @@
 
 #include "exsa.h"
 
+void *grow_array(void *p, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    if (need <= *cap && p)
+        return p;
+    size_t c = *cap ? *cap : first ? first : 1;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(p, c * elem);
+    if (q)
+        *cap = c;
+    return q;
+}
+
 static int room(struct sb *b, size_t more)
 {
     if (b->err)
         return b->err;
-    if (b->len + more + 1 <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    char *p = realloc(b->s, cap);
+    char *p = grow_array(b->s, &b->cap, b->len + more + 1, 1, 64);
     if (!p)
         return b->err = EXSA_ENOMEM;
-    b->s = p, b->cap = cap;
+    b->s = p;
     return 0;
 }
 
@@ -68,30 +76,35 @@ void sb_put_utf8(struct sb *b, uint32_t cp)
     }
 }
 
+const char *json_escape(unsigned char c, char u[8])
+{
+    if (c >= 0x20 && c != '"' && c != '\\')
+        return NULL;
+    const char *esc = c == '"'    ? "\\\""
+                      : c == '\\' ? "\\\\"
+                      : c == '\n' ? "\\n"
+                      : c == '\r' ? "\\r"
+                      : c == '\t' ? "\\t"
+                      : c == '\b' ? "\\b"
+                      : c == '\f' ? "\\f"
+                                  : NULL;
+    if (esc)
+        return esc;
+    snprintf(u, 8, "\\u%04x", c);
+    return u;
+}
+
 void sb_put_json_escaped(struct sb *b, const char *s, size_t n)
 {
     size_t run = 0;
+    char u[8];
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        const char *esc = json_escape((unsigned char)s[i], u);
+        if (!esc)
             continue;
         sb_put(b, s + run, i - run);
+        sb_puts(b, esc);
         run = i + 1;
-        const char *esc = c == '"'    ? "\\\""
-                          : c == '\\' ? "\\\\"
-                          : c == '\n' ? "\\n"
-                          : c == '\r' ? "\\r"
-                          : c == '\t' ? "\\t"
-                          : c == '\b' ? "\\b"
-                          : c == '\f' ? "\\f"
-                                      : NULL;
-        if (esc) {
-            sb_puts(b, esc);
-        } else {
-            char u[8];
-            snprintf(u, sizeof u, "\\u%04x", c);
-            sb_puts(b, u);
-        }
     }
     sb_put(b, s + run, n - run);
 }

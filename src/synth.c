@@ -4,7 +4,7 @@
  * Layout written: GGUF v3, alignment 32 (no general.alignment key), keys in the order llama.cpp's
  * converter writes them, tensors as the converter orders them (token_embd, token_embd_norm, then
  * each block's tensors sorted by name), each tensor's data padded to 32 bytes, in info order.
- * struct sbuf builds the header + metadata + tensor infos in memory (a few MB: the vocabulary);
+ * A struct sb builds the header + metadata + tensor infos in memory (a few MB: the vocabulary);
  * tensor data is then generated block by block into a 4 MiB chunk and written, so a multi-GB file
  * needs only that chunk. Random values come from splitmix64 seeded per tensor, so the bytes depend
  * only on (preset, type, seed).
@@ -25,26 +25,34 @@
 
 #include "exsa.h"
 #include "quant.h"
+#include "strbuf.h"
 
 /* ---- presets and file types -------------------------------------------------------------- */
 
+/* One preset a row (clang-format would give each field of a long row its own line). */
+/* clang-format off */
 #define ATTN6 {[2] = 8, [5] = 8, [8] = 8, [10] = 8, [12] = 8, [14] = 8}
 
 static const struct synth_preset presets[] = {
-    {"lfm2-350m", "lfm2", "LFM2-350M (synthetic)", 1024, 16, 16, 4608, SYNTH_VOCAB, ATTN6, 0, 0, 0, 0},
-    {"lfm2-700m", "lfm2", "LFM2-700M (synthetic)", 1536, 16, 24, 6912, SYNTH_VOCAB, ATTN6, 0, 0, 0, 0},
-    {"lfm2-1.2b", "lfm2", "LFM2-1.2B (synthetic)", 2048, 16, 32, 8192, SYNTH_VOCAB, ATTN6, 0, 0, 0, 0},
+    {"lfm2-350m", "lfm2", "LFM2-350M (synthetic)", 1024, 16, 16, 4608, SYNTH_VOCAB,
+     ATTN6, 0, 0, 0, 0},
+    {"lfm2-700m", "lfm2", "LFM2-700M (synthetic)", 1536, 16, 24, 6912, SYNTH_VOCAB,
+     ATTN6, 0, 0, 0, 0},
+    {"lfm2-1.2b", "lfm2", "LFM2-1.2B (synthetic)", 2048, 16, 32, 8192, SYNTH_VOCAB,
+     ATTN6, 0, 0, 0, 0},
     /* 2.6B: the real attention indices are not published; these 8 of 30 are our choice. */
     {"lfm2-2.6b", "lfm2", "LFM2-2.6B (synthetic)", 2048, 30, 32, 10752, SYNTH_VOCAB,
      {[2] = 8, [6] = 8, [10] = 8, [14] = 8, [18] = 8, [21] = 8, [24] = 8, [27] = 8}, 0, 0, 0, 0},
     {"lfm2-8b-a1b", "lfm2moe", "LFM2-8B-A1B (synthetic)", 2048, 24, 32, 7168, SYNTH_VOCAB,
      {[2] = 8, [6] = 8, [10] = 8, [14] = 8, [18] = 8, [21] = 8}, 32, 4, 1792, 2},
     /* The fixtures' trunk with the real vocabulary: small enough for `make run`. */
-    {"demo", "lfm2", "LFM2 demo (synthetic)", 256, 6, 4, 512, SYNTH_VOCAB, {[2] = 2, [4] = 2}, 0, 0, 0, 0},
+    {"demo", "lfm2", "LFM2 demo (synthetic)", 256, 6, 4, 512, SYNTH_VOCAB,
+     {[2] = 2, [4] = 2}, 0, 0, 0, 0},
     /* The MoE fixtures' trunk (4 experts, not 8: llama.cpp's quantizer special-cases 8). */
     {"demo-moe", "lfm2moe", "LFM2-MoE demo (synthetic)", 256, 6, 4, 512, SYNTH_VOCAB,
      {[2] = 2, [5] = 2}, 4, 2, 256, 2},
 };
+/* clang-format on */
 
 static const struct synth_ftype ftypes[] = {
     {"F32", 0, EXSA_DTYPE_F32, EXSA_DTYPE_F32, false},
@@ -104,31 +112,40 @@ static int n_attn_layers(const struct synth_preset *p, int below)
     return n;
 }
 
+/* Whether s is one of the NULL-terminated list's names. */
+static bool in_list(const char *s, const char *const *list)
+{
+    for (; *list; list++)
+        if (!strcmp(s, *list))
+            return true;
+    return false;
+}
+
 /* Whether layer l of p holds the tensor with block-local name s. */
 static bool layer_has(const struct synth_preset *p, int l, const char *s)
 {
-    static const char *conv[] = {"shortconv.conv.weight", "shortconv.in_proj.weight",
-                                 "shortconv.out_proj.weight"};
-    static const char *attn[] = {"attn_q.weight", "attn_k.weight", "attn_v.weight",
-                                 "attn_output.weight", "attn_q_norm.weight", "attn_k_norm.weight"};
-    static const char *dense[] = {"ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
-    static const char *moe[] = {"ffn_gate_inp.weight", "exp_probs_b.bias", "ffn_gate_exps.weight",
-                                "ffn_up_exps.weight", "ffn_down_exps.weight"};
+    static const char *const conv[] = {"shortconv.conv.weight", "shortconv.in_proj.weight",
+                                       "shortconv.out_proj.weight", NULL};
+    static const char *const attn[] = {"attn_q.weight",      "attn_k.weight",
+                                       "attn_v.weight",      "attn_output.weight",
+                                       "attn_q_norm.weight", "attn_k_norm.weight",
+                                       NULL};
+    static const char *const dense[] = {"ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
+                                        NULL};
+    static const char *const moe[] = {"ffn_gate_inp.weight",  "exp_probs_b.bias",
+                                      "ffn_gate_exps.weight", "ffn_up_exps.weight",
+                                      "ffn_down_exps.weight", NULL};
     bool is_attn = p->n_kv_heads[l] > 0, is_moe = p->n_experts > 0 && l >= p->n_dense_lead;
     if (!strcmp(s, "attn_norm.weight") || !strcmp(s, "ffn_norm.weight"))
         return true;
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(s, conv[i]))
-            return !is_attn;
-    for (int i = 0; i < 6; i++)
-        if (!strcmp(s, attn[i]))
-            return is_attn;
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(s, dense[i]))
-            return !is_moe;
-    for (int i = 0; i < 5; i++)
-        if (!strcmp(s, moe[i]))
-            return is_moe;
+    if (in_list(s, conv))
+        return !is_attn;
+    if (in_list(s, attn))
+        return is_attn;
+    if (in_list(s, dense))
+        return !is_moe;
+    if (in_list(s, moe))
+        return is_moe;
     return false;
 }
 
@@ -201,42 +218,23 @@ static void normtab_init(struct normtab *t, uint64_t seed)
 
 /* ---- in-memory header builder ---------------------------------------------------------------- */
 
-struct sbuf {
-    uint8_t *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void put(struct sbuf *b, const void *src, size_t n)
+/* The header is a struct sb (strbuf.h: its bytes need not be text). */
+static void put(struct sb *b, const void *src, size_t n)
 {
-    if (b->oom)
-        return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 1 << 16;
-        while (cap < b->n + n)
-            cap *= 2;
-        uint8_t *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q, b->cap = cap;
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
+    sb_put(b, src, n);
 }
 
-static void put_u32(struct sbuf *b, uint32_t v) { put(b, &v, 4); }
-static void put_u64(struct sbuf *b, uint64_t v) { put(b, &v, 8); }
+static void put_u32(struct sb *b, uint32_t v) { put(b, &v, 4); }
+static void put_u64(struct sb *b, uint64_t v) { put(b, &v, 8); }
 
-static void put_str(struct sbuf *b, const char *s)
+static void put_str(struct sb *b, const char *s)
 {
     put_u64(b, strlen(s));
     put(b, s, strlen(s));
 }
 
 /* Key records. n_kv counts them for the header, patched at the end. */
-static void kv_key(struct sbuf *b, int *n_kv, const char *prefix, const char *key, uint32_t type)
+static void kv_key(struct sb *b, int *n_kv, const char *prefix, const char *key, uint32_t type)
 {
     char full[128];
     snprintf(full, sizeof full, "%s%s", prefix, key);
@@ -245,33 +243,33 @@ static void kv_key(struct sbuf *b, int *n_kv, const char *prefix, const char *ke
     (*n_kv)++;
 }
 
-static void kv_u32(struct sbuf *b, int *n, const char *pre, const char *key, uint32_t v)
+static void kv_u32(struct sb *b, int *n, const char *pre, const char *key, uint32_t v)
 {
     kv_key(b, n, pre, key, 4 /* UINT32 */);
     put_u32(b, v);
 }
 
-static void kv_f32(struct sbuf *b, int *n, const char *pre, const char *key, float v)
+static void kv_f32(struct sb *b, int *n, const char *pre, const char *key, float v)
 {
     kv_key(b, n, pre, key, 6 /* FLOAT32 */);
     put(b, &v, 4);
 }
 
-static void kv_bool(struct sbuf *b, int *n, const char *pre, const char *key, bool v)
+static void kv_bool(struct sb *b, int *n, const char *pre, const char *key, bool v)
 {
     uint8_t x = v;
     kv_key(b, n, pre, key, 7 /* BOOL */);
     put(b, &x, 1);
 }
 
-static void kv_str(struct sbuf *b, int *n, const char *pre, const char *key, const char *v)
+static void kv_str(struct sb *b, int *n, const char *pre, const char *key, const char *v)
 {
     kv_key(b, n, pre, key, 8 /* STRING */);
     put_str(b, v);
 }
 
 /* An array header; the caller puts the elements. */
-static void kv_arr(struct sbuf *b, int *n, const char *pre, const char *key, uint32_t elem,
+static void kv_arr(struct sb *b, int *n, const char *pre, const char *key, uint32_t elem,
                    uint64_t count)
 {
     kv_key(b, n, pre, key, 9 /* ARRAY */);
@@ -432,20 +430,18 @@ struct stensor {
 
 struct tlist {
     struct stensor *t;
-    int n, cap;
+    int n;
+    size_t cap;
 };
 
 static int tl_add(struct tlist *l, const struct synth_preset *p, const struct synth_ftype *ft,
                   const char *name, int kind, int n_dims, int64_t ne0, int64_t ne1, int64_t ne2)
 {
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 64;
-        struct stensor *t = realloc(l->t, (size_t)cap * sizeof *t);
-        if (!t)
-            return EXSA_ENOMEM;
-        l->t = t, l->cap = cap;
-    }
-    struct stensor *t = &l->t[l->n++];
+    struct stensor *t = grow_array(l->t, &l->cap, (size_t)l->n + 1, sizeof *t, 64);
+    if (!t)
+        return EXSA_ENOMEM;
+    l->t = t;
+    t = &l->t[l->n++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->type = synth_tensor_type(p, ft, name);
@@ -655,7 +651,7 @@ static int write_tensor(FILE *f, const struct stensor *t, uint64_t seed, uint8_t
 
 /* ---- header and the whole file -------------------------------------------------------------- */
 
-static void put_hparams(struct sbuf *b, int *n, const struct synth_preset *p)
+static void put_hparams(struct sb *b, int *n, const struct synth_preset *p)
 {
     char pre[32];
     snprintf(pre, sizeof pre, "%s.", p->arch);
@@ -682,7 +678,7 @@ static void put_hparams(struct sbuf *b, int *n, const struct synth_preset *p)
     }
 }
 
-static void put_tokenizer(struct sbuf *b, int *n, const struct vocab *v)
+static void put_tokenizer(struct sb *b, int *n, const struct vocab *v)
 {
     kv_str(b, n, "", "tokenizer.ggml.model", "gpt2");
     kv_str(b, n, "", "tokenizer.ggml.pre", "lfm2");
@@ -703,7 +699,7 @@ static void put_tokenizer(struct sbuf *b, int *n, const struct vocab *v)
 }
 
 /* Header, metadata and tensor infos, padded to the data blob's start (a multiple of 32). */
-static int build_header(struct sbuf *b, const struct synth_preset *p,
+static int build_header(struct sb *b, const struct synth_preset *p,
                         const struct synth_ftype *ft, const struct tlist *tl)
 {
     struct vocab v;
@@ -713,7 +709,7 @@ static int build_header(struct sbuf *b, const struct synth_preset *p,
     put(b, "GGUF", 4);
     put_u32(b, 3);
     put_u64(b, (uint64_t)tl->n);
-    size_t n_kv_at = b->n;
+    size_t n_kv_at = b->len;
     put_u64(b, 0); /* n_kv, patched below */
     kv_str(b, &n, "", "general.architecture", p->arch);
     kv_str(b, &n, "", "general.name", p->gname);
@@ -732,15 +728,15 @@ static int build_header(struct sbuf *b, const struct synth_preset *p,
         put_u64(b, t->offset);
     }
     static const uint8_t zeros[32];
-    put(b, zeros, (32 - b->n % 32) % 32);
-    if (b->oom)
+    put(b, zeros, (32 - b->len % 32) % 32);
+    if (b->err)
         return EXSA_ENOMEM;
     uint64_t n_kv = (uint64_t)n;
-    memcpy(b->p + n_kv_at, &n_kv, 8);
+    memcpy(b->s + n_kv_at, &n_kv, 8);
     return 0;
 }
 
-static int write_file(const char *path, const struct sbuf *hdr, const struct tlist *tl,
+static int write_file(const char *path, const struct sb *hdr, const struct tlist *tl,
                       uint64_t seed, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "wb");
@@ -753,7 +749,7 @@ static int write_file(const char *path, const struct sbuf *hdr, const struct tli
     int rc = buf && tab ? 0 : EXSA_ENOMEM;
     if (!rc) {
         normtab_init(tab, seed);
-        rc = fwrite(hdr->p, hdr->n, 1, f) == 1 ? 0 : EXSA_EIO;
+        rc = fwrite(hdr->s, hdr->len, 1, f) == 1 ? 0 : EXSA_EIO;
     }
     for (int i = 0; !rc && i < tl->n; i++)
         rc = write_tensor(f, &tl->t[i], seed, buf, tab);
@@ -772,7 +768,7 @@ int synth_write(const char *path, const struct synth_preset *p, const struct syn
                 uint64_t seed, char *err, size_t errlen)
 {
     struct tlist tl = {0};
-    struct sbuf hdr = {0};
+    struct sb hdr = {0};
     int rc = tl_build(&tl, p, ft);
     if (rc) {
         snprintf(err, errlen, rc == EXSA_ENOMEM ? "out of memory" :
@@ -782,7 +778,7 @@ int synth_write(const char *path, const struct synth_preset *p, const struct syn
     } else {
         rc = write_file(path, &hdr, &tl, seed, err, errlen);
     }
-    free(tl.t), free(hdr.p);
+    free(tl.t), sb_free(&hdr);
     return rc;
 }
 

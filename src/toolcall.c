@@ -516,7 +516,8 @@ static int json_call(struct px *p, struct pcall *c)
 
 struct calls {
     struct pcall *v;
-    int n, cap;
+    int n;
+    size_t cap;
 };
 
 static void calls_free(struct calls *cs)
@@ -530,13 +531,10 @@ static void calls_free(struct calls *cs)
 static int element(struct px *p, void *ctx, int k)
 {
     struct calls *cs = ctx;
-    if (cs->n == cs->cap) {
-        int cap = cs->cap ? cs->cap * 2 : 4;
-        struct pcall *v = realloc(cs->v, sizeof *v * (size_t)cap);
-        if (!v)
-            return P_FAIL;
-        cs->v = v, cs->cap = cap;
-    }
+    struct pcall *v = grow_array(cs->v, &cs->cap, (size_t)cs->n + 1, sizeof *v, 4);
+    if (!v)
+        return P_FAIL;
+    cs->v = v;
     struct pcall *c = &cs->v[cs->n++];
     memset(c, 0, sizeof *c);
     NEED(p);
@@ -586,6 +584,17 @@ struct tc_parser {
     int err;
 };
 
+/* Frees n calls' strings and the array (the parser's list and a tc_result's). */
+static void call_list_free(struct tc_call *calls, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(calls[i].id);
+        free(calls[i].name);
+        free(calls[i].arguments);
+    }
+    free(calls);
+}
+
 int tc_parser_new(const char *id_prefix, struct tc_parser **out)
 {
     *out = NULL;
@@ -602,12 +611,7 @@ void tc_parser_free(struct tc_parser *p)
 {
     if (!p)
         return;
-    for (int i = 0; i < p->n_calls; i++) {
-        free(p->calls[i].id);
-        free(p->calls[i].name);
-        free(p->calls[i].arguments);
-    }
-    free(p->calls);
+    call_list_free(p->calls, p->n_calls);
     free(p->deltas);
     sb_free(&p->q);
     sb_free(&p->content);
@@ -794,12 +798,7 @@ int tc_parse(const char *text, size_t n, const char *id_prefix, struct tc_result
 
 void tc_result_free(struct tc_result *r)
 {
-    for (int i = 0; i < r->n_calls; i++) {
-        free(r->calls[i].id);
-        free(r->calls[i].name);
-        free(r->calls[i].arguments);
-    }
-    free(r->calls);
+    call_list_free(r->calls, r->n_calls);
     free(r->content);
     memset(r, 0, sizeof *r);
 }

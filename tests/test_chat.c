@@ -21,7 +21,10 @@ static char *read_text(const char *rel)
     return read_whole_file(path, NULL);
 }
 
+/* A brace initializer in a macro, which clang-format would lay out as a block. */
+/* clang-format off */
 #define MSG(r, c) {r, c, NULL, NULL}
+/* clang-format on */
 
 static void check_render(const struct chat_template *t, const struct exsa_chat_msg *m, int n,
                          const char *tools, bool gen, const char *want, const char *what)

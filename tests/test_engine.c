@@ -185,10 +185,13 @@ static void test_hidden(void)
     struct exsa_batch ba = {3, tok, pos, sa, NULL, NULL}, bb = {3, tok, pos, sb, NULL, NULL};
     CHECK(exsa_decode_hidden(e, &ba, h) == 0 && exsa_decode(e, &bb, l) == 0, "decode");
     float *row = malloc(sizeof(float) * d);
+    /* the file's embedding (the model's tensors are its own business: model_gguf is the way in) */
+    const struct gguf_tensor *emb = gguf_find_tensor(model_gguf(m), "token_embd.weight");
+    CHECK(emb && emb->type == EXSA_DTYPE_F32, "token_embd.weight: F32 expected");
     double worst = 0;
-    for (int v = 0; v < V; v += 97) {
-        dequantize_row(m->tok_embd.type,
-                       (const uint8_t *)m->tok_embd.data + (size_t)v * d * sizeof(float), row, d);
+    for (int v = 0; emb && emb->type == EXSA_DTYPE_F32 && v < V; v += 97) {
+        dequantize_row(emb->type, (const uint8_t *)emb->data + (size_t)v * d * sizeof(float),
+                       row, d);
         double dot = 0;
         for (int i = 0; i < d; i++)
             dot += (double)row[i] * h[i];
@@ -209,7 +212,14 @@ static void test_release_weights(void)
         return;
     int32_t before[16], after[16];
     int nb = exsa_tokenize(m, "Hello world", 11, true, false, before, 16);
-    const float *w = m->layers[0].ffn_up.data;
+    /* the bytes the model's blk.0.ffn_up binds (model.c points its tensors into the file) */
+    const struct gguf_tensor *t = gguf_find_tensor(model_gguf(m), "blk.0.ffn_up.weight");
+    CHECK(t && t->type == EXSA_DTYPE_F32, "blk.0.ffn_up.weight: F32 expected");
+    if (!t || t->type != EXSA_DTYPE_F32) {
+        exsa_model_free(m);
+        return;
+    }
+    const float *w = t->data;
     float w0 = w[0];
     CHECK(w0 != 0, "fixture weight is zero");
     CHECK(exsa_model_release_weights(m) == 0, "release");

@@ -138,7 +138,7 @@ static void test_longest_match(void)
 static void test_eviction(void)
 {
     struct exsa_engine *e = engine(EXSA_BACKEND_REF);
-    const size_t row = e ? kv_row_bytes(e->kv) : 0;
+    const size_t row = e ? kv_row_bytes(engine_kv(e)) : 0;
     const size_t cap = 3 * 100 * (row + 4) + 40000; /* about three 100-token prompts */
     struct pcache *pc = e ? pcache_new(e, cap) : NULL;
     if (!pc)

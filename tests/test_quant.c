@@ -163,7 +163,7 @@ static void test_q3_k(void)
         uint8_t *sc = b + 96;
         for (int s = 0; s < 16; s++) {
             S[s] = rnd_in(0, 63);
-            /* low 4 bits: nibble (s / 8) of byte s % 8; high 2 bits: byte 8 + s % 4, at 2 (s / 4) */
+            /* low 4 bits: nibble s / 8 of byte s % 8; high 2 bits: byte 8 + s % 4, at 2 (s / 4) */
             sc[s % 8] |= (uint8_t)((S[s] & 15) << (4 * (s / 8)));
             sc[8 + s % 4] |= (uint8_t)((S[s] >> 4) << (2 * (s / 4)));
         }

@@ -6,7 +6,8 @@
  * served model, a name of another MODELS_DIR file is a 404 saying how to load it),
  * GET /v1/models/{id}, GET /health and its 503s, and CORS: the preflight's allowed headers
  * and a real browser (Debian's headless chromium) streaming a chat completion from a page on
- * another loopback port with an x-stainless-os header and a key.
+ * another loopback port with an x-stainless-os header and a key. Also the reply helpers'
+ * UTF-8 scrub and JSON quoting (srv_utf8_scrub, srv_json_quote) on handwritten bytes.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -729,6 +730,26 @@ static void test_cors_browser(void)
     CHECK(stop(&B) == 0, "server B exit status");
 }
 
+#define FFFD "\xef\xbf\xbd"
+
+/* Valid text passes as it is; each byte that starts no valid character (overlong, surrogate,
+ * stray continuation, a character cut off at the end) becomes one U+FFFD. */
+static void test_utf8_helpers(void)
+{
+    char *ok = strdup("a\xc3\xa9\xe2\x82\xac\xf0\x9f\xa6\x99");
+    char *s = srv_utf8_scrub(ok);
+    CHECK(s == ok, "valid text was copied");
+    free(s);
+    s = srv_utf8_scrub(strdup("x\xc0\xaf" "y\xed\xa0\x80" "z\x80" "w\xe2\x82"));
+    CHECK(s && !strcmp(s, "x" FFFD FFFD "y" FFFD FFFD FFFD "z" FFFD "w" FFFD FFFD), "scrub: %s",
+          s ? s : "(null)");
+    free(s);
+    char *q = srv_json_quote("a\"\\\n\x01\xff" "b\xe2\x82\xac", 10);
+    CHECK(q && !strcmp(q, "\"a\\\"\\\\\\n\\u0001" FFFD "b\xe2\x82\xac\""), "quote: %s",
+          q ? q : "(null)");
+    free(q);
+}
+
 static void test_stop_a(void)
 {
     CHECK(stop(&A) == 0, "server A exit status");
@@ -737,6 +758,7 @@ static void test_stop_a(void)
 int main(int argc, char **argv)
 {
     snprintf(g_argv0, sizeof g_argv0, "%s", argv[0]);
+    RUN(test_utf8_helpers);
     RUN(test_setup);
     if (!g_ready)
         TEST_END();

@@ -3,7 +3,8 @@
  * JSON call syntax, nesting, several calls, text around calls, malformed blocks that must come
  * back as content byte for byte. Every reply is also fed in two pieces split at every byte, and
  * one byte at a time, and must give exactly the whole-text result (content, names, arguments,
- * ids, indices). Arguments must be valid JSON objects (cJSON is the oracle for that).
+ * ids, indices). Arguments must be valid JSON objects (cJSON is the oracle for that). Also
+ * strbuf.h's grow_array, which the parser's lists and struct sb grow with.
  */
 #include <cjson/cJSON.h>
 #include <string.h>
@@ -398,6 +399,27 @@ static void test_reasoning_streams(void)
     rsn_free(r);
 }
 
+/* grow_array: first capacity, doubling, the same block while it has room, contents kept. */
+static void test_grow_array(void)
+{
+    size_t cap = 0;
+    int *v = grow_array(NULL, &cap, 1, sizeof *v, 4);
+    CHECK(v && cap == 4, "first: cap %zu", cap);
+    if (!v)
+        return;
+    for (int i = 0; i < 4; i++)
+        v[i] = i;
+    CHECK(grow_array(v, &cap, 4, sizeof *v, 4) == v && cap == 4, "room left: cap %zu", cap);
+    int *w = grow_array(v, &cap, 9, sizeof *v, 4);
+    CHECK(w && cap == 16, "doubled until 9 fit: cap %zu", cap);
+    if (w) {
+        v = w;
+        w[8] = 8;
+        CHECK(w[0] == 0 && w[3] == 3 && w[8] == 8, "contents kept");
+    }
+    free(v);
+}
+
 int main(void)
 {
     RUN(test_whole);
@@ -406,5 +428,6 @@ int main(void)
     RUN(test_deep);
     RUN(test_reasoning);
     RUN(test_reasoning_streams);
+    RUN(test_grow_array);
     TEST_END();
 }

@@ -337,12 +337,7 @@ static void cpu_free(struct backend *be)
 static const struct backend_ops cpu_ops = {
     .name = "cpu",
     .free = cpu_free,
-    .alloc = cpu_host_alloc,
-    .release = cpu_host_release,
-    .upload = cpu_host_copy,
-    .download = cpu_host_copy,
-    .copy = cpu_host_copy,
-    .zero = cpu_host_zero,
+    CPU_HOST_MEMORY_OPS,
     .prepare = cpu_prepare,
     .unprepare = cpu_unprepare,
     .begin = cpu_begin,

@@ -324,12 +324,7 @@ static void ref_free(struct backend *be)
 const struct backend_ops backend_ref_ops = {
     .name = "ref",
     .free = ref_free,
-    .alloc = cpu_host_alloc,
-    .release = cpu_host_release,
-    .upload = cpu_host_copy,
-    .download = cpu_host_copy,
-    .copy = cpu_host_copy,
-    .zero = cpu_host_zero,
+    CPU_HOST_MEMORY_OPS,
     .matmul = ref_matmul,
     .embed = ref_embed,
     .rmsnorm = ref_rmsnorm,

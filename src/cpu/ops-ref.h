@@ -15,6 +15,11 @@ void *cpu_host_alloc(struct backend *be, size_t bytes);
 void cpu_host_release(struct backend *be, void *p);
 int cpu_host_copy(struct backend *be, void *dst, const void *src, size_t bytes);
 int cpu_host_zero(struct backend *be, void *dst, size_t bytes);
+/* The memory members of a host backend's ops table: both CPU tables start with these, so they
+ * are written once. */
+#define CPU_HOST_MEMORY_OPS                                                                        \
+    .alloc = cpu_host_alloc, .release = cpu_host_release, .upload = cpu_host_copy,                 \
+    .download = cpu_host_copy, .copy = cpu_host_copy, .zero = cpu_host_zero
 
 /* Reference ops the fast CPU backend keeps as they are (contracts: backend.h). */
 int ref_embed(struct backend *be, const struct step *st, const struct tensor *w, float *out);

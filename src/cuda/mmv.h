@@ -180,8 +180,10 @@ template <bool Q5> struct unit_k45 {
         return dl * x.d[b] * sl - ml * x.s[b] + dh * x.d[b + 1] * sh - mh * x.s[b + 1];
     }
 };
+// clang-format off
 template <> struct unit<GT_Q4_K> : unit_k45<false> {};
 template <> struct unit<GT_Q5_K> : unit_k45<true> {};
+// clang-format on
 
 /* Q6_K split: unit i of a super-block: half n = i / 2, lanes l in [16 h, 16 h + 16), h = i % 2,
  * values 128 n + 32 k + l for k < 4 (16 each, one scale each). */
@@ -263,9 +265,11 @@ template <int GT> struct unit_f {
         return acc;
     }
 };
+// clang-format off
 template <> struct unit<GT_F32> : unit_f<GT_F32> {};
 template <> struct unit<GT_F16> : unit_f<GT_F16> {};
 template <> struct unit<GT_BF16> : unit_f<GT_BF16> {};
+// clang-format on
 
 /* ---- the row loop shared by the dense and the MoE kernels --------------------------------------- */
 

@@ -430,12 +430,7 @@ static int embed_reply(struct srv_conn *c, const struct embed_job *ej, float *ve
     sb_puts(&b, id ? id : "\"\"");
     sb_puts(&b, usage);
     free(id);
-    char *s = sb_take(&b);
-    if (!s)
-        return srv_reply_error(c, 503, "server_error", NULL, NULL, "out of memory");
-    int ret = srv_reply_text(c, 200, "application/json", s);
-    free(s);
-    return ret;
+    return srv_reply_take(c, "application/json", sb_take(&b));
 }
 
 int route_embeddings(struct srv_conn *c)

@@ -298,11 +298,7 @@ int route_metrics(struct srv_conn *c)
     conntrack_stats(c->srv->ct, &n_conns, &n_timeouts);
     char *s = metrics_render(c->srv->metrics, &st, sched_now() - c->srv->t_start, n_conns,
                              n_timeouts);
-    if (!s)
-        return srv_reply_error(c, 503, "server_error", NULL, NULL, "out of memory");
-    int ret = srv_reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", s);
-    free(s);
-    return ret;
+    return srv_reply_take(c, "text/plain; version=0.0.4; charset=utf-8", s);
 }
 
 int route_tokenize(struct srv_conn *c)

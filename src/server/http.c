@@ -28,6 +28,7 @@
 #include <cjson/cJSON.h>
 
 #include "server.h"
+#include "strbuf.h"
 #include "tokmask.h"
 
 struct route {
@@ -63,21 +64,11 @@ static const struct route routes[] = {
 /* ---- replies -------------------------------------------------------------------------------- */
 
 /* Length of the valid UTF-8 character at s[0..n) (1 to 4), or 0 when s starts an invalid or
- * incomplete sequence (overlongs and surrogates are invalid). */
+ * incomplete sequence (the text is whole here: an incomplete tail is as bad as an invalid one). */
 static int utf8_len(const unsigned char *s, size_t n)
 {
-    if (s[0] < 0x80)
-        return 1;
-    int need = s[0] >= 0xC2 && s[0] <= 0xDF ? 2 : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
-             : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
-    unsigned char lo = s[0] == 0xE0 ? 0xA0 : s[0] == 0xF0 ? 0x90 : 0x80;
-    unsigned char hi = s[0] == 0xED ? 0x9F : s[0] == 0xF4 ? 0x8F : 0xBF;
-    if (!need || (size_t)need > n)
-        return 0;
-    for (int i = 1; i < need; i++)
-        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF))
-            return 0;
-    return need;
+    int k = utf8_char(s, n);
+    return k > 0 ? k : 0;
 }
 
 char *srv_json_quote(const char *s, size_t n)
@@ -188,16 +179,28 @@ int srv_reply_text(struct srv_conn *c, int status, const char *ctype, const char
     return queue(c, status, r);
 }
 
-/* Queues the malloc'd JSON text s (ownership passes to libmicrohttpd) with its content type. */
-static int queue_json(struct srv_conn *c, int status, char *s)
+/* Queues the malloc'd text s (ownership passes to libmicrohttpd) with content type ctype. */
+static int queue_owned(struct srv_conn *c, int status, const char *ctype, char *s)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
     if (!r) {
         free(s);
         return MHD_NO;
     }
-    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, "Content-Type", ctype);
     return queue(c, status, r);
+}
+
+static int queue_json(struct srv_conn *c, int status, char *s)
+{
+    return queue_owned(c, status, "application/json", s);
+}
+
+int srv_reply_take(struct srv_conn *c, const char *ctype, char *text)
+{
+    if (!text)
+        return srv_reply_error(c, 503, "server_error", NULL, NULL, "out of memory");
+    return queue_owned(c, 200, ctype, text);
 }
 
 int srv_reply_json(struct srv_conn *c, int status, cJSON *body)

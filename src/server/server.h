@@ -172,6 +172,9 @@ struct MHD_Response;
 int srv_queue_response(struct srv_conn *c, int status, struct MHD_Response *r);
 int srv_reply_json(struct srv_conn *c, int status, struct cJSON *body); /* takes body */
 int srv_reply_text(struct srv_conn *c, int status, const char *ctype, const char *text);
+/* 200 with the malloc'd text (taken, freed in every case); NULL (a failed allocation
+ * upstream) answers 503 "out of memory" instead. */
+int srv_reply_take(struct srv_conn *c, const char *ctype, char *text);
 /* OpenAI's error shape; type: "invalid_request_error", "authentication_error", ...; param and
  * code may be NULL. */
 int srv_reply_error(struct srv_conn *c, int status, const char *type, const char *param,
