@@ -135,7 +135,8 @@ int main(int argc, char **argv)
     struct exsa_chat_msg msgs[] = {{"user", "Describe a cat as JSON.", NULL, NULL}};
     if (exsa_model_load(argv[1], &r.m, err, sizeof err) ||
         exsa_engine_create(r.m, &ep, &r.e, err, sizeof err) ||
-        chat_tokenize(chat_of_model(r.m), tok_of_model(r.m), msgs, 1, NULL, true, &r.prompt, &r.n_prompt)) {
+        chat_tokenize(chat_of_model(r.m), tok_of_model(r.m), msgs, 1, NULL, true, &r.prompt,
+                      &r.n_prompt)) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }

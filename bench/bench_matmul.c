@@ -91,10 +91,14 @@ static void *random_matrix(int type, int64_t K, int64_t N, size_t *size)
     uint16_t h = f32_to_fp16(0.01f);
     int offs[3] = {-1, -1, -1};
     switch (type) {
-    case EXSA_DTYPE_Q4_0: case EXSA_DTYPE_Q8_0: offs[0] = 0; break;
-    case EXSA_DTYPE_Q4_K: case EXSA_DTYPE_Q5_K: offs[0] = 0, offs[1] = 2; break;
+    case EXSA_DTYPE_Q4_0:
+    case EXSA_DTYPE_Q8_0: offs[0] = 0; break;
+    case EXSA_DTYPE_Q4_K:
+    case EXSA_DTYPE_Q5_K: offs[0] = 0, offs[1] = 2; break;
     case EXSA_DTYPE_Q6_K: offs[0] = 208; break;
-    case EXSA_DTYPE_F16: case EXSA_DTYPE_BF16: case EXSA_DTYPE_F32: memset(w, 0, *size); break;
+    case EXSA_DTYPE_F16:
+    case EXSA_DTYPE_BF16:
+    case EXSA_DTYPE_F32: memset(w, 0, *size); break;
     }
     for (size_t b = 0; b < *size / ti->type_size; b++)
         for (int i = 0; i < 3 && offs[i] >= 0; i++)
@@ -159,9 +163,8 @@ int main(int argc, char **argv)
     double bw = getenv("BENCH_PREFILL_ONLY") ? 1 : stream_bw(tp);
     printf("threads %d, CPU features 0x%x, streaming read %.1f GB/s\n", nth, cpu_features(), bw);
     static const char *names[] = {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16", "BF16", "F32"};
-    static const int types[] = {EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q5_K,
-                                EXSA_DTYPE_Q6_K, EXSA_DTYPE_Q8_0, EXSA_DTYPE_F16,
-                                EXSA_DTYPE_BF16, EXSA_DTYPE_F32};
+    static const int types[] = {EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q5_K, EXSA_DTYPE_Q6_K,
+                                EXSA_DTYPE_Q8_0, EXSA_DTYPE_F16,  EXSA_DTYPE_BF16, EXSA_DTYPE_F32};
     for (int i = 0; i < 8; i++) {
         bool want = argc <= 2;
         for (int a = 2; a < argc; a++)

@@ -18,14 +18,14 @@
 
 enum {
     EXSA_OK = 0,
-    EXSA_EINVAL = -1,      /* bad argument or request */
-    EXSA_ENOMEM = -2,      /* allocation failed or a capacity is exhausted */
-    EXSA_EIO = -3,         /* cannot open, stat or map a file */
-    EXSA_EFORMAT = -4,     /* a file's bytes break the format */
-    EXSA_ENOTFOUND = -5,   /* a key, tensor or sequence is missing */
-    EXSA_ETYPE = -6,       /* a value has the wrong type */
-    EXSA_EUNSUPPORTED = -7,/* valid, but not supported (architecture, tensor type, tokenizer) */
-    EXSA_ERANGE = -8,      /* a value is out of range (token id, position, context) */
+    EXSA_EINVAL = -1,       /* bad argument or request */
+    EXSA_ENOMEM = -2,       /* allocation failed or a capacity is exhausted */
+    EXSA_EIO = -3,          /* cannot open, stat or map a file */
+    EXSA_EFORMAT = -4,      /* a file's bytes break the format */
+    EXSA_ENOTFOUND = -5,    /* a key, tensor or sequence is missing */
+    EXSA_ETYPE = -6,        /* a value has the wrong type */
+    EXSA_EUNSUPPORTED = -7, /* valid, but not supported (architecture, tensor type, tokenizer) */
+    EXSA_ERANGE = -8,       /* a value is out of range (token id, position, context) */
     EXSA_ECANCELLED = -9,
 };
 
@@ -55,8 +55,8 @@ enum exsa_dtype {
 };
 
 enum exsa_backend_kind {
-    EXSA_BACKEND_REF = 0, /* plain C, f32 everywhere: the ground truth */
-    EXSA_BACKEND_CPU = 1, /* SIMD kernels and threads; falls back to ref per op */
+    EXSA_BACKEND_REF = 0,  /* plain C, f32 everywhere: the ground truth */
+    EXSA_BACKEND_CPU = 1,  /* SIMD kernels and threads; falls back to ref per op */
     EXSA_BACKEND_CUDA = 2, /* every layer on the GPU (same as gpu_layers >= n_layers) */
 };
 
@@ -72,16 +72,16 @@ enum exsa_kv_type {
 struct exsa_model;
 
 struct exsa_model_info {
-    const char *path;       /* the file it was loaded from */
-    const char *arch;       /* "lfm2" or "lfm2moe" */
-    const char *name;       /* general.name or "" */
+    const char *path; /* the file it was loaded from */
+    const char *arch; /* "lfm2" or "lfm2moe" */
+    const char *name; /* general.name or "" */
     int n_layers, dim, hidden_dim, n_heads, head_dim, vocab_size, n_ctx_train;
     int n_attn_layers, n_conv_layers;
     int n_experts, n_experts_used, expert_hidden_dim, n_dense_lead;
     uint64_t n_params, weight_bytes;
-    int l_cache;                /* short-conv kernel length */
-    float norm_eps, rope_base;  /* as the model uses them (defaults applied) */
-    bool tied_output;           /* the output head is token_embd */
+    int l_cache;               /* short-conv kernel length */
+    float norm_eps, rope_base; /* as the model uses them (defaults applied) */
+    bool tied_output;          /* the output head is token_embd */
 };
 
 /* Maps and validates a GGUF, binds every tensor, reads the tokenizer and chat template.
@@ -153,10 +153,10 @@ int exsa_decode(struct exsa_engine *e, const struct exsa_batch *b, float *logits
 int exsa_decode_hidden(struct exsa_engine *e, const struct exsa_batch *b, float *hidden_out);
 
 /* Sequences: ids are small integers handed out by the engine. */
-int exsa_seq_new(struct exsa_engine *e);              /* id >= 0, or EXSA_ENOMEM */
+int exsa_seq_new(struct exsa_engine *e); /* id >= 0, or EXSA_ENOMEM */
 void exsa_seq_free(struct exsa_engine *e, int seq);
 int exsa_seq_len(const struct exsa_engine *e, int seq);
-int exsa_seq_fork(struct exsa_engine *e, int src);      /* new id with a copy of src's state */
+int exsa_seq_fork(struct exsa_engine *e, int src); /* new id with a copy of src's state */
 int exsa_seq_truncate(struct exsa_engine *e, int seq, int n_pos); /* see exsa_seq_restore */
 /* A snapshot holds a sequence's conv state and KV length: restore it to roll the sequence back
  * to that point (the KV entries past it are dropped). The conv state cannot be rolled back
@@ -182,19 +182,19 @@ int32_t exsa_token_eos(const struct exsa_model *m);
 /* ---- chat template --------------------------------------------------------------------------- */
 
 struct exsa_chat_msg {
-    const char *role;    /* "system", "user", "assistant", "tool" */
-    const char *content; /* UTF-8 text */
-    const char *thinking;   /* optional reasoning text (an assistant's reasoning_content), or NULL */
+    const char *role;     /* "system", "user", "assistant", "tool" */
+    const char *content;  /* UTF-8 text */
+    const char *thinking; /* optional reasoning text (an assistant's reasoning_content), or NULL */
     const char *tool_calls; /* optional JSON array of OpenAI tool calls (assistant), or NULL */
 };
 
 /* ---- sampler --------------------------------------------------------------------------------- */
 
 struct exsa_sampling_params {
-    float temperature;   /* <= 0: greedy */
-    int top_k;           /* <= 0: off */
-    float top_p;         /* >= 1: off */
-    float min_p;         /* <= 0: off */
+    float temperature;       /* <= 0: greedy */
+    int top_k;               /* <= 0: off */
+    float top_p;             /* >= 1: off */
+    float min_p;             /* <= 0: off */
     float repeat_penalty;    /* 1: off */
     float presence_penalty;  /* 0: off */
     float frequency_penalty; /* 0: off */

@@ -34,7 +34,8 @@ int backend_transfer(struct backend *to, void *dst, struct backend *from, const 
 #ifndef EXSA_CUDA
 struct backend *backend_cuda_create(const struct backend_config *c, char *err, size_t errlen)
 {
-    snprintf(err, errlen, "GPU offload asked for (GPU_LAYERS > 0 or --backend cuda), but this "
+    snprintf(err, errlen,
+             "GPU offload asked for (GPU_LAYERS > 0 or --backend cuda), but this "
              "build has no CUDA backend: rebuild with make CUDA=1 on a machine with the CUDA "
              "toolkit, or set GPU_LAYERS=0 (-ngl 0) to run on the CPU");
     return NULL;

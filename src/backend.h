@@ -75,13 +75,13 @@ struct backend_ops {
 
     /* ---- ops */
     /* y[t][n] = sum_k W[n][k] x[t][k] for t < n_tok; W {K, N} (or expert e of {K, N, E}). */
-    int (*matmul)(struct backend *be, const struct tensor *w, int expert, const float *x,
-                  float *y, int n_tok);
+    int (*matmul)(struct backend *be, const struct tensor *w, int expert, const float *x, float *y,
+                  int n_tok);
     /* out[i] = row st->tok[i] of w (dequantized); w {dim, vocab}. */
     int (*embed)(struct backend *be, const struct step *st, const struct tensor *w, float *out);
     /* y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for n_rows rows of dim; y may equal x. */
-    int (*rmsnorm)(struct backend *be, float *y, const float *x, const struct tensor *w,
-                   int n_rows, int dim, float eps);
+    int (*rmsnorm)(struct backend *be, float *y, const float *x, const struct tensor *w, int n_rows,
+                   int dim, float eps);
     /* NEOX RoPE in place on the step's n rows of n_heads heads, at each entry's position. */
     int (*rope)(struct backend *be, const struct step *st, float *x, int n_heads, int head_dim,
                 float base);
@@ -100,15 +100,15 @@ struct backend_ops {
      * the cache at (seq, pos), then out[i] = causal GQA attention of q[i] over positions
      * 0..pos[i] of its sequence. q, out: [n][n_heads head_dim]. */
     int (*attention)(struct backend *be, const struct step *st, float *out, const float *q,
-                     const float *k, const float *v, struct kv_cache *kv, int attn_idx,
-                     int n_heads, int n_kv_heads, int head_dim);
+                     const float *k, const float *v, struct kv_cache *kv, int attn_idx, int n_heads,
+                     int n_kv_heads, int head_dim);
     /* Sigmoid-routed top-k MoE FFN (LFM2-MoE): out[n][dim] = sum over the k experts with the
      * largest sigmoid(router x) + bias, weighted by the normalised un-biased sigmoid scores. */
     int (*moe)(struct backend *be, float *out, const float *x, const struct layer *l, int n_tok,
                int dim, int n_experts, int k, int expert_hidden);
     /* dst[r] = src[rows[r]] for r < n_rows, rows of dim floats (rows: st->out_rows from r0). */
-    int (*gather)(struct backend *be, const struct step *st, float *dst, const float *src,
-                  int r0, int n_rows, int dim);
+    int (*gather)(struct backend *be, const struct step *st, float *dst, const float *src, int r0,
+                  int n_rows, int dim);
 
     /* Optional hint: x will not be read again before it is next written, so work that only
      * produces x may be dropped (a deferred norm). Never changes results. */
@@ -139,12 +139,12 @@ struct backend {
 
 /* What a backend is created for: sizes its internal scratch once, so steps never allocate. */
 struct backend_config {
-    int n_threads;             /* CPU threads (0: all cores) */
-    int n_batch;               /* most entries in one step */
-    int n_ctx;                 /* most positions per sequence */
-    int n_seq_max;             /* most sequences alive at once */
-    const struct hparams *hp;  /* the model's shapes */
-    bool deterministic;        /* batch-invariant kernels (exsa_engine_params.deterministic) */
+    int n_threads;            /* CPU threads (0: all cores) */
+    int n_batch;              /* most entries in one step */
+    int n_ctx;                /* most positions per sequence */
+    int n_seq_max;            /* most sequences alive at once */
+    const struct hparams *hp; /* the model's shapes */
+    bool deterministic;       /* batch-invariant kernels (exsa_engine_params.deterministic) */
 };
 
 /* Copies bytes from src (memory of backend `from`) to dst (memory of `to`): one download or
@@ -155,8 +155,7 @@ int backend_transfer(struct backend *to, void *dst, struct backend *from, const 
 /* LFM2-MoE routing of one token (reference semantics, shared by backends): the k experts with
  * the largest sigmoid(logits) + bias (n_experts <= 512, k <= 64) into ids, their un-biased
  * sigmoid scores normalised to sum 1 into wts. */
-void moe_route(const float *logits, const float *bias, int n_experts, int k, int *ids,
-               float *wts);
+void moe_route(const float *logits, const float *bias, int n_experts, int k, int *ids, float *wts);
 
 /* The reference backend (plain C, f32). */
 struct backend *backend_ref_create(const struct backend_config *c);

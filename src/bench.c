@@ -13,8 +13,8 @@
  */
 #include "bench.h"
 
-#include <math.h>
 #include <immintrin.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +85,8 @@ int bench_model_bytes(const char *path, struct bench_model_bytes *out, char *err
     gguf_get_str(f, "general.architecture", &s);
     char arch[32];
     snprintf(arch, sizeof arch, "%.*s", (int)(s.len < 31 ? s.len : 31), s.ptr);
-    int64_t n_exp = arch_int(f, arch, "expert_count"), n_used = arch_int(f, arch, "expert_used_count");
+    int64_t n_exp = arch_int(f, arch, "expert_count"),
+            n_used = arch_int(f, arch, "expert_used_count");
     bool tied = gguf_find_tensor(f, "output.weight") == NULL;
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const struct gguf_tensor *t = &f->tensors[i];
@@ -129,8 +130,8 @@ __attribute__((target("avx512f"))) static uint64_t read_avx512(const uint64_t *p
         c = _mm512_or_si512(c, _mm512_load_si512(p + i + 16));
         d = _mm512_or_si512(d, _mm512_load_si512(p + i + 24));
     }
-    uint64_t r = (uint64_t)_mm512_reduce_or_epi64(_mm512_or_si512(_mm512_or_si512(a, b),
-                                                                _mm512_or_si512(c, d)));
+    uint64_t r = (uint64_t)_mm512_reduce_or_epi64(
+        _mm512_or_si512(_mm512_or_si512(a, b), _mm512_or_si512(c, d)));
     for (; i < n; i++)
         r |= p[i];
     return r;
@@ -362,15 +363,16 @@ struct run_info {
 
 static double ceiling_ts(const struct run_info *ri)
 {
-    return ri->bw_gbs > 0 && ri->mb.token_bytes ? ri->bw_gbs * 1e9 / (double)ri->mb.token_bytes
-                                                 : 0;
+    return ri->bw_gbs > 0 && ri->mb.token_bytes ? ri->bw_gbs * 1e9 / (double)ri->mb.token_bytes : 0;
 }
 
 static void print_table_head(FILE *out, const struct run_info *ri)
 {
     if (ri->bw_gbs > 0)
-        fprintf(out, "decode reads %.1f MB of weights per token; memory bandwidth %.1f GB/s (%s)"
-                     "; ceiling %.1f tokens/s\n\n", (double)ri->mb.token_bytes / 1e6, ri->bw_gbs,
+        fprintf(out,
+                "decode reads %.1f MB of weights per token; memory bandwidth %.1f GB/s (%s)"
+                "; ceiling %.1f tokens/s\n\n",
+                (double)ri->mb.token_bytes / 1e6, ri->bw_gbs,
                 ri->p->bandwidth_gbs > 0 ? "given" : "measured", ceiling_ts(ri));
     fprintf(out, "| %-30s | %10s | %10s | %-8s | %7s | %13s | %20s | %11s | %9s |\n", "model",
             "size", "params", "backend", "threads", "test", "t/s", "ceiling t/s", "% ceiling");
@@ -386,8 +388,9 @@ static void print_table_row(FILE *out, const struct run_info *ri, const struct t
         snprintf(size, sizeof size, "%.2f MiB", gib * 1024);
     else
         snprintf(size, sizeof size, "%.2f GiB", gib);
-    snprintf(params, sizeof params, "%.2f %s", ri->mb.n_params >= 1000000000ull ?
-             (double)ri->mb.n_params / 1e9 : (double)ri->mb.n_params / 1e6,
+    snprintf(params, sizeof params, "%.2f %s",
+             ri->mb.n_params >= 1000000000ull ? (double)ri->mb.n_params / 1e9
+                                              : (double)ri->mb.n_params / 1e6,
              ri->mb.n_params >= 1000000000ull ? "B" : "M");
     int tl =
         snprintf(test, sizeof test, r->n_gen ? "tg%d" : "pp%d", r->n_gen ? r->n_gen : r->n_prompt);
@@ -406,8 +409,7 @@ static void print_table_row(FILE *out, const struct run_info *ri, const struct t
             ri->mb.type_name, size, params, ri->backend, ri->n_threads, test, ts, ceil, frac);
 }
 
-static void print_json(FILE *out, const struct run_info *ri, const struct test_result *r,
-                       int n)
+static void print_json(FILE *out, const struct run_info *ri, const struct test_result *r, int n)
 {
     fprintf(out, "[\n");
     for (int i = 0; i < n; i++) {
@@ -415,7 +417,10 @@ static void print_json(FILE *out, const struct run_info *ri, const struct test_r
         double c = r[i].n_gen ? ceiling_ts(ri) * r[i].n_par : 0;
         fprintf(out, "  {\"model_filename\": \"");
         for (const char *s = slash ? slash + 1 : ri->p->model_path; *s; s++)
-            fprintf(out, *s == '"' || *s == '\\' ? "\\%c" : (unsigned char)*s < 32 ? "?" : "%c",
+            fprintf(out,
+                    *s == '"' || *s == '\\'  ? "\\%c"
+                    : (unsigned char)*s < 32 ? "?"
+                                             : "%c",
                     *s);
         fprintf(out,
                 "\", \"model_type\": \"%s\", \"model_size\": %llu, \"model_n_params\": %llu"
@@ -498,8 +503,8 @@ int bench_run(const struct bench_params *p, FILE *out, char *err, size_t errlen)
     const int n_layers = exsa_model_info(m)->n_layers;
     ri.backend = backend_name(p, n_layers);
     ri.n_gpu = p->backend == EXSA_BACKEND_CUDA && p->gpu_layers == 0 ? n_layers
-               : p->gpu_layers < n_layers                             ? p->gpu_layers
-                                                                      : n_layers;
+               : p->gpu_layers < n_layers                            ? p->gpu_layers
+                                                                     : n_layers;
     if (p->bandwidth_gbs > 0)
         ri.bw_gbs = p->bandwidth_gbs;
     else if (ri.n_gpu == n_layers) /* every weight in GPU memory: its read speed bounds decode */

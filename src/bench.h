@@ -41,10 +41,9 @@ struct bench_model_bytes {
     uint64_t file_weight_bytes; /* every tensor's bytes */
     uint64_t token_bytes;       /* read per decode step */
     uint64_t n_params;
-    char type_name[96];         /* llama-bench's model_type, e.g. "lfm2 1.2B Q4_K - Medium" */
+    char type_name[96]; /* llama-bench's model_type, e.g. "lfm2 1.2B Q4_K - Medium" */
 };
-int bench_model_bytes(const char *path, struct bench_model_bytes *out, char *err,
-                      size_t errlen);
+int bench_model_bytes(const char *path, struct bench_model_bytes *out, char *err, size_t errlen);
 
 /* Best-of-passes streaming read bandwidth over a buffer of `bytes` (>> caches), split across
  * n_threads threads, in GB/s (1e9 bytes). Returns < 0 if the buffer cannot be allocated. */

@@ -80,8 +80,14 @@ static void put(struct out *o, enum seg_kind kind, const char *s, size_t n)
     o->s[o->len] = 0;
 }
 
-static void text(struct out *o, const char *s) { put(o, SEG_TEXT, s, strlen(s)); }
-static void mark(struct out *o, const char *s) { put(o, SEG_MARKER, s, strlen(s)); }
+static void text(struct out *o, const char *s)
+{
+    put(o, SEG_TEXT, s, strlen(s));
+}
+static void mark(struct out *o, const char *s)
+{
+    put(o, SEG_MARKER, s, strlen(s));
+}
 
 static void textf(struct out *o, const char *fmt, ...)
 {
@@ -677,14 +683,16 @@ int chat_template_load(const struct gguf_file *f, struct chat_template **out, ch
     if (!f || gguf_get_str(f, "tokenizer.chat_template", &src) != 0) {
         t->variant = CHAT_FALLBACK;
         if (warn && warnlen)
-            snprintf(warn, warnlen, "the model has no tokenizer.chat_template; prompts use the "
-                                    "LFM2 (ChatML) layout");
+            snprintf(warn, warnlen,
+                     "the model has no tokenizer.chat_template; prompts use the "
+                     "LFM2 (ChatML) layout");
     } else {
         t->variant = detect(src.ptr, (size_t)src.len, &chatml);
         if (t->variant == CHAT_FALLBACK && warn && warnlen)
-            snprintf(warn, warnlen, "tokenizer.chat_template is not an LFM2-family template (no "
-                                    "<|im_start|> in it); prompts use the LFM2 (ChatML) layout, "
-                                    "which this model may not expect");
+            snprintf(warn, warnlen,
+                     "tokenizer.chat_template is not an LFM2-family template (no "
+                     "<|im_start|> in it); prompts use the LFM2 (ChatML) layout, "
+                     "which this model may not expect");
     }
     *out = t;
     return 0;
@@ -698,7 +706,10 @@ void chat_template_free(struct chat_template *t)
     free(t);
 }
 
-enum chat_variant chat_template_variant(const struct chat_template *t) { return t->variant; }
+enum chat_variant chat_template_variant(const struct chat_template *t)
+{
+    return t->variant;
+}
 
 const struct chat_template *chat_of_model(const struct exsa_model *m)
 {

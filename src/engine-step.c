@@ -54,8 +54,7 @@ static int check_batch(struct exsa_engine *e, const struct exsa_batch *b, int32_
     return 0;
 }
 
-static int decode(struct exsa_engine *e, const struct exsa_batch *b, enum head_out what,
-                  float *out)
+static int decode(struct exsa_engine *e, const struct exsa_batch *b, enum head_out what, float *out)
 {
     if (!e)
         return EXSA_EINVAL;

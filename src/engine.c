@@ -41,8 +41,7 @@ static void resolve_params(struct exsa_engine_params *p, const struct hparams *h
 
 /* ---- activations ---------------------------------------------------------------------------- */
 
-static size_t acts_floats(const struct hparams *hp, int n_batch, bool device_head,
-                          size_t off[8])
+static size_t acts_floats(const struct hparams *hp, int n_batch, bool device_head, size_t off[8])
 {
     size_t nb = (size_t)n_batch, d = (size_t)hp->dim;
     size_t qd = (size_t)hp->n_heads * hp->head_dim, kvd = 0;
@@ -51,8 +50,8 @@ static size_t acts_floats(const struct hparams *hp, int n_batch, bool device_hea
             kvd = (size_t)hp->n_kv_heads[l] * hp->head_dim;
     size_t wide = 3 * d > qd + 2 * kvd ? 3 * d : qd + 2 * kvd;
     size_t att = qd > d ? qd : d;
-    size_t hid = (size_t)(hp->hidden_dim > hp->expert_hidden_dim ? hp->hidden_dim
-                                                                  : hp->expert_hidden_dim);
+    size_t hid =
+        (size_t)(hp->hidden_dim > hp->expert_hidden_dim ? hp->hidden_dim : hp->expert_hidden_dim);
     /* widths, 16-float aligned so each array starts on a 64-byte boundary */
     size_t w[8] = {d, d, d, wide, att, hid, hid, 0};
     size_t n = 0;
@@ -87,8 +86,8 @@ static int alloc_acts(struct exsa_engine *e, struct stage *s)
 static int make_backends(struct exsa_engine *e, char *err, size_t errlen)
 {
     const struct hparams *hp = &e->m->hp;
-    struct backend_config c = {e->p.n_threads, e->p.n_batch, e->p.n_ctx, e->p.n_seq_max, hp,
-                               e->p.deterministic};
+    struct backend_config c = {e->p.n_threads, e->p.n_batch, e->p.n_ctx,
+                               e->p.n_seq_max, hp,           e->p.deterministic};
     if (e->p.gpu_layers > 0) {
         e->gpu = backend_cuda_create(&c, err, errlen);
         if (!e->gpu)
@@ -135,7 +134,8 @@ static int plan_kv_types(struct exsa_engine *e, char *err, size_t errlen)
         e->kv_type[l] = t;
     }
     if (e->p.kv_type == EXSA_KV_F16 && !e->gpu) {
-        snprintf(err, errlen, "KV_TYPE=f16 is a GPU cache type and no layer runs on the GPU: "
+        snprintf(err, errlen,
+                 "KV_TYPE=f16 is a GPU cache type and no layer runs on the GPU: "
                  "use KV_TYPE=f32, or offload layers with GPU_LAYERS");
         return EXSA_EUNSUPPORTED;
     }
@@ -160,11 +160,11 @@ static int for_each_weight(struct exsa_engine *e,
         rc = fn(e, last, &w->output, arg);
     for (int i = 0; rc == 0 && i < e->m->hp.n_layers; i++) {
         struct layer *l = &w->layers[i];
-        struct tensor *ts[] = {&l->attn_norm, &l->ffn_norm,  &l->conv_in,   &l->conv_w,
-                               &l->conv_out,  &l->wq,        &l->wk,        &l->wv,
-                               &l->wo,        &l->q_norm,    &l->k_norm,    &l->ffn_gate,
-                               &l->ffn_up,    &l->ffn_down,  &l->router,    &l->exp_bias,
-                               &l->gate_exps, &l->up_exps,   &l->down_exps};
+        struct tensor *ts[] = {&l->attn_norm, &l->ffn_norm, &l->conv_in,  &l->conv_w,
+                               &l->conv_out,  &l->wq,       &l->wk,       &l->wv,
+                               &l->wo,        &l->q_norm,   &l->k_norm,   &l->ffn_gate,
+                               &l->ffn_up,    &l->ffn_down, &l->router,   &l->exp_bias,
+                               &l->gate_exps, &l->up_exps,  &l->down_exps};
         for (size_t k = 0; rc == 0 && k < sizeof(ts) / sizeof(ts[0]); k++)
             if (ts[k]->data)
                 rc = fn(e, e->layer_be[i], ts[k], arg);
@@ -187,8 +187,8 @@ static int prepare_one(struct exsa_engine *e, struct backend *be, struct tensor 
     p->done += t->nbytes;
     int pct = (int)(100 * p->done / p->total);
     if (pct != p->shown) {
-        fprintf(stderr, "\rexsa: uploading weights to %s: %3d%% (%.2f of %.2f GB)",
-                be->ops->name, pct, p->done / 1e9, p->total / 1e9);
+        fprintf(stderr, "\rexsa: uploading weights to %s: %3d%% (%.2f of %.2f GB)", be->ops->name,
+                pct, p->done / 1e9, p->total / 1e9);
         p->shown = pct;
     }
     return 0;
@@ -226,8 +226,7 @@ static int prepare_weights(struct exsa_engine *e)
 
 /* ---- device memory -------------------------------------------------------------------------- */
 
-static int sum_weight_bytes(struct exsa_engine *e, struct backend *be, struct tensor *t,
-                            void *arg)
+static int sum_weight_bytes(struct exsa_engine *e, struct backend *be, struct tensor *t, void *arg)
 {
     if (be == e->gpu)
         *(uint64_t *)arg += t->nbytes;
@@ -241,8 +240,7 @@ static void plan_gpu_need(struct exsa_engine *e)
     struct gpu_need *g = &e->gpu_need;
     g->weights = 0;
     for_each_weight(e, sum_weight_bytes, &g->weights);
-    g->kv = kv_bytes_for(&e->m->hp, e->p.n_seq_max, e->p.n_ctx, 0, e->layer_be, e->kv_type,
-                         e->gpu);
+    g->kv = kv_bytes_for(&e->m->hp, e->p.n_seq_max, e->p.n_ctx, 0, e->layer_be, e->kv_type, e->gpu);
     g->acts = acts_floats(&e->m->hp, e->p.n_batch, true, off) * sizeof(float);
 }
 
@@ -257,11 +255,12 @@ static int check_device_memory(struct exsa_engine *e, char *err, size_t errlen)
     double need = (double)weights + kv + acts, mib = 1024.0 * 1024.0;
     if (need <= (double)free_b)
         return 0;
-    snprintf(err, errlen, "the GPU has %.0f MiB free of %.0f MiB, and %d layers need %.0f MiB "
+    snprintf(err, errlen,
+             "the GPU has %.0f MiB free of %.0f MiB, and %d layers need %.0f MiB "
              "(weights %.0f, KV cache %.0f for %d x %d positions, activations %.0f): offload "
-             "fewer layers (GPU_LAYERS) or shrink CONTEXT_SIZE", free_b / mib, total_b / mib,
-             e->p.gpu_layers, need / mib, weights / mib, kv / mib, e->p.n_seq_max, e->p.n_ctx,
-             acts / mib);
+             "fewer layers (GPU_LAYERS) or shrink CONTEXT_SIZE",
+             free_b / mib, total_b / mib, e->p.gpu_layers, need / mib, weights / mib, kv / mib,
+             e->p.n_seq_max, e->p.n_ctx, acts / mib);
     return EXSA_ENOMEM;
 }
 
@@ -273,9 +272,9 @@ static void describe(struct exsa_engine *e)
     size_t o = 0, n = sizeof(e->describe);
     for (int k = 0; k < e->n_stages && o < n; k++) {
         const struct stage *s = &e->stages[k];
-        o += (size_t)snprintf(e->describe + o, n - o, "%slayers %d-%d%s on %s", k ? "; " : "",
-                              s->l0, s->l1 - 1, s->head ? " and the output head" : "",
-                              s->be->ops->name);
+        o +=
+            (size_t)snprintf(e->describe + o, n - o, "%slayers %d-%d%s on %s", k ? "; " : "", s->l0,
+                             s->l1 - 1, s->head ? " and the output head" : "", s->be->ops->name);
     }
     if (e->gpu && o < n) {
         const uint64_t w = e->gpu_need.weights;
@@ -285,11 +284,11 @@ static void describe(struct exsa_engine *e)
         for (int l = 0; l < L; l++)
             if (e->layer_be[l] == e->gpu && e->m->hp.n_kv_heads[l] > 0)
                 kvt = e->kv_type[l];
-        snprintf(e->describe + o, n - o, " (%d of %d layers on the GPU; device memory: "
+        snprintf(e->describe + o, n - o,
+                 " (%d of %d layers on the GPU; device memory: "
                  "weights %.0f MiB, KV cache %.0f MiB %s, activations %.0f MiB)",
                  e->p.gpu_layers, L, w / 1048576.0, kv / 1048576.0,
-                 kvt == EXSA_DTYPE_F16 ? "f16" : "f32",
-                 g->mem_bytes / 1048576.0);
+                 kvt == EXSA_DTYPE_F16 ? "f16" : "f32", g->mem_bytes / 1048576.0);
     }
 }
 
@@ -301,7 +300,8 @@ static int build(struct exsa_engine *e, char *err, size_t errlen)
     if (!e->layer_be || !e->kv_type || copy_weights(e) < 0)
         return EXSA_ENOMEM;
     if (e->m->weights_released && e->p.gpu_layers < hp->n_layers) {
-        snprintf(err, errlen, "this model's host weights were released after a GPU upload: "
+        snprintf(err, errlen,
+                 "this model's host weights were released after a GPU upload: "
                  "load it again to run layers on the CPU");
         return EXSA_EINVAL;
     }
@@ -323,9 +323,10 @@ static int build(struct exsa_engine *e, char *err, size_t errlen)
     if (rc == 0)
         rc = prepare_weights(e);
     if (rc < 0)
-        snprintf(err, errlen, "out of %s memory creating an engine (%d sequences x %d "
-                 "positions, batch %d)", e->gpu ? "device or host" : "host", e->p.n_seq_max,
-                 e->p.n_ctx, e->p.n_batch);
+        snprintf(err, errlen,
+                 "out of %s memory creating an engine (%d sequences x %d "
+                 "positions, batch %d)",
+                 e->gpu ? "device or host" : "host", e->p.n_seq_max, e->p.n_ctx, e->p.n_batch);
     return rc;
 }
 

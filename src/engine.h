@@ -36,7 +36,7 @@ struct stage {
     bool embed; /* the first stage embeds the tokens */
     bool head;  /* the last stage runs the final norm and the LM head */
     struct acts a;
-    void *mem;  /* the allocation the activations are carved from */
+    void *mem; /* the allocation the activations are carved from */
     size_t mem_bytes;
 };
 

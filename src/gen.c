@@ -32,11 +32,11 @@ struct gen {
     enum gen_finish finish;
     int n_tokens;
     int32_t last_tok;
-    int stop_hit;     /* index of the stop string that matched, or -1 */
-    size_t n_shown;   /* bytes handed out so far */
-    char *pend;       /* bytes not shown yet */
+    int stop_hit;   /* index of the stop string that matched, or -1 */
+    size_t n_shown; /* bytes handed out so far */
+    char *pend;     /* bytes not shown yet */
     size_t pend_len, pend_cap;
-    char *outb;       /* the text of the last gen_next/gen_flush */
+    char *outb; /* the text of the last gen_next/gen_flush */
     size_t out_len, out_cap;
     char reason[256];
 };
@@ -269,9 +269,15 @@ void gen_end(struct gen *g, enum gen_finish why)
         g->finish = why;
 }
 
-enum gen_finish gen_finished(const struct gen *g) { return g->finish; }
+enum gen_finish gen_finished(const struct gen *g)
+{
+    return g->finish;
+}
 
-int gen_n_tokens(const struct gen *g) { return g->n_tokens; }
+int gen_n_tokens(const struct gen *g)
+{
+    return g->n_tokens;
+}
 
 /* While the reply runs, nothing (the held text may still become a stop string). */
 void gen_flush(struct gen *g, const char **text, size_t *len)
@@ -304,7 +310,10 @@ static void escape(const char *s, char *buf, size_t size)
     for (; *s && o + 5 < size; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '\n' || c == '\t' || c == '\r')
-            o += (size_t)snprintf(buf + o, size - o, "\\%c", c == '\n' ? 'n' : c == '\t' ? 't' : 'r');
+            o += (size_t)snprintf(buf + o, size - o, "\\%c",
+                                  c == '\n'   ? 'n'
+                                  : c == '\t' ? 't'
+                                              : 'r');
         else if (c < 0x20)
             o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
         else

@@ -17,20 +17,20 @@
 
 enum gen_finish {
     GEN_RUNNING = 0,
-    GEN_EOG,       /* the model produced an end-of-generation token */
-    GEN_STOP,      /* a stop string matched */
-    GEN_LENGTH,    /* max_tokens reached (or the context is full) */
+    GEN_EOG,    /* the model produced an end-of-generation token */
+    GEN_STOP,   /* a stop string matched */
+    GEN_LENGTH, /* max_tokens reached (or the context is full) */
     GEN_CANCELLED,
 };
 
 struct gen_params {
     struct exsa_sampling_params sp;
-    int max_tokens;           /* <= 0: no limit but the context */
-    const char *const *stop;  /* stop strings (copied) */
+    int max_tokens;          /* <= 0: no limit but the context */
+    const char *const *stop; /* stop strings (copied) */
     int n_stop;
     bool ignore_eog;
-    bool logprobs;            /* record each sampled token's logprob (gen_logprobs) */
-    int top_logprobs;         /* with logprobs: alternatives per token, 0..SAMPLER_MAX_TOP_LOGPROBS */
+    bool logprobs;    /* record each sampled token's logprob (gen_logprobs) */
+    int top_logprobs; /* with logprobs: alternatives per token, 0..SAMPLER_MAX_TOP_LOGPROBS */
     struct sampler_mask mask; /* constrained decoding (tokmask.h), or all NULL */
 };
 

@@ -35,13 +35,13 @@ struct wtensor {
 };
 
 struct gguf_writer {
-    struct buf kv;      /* serialized KV records */
+    struct buf kv; /* serialized KV records */
     uint64_t n_kv;
-    struct wtensor *t;  /* n_t tensors, cap_t allocated */
+    struct wtensor *t; /* n_t tensors, cap_t allocated */
     uint64_t n_t;
     size_t cap_t;
     uint32_t alignment;
-    int err;            /* first error: EXSA_ENOMEM or EXSA_EINVAL, else 0 */
+    int err; /* first error: EXSA_ENOMEM or EXSA_EINVAL, else 0 */
 };
 
 /* ---- serialization helpers ------------------------------------------------------------------ */
@@ -205,8 +205,8 @@ static uint64_t tensor_bytes(int type, int n_dims, const int64_t *ne)
     return n;
 }
 
-void gguf_w_tensor(struct gguf_writer *w, const char *name, int type, int n_dims,
-                   const int64_t *ne, const void *data)
+void gguf_w_tensor(struct gguf_writer *w, const char *name, int type, int n_dims, const int64_t *ne,
+                   const void *data)
 {
     if (w->err)
         return;

@@ -32,10 +32,10 @@
 #define MAX_COUNT 0x7fffffffull
 
 struct gguf_impl {
-    struct gguf_file f;      /* must stay first: gguf_close() casts back */
-    uint32_t *kv_slots;      /* kv_cap slots, each 0 (empty) or kv index + 1 */
-    uint32_t *t_slots;       /* t_cap slots, each 0 (empty) or tensor index + 1 */
-    uint64_t kv_cap, t_cap;  /* powers of two, at least twice the entry count */
+    struct gguf_file f;     /* must stay first: gguf_close() casts back */
+    uint32_t *kv_slots;     /* kv_cap slots, each 0 (empty) or kv index + 1 */
+    uint32_t *t_slots;      /* t_cap slots, each 0 (empty) or tensor index + 1 */
+    uint64_t kv_cap, t_cap; /* powers of two, at least twice the entry count */
 };
 
 /* The parse cursor: pos never exceeds size; ctx names the record being read for messages. */
@@ -48,8 +48,8 @@ struct rd {
 };
 
 static const char *const type_names[GGUF_TYPE_COUNT] = {
-    "UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32",
-    "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64",
+    "UINT8", "INT8",   "UINT16", "INT16",  "UINT32", "INT32",   "FLOAT32",
+    "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64",  "FLOAT64",
 };
 
 /* Bytes of one scalar of type t (0 for STRING/ARRAY, which have variable size). */
@@ -264,8 +264,7 @@ static int check_alignment(struct rd *r, const struct gguf_kv *kv, uint32_t *ali
         return fail(r, EXSA_EFORMAT, "must be UINT32, not %s", gguf_type_name(kv->type));
     uint64_t a = kv->v.u64;
     if (a == 0 || (a & (a - 1)))
-        return fail(r, EXSA_EFORMAT, "%llu is not a non-zero power of two",
-                    (unsigned long long)a);
+        return fail(r, EXSA_EFORMAT, "%llu is not a non-zero power of two", (unsigned long long)a);
     *align = (uint32_t)a;
     return 0;
 }
@@ -432,8 +431,10 @@ static int place_tensors(struct rd *r, struct gguf_file *f)
     int rc = 0;
     for (uint64_t i = 1; i < n && !rc; i++)
         if (s[i - 1].off + s[i - 1].n > s[i].off)
-            rc = fail(r, EXSA_EFORMAT, "tensors '%s' [offset %llu, %llu bytes] and '%s' "
-                      "[offset %llu] overlap", s[i - 1].name, (unsigned long long)s[i - 1].off,
+            rc = fail(r, EXSA_EFORMAT,
+                      "tensors '%s' [offset %llu, %llu bytes] and '%s' "
+                      "[offset %llu] overlap",
+                      s[i - 1].name, (unsigned long long)s[i - 1].off,
                       (unsigned long long)s[i - 1].n, s[i].name, (unsigned long long)s[i].off);
     free(s);
     return rc;
@@ -461,8 +462,10 @@ static int rd_header(struct rd *r, struct gguf_file *f)
     if (magic != 0x46554747u)
         return fail(r, EXSA_EFORMAT, "bad magic 0x%08x (expected \"GGUF\")", magic);
     if (version && !(version & 0xffff))
-        return fail(r, EXSA_EUNSUPPORTED, "version reads 0x%08x: a big-endian file, which is "
-                    "not supported", version);
+        return fail(r, EXSA_EUNSUPPORTED,
+                    "version reads 0x%08x: a big-endian file, which is "
+                    "not supported",
+                    version);
     if (version != 2 && version != 3)
         return fail(r, EXSA_EUNSUPPORTED, "version %u is not supported (only 2 and 3)", version);
     f->version = version;
@@ -513,7 +516,8 @@ static int parse(struct rd *r, struct gguf_impl *g)
     if (start > r->size)
         return fail(r, EXSA_EFORMAT,
                     "tensor data would start at offset %llu, past the end of the file "
-                    "(%llu bytes)", (unsigned long long)start, (unsigned long long)r->size);
+                    "(%llu bytes)",
+                    (unsigned long long)start, (unsigned long long)r->size);
     f->data_offset = start;
     return place_tensors(r, f);
 }

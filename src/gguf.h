@@ -62,8 +62,8 @@ struct gguf_kv {
 struct gguf_tensor {
     char name[GGUF_MAX_NAME]; /* NUL-terminated */
     int n_dims;
-    int64_t ne[4]; /* missing dims are 1 */
-    int type;      /* ggml type id (enum exsa_dtype); checked to be one quant.h supports */
+    int64_t ne[4];   /* missing dims are 1 */
+    int type;        /* ggml type id (enum exsa_dtype); checked to be one quant.h supports */
     uint64_t offset; /* relative to the data blob */
     uint64_t nbytes;
     const void *data; /* inside the mapping */
@@ -128,8 +128,8 @@ void gguf_w_arr(struct gguf_writer *w, const char *key, enum gguf_type type, con
                 uint64_t n);
 void gguf_w_arr_str(struct gguf_writer *w, const char *key, const char *const *v, uint64_t n);
 /* A tensor: data of the size its type and shape imply is copied (NULL: zero-filled). */
-void gguf_w_tensor(struct gguf_writer *w, const char *name, int type, int n_dims,
-                   const int64_t *ne, const void *data);
+void gguf_w_tensor(struct gguf_writer *w, const char *name, int type, int n_dims, const int64_t *ne,
+                   const void *data);
 /* Writes the file (version 3, alignment 32). Returns 0 or EXSA_EIO/EXSA_ENOMEM. */
 int gguf_writer_save(struct gguf_writer *w, const char *path);
 /* Or into memory: *out is malloc'd, caller frees. */

@@ -213,15 +213,13 @@ static int f_string(const struct gr_node *n, struct gr_frame *f, int in)
     if (f->st == 0)
         return in == '"' ? (f->st = 1, R_OK) : R_REJECT;
     switch (lex(f, in)) {
-    case LX_QUOTE:
-        return (int)f->a >= n->min_len ? R_POP : R_REJECT;
+    case LX_QUOTE: return (int)f->a >= n->min_len ? R_POP : R_REJECT;
     case LX_CHAR:
         if (n->max_len >= 0 && (int)f->a >= n->max_len)
             return R_REJECT;
         f->a++;
         return R_OK;
-    case LX_CONT:
-        return R_OK;
+    case LX_CONT: return R_OK;
     }
     return R_REJECT;
 }
@@ -352,14 +350,12 @@ static int f_object(const struct gr_node *n, struct gr_frame *f, int in, int32_t
         return w;
     f->ws = 0;
     switch (f->st) {
-    case O_OPEN:
-        return in == open ? (f->st = O_FIRST, R_OK) : R_REJECT;
+    case O_OPEN: return in == open ? (f->st = O_FIRST, R_OK) : R_REJECT;
     case O_FIRST:
         if (in == close)
             return req_ok ? R_POP : R_REJECT;
         return start_key(n, f, in);
-    case O_NEXT:
-        return start_key(n, f, in);
+    case O_NEXT: return start_key(n, f, in);
     case O_KEY:
     case O_KEYFREE:
         if (n->kwargs) {
@@ -368,14 +364,11 @@ static int f_object(const struct gr_node *n, struct gr_frame *f, int in, int32_t
             return ident_char(in) ? key_byte(n, f, in) : R_REJECT;
         }
         switch (lex(f, in)) {
-        case LX_QUOTE:
-            return close_key(n, f);
-        case LX_BAD:
-            return R_REJECT;
+        case LX_QUOTE: return close_key(n, f);
+        case LX_BAD: return R_REJECT;
         }
         return key_byte(n, f, in);
-    case O_COLON:
-        return in == ':' ? (f->st = O_VALWS, R_OK) : R_REJECT;
+    case O_COLON: return in == ':' ? (f->st = O_VALWS, R_OK) : R_REJECT;
     case O_VALWS:
         f->st = O_VALUE;
         *push = f->c == ADDL ? n->additional : n->props[f->c].node;
@@ -395,8 +388,7 @@ static int f_array(const struct gr_node *n, struct gr_frame *f, int in, int32_t 
         return w;
     f->ws = 0;
     switch (f->st) {
-    case A_OPEN:
-        return in == '[' ? (f->st = A_FIRST, R_OK) : R_REJECT;
+    case A_OPEN: return in == '[' ? (f->st = A_FIRST, R_OK) : R_REJECT;
     case A_FIRST:
         if (in == ']')
             return n->min_items <= 0 ? R_POP : R_REJECT;
@@ -426,20 +418,13 @@ static int f_input(const struct grammar *g, struct gr_frame *f, int in, int32_t 
         if (in != (unsigned char)n->lit[f->a])
             return R_REJECT;
         return ++f->a == n->lit_len ? R_POP : R_OK;
-    case GR_LITSET:
-        return f_litset(n, f, in);
-    case GR_TOKEN:
-        return in == GR_TOKEN_INPUT(n->token) ? R_POP : R_REJECT;
-    case GR_OBJECT:
-        return f_object(n, f, in, push);
-    case GR_ARRAY:
-        return f_array(n, f, in, push);
-    case GR_STRING:
-        return f_string(n, f, in);
-    case GR_NUMBER:
-        return f_number(n, f, in);
-    default:
-        return R_REJECT; /* SEQ and ALT never read */
+    case GR_LITSET: return f_litset(n, f, in);
+    case GR_TOKEN: return in == GR_TOKEN_INPUT(n->token) ? R_POP : R_REJECT;
+    case GR_OBJECT: return f_object(n, f, in, push);
+    case GR_ARRAY: return f_array(n, f, in, push);
+    case GR_STRING: return f_string(n, f, in);
+    case GR_NUMBER: return f_number(n, f, in);
+    default: return R_REJECT; /* SEQ and ALT never read */
     }
 }
 
@@ -469,14 +454,9 @@ static void child_done(const struct grammar *g, struct gr_thread *t)
     case GR_SEQ:
         p->a++; /* its next kid is pushed when it is settled */
         break;
-    case GR_OBJECT:
-        p->st = O_AFTER, p->ws = 0;
-        break;
-    case GR_ARRAY:
-        p->a++, p->st = A_AFTER, p->ws = 0;
-        break;
-    default:
-        break;
+    case GR_OBJECT: p->st = O_AFTER, p->ws = 0; break;
+    case GR_ARRAY: p->a++, p->st = A_AFTER, p->ws = 0; break;
+    default: break;
     }
 }
 
@@ -565,9 +545,7 @@ static void advance(const struct grammar *g, struct run *r, struct work *w, stru
     }
     int32_t child = -1;
     switch (f_input(g, f, w->pending, &child)) {
-    case R_OK:
-        emit(out, t);
-        break;
+    case R_OK: emit(out, t); break;
     case R_POP: /* complete, the input taken */
         child_done(g, t);
         add_work(r, t, -1);
@@ -580,8 +558,7 @@ static void advance(const struct grammar *g, struct run *r, struct work *w, stru
         if (push_frame(g, t, child))
             add_work(r, t, w->pending);
         break;
-    default:
-        break;
+    default: break;
     }
 }
 

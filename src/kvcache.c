@@ -22,8 +22,7 @@ struct kv_shape {
     size_t conv_slot_floats;
 };
 
-static struct kv_shape shape_of(const struct hparams *hp, int n_seq_max, int n_ctx,
-                                int n_kv_tokens)
+static struct kv_shape shape_of(const struct hparams *hp, int n_seq_max, int n_ctx, int n_kv_tokens)
 {
     struct kv_shape s = {0};
     for (int l = 0; l < hp->n_layers; l++)
@@ -172,8 +171,8 @@ int kv_seq_new(struct kv_cache *kv)
         q->conv_cur = 0;
         for (int c = 0; c < kv->n_conv; c++) {
             struct backend *be = kv->conv_be[c];
-            int rc = be->ops->zero(be, kv_conv_state(kv, c, kv_conv_slot(kv, s, 0)),
-                                   slot_bytes(kv));
+            int rc =
+                be->ops->zero(be, kv_conv_state(kv, c, kv_conv_slot(kv, s, 0)), slot_bytes(kv));
             if (rc < 0)
                 return rc;
         }

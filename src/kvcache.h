@@ -60,8 +60,7 @@ int kv_create(const struct hparams *hp, int n_seq_max, int n_ctx, int n_kv_token
 void kv_free(struct kv_cache *kv);
 /* Bytes of backend memory the cache takes for layers run by be (for sizing a device). */
 size_t kv_bytes_for(const struct hparams *hp, int n_seq_max, int n_ctx, int n_kv_tokens,
-                    struct backend *const *layer_be, const int *kv_type,
-                    const struct backend *be);
+                    struct backend *const *layer_be, const int *kv_type, const struct backend *be);
 /* id >= 0, or EXSA_ENOMEM (no free sequence) or a backend error (zeroing its state). */
 int kv_seq_new(struct kv_cache *kv);
 void kv_seq_free(struct kv_cache *kv, int seq);

@@ -49,18 +49,18 @@ struct layer {
     struct tensor conv_w;   /* {l_cache, dim} F32: tap l_cache-1 is the current step */
     struct tensor conv_out; /* {dim, dim} */
     /* attention */
-    struct tensor wq;     /* {dim, n_heads head_dim} */
-    struct tensor wk, wv; /* {dim, n_kv_heads head_dim} */
-    struct tensor wo;     /* {n_heads head_dim, dim} */
+    struct tensor wq;             /* {dim, n_heads head_dim} */
+    struct tensor wk, wv;         /* {dim, n_kv_heads head_dim} */
+    struct tensor wo;             /* {n_heads head_dim, dim} */
     struct tensor q_norm, k_norm; /* {head_dim} F32, shared by all heads */
     /* dense FFN */
     struct tensor ffn_gate, ffn_up; /* {dim, hidden_dim} */
     struct tensor ffn_down;         /* {hidden_dim, dim} */
     /* MoE FFN */
-    struct tensor router;              /* {dim, n_experts} F32 */
-    struct tensor exp_bias;            /* {n_experts} F32: selection bias only */
-    struct tensor gate_exps, up_exps;  /* {dim, expert_hidden_dim, n_experts} */
-    struct tensor down_exps;           /* {expert_hidden_dim, dim, n_experts} */
+    struct tensor router;             /* {dim, n_experts} F32 */
+    struct tensor exp_bias;           /* {n_experts} F32: selection bias only */
+    struct tensor gate_exps, up_exps; /* {dim, expert_hidden_dim, n_experts} */
+    struct tensor down_exps;          /* {expert_hidden_dim, dim, n_experts} */
 };
 
 struct tokenizer;

@@ -5,8 +5,9 @@
  * Invariants: the block structs of quant.h mirror the on-disk bytes exactly (static_asserts
  * here check the sizes); every dequantizer evaluates its floats in the same order as the
  * reference engine (scale products first, then times the quant, then minus the min), so results
- * are bit-exact against it. Callers: the GGUF reader and model binding (dtype_info / dtype_row_size), the
- * reference backend (dequantize_row), the fast CPU kernels (fallback path and tests).
+ * are bit-exact against it. Callers: the GGUF reader and model binding (dtype_info /
+ * dtype_row_size), the reference backend (dequantize_row), the fast CPU kernels (fallback path and
+ * tests).
  */
 #include "quant.h"
 
@@ -30,23 +31,23 @@ _Static_assert(sizeof(struct blk_iq4_xs) == 136, "iq4_xs");
 /* ---- type table ----------------------------------------------------------------------------- */
 
 static const struct dtype_info dtypes[EXSA_DTYPE_COUNT] = {
-    [0] = {"F32", 1, 4, true},        [1] = {"F16", 1, 2, true},
-    [2] = {"Q4_0", 32, 18, true},     [3] = {"Q4_1", 32, 20, true},
-    [6] = {"Q5_0", 32, 22, true},     [7] = {"Q5_1", 32, 24, true},
-    [8] = {"Q8_0", 32, 34, true},     [9] = {"Q8_1", 32, 36, false},
-    [10] = {"Q2_K", 256, 84, true},   [11] = {"Q3_K", 256, 110, true},
-    [12] = {"Q4_K", 256, 144, true},  [13] = {"Q5_K", 256, 176, true},
-    [14] = {"Q6_K", 256, 210, true},  [15] = {"Q8_K", 256, 292, true},
+    [0] = {"F32", 1, 4, true},          [1] = {"F16", 1, 2, true},
+    [2] = {"Q4_0", 32, 18, true},       [3] = {"Q4_1", 32, 20, true},
+    [6] = {"Q5_0", 32, 22, true},       [7] = {"Q5_1", 32, 24, true},
+    [8] = {"Q8_0", 32, 34, true},       [9] = {"Q8_1", 32, 36, false},
+    [10] = {"Q2_K", 256, 84, true},     [11] = {"Q3_K", 256, 110, true},
+    [12] = {"Q4_K", 256, 144, true},    [13] = {"Q5_K", 256, 176, true},
+    [14] = {"Q6_K", 256, 210, true},    [15] = {"Q8_K", 256, 292, true},
     [16] = {"IQ2_XXS", 256, 66, false}, [17] = {"IQ2_XS", 256, 74, false},
     [18] = {"IQ3_XXS", 256, 98, false}, [19] = {"IQ1_S", 256, 50, false},
-    [20] = {"IQ4_NL", 32, 18, true},  [21] = {"IQ3_S", 256, 110, false},
-    [22] = {"IQ2_S", 256, 82, false}, [23] = {"IQ4_XS", 256, 136, true},
-    [24] = {"I8", 1, 1, false},       [25] = {"I16", 1, 2, false},
-    [26] = {"I32", 1, 4, false},      [27] = {"I64", 1, 8, false},
-    [28] = {"F64", 1, 8, false},      [29] = {"IQ1_M", 256, 56, false},
-    [30] = {"BF16", 1, 2, true},      [34] = {"TQ1_0", 256, 54, false},
-    [35] = {"TQ2_0", 256, 66, false}, [39] = {"MXFP4", 32, 17, false},
-    [40] = {"NVFP4", 64, 36, false},  [41] = {"Q1_0", 128, 18, false},
+    [20] = {"IQ4_NL", 32, 18, true},    [21] = {"IQ3_S", 256, 110, false},
+    [22] = {"IQ2_S", 256, 82, false},   [23] = {"IQ4_XS", 256, 136, true},
+    [24] = {"I8", 1, 1, false},         [25] = {"I16", 1, 2, false},
+    [26] = {"I32", 1, 4, false},        [27] = {"I64", 1, 8, false},
+    [28] = {"F64", 1, 8, false},        [29] = {"IQ1_M", 256, 56, false},
+    [30] = {"BF16", 1, 2, true},        [34] = {"TQ1_0", 256, 54, false},
+    [35] = {"TQ2_0", 256, 66, false},   [39] = {"MXFP4", 32, 17, false},
+    [40] = {"NVFP4", 64, 36, false},    [41] = {"Q1_0", 128, 18, false},
     [42] = {"Q2_0", 64, 18, false},
 };
 
@@ -67,8 +68,18 @@ size_t dtype_row_size(int type, int64_t n)
 
 /* ---- fp16 / bf16 ---------------------------------------------------------------------------- */
 
-static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 float fp16_to_f32(uint16_t h)
 {
@@ -105,7 +116,10 @@ uint16_t f32_to_fp16(float f)
     return sign | (uint16_t)(a >> 13);
 }
 
-float bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
+float bf16_to_f32(uint16_t h)
+{
+    return u2f((uint32_t)h << 16);
+}
 
 uint16_t f32_to_bf16(float f)
 {

@@ -121,12 +121,8 @@ static void run(struct rsn *r, bool final)
 {
     for (bool changed = true; changed && r->q.len;) {
         switch (r->state) {
-        case R_START:
-            changed = at_start(r, final);
-            break;
-        case R_THINK:
-            changed = in_think(r, final);
-            break;
+        case R_START: changed = at_start(r, final); break;
+        case R_THINK: changed = in_think(r, final); break;
         case R_AFTER:
             sb_drop(&r->q, lead_ws(r->q.s, r->q.len));
             changed = r->q.len > 0;

@@ -9,9 +9,10 @@
  * right after the penalties, so the filters and the draw only see allowed tokens; logprobs are
  * taken from the same logits, over the whole vocabulary, before the filters cut it.
  * Speed on a 65,536 vocabulary: top-k is a quickselect, min-p a filter fused with the max
- * pass, and top-p sorts only the best slices (64, 256, ...) of what top-k and min-p left. Top-p and min-p both keep a prefix of
- * the candidates sorted by logit, so running min-p first keeps the same set as llama.cpp's
- * top-p-then-min-p (top-p's probabilities are still taken over the set top-k left).
+ * pass, and top-p sorts only the best slices (64, 256, ...) of what top-k and min-p left. Top-p and
+ * min-p both keep a prefix of the candidates sorted by logit, so running min-p first keeps the same
+ * set as llama.cpp's top-p-then-min-p (top-p's probabilities are still taken over the set top-k
+ * left).
  */
 #include "sampler.h"
 
@@ -25,16 +26,16 @@ struct sampler {
     int n_vocab;
     int32_t *bias_id;
     float *bias;
-    int32_t *win;   /* penalty window: ring of win_cap (last_n > 0) or growing list (-1) */
+    int32_t *win; /* penalty window: ring of win_cap (last_n > 0) or growing list (-1) */
     int win_cap, win_len, win_head;
-    int *counts;    /* [n_vocab] occurrences in the window */
-    uint32_t *stamp;/* [n_vocab] penalty pass that last touched a token */
+    int *counts;     /* [n_vocab] occurrences in the window */
+    uint32_t *stamp; /* [n_vocab] penalty pass that last touched a token */
     uint32_t pass;
     struct sampler_cand *cands; /* [n_vocab] */
     uint64_t rng[4];
-    struct sampler_mask mask;   /* apply == NULL: none */
-    int n_top;                  /* logprobs: -1 off, else how many alternatives */
-    int n_top_got;              /* of the last draw; -1 before the first */
+    struct sampler_mask mask; /* apply == NULL: none */
+    int n_top;                /* logprobs: -1 off, else how many alternatives */
+    int n_top_got;            /* of the last draw; -1 before the first */
     struct sampler_logprob chosen, top[SAMPLER_MAX_TOP_LOGPROBS];
 };
 
@@ -48,7 +49,10 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t xoshiro_next(uint64_t *s)
 {
@@ -73,7 +77,10 @@ static void seed_rng(struct sampler *s, uint64_t seed)
         s->rng[i] = splitmix64(&seed);
 }
 
-double sampler_uniform(struct sampler *s) { return (double)(xoshiro_next(s->rng) >> 11) * 0x1.0p-53; }
+double sampler_uniform(struct sampler *s)
+{
+    return (double)(xoshiro_next(s->rng) >> 11) * 0x1.0p-53;
+}
 
 /* ---- life cycle ------------------------------------------------------------------------------ */
 
@@ -283,7 +290,7 @@ static int gather(struct sampler *s, const float *l, float *max_out, double *sum
 {
     const struct exsa_sampling_params *p = &s->p;
     struct sampler_cand *c = s->cands;
-    bool need_sum = p->top_p < 1, top_k = p->top_k > 0 && p->top_k < s->n_vocab;
+    bool need_sum = p->top_p<1, top_k = p->top_k> 0 && p->top_k < s->n_vocab;
     float max = -INFINITY, thr = -INFINITY;
     double sum = 0;
     int n = 0;
@@ -407,8 +414,8 @@ static void record_logprobs(struct sampler *s, const float *logits, int32_t chos
     for (int i = 0; i < n; i++)
         s->top[i].logprob = (float)((double)s->top[i].logprob / t - lse);
     float lc = logits[chosen];
-    s->chosen = (struct sampler_logprob){chosen, lc > -INFINITY ? (float)(lc / t - lse)
-                                                                : -INFINITY};
+    s->chosen =
+        (struct sampler_logprob){chosen, lc > -INFINITY ? (float)(lc / t - lse) : -INFINITY};
     s->n_top_got = n;
 }
 

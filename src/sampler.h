@@ -56,8 +56,8 @@ void sampler_accept(struct sampler *s, int32_t tok);
 
 /* Applies bias and penalties to logits in place (n_vocab floats). */
 void sampler_apply_penalties(struct sampler *s, float *logits);
-/* Applies bias, penalties and the mask (in place) and then top-k, top-p, min-p and temperature; points
- * *cands at the survivors (valid until the next call; sorted by logit, highest first, when
+/* Applies bias, penalties and the mask (in place) and then top-k, top-p, min-p and temperature;
+ * points *cands at the survivors (valid until the next call; sorted by logit, highest first, when
  * top-p ran, otherwise in no set order) and returns their count (>= 1). With temperature <= 0
  * the one survivor is the argmax (ties: lowest id) with p = 1. */
 int sampler_filter(struct sampler *s, float *logits, const struct sampler_cand **cands);

@@ -46,10 +46,10 @@ struct sched_req {
     /* scheduler thread only */
     struct gen *gen;
     int seq;
-    int n_past;    /* tokens in the sequence's cache */
-    int step_n;    /* entries this request put into the current batch */
-    int n_cached;  /* prompt tokens restored from the prompt cache */
-    bool pending;  /* next_tok is sampled and waits to be fed */
+    int n_past;   /* tokens in the sequence's cache */
+    int step_n;   /* entries this request put into the current batch */
+    int n_cached; /* prompt tokens restored from the prompt cache */
+    bool pending; /* next_tok is sampled and waits to be fed */
     int32_t next_tok;
     /* the prompt cache (see "the prompt cache" below); scheduler thread after submit */
     bool cache_off;     /* the client asked for no caching */
@@ -124,7 +124,7 @@ struct sched {
     struct sched_slot *slots; /* what sched_get_slots shows (n_active_shared of them), under mu */
     float *logits;
     float *fork_row; /* n_vocab: the logits row a forked choice draws from (sampling edits it) */
-    float *hidden; /* [n_batch][dim] hidden states of an embedding step (allocated on use) */
+    float *hidden;   /* [n_batch][dim] hidden states of an embedding step (allocated on use) */
     /* the prompt cache of the current engine (NULL: off) */
     struct pcache *pc;
     struct pcache_stats pc_stats; /* its counters as count_cache published them, under mu */

@@ -40,7 +40,6 @@ void sched_params_default(struct sched_params *p)
     p->batch_timeout_ms = 0;
 }
 
-
 static int max_seqs(const struct sched *s);
 
 /* Whether the queue is full: max_queue requests wait beyond those the free sequence slots
@@ -146,7 +145,9 @@ static void publish_slots(struct sched *s)
         const struct sched_req *r = s->active[i];
         s->slots[i] = (struct sched_slot){
             .id = r->seq,
-            .state = r->embed ? "embedding" : r->n_past < r->n_prompt ? "prefill" : "generating",
+            .state = r->embed                  ? "embedding"
+                     : r->n_past < r->n_prompt ? "prefill"
+                                               : "generating",
             .n_prompt = r->n_prompt,
             .n_past = r->n_past,
             .n_decoded = r->gen ? gen_n_tokens(r->gen) : 0,
@@ -697,8 +698,8 @@ static int size_buffers(struct sched *s)
     s->b_job = malloc(nb * sizeof(int32_t));
     s->logits = malloc(nr * (size_t)s->n_vocab * sizeof(float));
     s->fork_row = malloc((size_t)s->n_vocab * sizeof(float));
-    const bool ok = s->b_tok && s->b_pos && s->b_seq && s->b_logits && s->b_job && s->logits &&
-                    s->fork_row;
+    const bool ok =
+        s->b_tok && s->b_pos && s->b_seq && s->b_logits && s->b_job && s->logits && s->fork_row;
     return ok ? 0 : EXSA_ENOMEM;
 }
 
@@ -1002,8 +1003,8 @@ static int post_control(struct sched *s, enum ctl_op op)
 
 /* Hands the loaded replacement to the scheduler thread and waits for the switch. Called with
  * ctl_mu and mu held; returns with them held. */
-static int post_swap(struct sched *s, struct exsa_model *m, struct exsa_engine *e,
-                     const char *path, int ngl, int nctx)
+static int post_swap(struct sched *s, struct exsa_model *m, struct exsa_engine *e, const char *path,
+                     int ngl, int nctx)
 {
     s->next_model = m, s->next_engine = e;
     s->next_path = strdup(path);
@@ -1065,7 +1066,8 @@ int sched_load(struct sched *s, const char *path, int gpu_layers, int n_ctx, cha
         snprintf(err, errlen, "cannot load %s: %s%s", p, lerr[0] ? lerr : exsa_strerror(rc),
                  unloaded ? " (the previous model was unloaded to make room)" : "");
     else if (unloaded)
-        snprintf(err, errlen, "the new model did not fit beside the previous one, which was "
+        snprintf(err, errlen,
+                 "the new model did not fit beside the previous one, which was "
                  "unloaded first: requests in flight ended with a 503");
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);

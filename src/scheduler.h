@@ -27,9 +27,9 @@
 
 struct sched_params {
     enum exsa_backend_kind backend;
-    int n_ctx;            /* context per sequence */
-    int n_batch;          /* tokens per forward step (prefill chunks + decode tokens) */
-    int n_threads;        /* CPU threads (0: all) */
+    int n_ctx;     /* context per sequence */
+    int n_batch;   /* tokens per forward step (prefill chunks + decode tokens) */
+    int n_threads; /* CPU threads (0: all) */
     int gpu_layers;
     enum exsa_kv_type kv_type;
     int max_queue;        /* requests waiting for a free slot; past it sched_submit refuses */
@@ -73,13 +73,13 @@ struct sched_stats {
     bool loaded, loading, closing;
     char model_path[PATH_MAX]; /* "" when none */
     int n_ctx, gpu_layers, n_batch, max_batch;
-    int active;    /* sequences running */
-    int queued;    /* requests waiting */
+    int active; /* sequences running */
+    int queued; /* requests waiting */
     int max_queue;
-    bool queue_full; /* sched_submit would answer EXSA_ENOMEM now */
-    unsigned long long n_cancelled; /* requests cancelled by their client */
-    unsigned long long n_forked;    /* choices (n > 1) that forked the first one's prompt */
-    int cache_seqs;                 /* sequences the engine's cache holds */
+    bool queue_full;                      /* sched_submit would answer EXSA_ENOMEM now */
+    unsigned long long n_cancelled;       /* requests cancelled by their client */
+    unsigned long long n_forked;          /* choices (n > 1) that forked the first one's prompt */
+    int cache_seqs;                       /* sequences the engine's cache holds */
     int cache_blocks, cache_blocks_total; /* KV blocks in use; in the pool */
     struct pcache_stats pcache;           /* the prompt cache (all 0 when it is off) */
 };
@@ -159,7 +159,7 @@ struct sched_tok {
 };
 
 struct sched_chunk {
-    char *text;     /* new text since the last read, NUL-terminated, malloc'd (caller frees) */
+    char *text; /* new text since the last read, NUL-terminated, malloc'd (caller frees) */
     size_t len;
     int *piece_len; /* n_pieces lengths (malloc'd), one per push; they sum to len */
     int n_pieces;
@@ -172,10 +172,10 @@ struct sched_chunk {
     int n_toks;
     struct sched_lp *lp_top;
     char *lp_bytes;
-    bool done;              /* the reply is over: finish (or status/message) is final */
+    bool done; /* the reply is over: finish (or status/message) is final */
     enum gen_finish finish;
-    int status;             /* 0, or the HTTP status of an error the request ended with */
-    char message[256];      /* the error's sentence when status != 0 */
+    int status;        /* 0, or the HTTP status of an error the request ended with */
+    char message[256]; /* the error's sentence when status != 0 */
 };
 /* Waits up to timeout_ms for new text or the end, then takes what there is. Returns 1 when
  * something was taken (text or done), 0 on timeout. Free with sched_chunk_free. */
@@ -183,10 +183,10 @@ int sched_read(struct sched_req *r, int timeout_ms, struct sched_chunk *out);
 void sched_chunk_free(struct sched_chunk *c);
 
 struct sched_result {
-    int n_prompt, n_gen;              /* tokens in the prompt; tokens sampled (EOG included) */
-    int n_cached;                     /* prompt tokens restored from the prompt cache */
+    int n_prompt, n_gen; /* tokens in the prompt; tokens sampled (EOG included) */
+    int n_cached;        /* prompt tokens restored from the prompt cache */
     double t_submit, t_admit, t_first, t_done; /* monotonic seconds; 0: did not happen */
-    char empty_reason[256];           /* the "0-token" explanation, or "" */
+    char empty_reason[256];                    /* the "0-token" explanation, or "" */
 };
 /* Counters and times of r (final once a read returned done). */
 void sched_req_result(struct sched_req *r, struct sched_result *res);

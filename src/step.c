@@ -16,9 +16,9 @@ int kv_step_buf_init(struct kv_step_buf *b, const struct kv_cache *kv, int n_bat
     memset(b, 0, sizeof(*b));
     size_t nb = (size_t)n_batch + 1, ns = (size_t)kv->n_seq_max + 1;
     size_t nblk = (size_t)kv->n_seq_max * kv->max_blocks_per_seq + 1;
-    int32_t **arr[] = {&b->ent_sq, &b->out_rows, &b->sq_seq, &b->sq_ent_off, &b->sq_ent,
-                       &b->sq_conv_rd, &b->sq_conv_wr, &b->sq_blk_off, &b->blk,
-                       &b->sq_of_seq, &b->fill};
+    int32_t **arr[] = {&b->ent_sq, &b->out_rows,   &b->sq_seq,     &b->sq_ent_off,
+                       &b->sq_ent, &b->sq_conv_rd, &b->sq_conv_wr, &b->sq_blk_off,
+                       &b->blk,    &b->sq_of_seq,  &b->fill};
     size_t len[] = {nb, nb, ns, ns + 1, nb, ns, ns, ns + 1, nblk, ns, ns};
     for (size_t i = 0; i < sizeof(arr) / sizeof(arr[0]); i++)
         if (!(*arr[i] = malloc(sizeof(int32_t) * len[i])))
@@ -28,9 +28,9 @@ int kv_step_buf_init(struct kv_step_buf *b, const struct kv_cache *kv, int n_bat
 
 void kv_step_buf_free(struct kv_step_buf *b)
 {
-    int32_t *arr[] = {b->ent_sq, b->out_rows, b->sq_seq, b->sq_ent_off, b->sq_ent,
-                      b->sq_conv_rd, b->sq_conv_wr, b->sq_blk_off, b->blk, b->sq_of_seq,
-                      b->fill};
+    int32_t *arr[] = {b->ent_sq, b->out_rows,   b->sq_seq,     b->sq_ent_off,
+                      b->sq_ent, b->sq_conv_rd, b->sq_conv_wr, b->sq_blk_off,
+                      b->blk,    b->sq_of_seq,  b->fill};
     for (size_t i = 0; i < sizeof(arr) / sizeof(arr[0]); i++)
         free(arr[i]);
     memset(b, 0, sizeof(*b));
@@ -80,10 +80,21 @@ void kv_step_build(const struct kv_cache *kv, struct kv_step_buf *b, int n, cons
     }
     b->sq_blk_off[n_sq] = nb;
     *st = (struct step){
-        .n = n, .tok = tok, .pos = pos, .seq = seq, .ent_sq = b->ent_sq, .n_out = n_out,
-        .out_rows = b->out_rows, .n_sq = n_sq, .sq_seq = b->sq_seq,
-        .sq_ent_off = b->sq_ent_off, .sq_ent = b->sq_ent, .sq_conv_rd = b->sq_conv_rd,
-        .sq_conv_wr = b->sq_conv_wr, .sq_blk_off = b->sq_blk_off, .blk = b->blk,
+        .n = n,
+        .tok = tok,
+        .pos = pos,
+        .seq = seq,
+        .ent_sq = b->ent_sq,
+        .n_out = n_out,
+        .out_rows = b->out_rows,
+        .n_sq = n_sq,
+        .sq_seq = b->sq_seq,
+        .sq_ent_off = b->sq_ent_off,
+        .sq_ent = b->sq_ent,
+        .sq_conv_rd = b->sq_conv_rd,
+        .sq_conv_wr = b->sq_conv_wr,
+        .sq_blk_off = b->sq_blk_off,
+        .blk = b->blk,
     };
 }
 

@@ -126,9 +126,12 @@ static bool layer_has(const struct synth_preset *p, int l, const char *s)
 {
     static const char *const conv[] = {"shortconv.conv.weight", "shortconv.in_proj.weight",
                                        "shortconv.out_proj.weight", NULL};
-    static const char *const attn[] = {"attn_q.weight",      "attn_k.weight",
-                                       "attn_v.weight",      "attn_output.weight",
-                                       "attn_q_norm.weight", "attn_k_norm.weight",
+    static const char *const attn[] = {"attn_q.weight",
+                                       "attn_k.weight",
+                                       "attn_v.weight",
+                                       "attn_output.weight",
+                                       "attn_q_norm.weight",
+                                       "attn_k_norm.weight",
                                        NULL};
     static const char *const dense[] = {"ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
                                         NULL};
@@ -149,8 +152,7 @@ static bool layer_has(const struct synth_preset *p, int l, const char *s)
     return false;
 }
 
-int synth_tensor_type(const struct synth_preset *p, const struct synth_ftype *ft,
-                      const char *name)
+int synth_tensor_type(const struct synth_preset *p, const struct synth_ftype *ft, const char *name)
 {
     if (!strcmp(name, "token_embd.weight"))
         return ft->embd;
@@ -224,8 +226,14 @@ static void put(struct sb *b, const void *src, size_t n)
     sb_put(b, src, n);
 }
 
-static void put_u32(struct sb *b, uint32_t v) { put(b, &v, 4); }
-static void put_u64(struct sb *b, uint64_t v) { put(b, &v, 8); }
+static void put_u32(struct sb *b, uint32_t v)
+{
+    put(b, &v, 4);
+}
+static void put_u64(struct sb *b, uint64_t v)
+{
+    put(b, &v, 8);
+}
 
 static void put_str(struct sb *b, const char *s)
 {
@@ -279,26 +287,37 @@ static void kv_arr(struct sb *b, int *n, const char *pre, const char *key, uint3
 
 /* ---- the vocabulary ------------------------------------------------------------------------ */
 
-#define TOK_SLOT 32  /* bytes per token string: up to MAX_RAW byte-mapped chars of <= 2 bytes */
+#define TOK_SLOT 32 /* bytes per token string: up to MAX_RAW byte-mapped chars of <= 2 bytes */
 #define MERGE_SLOT 64
-#define MAX_RAW 12   /* filler tokens stand for at most this many raw bytes */
+#define MAX_RAW 12 /* filler tokens stand for at most this many raw bytes */
 #define N_SPECIAL 14
 #define HASH_SIZE (1 << 17)
 
 static const char *specials[N_SPECIAL] = {
-    "<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|fim_pre|>", "<|fim_mid|>", "<|fim_suf|>",
-    "<|im_start|>", "<|im_end|>", "<|tool_list_start|>", "<|tool_list_end|>",
-    "<|tool_call_start|>", "<|tool_call_end|>", "<|tool_response_start|>", "<|tool_response_end|>",
+    "<|pad|>",
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|fim_pre|>",
+    "<|fim_mid|>",
+    "<|fim_suf|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|tool_list_start|>",
+    "<|tool_list_end|>",
+    "<|tool_call_start|>",
+    "<|tool_call_end|>",
+    "<|tool_response_start|>",
+    "<|tool_response_end|>",
 };
 
 struct vocab {
     int n, n_merges;
-    char *tok;        /* n slots of TOK_SLOT (specials are shorter than a slot) */
-    char *merge;      /* n_merges slots of MERGE_SLOT: "left right" */
-    int32_t *type;    /* token_type per token */
-    uint8_t *nraw;    /* raw bytes a non-special token stands for */
-    uint8_t *spaced;  /* the token contains the byte ' ' (shown as U+0120) */
-    int32_t *hash;    /* open addressing over token ids, -1 empty */
+    char *tok;       /* n slots of TOK_SLOT (specials are shorter than a slot) */
+    char *merge;     /* n_merges slots of MERGE_SLOT: "left right" */
+    int32_t *type;   /* token_type per token */
+    uint8_t *nraw;   /* raw bytes a non-special token stands for */
+    uint8_t *spaced; /* the token contains the byte ' ' (shown as U+0120) */
+    int32_t *hash;   /* open addressing over token ids, -1 empty */
 };
 
 /* GPT-2's byte-to-unicode map: printable bytes stand for themselves, the others for 256 + k. */
@@ -466,15 +485,24 @@ static int tl_add_layer(struct tlist *tl, const struct synth_preset *p,
         char ne[3]; /* d: dim, q: n_heads*hd, k: n_kv*hd, f: hidden, e: experts, x: expert
                        hidden, h: head dim, 3: three dim, L: l_cache */
     } shapes[] = {
-        {"attn_norm.weight", K_NORM, 1, "d"},      {"ffn_norm.weight", K_NORM, 1, "d"},
-        {"shortconv.conv.weight", K_CONV, 2, "Ld"}, {"shortconv.in_proj.weight", K_MAT, 2, "d3"},
-        {"shortconv.out_proj.weight", K_MAT, 2, "dd"}, {"attn_q.weight", K_MAT, 2, "dq"},
-        {"attn_k.weight", K_MAT, 2, "dk"},          {"attn_v.weight", K_MAT, 2, "dk"},
-        {"attn_output.weight", K_MAT, 2, "qd"},     {"attn_q_norm.weight", K_NORM, 1, "h"},
-        {"attn_k_norm.weight", K_NORM, 1, "h"},     {"ffn_gate.weight", K_MAT, 2, "df"},
-        {"ffn_up.weight", K_MAT, 2, "df"},          {"ffn_down.weight", K_MAT, 2, "fd"},
-        {"ffn_gate_inp.weight", K_MAT, 2, "de"},    {"exp_probs_b.bias", K_BIAS, 1, "e"},
-        {"ffn_gate_exps.weight", K_MAT, 3, "dxe"},  {"ffn_up_exps.weight", K_MAT, 3, "dxe"},
+        {"attn_norm.weight", K_NORM, 1, "d"},
+        {"ffn_norm.weight", K_NORM, 1, "d"},
+        {"shortconv.conv.weight", K_CONV, 2, "Ld"},
+        {"shortconv.in_proj.weight", K_MAT, 2, "d3"},
+        {"shortconv.out_proj.weight", K_MAT, 2, "dd"},
+        {"attn_q.weight", K_MAT, 2, "dq"},
+        {"attn_k.weight", K_MAT, 2, "dk"},
+        {"attn_v.weight", K_MAT, 2, "dk"},
+        {"attn_output.weight", K_MAT, 2, "qd"},
+        {"attn_q_norm.weight", K_NORM, 1, "h"},
+        {"attn_k_norm.weight", K_NORM, 1, "h"},
+        {"ffn_gate.weight", K_MAT, 2, "df"},
+        {"ffn_up.weight", K_MAT, 2, "df"},
+        {"ffn_down.weight", K_MAT, 2, "fd"},
+        {"ffn_gate_inp.weight", K_MAT, 2, "de"},
+        {"exp_probs_b.bias", K_BIAS, 1, "e"},
+        {"ffn_gate_exps.weight", K_MAT, 3, "dxe"},
+        {"ffn_up_exps.weight", K_MAT, 3, "dxe"},
         {"ffn_down_exps.weight", K_MAT, 3, "xde"},
     };
     int hd = p->dim / p->n_heads, first = tl->n;
@@ -586,9 +614,7 @@ static void quant_block(int type, uint8_t *b, int size, uint64_t *s)
         }
         set16(b + 208, rng_range(s, 0.9e-4f, 1.4e-4f));
         break;
-    default:
-        memset(b, 0, (size_t)size);
-        break;
+    default: memset(b, 0, (size_t)size); break;
     }
 }
 
@@ -699,8 +725,8 @@ static void put_tokenizer(struct sb *b, int *n, const struct vocab *v)
 }
 
 /* Header, metadata and tensor infos, padded to the data blob's start (a multiple of 32). */
-static int build_header(struct sb *b, const struct synth_preset *p,
-                        const struct synth_ftype *ft, const struct tlist *tl)
+static int build_header(struct sb *b, const struct synth_preset *p, const struct synth_ftype *ft,
+                        const struct tlist *tl)
 {
     struct vocab v;
     int rc = vocab_build(&v, p->vocab_size), n = 0;
@@ -736,8 +762,8 @@ static int build_header(struct sb *b, const struct synth_preset *p,
     return 0;
 }
 
-static int write_file(const char *path, const struct sb *hdr, const struct tlist *tl,
-                      uint64_t seed, char *err, size_t errlen)
+static int write_file(const char *path, const struct sb *hdr, const struct tlist *tl, uint64_t seed,
+                      char *err, size_t errlen)
 {
     FILE *f = fopen(path, "wb");
     if (!f) {
@@ -757,8 +783,9 @@ static int write_file(const char *path, const struct sb *hdr, const struct tlist
         rc = EXSA_EIO;
     free(buf), free(tab);
     if (rc) {
-        snprintf(err, errlen, rc == EXSA_EIO ? "cannot write %s (disk full?)"
-                                             : "out of memory writing %s", path);
+        snprintf(err, errlen,
+                 rc == EXSA_EIO ? "cannot write %s (disk full?)" : "out of memory writing %s",
+                 path);
         remove(path);
     }
     return rc;
@@ -771,8 +798,10 @@ int synth_write(const char *path, const struct synth_preset *p, const struct syn
     struct sb hdr = {0};
     int rc = tl_build(&tl, p, ft);
     if (rc) {
-        snprintf(err, errlen, rc == EXSA_ENOMEM ? "out of memory" :
-                 "preset %s has a tensor that type %s cannot hold", p->name, ft->name);
+        snprintf(err, errlen,
+                 rc == EXSA_ENOMEM ? "out of memory"
+                                   : "preset %s has a tensor that type %s cannot hold",
+                 p->name, ft->name);
     } else if ((rc = build_header(&hdr, p, ft, &tl)) != 0) {
         snprintf(err, errlen, "out of memory building the GGUF header");
     } else {
@@ -792,7 +821,8 @@ const char synth_chat_template[] =
     "\t{%- set messages = messages[1:] -%}\n"
     "{%- endif -%}\n"
     "{%- if tools -%}\n"
-    "\t{%- set ns.system_prompt = ns.system_prompt + (\"\\n\" if ns.system_prompt else \"\") + \"List of tools: <|tool_list_start|>[\" -%}\n"
+    "\t{%- set ns.system_prompt = ns.system_prompt + (\"\\n\" if ns.system_prompt else \"\") + "
+    "\"List of tools: <|tool_list_start|>[\" -%}\n"
     "\t{%- for tool in tools -%}\n"
     "\t\t{%- if tool is not string -%}\n"
     "\t\t\t{%- set tool = tool | tojson -%}\n"

@@ -29,10 +29,10 @@ struct synth_preset {
 /* A file type as named on the command line ("Q4_K_M"). */
 struct synth_ftype {
     const char *name;
-    int file_type;  /* general.file_type (llama_ftype) */
-    int base;       /* enum exsa_dtype of most matrices */
-    int embd;       /* type of the tied token_embd / LM head */
-    bool k_m;       /* the _K_M "use_more_bits" bumps of attn_v and ffn_down to Q6_K */
+    int file_type; /* general.file_type (llama_ftype) */
+    int base;      /* enum exsa_dtype of most matrices */
+    int embd;      /* type of the tied token_embd / LM head */
+    bool k_m;      /* the _K_M "use_more_bits" bumps of attn_v and ffn_down to Q6_K */
 };
 
 /* NULL when the name is unknown. */
@@ -50,8 +50,7 @@ int synth_write(const char *path, const struct synth_preset *p, const struct syn
 
 /* The tensor type synth_write gives tensor `name` (e.g. "blk.4.attn_v.weight") of preset p in
  * file type ft; -1 if p has no such tensor. Exposed for tools and tests. */
-int synth_tensor_type(const struct synth_preset *p, const struct synth_ftype *ft,
-                      const char *name);
+int synth_tensor_type(const struct synth_preset *p, const struct synth_ftype *ft, const char *name);
 
 /* The LFM2 chat template (LFM2-8B-A1B's tokenizer.chat_template). */
 extern const char synth_chat_template[];

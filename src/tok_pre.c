@@ -22,17 +22,18 @@
 #include "exsa.h"
 
 /* llama.cpp's White_Space set, as the body of a character class. */
-#define WS "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define WS                                                                                         \
+    "\\t-\\r "                                                                                     \
+    "\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 
 /* llama.cpp's LLAMA3 split (the `lfm2` pre-tokenizer). */
-static const char RE_LLAMA3[] =
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
-    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
-    "|\\p{N}{1,3}"
-    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
-    "|[" WS "]*[\\r\\n]+"
-    "|[" WS "]+(?![^" WS "])"
-    "|[" WS "]+";
+static const char RE_LLAMA3[] = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+                                "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
+                                "|\\p{N}{1,3}"
+                                "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
+                                "|[" WS "]*[\\r\\n]+"
+                                "|[" WS "]+(?![^" WS "])"
+                                "|[" WS "]+";
 
 /* The GPT-2 split. */
 static const char RE_GPT2[] = "'s|'t|'re|'ve|'m|'ll|'d"
@@ -50,12 +51,12 @@ struct pre_kind {
 
 /* The names llama.cpp maps to these two regexes with no other per-name behaviour. */
 static const struct pre_kind KINDS[] = {
-    {"lfm2", RE_LLAMA3, true, true},      {"llama3", RE_LLAMA3, true, true},
-    {"llama-v3", RE_LLAMA3, true, true},  {"llama-bpe", RE_LLAMA3, true, true},
-    {"falcon3", RE_LLAMA3, true, true},   {"falcon-h1", RE_LLAMA3, true, true},
-    {"pixtral", RE_LLAMA3, true, true},   {"midm-2.0", RE_LLAMA3, true, true},
-    {"gpt-2", RE_GPT2, false, false},     {"phi-2", RE_GPT2, false, false},
-    {"gigachat", RE_GPT2, false, false},  {"a.x-4.0", RE_GPT2, false, false},
+    {"lfm2", RE_LLAMA3, true, true},     {"llama3", RE_LLAMA3, true, true},
+    {"llama-v3", RE_LLAMA3, true, true}, {"llama-bpe", RE_LLAMA3, true, true},
+    {"falcon3", RE_LLAMA3, true, true},  {"falcon-h1", RE_LLAMA3, true, true},
+    {"pixtral", RE_LLAMA3, true, true},  {"midm-2.0", RE_LLAMA3, true, true},
+    {"gpt-2", RE_GPT2, false, false},    {"phi-2", RE_GPT2, false, false},
+    {"gigachat", RE_GPT2, false, false}, {"a.x-4.0", RE_GPT2, false, false},
     {"mellum", RE_GPT2, false, false},
 };
 
@@ -72,16 +73,18 @@ int tok_pre_new(const char *name, size_t n, struct tok_pre **out, bool *ignore_m
             k = &KINDS[i];
     *out = NULL;
     if (!k) {
-        snprintf(err, errlen, "tokenizer: pre-tokenizer '%.*s' is not supported (known: lfm2, "
-                 "gpt-2)", (int)(n > 64 ? 64 : n), name);
+        snprintf(err, errlen,
+                 "tokenizer: pre-tokenizer '%.*s' is not supported (known: lfm2, "
+                 "gpt-2)",
+                 (int)(n > 64 ? 64 : n), name);
         return EXSA_EUNSUPPORTED;
     }
     struct tok_pre *p = calloc(1, sizeof(*p));
     int code = 0;
     PCRE2_SIZE off = 0;
     if (p)
-        p->re = pcre2_compile((PCRE2_SPTR)k->regex, PCRE2_ZERO_TERMINATED,
-                              PCRE2_UTF | PCRE2_UCP, &code, &off, NULL);
+        p->re = pcre2_compile((PCRE2_SPTR)k->regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
+                              &code, &off, NULL);
     if (!p || !p->re) {
         /* The patterns are constants, so only a failed allocation lands here. */
         snprintf(err, errlen, "tokenizer: cannot compile the '%s' split regex (PCRE2 error %d)",
@@ -120,8 +123,7 @@ static int match_at(const struct tok_pre *p, const char *text, size_t len, size_
     return pcre2_match(p->re, (PCRE2_SPTR)text, len, pos, PCRE2_NO_UTF_CHECK, md, *mctx);
 }
 
-int tok_pre_split(const struct tok_pre *p, const char *text, size_t len, tok_piece_fn fn,
-                  void *ctx)
+int tok_pre_split(const struct tok_pre *p, const char *text, size_t len, tok_piece_fn fn, void *ctx)
 {
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(p->re, NULL);
     pcre2_match_context *mctx = NULL;
@@ -255,8 +257,7 @@ static bool utf8_valid(const unsigned char *s, size_t n)
     return true;
 }
 
-int tok_utf8_sanitize(const char *text, size_t len, const char **out, size_t *outlen,
-                      char **owned)
+int tok_utf8_sanitize(const char *text, size_t len, const char **out, size_t *outlen, char **owned)
 {
     const unsigned char *s = (const unsigned char *)text;
     *owned = NULL;

@@ -33,8 +33,7 @@ int tok_pre_split(const struct tok_pre *p, const char *text, size_t len, tok_pie
  * surrogates and code points past U+10FFFF. When text is already strictly valid, *out = text and
  * *owned = NULL; otherwise *out = *owned = a malloc'd copy the caller frees. Returns 0 or
  * EXSA_ENOMEM. */
-int tok_utf8_sanitize(const char *text, size_t len, const char **out, size_t *outlen,
-                      char **owned);
+int tok_utf8_sanitize(const char *text, size_t len, const char **out, size_t *outlen, char **owned);
 
 /* Decodes one code point at s[0..n) (n >= 1) leniently as above; *adv gets the bytes used.
  * Returns the code point, or 0xFFFD for an invalid byte (then *adv = 1). */

@@ -150,8 +150,10 @@ static int load_tokens(struct tokenizer *t, const struct gguf_file *f, const str
         return snprintf(err, errlen, "tokenizer: key tokenizer.ggml.token_type is not an array"),
                rc;
     if (have_types && ty.n != a->n) {
-        snprintf(err, errlen, "tokenizer: tokenizer.ggml.token_type has %llu entries, "
-                 "tokenizer.ggml.tokens %llu", (unsigned long long)ty.n, (unsigned long long)a->n);
+        snprintf(err, errlen,
+                 "tokenizer: tokenizer.ggml.token_type has %llu entries, "
+                 "tokenizer.ggml.tokens %llu",
+                 (unsigned long long)ty.n, (unsigned long long)a->n);
         return EXSA_EFORMAT;
     }
     size_t total = 0;
@@ -261,8 +263,10 @@ static int read_id(const struct gguf_file *f, const struct tokenizer *t, const c
     if (rc == EXSA_ETYPE)
         return snprintf(err, errlen, "tokenizer: key %s is not an integer", key), rc;
     if (rc == EXSA_ERANGE || v < 0 || v >= t->n_vocab) {
-        snprintf(err, errlen, "tokenizer: key %s = %lld is out of range (the vocabulary has %d "
-                 "tokens)", key, rc ? -1LL : (long long)v, t->n_vocab);
+        snprintf(err, errlen,
+                 "tokenizer: key %s = %lld is out of range (the vocabulary has %d "
+                 "tokens)",
+                 key, rc ? -1LL : (long long)v, t->n_vocab);
         return EXSA_ERANGE;
     }
     *id = (int32_t)v;
@@ -277,9 +281,8 @@ static int load_specials(struct tokenizer *t, const struct gguf_file *f, char *e
         "tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id",
         "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.mask_token_id"};
     static const char *const eog_texts[] = {
-        "<|eot_id|>", "<|im_end|>",      "<|end|>",         "<end_of_turn>",
-        "<|endoftext|>", "<|eom_id|>",   "<EOT>",           "_<EOT>",
-        "<|end_of_text|>", "<end_of_utterance>"};
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",   "<|endoftext|>",
+        "<|eom_id|>", "<EOT>",      "_<EOT>",  "<|end_of_text|>", "<end_of_utterance>"};
     int32_t eot, eom, other;
     int rc = read_id(f, t, "tokenizer.ggml.bos_token_id", &t->bos, err, errlen);
     if (!rc)
@@ -297,8 +300,10 @@ static int load_specials(struct tokenizer *t, const struct gguf_file *f, char *e
     if (rc == 0)
         t->add_bos = b;
     else if (rc != EXSA_ENOTFOUND)
-        return snprintf(err, errlen, "tokenizer: key tokenizer.ggml.add_bos_token is not a "
-                        "bool"), rc;
+        return snprintf(err, errlen,
+                        "tokenizer: key tokenizer.ggml.add_bos_token is not a "
+                        "bool"),
+               rc;
     for (size_t i = 0; i < sizeof(eog_texts) / sizeof(eog_texts[0]); i++) {
         int32_t id = vocab_find(t, eog_texts[i], strlen(eog_texts[i]));
         if (id >= 0) {
@@ -331,8 +336,8 @@ static int build_special_list(struct tokenizer *t)
         int j = i;
         for (; j > 0; j--) {
             int32_t p = t->special[j - 1];
-            bool before = t->tok[id].len > t->tok[p].len ||
-                          (t->tok[id].len == t->tok[p].len && id < p);
+            bool before =
+                t->tok[id].len > t->tok[p].len || (t->tok[id].len == t->tok[p].len && id < p);
             if (!before)
                 break;
             t->special[j] = p;
@@ -381,7 +386,8 @@ static int load_kind(struct tokenizer *t, const struct gguf_file *f, char *err, 
     int rc = gguf_get_str(f, "tokenizer.ggml.model", &s);
     if (rc)
         return snprintf(err, errlen, "tokenizer: key tokenizer.ggml.model is %s",
-                        rc == EXSA_ENOTFOUND ? "missing" : "not a string"), rc;
+                        rc == EXSA_ENOTFOUND ? "missing" : "not a string"),
+               rc;
     if (s.len != 4 || memcmp(s.ptr, "gpt2", 4) != 0) {
         snprintf(err, errlen, "tokenizer: model '%.*s' is not supported (known: gpt2)",
                  (int)(s.len > 64 ? 64 : s.len), s.ptr);
@@ -389,7 +395,8 @@ static int load_kind(struct tokenizer *t, const struct gguf_file *f, char *err, 
     }
     rc = gguf_get_str(f, "tokenizer.ggml.pre", &s);
     if (rc == EXSA_ENOTFOUND) {
-        snprintf(err, errlen, "tokenizer: key tokenizer.ggml.pre is missing (known "
+        snprintf(err, errlen,
+                 "tokenizer: key tokenizer.ggml.pre is missing (known "
                  "pre-tokenizers: lfm2, gpt-2)");
         return EXSA_EUNSUPPORTED;
     }
@@ -418,8 +425,10 @@ int tok_load(const struct gguf_file *f, int vocab_size, struct tokenizer **out, 
         rc = EXSA_EFORMAT;
     }
     if (!rc && vocab_size > 0 && toks.n > (uint64_t)vocab_size) {
-        snprintf(err, errlen, "tokenizer: the vocabulary has %llu tokens but the model's "
-                 "embedding only %d rows", (unsigned long long)toks.n, vocab_size);
+        snprintf(err, errlen,
+                 "tokenizer: the vocabulary has %llu tokens but the model's "
+                 "embedding only %d rows",
+                 (unsigned long long)toks.n, vocab_size);
         rc = EXSA_ERANGE;
     }
     if (!rc) {
@@ -499,8 +508,7 @@ int32_t tok_find(const struct tokenizer *t, const char *s)
     return vocab_find(t, s, strlen(s));
 }
 
-int tok_piece(const struct tokenizer *t, int32_t id, bool special, const char **bytes,
-              size_t *len)
+int tok_piece(const struct tokenizer *t, int32_t id, bool special, const char **bytes, size_t *len)
 {
     if (id < 0 || id >= t->n_vocab)
         return EXSA_ERANGE;

@@ -39,8 +39,7 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add
                bool parse_special, int32_t *out, int max);
 /* The bytes of token id (control tokens: empty unless special is true). *len gets the length;
  * the pointer stays valid while t lives. Returns 0 or EXSA_ERANGE. */
-int tok_piece(const struct tokenizer *t, int32_t id, bool special, const char **bytes,
-              size_t *len);
+int tok_piece(const struct tokenizer *t, int32_t id, bool special, const char **bytes, size_t *len);
 
 /* The tokenizer of a loaded model (NULL for NULL): what code outside the model module uses. */
 const struct tokenizer *tok_of_model(const struct exsa_model *m);

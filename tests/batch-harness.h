@@ -203,8 +203,9 @@ static inline int bh_check_engine(struct exsa_engine *e, const struct bh_cfg *cf
         for (int i = 0; i < BH_SEQ; i++) {
             const int bad = bh_first_diff(batched[i], alone[i], BH_ROWS, vocab);
             same += bad < 0;
-            CHECK(!cfg->expect_same || bad < 0, "%s: sequence %d with %d others: row %d differs from alone",
-                  what, i, groups[g] - 1, bad);
+            CHECK(!cfg->expect_same || bad < 0,
+                  "%s: sequence %d with %d others: row %d differs from alone", what, i,
+                  groups[g] - 1, bad);
         }
         CHECK(!cfg->expect_same || same == BH_SEQ, "%s: %d of %d sequences the same with %d others",
               what, same, BH_SEQ, groups[g] - 1);

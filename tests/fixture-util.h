@@ -139,10 +139,10 @@ static double rel_err(const float *a, const float *b, int n_rows, int n_vocab, i
 }
 
 static const char *FIXTURES[] = {
-    "lfm2-tiny-F32",    "lfm2-tiny-F16",     "lfm2-tiny-BF16",   "lfm2-tiny-Q8_0",
-    "lfm2-tiny-Q4_0",   "lfm2-tiny-Q4_1",    "lfm2-tiny-Q5_0",   "lfm2-tiny-Q5_1",
-    "lfm2-tiny-Q4_K_M", "lfm2-tiny-Q5_K_M",  "lfm2-tiny-Q6_K",   "lfm2-tiny-Q3_K_M",
-    "lfm2-tiny-Q2_K",   "lfm2-tiny-IQ4_NL",  "lfm2-tiny-IQ4_XS", "lfm2moe-tiny-F16",
+    "lfm2-tiny-F32",     "lfm2-tiny-F16",       "lfm2-tiny-BF16",   "lfm2-tiny-Q8_0",
+    "lfm2-tiny-Q4_0",    "lfm2-tiny-Q4_1",      "lfm2-tiny-Q5_0",   "lfm2-tiny-Q5_1",
+    "lfm2-tiny-Q4_K_M",  "lfm2-tiny-Q5_K_M",    "lfm2-tiny-Q6_K",   "lfm2-tiny-Q3_K_M",
+    "lfm2-tiny-Q2_K",    "lfm2-tiny-IQ4_NL",    "lfm2-tiny-IQ4_XS", "lfm2moe-tiny-F16",
     "lfm2moe-tiny-Q8_0", "lfm2moe-tiny-Q4_K_M",
 };
 #define N_FIXTURES (int)(sizeof(FIXTURES) / sizeof(FIXTURES[0]))

@@ -11,33 +11,33 @@
 
 static int h_passed, h_failed, h_cur_failed;
 
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            h_cur_failed++;                                                                    \
-            fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                  \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-        }                                                                                      \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            h_cur_failed++;                                                                        \
+            fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                      \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
     } while (0)
 
-#define RUN(fn)                                                                                \
-    do {                                                                                       \
-        h_cur_failed = 0;                                                                      \
-        fn();                                                                                  \
-        if (h_cur_failed) {                                                                    \
-            h_failed++;                                                                        \
-            fprintf(stderr, "[FAIL] %s\n", #fn);                                               \
-        } else {                                                                               \
-            h_passed++;                                                                        \
-            fprintf(stderr, "[ ok ] %s\n", #fn);                                               \
-        }                                                                                      \
+#define RUN(fn)                                                                                    \
+    do {                                                                                           \
+        h_cur_failed = 0;                                                                          \
+        fn();                                                                                      \
+        if (h_cur_failed) {                                                                        \
+            h_failed++;                                                                            \
+            fprintf(stderr, "[FAIL] %s\n", #fn);                                                   \
+        } else {                                                                                   \
+            h_passed++;                                                                            \
+            fprintf(stderr, "[ ok ] %s\n", #fn);                                                   \
+        }                                                                                          \
     } while (0)
 
-#define TEST_END()                                                                             \
-    do {                                                                                       \
-        printf("%d passed, %d failed\n", h_passed, h_failed);                                  \
-        return h_failed ? 1 : 0;                                                               \
+#define TEST_END()                                                                                 \
+    do {                                                                                           \
+        printf("%d passed, %d failed\n", h_passed, h_failed);                                      \
+        return h_failed ? 1 : 0;                                                                   \
     } while (0)
 
 /* The fixtures folder: $EXSA_FIXTURES or ../shared/fixtures (tests run from the repo root). */

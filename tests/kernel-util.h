@@ -22,18 +22,26 @@ static inline uint32_t rnd(void)
     rng ^= rng << 17;
     return (uint32_t)(rng >> 20);
 }
-static inline float rndf(float lo, float hi) { return lo + (hi - lo) * (rnd() & 0xffffff) / 16777216.0f; }
+static inline float rndf(float lo, float hi)
+{
+    return lo + (hi - lo) * (rnd() & 0xffffff) / 16777216.0f;
+}
 
 /* Byte offsets of the fp16 scale fields of one block of each type (-1 ends the list). */
 static inline const int *scale_fields(int type)
 {
-    static const int at0[] = {0, -1}, at01[] = {0, 2, -1}, q2k[] = {80, 82, -1},
-                     q3k[] = {108, -1}, q6k[] = {208, -1}, none[] = {-1};
+    static const int at0[] = {0, -1}, at01[] = {0, 2, -1}, q2k[] = {80, 82, -1}, q3k[] = {108, -1},
+                     q6k[] = {208, -1}, none[] = {-1};
     switch (type) {
-    case EXSA_DTYPE_Q4_0: case EXSA_DTYPE_Q5_0: case EXSA_DTYPE_Q8_0: case EXSA_DTYPE_IQ4_NL:
+    case EXSA_DTYPE_Q4_0:
+    case EXSA_DTYPE_Q5_0:
+    case EXSA_DTYPE_Q8_0:
+    case EXSA_DTYPE_IQ4_NL:
     case EXSA_DTYPE_IQ4_XS: return at0;
-    case EXSA_DTYPE_Q4_1: case EXSA_DTYPE_Q5_1: case EXSA_DTYPE_Q4_K: case EXSA_DTYPE_Q5_K:
-        return at01;
+    case EXSA_DTYPE_Q4_1:
+    case EXSA_DTYPE_Q5_1:
+    case EXSA_DTYPE_Q4_K:
+    case EXSA_DTYPE_Q5_K: return at01;
     case EXSA_DTYPE_Q2_K: return q2k;
     case EXSA_DTYPE_Q3_K: return q3k;
     case EXSA_DTYPE_Q6_K: return q6k;
@@ -72,7 +80,8 @@ static inline void *random_weights(int type, int64_t K, int64_t n_rows)
 }
 
 /* ref[t][n] = sum_k dequant(W)[n][k] x[t][k], accumulated in double. */
-static inline void reference(const struct tensor *w, int expert, const float *x, double *ref, int n_tok)
+static inline void reference(const struct tensor *w, int expert, const float *x, double *ref,
+                             int n_tok)
 {
     const int64_t K = w->ne[0], N = w->ne[1];
     const size_t rb = dtype_row_size(w->type, K);

@@ -13,8 +13,8 @@
 #include "pcache.h"
 
 /* Feeds toks[p0..p0 + n) to seq in chunks of `chunk`; the last one's logits into out. */
-static inline int feed(struct exsa_engine *e, int seq, const int32_t *toks, int p0, int n, int chunk,
-                float *out)
+static inline int feed(struct exsa_engine *e, int seq, const int32_t *toks, int p0, int n,
+                       int chunk, float *out)
 {
     int32_t pos[CHUNK], sq[CHUNK];
     for (int off = 0; off < n; off += chunk) {
@@ -45,8 +45,8 @@ static inline struct exsa_snapshot *snap(struct exsa_engine *e, int seq)
 
 /* Puts toks[0..n) into pc through a sequence with checkpoints at lengths cut[0..n_cut)
  * (ascending, the last == n), fed in chunks of `chunk`. */
-static inline void put(struct exsa_engine *e, struct pcache *pc, const int32_t *toks, const int *cut,
-                int n_cut, int chunk)
+static inline void put(struct exsa_engine *e, struct pcache *pc, const int32_t *toks,
+                       const int *cut, int n_cut, int chunk)
 {
     struct exsa_snapshot *ss[8];
     float *lg = malloc(sizeof(float) * V);
@@ -63,8 +63,8 @@ static inline void put(struct exsa_engine *e, struct pcache *pc, const int32_t *
 
 /* Logits after toks[0..n) from a restore (expecting `want` positions restored) then the rest
  * fed in CHUNK chunks. */
-static inline void warm(struct exsa_engine *e, struct pcache *pc, const int32_t *toks, int n, int want,
-                 float *out)
+static inline void warm(struct exsa_engine *e, struct pcache *pc, const int32_t *toks, int n,
+                        int want, float *out)
 {
     int seq = exsa_seq_new(e);
     int got = pcache_restore(pc, seq, toks, n - 1);

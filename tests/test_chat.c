@@ -40,7 +40,10 @@ static void check_render(const struct chat_template *t, const struct exsa_chat_m
 static void test_variants(void)
 {
     char warn[256];
-    struct { const char *file; enum chat_variant v; } cases[] = {
+    struct {
+        const char *file;
+        enum chat_variant v;
+    } cases[] = {
         {"LFM2-8B-A1B.jinja", CHAT_LFM2},
         {"LFM2.5-Instruct.jinja", CHAT_LFM25},
         {"LFM2.5-8B-A1B.jinja", CHAT_LFM25_REASONING},
@@ -55,8 +58,8 @@ static void test_variants(void)
         CHECK(warn[0] == 0, "%s: no warning (%s)", cases[i].file, warn);
         chat_template_free(t);
     }
-    struct chat_template *t = load_tmpl("{{ messages[0].content }} [INST] hi [/INST]", warn,
-                                        sizeof warn);
+    struct chat_template *t =
+        load_tmpl("{{ messages[0].content }} [INST] hi [/INST]", warn, sizeof warn);
     CHECK(t && chat_template_variant(t) == CHAT_FALLBACK, "unknown template falls back");
     CHECK(strstr(warn, "not an LFM2-family template"), "warning sentence: %s", warn);
     chat_template_free(t);
@@ -119,9 +122,7 @@ static void test_lfm2_spec_example(void)
         MSG("assistant", "<|tool_call_start|>[get_weather(city=\"Paris\")]<|tool_call_end|>"),
         MSG("tool", "{\"temp_c\": 21}"),
     };
-    check_render(t, m, 4, spec71_tools, true,
-                 spec71_text,
-                 "spec 7.1 example");
+    check_render(t, m, 4, spec71_tools, true, spec71_text, "spec 7.1 example");
     /* model card example: system, no tools */
     struct exsa_chat_msg card[] = {
         MSG("system", "You are a helpful assistant trained by Liquid AI."),
@@ -134,7 +135,9 @@ static void test_lfm2_spec_example(void)
                  "model card example");
     /* no system, multi-turn, no generation prompt; an empty tool list is no tool list */
     struct exsa_chat_msg multi[] = {
-        MSG("user", "Hi"), MSG("assistant", "Hello!"), MSG("user", "Bye"),
+        MSG("user", "Hi"),
+        MSG("assistant", "Hello!"),
+        MSG("user", "Bye"),
     };
     check_render(t, multi, 3, "[]", false,
                  "<|startoftext|><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!"
@@ -148,8 +151,8 @@ static void test_lfm2_spec_example(void)
                  "tools without system; a string tool as it is");
     /* NULL content renders as tojson(None) */
     struct exsa_chat_msg nul[] = {MSG("assistant", NULL)};
-    check_render(t, nul, 1, NULL, false,
-                 "<|startoftext|><|im_start|>assistant\nnull<|im_end|>\n", "None content");
+    check_render(t, nul, 1, NULL, false, "<|startoftext|><|im_start|>assistant\nnull<|im_end|>\n",
+                 "None content");
     char *out = NULL;
     CHECK(chat_render(t, m, 1, "{not json", true, &out) == EXSA_EINVAL && !out, "bad tools");
     CHECK(chat_render(t, m, 1, "{\"a\": 1}", true, &out) == EXSA_EINVAL, "tools not an array");
@@ -259,12 +262,12 @@ static void test_history_fields(void)
         {"assistant", NULL, "the user wants weather", call},
         MSG("tool", "{\"temp_c\": 21}"),
     };
-    check_render(v1, m, 4, spec71_tools, true,
-                 spec71_text,
+    check_render(v1, m, 4, spec71_tools, true, spec71_text,
                  "v1: tool_calls field renders as the spec 7.1 example");
-    const char *vals = "[{\"function\": {\"name\": \"f\", \"arguments\": {\"s\": \"say \\\"hi\\\"\", "
-                       "\"b\": true, \"n\": null, \"x\": 1.50, \"l\": [1, \"a\"], "
-                       "\"d\": {\"k\": false}}}}, {\"function\": {\"name\": \"g\", \"arguments\": \"{}\"}}]";
+    const char *vals =
+        "[{\"function\": {\"name\": \"f\", \"arguments\": {\"s\": \"say \\\"hi\\\"\", "
+        "\"b\": true, \"n\": null, \"x\": 1.50, \"l\": [1, \"a\"], "
+        "\"d\": {\"k\": false}}}}, {\"function\": {\"name\": \"g\", \"arguments\": \"{}\"}}]";
     struct exsa_chat_msg m2[] = {{"assistant", "Calling.", NULL, vals}};
     check_render(v1, m2, 1, NULL, false,
                  "<|startoftext|><|im_start|>assistant\nCalling.<|tool_call_start|>[f(s=\"say "

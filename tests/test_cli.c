@@ -132,7 +132,7 @@ static void check_greedy_prompt(const cJSON *pr, const char *backend, int idx)
     const cJSON *greedy = cJSON_GetObjectItem(pr, "greedy_reference_engine");
     int want[32], n_want = 0, n_prompt = cJSON_GetArraySize(cJSON_GetObjectItem(pr, "tokens"));
     const cJSON *it;
-    cJSON_ArrayForEach(it, greedy) {
+    cJSON_ArrayForEach (it, greedy) {
         if (n_want < 32)
             want[n_want++] = it->valueint;
     }
@@ -145,9 +145,10 @@ static void check_greedy_prompt(const cJSON *pr, const char *backend, int idx)
     for (int ign = 0; ign < 2; ign++) {
         if (ign && stop_at == n_want)
             break; /* the same run as without --ignore-eos */
-        const char *args[] = {"run", "-m", model_path, "-p", text, "--raw", "--ids", "--temp",
-                              "0", "-n", "32", "--backend", backend, ign ? "--ignore-eos" : NULL,
-                              NULL};
+        const char *args[] = {
+            "run",    "-m", model_path, "-p", text,        "--raw", "--ids",
+            "--temp", "0",  "-n",       "32", "--backend", backend, ign ? "--ignore-eos" : NULL,
+            NULL};
         struct proc p;
         CHECK(spawn(args, NULL, &p) == 0, "cannot run %s", exsa_bin());
         int got[40], n = parse_ids(p.out ? p.out : "", got, 40), expect = ign ? n_want : stop_at;
@@ -173,7 +174,7 @@ static void test_greedy(const char *backend)
         return;
     const cJSON *pr;
     int idx = 0, n = 0;
-    cJSON_ArrayForEach(pr, cJSON_GetObjectItem(ref, "prompts")) {
+    cJSON_ArrayForEach (pr, cJSON_GetObjectItem(ref, "prompts")) {
         check_greedy_prompt(pr, backend, idx++);
         n++;
     }
@@ -181,9 +182,15 @@ static void test_greedy(const char *backend)
     cJSON_Delete(ref);
 }
 
-static void test_greedy_ref(void) { test_greedy("ref"); }
+static void test_greedy_ref(void)
+{
+    test_greedy("ref");
+}
 /* The fast backend gives the same 32 tokens on every prompt (checked): test it as well. */
-static void test_greedy_cpu(void) { test_greedy("cpu"); }
+static void test_greedy_cpu(void)
+{
+    test_greedy("cpu");
+}
 
 /* Sampled text through the chat template: same seed, same text; another seed, another text. */
 static void test_seed(void)
@@ -191,8 +198,9 @@ static void test_seed(void)
     char *texts[3] = {0};
     const char *seeds[3] = {"42", "42", "43"};
     for (int i = 0; i < 3; i++) {
-        const char *args[] = {"run", "-m", model_path, "-p", "Tell me a story.", "--temp", "0.8",
-                              "--seed", seeds[i], "-n", "24", "--ignore-eos", NULL};
+        const char *args[] = {"run",    "-m",           model_path, "-p",     "Tell me a story.",
+                              "--temp", "0.8",          "--seed",   seeds[i], "-n",
+                              "24",     "--ignore-eos", NULL};
         struct proc p;
         CHECK(spawn(args, NULL, &p) == 0 && p.status == 0, "seed %s: exit %d: %s", seeds[i],
               p.status, p.err ? p.err : "");
@@ -217,7 +225,9 @@ static int turn_stats(const char *err, int k, int *conv, int *cached, int *fresh
     snprintf(key, sizeof key, "[turn %d]", k);
     const char *s = strstr(err, key);
     return s && sscanf(s + strlen(key), " conversation: %d tokens, cached: %d, new: %d", conv,
-                       cached, fresh) == 3 ? 0 : -1;
+                       cached, fresh) == 3
+               ? 0
+               : -1;
 }
 
 static int count(const char *s, const char *needle)
@@ -232,8 +242,8 @@ static int count(const char *s, const char *needle)
  * starts over, /exit ends (the line after it is never answered). */
 static void test_chat(void)
 {
-    const char *args[] = {"chat", "-m", model_path, "--verbose", "--seed", "7", "--temp", "0.8",
-                          "-n", "16", NULL};
+    const char *args[] = {"chat",   "-m",  model_path, "--verbose", "--seed", "7",
+                          "--temp", "0.8", "-n",       "16",        NULL};
     const char *input = "Hello there\nHow are you?\n/reset\nHello there\n/exit\nNever answered\n";
     struct proc p;
     CHECK(spawn(args, input, &p) == 0 && p.status == 0, "chat: exit %d: %s", p.status,
@@ -248,8 +258,7 @@ static void test_chat(void)
         CHECK(turn_stats(p.err, k, &conv[k], &cached[k], &fresh[k]) == 0, "no turn %d: %s", k,
               p.err);
     CHECK(count(p.out, "\n") >= 3, "expected 3 replies on stdout: '%s'", p.out);
-    CHECK(cached[1] == 0 && fresh[1] == conv[1], "turn 1: %d/%d/%d", conv[1], cached[1],
-          fresh[1]);
+    CHECK(cached[1] == 0 && fresh[1] == conv[1], "turn 1: %d/%d/%d", conv[1], cached[1], fresh[1]);
     CHECK(conv[2] > conv[1], "turn 2 conversation %d <= turn 1's %d", conv[2], conv[1]);
     CHECK(fresh[2] > 0 && fresh[2] < conv[2] && cached[2] >= conv[1],
           "turn 2 fed %d of %d tokens (cached %d; turn 1's prompt was %d)", fresh[2], conv[2],
@@ -266,8 +275,10 @@ static void test_chat_cache_exact(void)
     const char *input = "Hello there\nHow are you?\nAnd then?\n";
     char *outs[2] = {0};
     for (int i = 0; i < 2; i++) {
-        const char *args[] = {"chat", "-m", model_path, "--backend", "ref", "--seed", "7", "--temp",
-                              "0.8", "-n", "16", i ? "--no-cache" : NULL, NULL};
+        const char *args[] = {"chat", "-m",     model_path, "--backend",
+                              "ref",  "--seed", "7",        "--temp",
+                              "0.8",  "-n",     "16",       i ? "--no-cache" : NULL,
+                              NULL};
         struct proc p;
         CHECK(spawn(args, input, &p) == 0 && p.status == 0, "chat %d: exit %d: %s", i, p.status,
               p.err ? p.err : "");
@@ -286,8 +297,8 @@ static void expect_exit(const char *const *args, int code, const char *needle)
 {
     struct proc p;
     CHECK(spawn(args, NULL, &p) == 0, "cannot run %s", exsa_bin());
-    CHECK(p.status == code, "%s %s: exit %d, want %d: %s", args[0], args[args[1] ? 1 : 0],
-          p.status, code, p.err ? p.err : "");
+    CHECK(p.status == code, "%s %s: exit %d, want %d: %s", args[0], args[args[1] ? 1 : 0], p.status,
+          code, p.err ? p.err : "");
     if (needle)
         CHECK(p.err && strstr(p.err, needle), "stderr lacks '%s': %s", needle, p.err);
     proc_free(&p);
@@ -322,8 +333,11 @@ static void test_errors(void)
     CHECK(spawn(args, NULL, &p) == 0 && p.status == 1, "long prompt: exit %d", p.status);
     int n_tok = 0, n_ctx = 0;
     const char *s = p.err ? strstr(p.err, "the prompt is ") : NULL;
-    CHECK(s && sscanf(s, "the prompt is %d tokens, longer than the context of %d", &n_tok,
-                      &n_ctx) == 2 && n_tok > 16 && n_ctx == 16, "long prompt: %s", p.err);
+    CHECK(s &&
+              sscanf(s, "the prompt is %d tokens, longer than the context of %d", &n_tok, &n_ctx) ==
+                  2 &&
+              n_tok > 16 && n_ctx == 16,
+          "long prompt: %s", p.err);
     proc_free(&p);
 }
 

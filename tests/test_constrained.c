@@ -101,7 +101,9 @@ static enum gen_finish reply(struct rig *r, const struct exsa_chat_msg *msgs, in
     gp.sp = (struct exsa_sampling_params){
         .temperature = temp, .top_p = 1, .repeat_penalty = 1, .penalty_last_n = 0, .seed = seed};
     gp.max_tokens = 1000;
-    if (seq < 0 || chat_tokenize(chat_of_model(r->m), tok_of_model(r->m), msgs, n_msgs, tools, true, &ids, &n) ||
+    if (seq < 0 ||
+        chat_tokenize(chat_of_model(r->m), tok_of_model(r->m), msgs, n_msgs, tools, true, &ids,
+                      &n) ||
         tm_mask_new(r->v, g, &mask) || prefill(r, seq, ids, n))
         goto done;
     gp.mask = tm_sampler_mask(mask);

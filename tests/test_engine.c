@@ -63,8 +63,8 @@ static int f_matmul(struct backend *be, const struct tensor *w, int ex, const fl
 {
     return tick() ? EXSA_EIO : real->matmul(be, w, ex, x, y, n);
 }
-static int f_rmsnorm(struct backend *be, float *y, const float *x, const struct tensor *w,
-                     int rows, int dim, float eps)
+static int f_rmsnorm(struct backend *be, float *y, const float *x, const struct tensor *w, int rows,
+                     int dim, float eps)
 {
     return tick() ? EXSA_EIO : real->rmsnorm(be, y, x, w, rows, dim, eps);
 }
@@ -74,8 +74,8 @@ static int f_shortconv(struct backend *be, const struct step *st, float *y, cons
     return tick() ? EXSA_EIO : real->shortconv(be, st, y, bcx, w, kv, c, dim, l);
 }
 static int f_attention(struct backend *be, const struct step *st, float *out, const float *q,
-                       const float *k, const float *v, struct kv_cache *kv, int a, int h,
-                       int hkv, int hd)
+                       const float *k, const float *v, struct kv_cache *kv, int a, int h, int hkv,
+                       int hd)
 {
     return tick() ? EXSA_EIO : real->attention(be, st, out, q, k, v, kv, a, h, hkv, hd);
 }
@@ -120,8 +120,8 @@ static void check_faults(enum exsa_backend_kind kind)
             faults++;
             CHECK(rc == EXSA_EIO, "op %d: rc %d", ks[i], rc);
         }
-        CHECK(exsa_seq_len(a, 0) == p0, "op %d: length %d, expected %d", ks[i],
-              exsa_seq_len(a, 0), p0);
+        CHECK(exsa_seq_len(a, 0) == p0, "op %d: length %d, expected %d", ks[i], exsa_seq_len(a, 0),
+              p0);
         CHECK(feed(a, 0, p0, 5, la) == 0 && feed(b, 0, p0, 5, lb) == 0, "after op %d", ks[i]);
         p0 += 5;
         CHECK(memcmp(la, lb, sizeof(float) * V) == 0, "op %d: logits differ after a failure",
@@ -190,8 +190,8 @@ static void test_hidden(void)
     CHECK(emb && emb->type == EXSA_DTYPE_F32, "token_embd.weight: F32 expected");
     double worst = 0;
     for (int v = 0; emb && emb->type == EXSA_DTYPE_F32 && v < V; v += 97) {
-        dequantize_row(emb->type, (const uint8_t *)emb->data + (size_t)v * d * sizeof(float),
-                       row, d);
+        dequantize_row(emb->type, (const uint8_t *)emb->data + (size_t)v * d * sizeof(float), row,
+                       d);
         double dot = 0;
         for (int i = 0; i < d; i++)
             dot += (double)row[i] * h[i];

@@ -84,7 +84,9 @@ static void test_utf8_holdback(void)
     /* an impossible byte sequence is shown as U+FFFD rather than held forever */
     step(g, g_byte[0xF0], acc);
     CHECK(step(g, g_byte['b'], acc) == 4, "lead byte + ASCII: U+FFFD and b");
-    CHECK(strcmp(acc, "a\xF0\x9F\xA6\x99\xEF\xBF\xBD" "b") == 0, "text: %s", acc);
+    CHECK(strcmp(acc, "a\xF0\x9F\xA6\x99\xEF\xBF\xBD"
+                      "b") == 0,
+          "text: %s", acc);
     /* max_tokens ends the reply mid-character: the tail becomes U+FFFD */
     gen_free(g);
     g = make(NULL, 0, 2);
@@ -130,8 +132,7 @@ static void test_stop_strings(void)
     acc[0] = 0;
     step(g, g_byte['A'], acc);
     step(g, word[0], acc);
-    CHECK(gen_finished(g) == GEN_STOP && strcmp(acc, "A t") == 0, "stop inside a token: %s",
-          acc);
+    CHECK(gen_finished(g) == GEN_STOP && strcmp(acc, "A t") == 0, "stop inside a token: %s", acc);
     gen_free(g);
 }
 

@@ -33,8 +33,14 @@ static void bb_le(struct bb *b, uint64_t v, int n)
         b->p[b->n++] = (uint8_t)(v >> (8 * i));
 }
 
-static void bb_u32(struct bb *b, uint32_t v) { bb_le(b, v, 4); }
-static void bb_u64(struct bb *b, uint64_t v) { bb_le(b, v, 8); }
+static void bb_u32(struct bb *b, uint32_t v)
+{
+    bb_le(b, v, 4);
+}
+static void bb_u64(struct bb *b, uint64_t v)
+{
+    bb_le(b, v, 8);
+}
 
 static void bb_bytes(struct bb *b, const void *p, size_t n)
 {
@@ -139,8 +145,7 @@ static void open_fixture(const char *path, int *n_ok)
         CHECK(gguf_find_tensor(f, t->name) == t, "%s: lookup of %s", path, t->name);
     }
     for (uint64_t i = 0; i < f->n_kv; i++)
-        CHECK(gguf_find_kv(f, f->kv[i].key) == &f->kv[i], "%s: lookup of %s", path,
-              f->kv[i].key);
+        CHECK(gguf_find_kv(f, f->kv[i].key) == &f->kv[i], "%s: lookup of %s", path, f->kv[i].key);
     gguf_close(f);
 }
 
@@ -185,16 +190,15 @@ static void test_fixture_spot_checks(void)
     struct gguf_array a;
     int64_t v;
     CHECK(gguf_get_str(f, "general.architecture", &s) == 0 && str_eq(s, "lfm2"), "arch");
-    CHECK(gguf_get_int(f, "lfm2.embedding_length", &v) == 0 && v == 256, "dim %lld",
-          (long long)v);
+    CHECK(gguf_get_int(f, "lfm2.embedding_length", &v) == 0 && v == 256, "dim %lld", (long long)v);
     CHECK(gguf_get_arr(f, "tokenizer.ggml.tokens", &a) == 0 && a.type == GGUF_TYPE_STRING &&
               a.n == 1024 && a.str != NULL,
           "tokens");
     if (a.str)
         CHECK(str_eq(a.str[1], "<|startoftext|>") && str_eq(a.str[7], "<|im_end|>"), "specials");
     const struct gguf_tensor *t = gguf_find_tensor(f, "token_embd.weight");
-    CHECK(t && t->type == EXSA_DTYPE_F32 && t->n_dims == 2 && t->ne[0] == 256 &&
-              t->ne[1] == 1024 && t->ne[2] == 1 && t->nbytes == 256 * 1024 * 4,
+    CHECK(t && t->type == EXSA_DTYPE_F32 && t->n_dims == 2 && t->ne[0] == 256 && t->ne[1] == 1024 &&
+              t->ne[2] == 1 && t->nbytes == 256 * 1024 * 4,
           "token_embd.weight");
     CHECK(t && ((const uint8_t *)t->data - f->base) % 32 == 0, "token_embd aligned");
     CHECK(gguf_find_tensor(f, "no.such.tensor") == NULL, "missing tensor");
@@ -284,10 +288,13 @@ static void fill_writer(struct gguf_writer *w, bool align64)
 
 static void check_ints(const struct gguf_file *f)
 {
-    static const struct { const char *key; int64_t v; } want[] = {
-        {"t.u8", 200}, {"t.i8", -100}, {"t.u16", 60000}, {"t.i16", -30000},
-        {"t.u32", 4000000000ll}, {"t.i32", -2000000000}, {"t.u64", 1ll << 40},
-        {"t.i64", -(1ll << 40)},
+    static const struct {
+        const char *key;
+        int64_t v;
+    } want[] = {
+        {"t.u8", 200},        {"t.i8", -100},          {"t.u16", 60000},
+        {"t.i16", -30000},    {"t.u32", 4000000000ll}, {"t.i32", -2000000000},
+        {"t.u64", 1ll << 40}, {"t.i64", -(1ll << 40)},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         int64_t v = 0;
@@ -359,9 +366,8 @@ static void check_arrays(const struct gguf_file *f)
     CHECK(gguf_get_arr(f, "a.bool", &a) == 0 && a.type == GGUF_TYPE_BOOL && a.n == 2 &&
               ((const uint8_t *)a.data)[0] == 0 && ((const uint8_t *)a.data)[1] == 1,
           "bool array");
-    CHECK(gguf_get_arr(f, "a.str", &a) == 0 && a.type == GGUF_TYPE_STRING && a.n == 3 &&
-              a.str && str_eq(a.str[0], "a") && str_eq(a.str[1], "") &&
-              str_eq(a.str[2], "<|im_end|>"),
+    CHECK(gguf_get_arr(f, "a.str", &a) == 0 && a.type == GGUF_TYPE_STRING && a.n == 3 && a.str &&
+              str_eq(a.str[0], "a") && str_eq(a.str[1], "") && str_eq(a.str[2], "<|im_end|>"),
           "string array");
     CHECK(gguf_get_arr(f, "a.none", &a) == 0 && a.n == 0, "empty array");
     CHECK(gguf_get_arr(f, "t.u8", &a) == EXSA_ETYPE, "scalar as array");
@@ -918,8 +924,8 @@ static void test_read_into_memory(void)
         const struct gguf_tensor *a = &mapped->tensors[i], *b = &copy->tensors[i];
         CHECK(!strcmp(a->name, b->name) && a->nbytes == b->nbytes && a->data != b->data,
               "tensor %llu", (unsigned long long)i);
-        CHECK(!memcmp(bytes + (a->offset + mapped->data_offset), b->data, b->nbytes),
-              "bytes of %s", b->name);
+        CHECK(!memcmp(bytes + (a->offset + mapped->data_offset), b->data, b->nbytes), "bytes of %s",
+              b->name);
     }
     CHECK(copy && copy->owns_copy && !copy->owns_map && ((uintptr_t)copy->base & 4095) == 0 &&
               mapped && copy->n_tensors == mapped->n_tensors && copy->n_kv == mapped->n_kv,
@@ -927,7 +933,8 @@ static void test_read_into_memory(void)
     gguf_close(mapped); /* the mapping is not touched after the truncation */
     gguf_close(copy);
     CHECK(gguf_open_ex(tmp, false, &copy, err, sizeof err) == EXSA_EFORMAT && !copy &&
-              strstr(err, "too short"), "the truncated file: %s", err);
+              strstr(err, "too short"),
+          "the truncated file: %s", err);
     close(fd);
     unlink(tmp);
     free(bytes);

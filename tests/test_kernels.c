@@ -19,10 +19,10 @@
 #include "kernel-util.h"
 
 static const int all_types[] = {
-    EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q8_0, EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q5_K, EXSA_DTYPE_Q6_K,
-    EXSA_DTYPE_F16,  EXSA_DTYPE_BF16, EXSA_DTYPE_F32,  EXSA_DTYPE_Q4_1, EXSA_DTYPE_Q5_0,
-    EXSA_DTYPE_Q5_1, EXSA_DTYPE_Q2_K, EXSA_DTYPE_Q3_K, EXSA_DTYPE_IQ4_NL, EXSA_DTYPE_IQ4_XS,
-    EXSA_DTYPE_Q8_K,
+    EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q8_0,   EXSA_DTYPE_Q4_K,   EXSA_DTYPE_Q5_K,
+    EXSA_DTYPE_Q6_K, EXSA_DTYPE_F16,    EXSA_DTYPE_BF16,   EXSA_DTYPE_F32,
+    EXSA_DTYPE_Q4_1, EXSA_DTYPE_Q5_0,   EXSA_DTYPE_Q5_1,   EXSA_DTYPE_Q2_K,
+    EXSA_DTYPE_Q3_K, EXSA_DTYPE_IQ4_NL, EXSA_DTYPE_IQ4_XS, EXSA_DTYPE_Q8_K,
 };
 
 /* Bar for a call at the current limit: 1e-4 where the kernel picked rounds activations. */
@@ -158,8 +158,8 @@ static void test_experts(void)
             reference(&w, e, x, ref, 2);
             cpu_matmul(tp, &w, e, x, y, 2);
             double err = nmse(y, ref, 2 * N);
-            CHECK(err <= bar(types[i], 2), "%s expert %d: nmse %.3g", dtype_info(types[i])->name,
-                  e, err);
+            CHECK(err <= bar(types[i], 2), "%s expert %d: nmse %.3g", dtype_info(types[i])->name, e,
+                  err);
         }
         free((void *)w.data);
     }
@@ -181,8 +181,8 @@ static void test_bad_shapes(void)
                 w.data = NULL; /* a kernel that read it would crash */
                 y[0] = 42;
                 CHECK(!cpu_matmul_with(kernels[ki], NULL, &w, 0, x, y, n) && y[0] == 42,
-                      "%s K=%lld n_tok=%d taken by %s", dtype_info(types[ti])->name,
-                      (long long)K, n, cpu_matmul_kernel_name(kernels[ki]));
+                      "%s K=%lld n_tok=%d taken by %s", dtype_info(types[ti])->name, (long long)K,
+                      n, cpu_matmul_kernel_name(kernels[ki]));
             }
 }
 

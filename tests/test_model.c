@@ -12,9 +12,9 @@
 #include <string.h>
 
 #include "exsa.h"
+#include "fixture-util.h"
 #include "gguf-write.h"
 #include "gguf.h"
-#include "fixture-util.h"
 #include "harness.h"
 
 static struct exsa_engine *make_engine(struct exsa_model *m, int backend, int n_seq, int n_batch)
@@ -143,8 +143,8 @@ static void test_interleaved(void)
     CHECK(e && exsa_decode(e, &bb, both) == 0, "interleaved decode");
     float *ra = malloc(sizeof(float) * V * a->n_tok), *rb = malloc(sizeof(float) * V * b->n_tok);
     for (int i = 0, ka = 0, kb = 0; i < n; i++)
-        memcpy(seq[i] == sa ? ra + (size_t)ka++ * V : rb + (size_t)kb++ * V,
-               both + (size_t)i * V, sizeof(float) * V);
+        memcpy(seq[i] == sa ? ra + (size_t)ka++ * V : rb + (size_t)kb++ * V, both + (size_t)i * V,
+               sizeof(float) * V);
     exsa_seq_free(e, sa), exsa_seq_free(e, sb);
     struct prompt qa = *a, qb = *b;
     int32_t all[1024];

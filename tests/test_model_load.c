@@ -17,24 +17,35 @@
 #include "model.h"
 
 struct edit {
-    const char *drop_key;     /* key to leave out */
-    const char *int_key;      /* key to (re)write as UINT32 int_val */
+    const char *drop_key; /* key to leave out */
+    const char *int_key;  /* key to (re)write as UINT32 int_val */
     int64_t int_val;
-    const char *str_key;      /* key to (re)write as a string */
+    const char *str_key; /* key to (re)write as a string */
     const char *str_val;
-    const char *drop_tensor;  /* tensor to leave out */
-    const char *tensor;       /* tensor to re-shape / re-type / rename */
-    int64_t ne1;              /* new ne[1] (0: keep) */
-    bool retype;              /* give the tensor type new_type */
+    const char *drop_tensor; /* tensor to leave out */
+    const char *tensor;      /* tensor to re-shape / re-type / rename */
+    int64_t ne1;             /* new ne[1] (0: keep) */
+    bool retype;             /* give the tensor type new_type */
     int new_type;
-    const char *rename;       /* new name */
-    bool add_output;          /* add an untied output.weight */
+    const char *rename; /* new name */
+    bool add_output;    /* add an untied output.weight */
 };
 
 static void copy_scalar(struct gguf_writer *w, const struct gguf_kv *kv)
 {
-    union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
-            float f32; bool b; uint64_t u64; int64_t i64; double f64; } v;
+    union {
+        uint8_t u8;
+        int8_t i8;
+        uint16_t u16;
+        int16_t i16;
+        uint32_t u32;
+        int32_t i32;
+        float f32;
+        bool b;
+        uint64_t u64;
+        int64_t i64;
+        double f64;
+    } v;
     switch (kv->type) {
     case GGUF_TYPE_UINT8: v.u8 = (uint8_t)kv->v.u64; break;
     case GGUF_TYPE_INT8: v.i8 = (int8_t)kv->v.i64; break;
@@ -148,7 +159,12 @@ static struct exsa_model *load_edited(const char *label, const struct edit *e, i
 
 static void test_refusals(void)
 {
-    struct { const char *label; struct edit *e; int rc; const char *msg; } cases[] = {
+    struct {
+        const char *label;
+        struct edit *e;
+        int rc;
+        const char *msg;
+    } cases[] = {
         {"no architecture", E(.drop_key = "general.architecture"), EXSA_EFORMAT,
          "general.architecture"},
         {"unknown architecture", E(.str_key = "general.architecture", .str_val = "llama"),
@@ -167,10 +183,11 @@ static void test_refusals(void)
          "layer_norm_rms_epsilon: missing"},
         {"no l_cache", E(.drop_key = "lfm2.shortconv.l_cache"), EXSA_EFORMAT,
          "lfm2.shortconv.l_cache: missing"},
-        {"odd head size", E(.int_key = "lfm2.attention.head_count", .int_val = 3),
-         EXSA_EFORMAT, "head size 85 must be even"},
-        {"key_length of a wrong type", E(.int_key = "lfm2.attention.head_count", .int_val = 1,
-                                           .str_key = "lfm2.attention.key_length", .str_val = "64"),
+        {"odd head size", E(.int_key = "lfm2.attention.head_count", .int_val = 3), EXSA_EFORMAT,
+         "head size 85 must be even"},
+        {"key_length of a wrong type",
+         E(.int_key = "lfm2.attention.head_count", .int_val = 1,
+           .str_key = "lfm2.attention.key_length", .str_val = "64"),
          EXSA_EFORMAT, "attention.key_length: expected an integer"},
         {"ffn width mismatch", E(.int_key = "lfm2.feed_forward_length", .int_val = 600),
          EXSA_EFORMAT, "blk.0.ffn_gate.weight: expected 256x600, got 256x512"},
@@ -184,9 +201,9 @@ static void test_refusals(void)
          "token_embd.weight: missing"},
         {"wrong shape", E(.tensor = "blk.3.ffn_up.weight", .ne1 = 500), EXSA_EFORMAT,
          "blk.3.ffn_up.weight: expected 256x512, got 256x500"},
-        {"conv kernel not F32", E(.tensor = "blk.1.shortconv.conv.weight", .retype = true,
-           .new_type = 1),
-         EXSA_EFORMAT, "blk.1.shortconv.conv.weight: expected type F32"},
+        {"conv kernel not F32",
+         E(.tensor = "blk.1.shortconv.conv.weight", .retype = true, .new_type = 1), EXSA_EFORMAT,
+         "blk.1.shortconv.conv.weight: expected type F32"},
         {"bos id out of range", E(.int_key = "tokenizer.ggml.bos_token_id", .int_val = 5000),
          EXSA_ERANGE, "bos_token_id"},
         {"eos id out of range", E(.int_key = "tokenizer.ggml.eos_token_id", .int_val = 1024),
@@ -202,9 +219,9 @@ static void test_refusals(void)
 
 static void test_variants(void)
 {
-    struct exsa_model *m = load_edited("ollama final norm name",
-                                       E(.tensor = "token_embd_norm.weight",
-                                         .rename = "output_norm.weight"), 0, NULL);
+    struct exsa_model *m =
+        load_edited("ollama final norm name",
+                    E(.tensor = "token_embd_norm.weight", .rename = "output_norm.weight"), 0, NULL);
     CHECK(m && m->out_norm.data != NULL, "output_norm.weight not bound");
     exsa_model_free(m);
     m = load_edited("untied head", E(.add_output = true), 0, NULL);

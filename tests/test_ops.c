@@ -1,8 +1,8 @@
 /*
  * test_ops.c: the fast CPU backend's own ops (attention over the paged KV cache, SwiGLU, add,
- * RMSNorm; the matmuls are covered by test_kernels, test_gemm and test_gemv) against the reference ops on random inputs:
- * a long prefill, several sequences mixed in one batch, decode steps, and odd lane counts,
- * NMSE <= 1e-7 (pure f32 paths).
+ * RMSNorm; the matmuls are covered by test_kernels, test_gemm and test_gemv) against the reference
+ * ops on random inputs: a long prefill, several sequences mixed in one batch, decode steps, and odd
+ * lane counts, NMSE <= 1e-7 (pure f32 paths).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -20,14 +20,17 @@ static float frand(unsigned *s)
 }
 
 /* Runs the same batches through both backends on two caches; compares every output. */
-static void check_attention(int n_heads, int n_kv_heads, int head_dim, int n_seq,
-                            const int *chunks, int n_chunks, const char *label)
+static void check_attention(int n_heads, int n_kv_heads, int head_dim, int n_seq, const int *chunks,
+                            int n_chunks, const char *label)
 {
-    struct hparams hp = {.dim = n_heads * head_dim, .n_layers = 1, .n_heads = n_heads,
-                         .head_dim = head_dim, .l_cache = 3};
+    struct hparams hp = {.dim = n_heads * head_dim,
+                         .n_layers = 1,
+                         .n_heads = n_heads,
+                         .head_dim = head_dim,
+                         .l_cache = 3};
     hp.n_kv_heads[0] = n_kv_heads;
-    struct backend_config cfg = {.n_threads = 2, .n_batch = 512, .n_ctx = 512, .n_seq_max = 8,
-                                 .hp = &hp};
+    struct backend_config cfg = {
+        .n_threads = 2, .n_batch = 512, .n_ctx = 512, .n_seq_max = 8, .hp = &hp};
     struct backend *ref = backend_ref_create(&cfg), *cpu = backend_cpu_create(&cfg);
     const int f32 = EXSA_DTYPE_F32;
     struct kv_cache *kr, *kc;
@@ -62,10 +65,10 @@ static void check_attention(int n_heads, int n_kv_heads, int head_dim, int n_seq
         struct step tr, tc;
         kv_step_build(kr, &sr, n, NULL, pos, seq, NULL, &tr);
         kv_step_build(kc, &sc, n, NULL, pos, seq, NULL, &tc);
-        CHECK(ref->ops->attention(ref, &tr, o1, q, k, v, kr, 0, n_heads, n_kv_heads,
-                                  head_dim) == 0, "ref attention");
-        CHECK(cpu->ops->attention(cpu, &tc, o2, q, k, v, kc, 0, n_heads, n_kv_heads,
-                                  head_dim) == 0, "cpu attention");
+        CHECK(ref->ops->attention(ref, &tr, o1, q, k, v, kr, 0, n_heads, n_kv_heads, head_dim) == 0,
+              "ref attention");
+        CHECK(cpu->ops->attention(cpu, &tc, o2, q, k, v, kc, 0, n_heads, n_kv_heads, head_dim) == 0,
+              "cpu attention");
         kv_commit(kr, &tr, len), kv_commit(kc, &tc, len);
         double e = nmse_f32(o2, o1, (size_t)n * qd);
         worst = e > worst ? e : worst;

@@ -24,7 +24,10 @@ static uint32_t rnd(void)
     rng_state ^= rng_state << 17;
     return (uint32_t)(rng_state >> 16);
 }
-static int rnd_in(int lo, int hi) { return lo + (int)(rnd() % (uint32_t)(hi - lo + 1)); }
+static int rnd_in(int lo, int hi)
+{
+    return lo + (int)(rnd() % (uint32_t)(hi - lo + 1));
+}
 
 /* A random exact scale k * 2^-10 (k 1..31) as fp16 bits, and its value. */
 static uint16_t rnd_scale(double *val)
@@ -34,7 +37,11 @@ static uint16_t rnd_scale(double *val)
     return f32_to_fp16((float)*val);
 }
 
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
 
 static const int iq4_table[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                   1,    13,   25,  38,  53,  69,  89,  113};
@@ -58,7 +65,10 @@ static void check_exact(int type, const uint8_t *blk, const double *expect, int 
 /* ---- 32-element blocks: each packs element i of 32 by its own bit position ------------------- */
 
 /* Element i (0..31) of a 4-bit nibble block: byte i % 16, high nibble when i >= 16. */
-static void put_nibble(uint8_t *qs, int i, int v) { qs[i % 16] |= (uint8_t)(v << (4 * (i / 16))); }
+static void put_nibble(uint8_t *qs, int i, int v)
+{
+    qs[i % 16] |= (uint8_t)(v << (4 * (i / 16)));
+}
 
 static void test_q4_0_q4_1(void)
 {
@@ -314,8 +324,9 @@ static void test_fp16_rounding(void)
         for (int k = 0; k < 3; k++) {
             if (got[k] != want[k] && bad++ < 5)
                 CHECK(0, "fp16 case %d near 0x%04x: got 0x%04x want 0x%04x", k, h, got[k], want[k]);
-            uint16_t neg = f32_to_fp16(-(k == 0 ? mid : k == 1 ? nextafterf(mid, 0)
-                                                             : nextafterf(mid, INFINITY)));
+            uint16_t neg = f32_to_fp16(-(k == 0   ? mid
+                                         : k == 1 ? nextafterf(mid, 0)
+                                                  : nextafterf(mid, INFINITY)));
             if (neg != (want[k] | 0x8000) && bad++ < 5)
                 CHECK(0, "fp16 negative case %d near 0x%04x: got 0x%04x", k, h, neg);
         }
@@ -333,8 +344,9 @@ static void test_bf16(void)
     int bad = 0;
     for (uint32_t h = 0; h < 65536; h++) {
         int s = h >> 15, e = (h >> 7) & 255, m = h & 127;
-        double want = e == 0 ? ldexp(m, -133) : e == 255 ? (m ? NAN : INFINITY)
-                                                         : ldexp(128 + m, e - 134);
+        double want = e == 0     ? ldexp(m, -133)
+                      : e == 255 ? (m ? NAN : INFINITY)
+                                 : ldexp(128 + m, e - 134);
         if (s)
             want = -want;
         float f = bf16_to_f32((uint16_t)h);
@@ -373,15 +385,23 @@ static void test_float_rows(void)
 
 static void test_dtype_table(void)
 {
-    static const struct { int id; const char *name; int bs, ts; bool sup; } want[] = {
-        {0, "F32", 1, 4, true},      {1, "F16", 1, 2, true},       {2, "Q4_0", 32, 18, true},
-        {3, "Q4_1", 32, 20, true},   {6, "Q5_0", 32, 22, true},    {7, "Q5_1", 32, 24, true},
-        {8, "Q8_0", 32, 34, true},   {9, "Q8_1", 32, 36, false},   {10, "Q2_K", 256, 84, true},
-        {11, "Q3_K", 256, 110, true}, {12, "Q4_K", 256, 144, true}, {13, "Q5_K", 256, 176, true},
-        {14, "Q6_K", 256, 210, true}, {15, "Q8_K", 256, 292, true}, {16, "IQ2_XXS", 256, 66, false},
-        {20, "IQ4_NL", 32, 18, true}, {23, "IQ4_XS", 256, 136, true}, {24, "I8", 1, 1, false},
-        {28, "F64", 1, 8, false},    {30, "BF16", 1, 2, true},      {39, "MXFP4", 32, 17, false},
-        {42, "Q2_0", 64, 18, false},
+    static const struct {
+        int id;
+        const char *name;
+        int bs, ts;
+        bool sup;
+    } want[] = {
+        {0, "F32", 1, 4, true},          {1, "F16", 1, 2, true},
+        {2, "Q4_0", 32, 18, true},       {3, "Q4_1", 32, 20, true},
+        {6, "Q5_0", 32, 22, true},       {7, "Q5_1", 32, 24, true},
+        {8, "Q8_0", 32, 34, true},       {9, "Q8_1", 32, 36, false},
+        {10, "Q2_K", 256, 84, true},     {11, "Q3_K", 256, 110, true},
+        {12, "Q4_K", 256, 144, true},    {13, "Q5_K", 256, 176, true},
+        {14, "Q6_K", 256, 210, true},    {15, "Q8_K", 256, 292, true},
+        {16, "IQ2_XXS", 256, 66, false}, {20, "IQ4_NL", 32, 18, true},
+        {23, "IQ4_XS", 256, 136, true},  {24, "I8", 1, 1, false},
+        {28, "F64", 1, 8, false},        {30, "BF16", 1, 2, true},
+        {39, "MXFP4", 32, 17, false},    {42, "Q2_0", 64, 18, false},
     };
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
         const struct dtype_info *t = dtype_info(want[i].id);
@@ -421,7 +441,9 @@ static double nmse_bound(int type)
     case EXSA_DTYPE_BF16: return 1e-4;
     case EXSA_DTYPE_Q8_0: return 1e-4;
     case EXSA_DTYPE_Q6_K: return 1e-3;
-    case EXSA_DTYPE_Q5_0: case EXSA_DTYPE_Q5_1: case EXSA_DTYPE_Q5_K: return 5e-3;
+    case EXSA_DTYPE_Q5_0:
+    case EXSA_DTYPE_Q5_1:
+    case EXSA_DTYPE_Q5_K: return 5e-3;
     case EXSA_DTYPE_Q3_K: return 0.1;
     case EXSA_DTYPE_Q2_K: return 0.2;
     default: return 2e-2; /* Q4_*, IQ4_* */
@@ -478,9 +500,8 @@ static void check_file(const char *name, const char *ref_name, int *types_seen)
 
 static void test_fixtures(void)
 {
-    static const char *dense[] = {"F16",  "BF16",   "Q8_0",   "Q4_0",   "Q4_1",
-                                  "Q5_0", "Q5_1",   "Q4_K_M", "Q5_K_M", "Q6_K",
-                                  "Q3_K_M", "Q2_K", "IQ4_NL", "IQ4_XS"};
+    static const char *dense[] = {"F16",    "BF16",   "Q8_0", "Q4_0",   "Q4_1", "Q5_0",   "Q5_1",
+                                  "Q4_K_M", "Q5_K_M", "Q6_K", "Q3_K_M", "Q2_K", "IQ4_NL", "IQ4_XS"};
     int seen[EXSA_DTYPE_COUNT] = {0};
     char name[64];
     for (size_t i = 0; i < sizeof dense / sizeof *dense; i++) {
@@ -490,9 +511,9 @@ static void test_fixtures(void)
     check_file("lfm2moe-tiny-Q8_0.gguf", "lfm2moe-tiny-F16.gguf", seen);
     check_file("lfm2moe-tiny-Q4_K_M.gguf", "lfm2moe-tiny-F16.gguf", seen);
     /* every weight type the fixtures carry was exercised */
-    int want[] = {EXSA_DTYPE_F32,  EXSA_DTYPE_F16,  EXSA_DTYPE_BF16, EXSA_DTYPE_Q8_0,
-                  EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q4_1, EXSA_DTYPE_Q5_0, EXSA_DTYPE_Q5_1,
-                  EXSA_DTYPE_Q2_K, EXSA_DTYPE_Q3_K, EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q5_K,
+    int want[] = {EXSA_DTYPE_F32,  EXSA_DTYPE_F16,    EXSA_DTYPE_BF16,  EXSA_DTYPE_Q8_0,
+                  EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q4_1,   EXSA_DTYPE_Q5_0,  EXSA_DTYPE_Q5_1,
+                  EXSA_DTYPE_Q2_K, EXSA_DTYPE_Q3_K,   EXSA_DTYPE_Q4_K,  EXSA_DTYPE_Q5_K,
                   EXSA_DTYPE_Q6_K, EXSA_DTYPE_IQ4_NL, EXSA_DTYPE_IQ4_XS};
     for (size_t i = 0; i < sizeof want / sizeof *want; i++)
         CHECK(seen[want[i]], "no fixture tensor of type %s", dtype_info(want[i])->name);

@@ -74,8 +74,8 @@ static void test_seeded_repeatable(void)
     int32_t d[5];
     draw_seq(&p, d, 5);
     int32_t want[5] = {1, 56, 48, 56, 8};
-    CHECK(memcmp(d, want, sizeof d) == 0, "seed 1234 draws %d %d %d %d %d", d[0], d[1], d[2],
-          d[3], d[4]);
+    CHECK(memcmp(d, want, sizeof d) == 0, "seed 1234 draws %d %d %d %d %d", d[0], d[1], d[2], d[3],
+          d[4]);
 }
 
 static void test_greedy_and_topk1(void)
@@ -126,8 +126,10 @@ static void test_top_p_cut(void)
     struct sampler *s;
     const struct sampler_cand *c;
     /* sorted: 1 (.40) 3 (.25) 4 (.15) 5 (.08) 0 (.05) ... cumulative .40 .65 .80 .88 .93 */
-    struct { float top_p; int n; } cases[] = {{0.3f, 1}, {0.6f, 2}, {0.7f, 3}, {0.85f, 4},
-                                              {0.9f, 5}};
+    struct {
+        float top_p;
+        int n;
+    } cases[] = {{0.3f, 1}, {0.6f, 2}, {0.7f, 3}, {0.85f, 4}, {0.9f, 5}};
     for (int k = 0; k < 5; k++) {
         p.top_p = cases[k].top_p;
         sampler_create(&p, 8, &s);
@@ -380,8 +382,8 @@ static void check_logprobs(struct sampler *s, const float *processed, double t, 
     const struct sampler_logprob *top;
     int n = sampler_logprobs(s, &c, &top);
     CHECK(n == n_top, "%s: %d alternatives, want %d", what, n, n_top);
-    CHECK(c.id == tok && fabs(c.logprob - ref[tok]) < 1e-5, "%s: chosen %d lp %f vs %f", what,
-          c.id, c.logprob, ref[tok]);
+    CHECK(c.id == tok && fabs(c.logprob - ref[tok]) < 1e-5, "%s: chosen %d lp %f vs %f", what, c.id,
+          c.logprob, ref[tok]);
     for (int i = 0; i < n; i++) {
         CHECK(fabs(top[i].logprob - ref[top[i].id]) < 1e-5, "%s: top %d lp", what, i);
         CHECK(i == 0 || top[i].logprob <= top[i - 1].logprob, "%s: sorted at %d", what, i);

@@ -61,7 +61,8 @@ static void test_chat(void)
                   CHAT(",\"max_tokens\":8,\"seed\":3,\"ignore_eos\":true"), NULL, &st);
     CHECK(st == 200 && has(b, "\"object\":\"chat.completion\"") &&
               has(b, "\"role\":\"assistant\"") && has(b, "\"finish_reason\":\"length\"") &&
-              has(b, "\"completion_tokens\":8"), "chat %d %s", st, b);
+              has(b, "\"completion_tokens\":8"),
+          "chat %d %s", st, b);
     free(b);
     b = req(&A, "POST", "/v1/chat/completions",
             CHAT(",\"max_tokens\":6,\"ignore_eos\":true,\"stream\":true,"
@@ -86,7 +87,8 @@ static void test_chat(void)
     free(b);
     b = req(&A, "POST", "/v1/chat/completions",
             "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
-            "\"image_url\":{\"url\":\"x\"}}]}]}", NULL, &st);
+            "\"image_url\":{\"url\":\"x\"}}]}]}",
+            NULL, &st);
     CHECK(st == 400 && is_error_shape(b), "image part %d %s", st, b);
     free(b);
 }
@@ -97,7 +99,8 @@ static void test_completions_generate(void)
     char *b = req(&A, "POST", "/v1/completions", "{\"prompt\":\"Once upon\",\"max_tokens\":5}",
                   NULL, &st);
     CHECK(st == 200 && has(b, "\"object\":\"text_completion\"") && has(b, "\"text\":") &&
-              has(b, "\"usage\":{"), "completions %d %s", st, b);
+              has(b, "\"usage\":{"),
+          "completions %d %s", st, b);
     free(b);
     b = req(&A, "POST", "/v1/completions",
             "{\"prompt\":[1,200,300],\"max_tokens\":3,\"stream\":true}", "-N", &st);
@@ -105,13 +108,15 @@ static void test_completions_generate(void)
     free(b);
     b = req(&A, "POST", "/v1/generate",
             "{\"prompt\":\"Tell me\",\"sampling_params\":{\"max_tokens\":4,\"seed\":1,"
-            "\"stop_sequences\":[\"qq\"],\"repeat_last_n\":16}}", "-N", &st);
+            "\"stop_sequences\":[\"qq\"],\"repeat_last_n\":16}}",
+            "-N", &st);
     CHECK(st == 200 && has(b, "\"done\":false") && has(b, "{\"token\":\"\",\"done\":true"),
           "generate %d %s", st, b);
     free(b);
     b = req(&A, "POST", "/v1/generate",
             "{\"prompt\":\"Tell me\",\"use_chat_template\":false,\"stream\":false,"
-            "\"sampling_params\":{\"max_tokens\":3,\"ignore_eos\":true}}", NULL, &st);
+            "\"sampling_params\":{\"max_tokens\":3,\"ignore_eos\":true}}",
+            NULL, &st);
     CHECK(st == 200 && has(b, "\"text\":") && has(b, "\"finish_reason\":\"length\""),
           "generate json %d %s", st, b);
     free(b);
@@ -173,7 +178,8 @@ static void test_errors(void)
     int st;
     char *b = req(&A, "POST", "/v1/completions", big, NULL, &st);
     CHECK(st == 400 && has(b, "context_length_exceeded") && has(b, "holds 512") &&
-              has(b, "the prompt has "), "too long %d %s", st, b);
+              has(b, "the prompt has "),
+          "too long %d %s", st, b);
     free(b);
     /* a body over MAX_BODY_SIZE (65536) */
     char *huge = malloc(70000);
@@ -245,7 +251,8 @@ static void test_disconnect(void)
     /* a stream cut after 0.5 s by its client */
     char *o = sh("curl -s -N -m 0.5 %s/v1/chat/completions -H 'Content-Type: application/json' "
                  "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"go\"}],\"max_tokens\":400,"
-                 "\"ignore_eos\":true,\"stream\":true}' | head -c 300", A.url);
+                 "\"ignore_eos\":true,\"stream\":true}' | head -c 300",
+                 A.url);
     CHECK(has(o, "data: "), "the stream began: %s", o);
     free(o);
     int st;
@@ -255,8 +262,8 @@ static void test_disconnect(void)
     bool cancelled = false, idle = false;
     for (int i = 0; i < 50 && !(cancelled && idle); i++) {
         b = req(&A, "GET", "/metrics", NULL, NULL, &st);
-        cancelled = has(b, "exsa_requests_cancelled_total 1") ||
-                    has(b, "exsa_requests_cancelled_total 2");
+        cancelled =
+            has(b, "exsa_requests_cancelled_total 1") || has(b, "exsa_requests_cancelled_total 2");
         idle = has(b, "exsa_active_sequences 0") && has(b, "exsa_cache_sequences 0") &&
                has(b, "exsa_kv_blocks_used 0") && !has(b, "exsa_kv_blocks_total 0");
         free(b);
@@ -274,8 +281,8 @@ static void test_metrics(void)
               has(b, "exsa_requests_total{route=\"/v1/chat/completions\",status=\"400\"}") &&
               has(b, "exsa_prompt_tokens_total ") && has(b, "exsa_generated_tokens_total ") &&
               has(b, "exsa_time_to_first_token_seconds_bucket{le=\"+Inf\"}") &&
-              has(b, "exsa_time_per_output_token_seconds_count") &&
-              has(b, "exsa_queue_depth 0") && has(b, "exsa_active_sequences"),
+              has(b, "exsa_time_per_output_token_seconds_count") && has(b, "exsa_queue_depth 0") &&
+              has(b, "exsa_active_sequences"),
           "metrics %d %s", st, b);
     free(b);
 }
@@ -290,8 +297,8 @@ static void test_seed_curl(void)
     const char *cb = b ? strstr(b, "\"content\":") : NULL;
     const char *ea = ca ? strstr(ca, "\"finish_reason\"") : NULL;
     const char *eb = cb ? strstr(cb, "\"finish_reason\"") : NULL;
-    CHECK(st1 == 200 && st2 == 200 && ea && eb && ea - ca == eb - cb &&
-              !strncmp(ca, cb, ea - ca), "same seed: %s / %s", a, b);
+    CHECK(st1 == 200 && st2 == 200 && ea && eb && ea - ca == eb - cb && !strncmp(ca, cb, ea - ca),
+          "same seed: %s / %s", a, b);
     free(a), free(b);
 }
 
@@ -324,7 +331,8 @@ static void test_openai_npm(void)
             return;
     }
     char *o = sh("EXSA_URL=%s/v1 OPENAI_PKG_DIR='%s' node tests/server/openai.mjs 2>&1; "
-                 "echo \"exit=$?\"", A.url, npm);
+                 "echo \"exit=$?\"",
+                 A.url, npm);
     int n_ok = 0, n_ran = -1;
     for (char *line = strtok(o, "\n"); line; line = strtok(NULL, "\n")) {
         if (!strncmp(line, "ok ", 3))
@@ -343,8 +351,9 @@ static void test_openai_npm(void)
 static void test_key_and_queue(void)
 {
     struct srv B;
-    const char *env[] = {"API_KEY=sekret", "MAX_QUEUE_SIZE=1", "MAX_BATCH_SIZE=1",
-                         "EXSA_TEST_STEP_DELAY_MS=20", "BATCH_TIMEOUT_MS=0", NULL};
+    const char *env[] = {"API_KEY=sekret",     "MAX_QUEUE_SIZE=1",
+                         "MAX_BATCH_SIZE=1",   "EXSA_TEST_STEP_DELAY_MS=20",
+                         "BATCH_TIMEOUT_MS=0", NULL};
     char flags[PATH_MAX + 16];
     snprintf(flags, sizeof flags, "-m '%s' -c 256", g_model);
     if (start(&B, env, flags) < 0) {
@@ -359,17 +368,18 @@ static void test_key_and_queue(void)
     CHECK(st == 401 && is_error_shape(b), "wrong key %d %s", st, b);
     free(b);
     b = req(&B, "GET", "/v1/health", NULL, NULL, &st);
-    CHECK(st == 200 && has(b, "\"context_size\":256"), "health needs no key; -c wins %d %s", st,
-          b);
+    CHECK(st == 200 && has(b, "\"context_size\":256"), "health needs no key; -c wins %d %s", st, b);
     free(b);
     b = req(&B, "GET", "/v1/models", NULL, "-H 'Authorization: Bearer sekret'", &st);
     CHECK(st == 200 && has(b, "lfm2-tiny-F32"), "right key %d %s", st, b);
     free(b);
     /* 5 at once with one running and one waiting: the rest get 503 + Retry-After at once */
-    char *o = sh("cd %s && for i in 1 2 3 4 5; do curl -s -m 30 -D h$i -o b$i -w '%%{http_code}\\n'"
-                 " -H 'Authorization: Bearer sekret' " JSON_CT "%s/v1/completions -d '{\"prompt\":\"x\","
-                 "\"max_tokens\":40,\"ignore_eos\":true}' & done; wait; cat h* | grep -ci "
-                 "'^retry-after'", g_tmp, B.url);
+    char *o =
+        sh("cd %s && for i in 1 2 3 4 5; do curl -s -m 30 -D h$i -o b$i -w '%%{http_code}\\n'"
+           " -H 'Authorization: Bearer sekret' " JSON_CT "%s/v1/completions -d '{\"prompt\":\"x\","
+           "\"max_tokens\":40,\"ignore_eos\":true}' & done; wait; cat h* | grep -ci "
+           "'^retry-after'",
+           g_tmp, B.url);
     int n200 = 0, n503 = 0;
     for (char *p = o; *p; p++) {
         n200 += !strncmp(p, "200\n", 4);
@@ -384,9 +394,11 @@ static void test_key_and_queue(void)
     free(o);
     /* SIGTERM while a stream runs: it finishes, then the server exits 0 */
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "curl -s -N -m 30 %s/v1/completions " JSON_CT "-H 'Authorization: "
-             "Bearer sekret' -d '{\"prompt\":\"x\",\"max_tokens\":30,\"stream\":true}' > %s/term.out",
-             B.url, g_tmp);
+    snprintf(
+        cmd, sizeof cmd,
+        "curl -s -N -m 30 %s/v1/completions " JSON_CT "-H 'Authorization: "
+        "Bearer sekret' -d '{\"prompt\":\"x\",\"max_tokens\":30,\"stream\":true}' > %s/term.out",
+        B.url, g_tmp);
     pid_t cp = fork();
     if (cp == 0) {
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
@@ -405,8 +417,7 @@ static void test_key_and_queue(void)
 static void test_rate_limit(void)
 {
     struct srv C;
-    const char *env[] = {"ENABLE_RATE_LIMIT=false", "RATE_LIMIT_MAX=100", "CONTEXT_SIZE=128",
-                         NULL};
+    const char *env[] = {"ENABLE_RATE_LIMIT=false", "RATE_LIMIT_MAX=100", "CONTEXT_SIZE=128", NULL};
     char flags[PATH_MAX + 64];
     snprintf(flags, sizeof flags, "-m '%s' --rate-limit --rate-limit-max 3 -c 300", g_model);
     if (start(&C, env, flags) < 0) {
@@ -423,8 +434,8 @@ static void test_rate_limit(void)
     char *h = sh("cat %s/h429", g_tmp);
     CHECK(st[0] == 200 && st[1] == 200 && st[2] == 200 && st[3] == 429 && st[4] == 429,
           "rate limit %d %d %d %d %d", st[0], st[1], st[2], st[3], st[4]);
-    CHECK(st_h == 429 && (has(h, "Retry-After:") || has(h, "retry-after:")) &&
-              is_error_shape(body), "429 shape %s %s", h, body);
+    CHECK(st_h == 429 && (has(h, "Retry-After:") || has(h, "retry-after:")) && is_error_shape(body),
+          "429 shape %s %s", h, body);
     free(h), free(body);
     char *b = req(&C, "GET", "/v1/health", NULL, NULL, &st_h);
     CHECK(st_h == 200 && has(b, "\"context_size\":300"), "health not limited %d %s", st_h, b);
@@ -473,7 +484,7 @@ static char *reply_text(const char *b)
 {
     size_t cap = strlen(b) + 64, n = 0;
     char *o = calloc(1, cap);
-    for (const char *p = b; o && (p = strstr(p, "\"text\":\"")); ) {
+    for (const char *p = b; o && (p = strstr(p, "\"text\":\""));) {
         p += 8;
         for (; *p && *p != '"'; p++) {
             if (*p == '\\' && p[1])
@@ -532,8 +543,9 @@ static void test_batched_equals_alone(void)
         fprintf(f, "%s,\"stream\":true}", body[i]);
         fclose(f);
     }
-    free(sh("cd %s && for i in $(seq 0 19); do curl -s -N -m 120 -o par$i.out %s/v1/completions "
-            JSON_CT "--data-binary @par$i.json & done; wait", g_tmp, D.url));
+    free(sh("cd %s && for i in $(seq 0 19); do curl -s -N -m 120 -o par$i.out "
+            "%s/v1/completions " JSON_CT "--data-binary @par$i.json & done; wait",
+            g_tmp, D.url));
     int same = 0;
     for (int i = 0; i < 20; i++) {
         char *b = sh("cat %s/par%d.out", g_tmp, i);
@@ -656,9 +668,10 @@ static void test_queue_zero(void)
     b = req(&E, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":2}", NULL, &st);
     CHECK(st == 200 && has(b, "text_completion"), "served %d %s", st, b);
     free(b);
-    char *o = sh("for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%%{http_code}\\n' -m 30 "
-                 JSON_CT "%s/v1/completions -d '{\"prompt\":\"x\",\"max_tokens\":60,\"ignore_eos\":true}'"
-                 " & done; wait", E.url);
+    char *o = sh("for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%%{http_code}\\n' -m 30 " JSON_CT
+                 "%s/v1/completions -d '{\"prompt\":\"x\",\"max_tokens\":60,\"ignore_eos\":true}'"
+                 " & done; wait",
+                 E.url);
     int n200 = 0, n503 = 0;
     for (char *p = o; *p; p++)
         n200 += !strncmp(p, "200\n", 4), n503 += !strncmp(p, "503\n", 4);
@@ -772,7 +785,8 @@ static void send_post(int fd, const struct srv *s, const char *path, const char 
                       const char *extra)
 {
     char head[1024];
-    int n = snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: "
+    int n = snprintf(head, sizeof head,
+                     "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: "
                      "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
                      path, s->port, strlen(body), extra ? extra : "");
     CHECK(send(fd, head, (size_t)n, MSG_NOSIGNAL) == n, "send head");
@@ -795,7 +809,8 @@ static void test_half_close_and_health(void)
     int st;
     char *b = req(&H, "GET", "/v1/health", NULL, NULL, &st);
     CHECK(st == 200 && has(b, "\"model_loaded\":true") && !has(b, "lfm2-tiny") &&
-              !has(b, "fixtures"), "health without the key shows no path: %d %s", st, b);
+              !has(b, "fixtures"),
+          "health without the key shows no path: %d %s", st, b);
     free(b);
     b = req(&H, "GET", "/v1/health", NULL, "-H 'Authorization: Bearer k9'", &st);
     CHECK(st == 200 && has(b, "lfm2-tiny-F32.gguf"), "health with the key %d %s", st, b);
@@ -824,7 +839,8 @@ static void test_half_close_and_health(void)
     free(b);
     free(sh("curl -s -m 1 -o /dev/null %s/v1/completions -H 'Authorization: Bearer k9' -H "
             "'Content-Type: application/json' -d '{\"prompt\":\"a\",\"max_tokens\":100,"
-            "\"ignore_eos\":true}'", H.url));
+            "\"ignore_eos\":true}'",
+            H.url));
     bool idle = false;
     for (int i = 0; i < 30 && !idle; i++, usleep(100000)) {
         b = req(&H, "GET", "/metrics", NULL, "-H 'Authorization: Bearer k9'", &st);
@@ -834,10 +850,12 @@ static void test_half_close_and_health(void)
     CHECK(idle, "the request of a client that left was cancelled within 3 s");
     /* found by the soak: a whole reply ended by a swap had no Retry-After (a reload now lets it
      * finish: an unload ends it) */
-    char *o = sh("curl -s -m 20 -D - -o /dev/null %s/v1/completions -H 'Authorization: Bearer k9' "
-                 JSON_CT "-d '{\"prompt\":\"a\",\"max_tokens\":30,\"ignore_eos\":true}' & "
-                 "sleep 1; curl -s -o /dev/null -X POST %s/v1/models/unload -H 'Authorization: "
-                 "Bearer k9' " JSON_CT "; wait", H.url, H.url);
+    char *o = sh(
+        "curl -s -m 20 -D - -o /dev/null %s/v1/completions -H 'Authorization: Bearer k9' " JSON_CT
+        "-d '{\"prompt\":\"a\",\"max_tokens\":30,\"ignore_eos\":true}' & "
+        "sleep 1; curl -s -o /dev/null -X POST %s/v1/models/unload -H 'Authorization: "
+        "Bearer k9' " JSON_CT "; wait",
+        H.url, H.url);
     CHECK(has(o, " 503 ") && (has(o, "Retry-After: 1") || has(o, "retry-after: 1")),
           "a reply ended by an unload: %s", o);
     free(o);
@@ -864,8 +882,12 @@ static void test_cross_site(void)
     static char e1[PATH_MAX + 16], e2[PATH_MAX + 16];
     snprintf(e1, sizeof e1, "MODEL_PATH=%s", g_model);
     snprintf(e2, sizeof e2, "MODELS_DIR=%s", g_models_dir);
-    const char *env[] = {e1, e2, "ENABLE_CORS=true", "ALLOWED_HOSTS=exsa.example, other.example",
-                         "CONTEXT_SIZE=128", NULL};
+    const char *env[] = {e1,
+                         e2,
+                         "ENABLE_CORS=true",
+                         "ALLOWED_HOSTS=exsa.example, other.example",
+                         "CONTEXT_SIZE=128",
+                         NULL};
     if (start(&X, env, NULL) < 0) {
         CHECK(0, "server X did not start");
         return;
@@ -882,15 +904,16 @@ static void test_cross_site(void)
     CHECK(st == 200, "JSON with a charset %d %s", st, b);
     free(b);
     const char *hosts[] = {"evil.example", "evil.example:3000", "exsa.example.evil.example",
-                           "exsa.example", "EXSA.example.:99", "other.example", "localhost:1",
-                           "[::1]:5", "10.1.2.3", "127.0.0.1"};
+                           "exsa.example", "EXSA.example.:99",  "other.example",
+                           "localhost:1",  "[::1]:5",           "10.1.2.3",
+                           "127.0.0.1"};
     for (int i = 0; i < 10; i++) {
         char extra[128];
         snprintf(extra, sizeof extra, "-H 'Host: %s'", hosts[i]);
         b = req(&X, "POST", "/v1/models/unload", NULL, extra, &st);
         bool refused = i < 3;
-        CHECK(refused ? st == 403 && has(b, "host_not_allowed") : st == 200,
-              "Host %s: %d %s", hosts[i], st, b);
+        CHECK(refused ? st == 403 && has(b, "host_not_allowed") : st == 200, "Host %s: %d %s",
+              hosts[i], st, b);
         free(b);
         if (i == 2) { /* nothing was unloaded by the refused names */
             b = req(&X, "GET", "/v1/health", NULL, NULL, &st);
@@ -898,19 +921,24 @@ static void test_cross_site(void)
             free(b);
         }
     }
-    const char *origin = "-H 'Origin: http://page.example' -H 'Access-Control-Request-Method: POST'";
+    const char *origin =
+        "-H 'Origin: http://page.example' -H 'Access-Control-Request-Method: POST'";
     char *h = head_of(&X, "GET", "/v1/models", origin, &st);
     CHECK(st == 200 && has(h, "Access-Control-Allow-Origin: *"), "CORS on /v1/models: %s", h);
     free(h);
     h = head_of(&X, "OPTIONS", "/v1/chat/completions", origin, &st);
     CHECK(st == 204 && has(h, "Access-Control-Allow-Origin"), "preflight chat: %d %s", st, h);
     free(h);
-    const char *manage[][2] = {{"GET", "/v1/models/list"}, {"OPTIONS", "/v1/models/load"},
-                               {"OPTIONS", "/v1/models/unload"}, {"POST", "/v1/models/reload"}};
+    const char *manage[][2] = {{"GET", "/v1/models/list"},
+                               {"OPTIONS", "/v1/models/load"},
+                               {"OPTIONS", "/v1/models/unload"},
+                               {"POST", "/v1/models/reload"}};
     for (int i = 0; i < 4; i++) {
         h = head_of(&X, manage[i][0], manage[i][1], origin, &st);
         /* reload answers 400: the allowed hosts above unloaded the model */
-        CHECK(!has(h, "Access-Control-Allow") && st == (i == 0 ? 200 : i == 3 ? 400 : 403),
+        CHECK(!has(h, "Access-Control-Allow") && st == (i == 0   ? 200
+                                                        : i == 3 ? 400
+                                                                 : 403),
               "no CORS on %s %s: %d %s", manage[i][0], manage[i][1], st, h);
         free(h);
     }
@@ -976,8 +1004,8 @@ static void test_slowloris(void)
             opened++;
     }
     int held = count_held(fds, N, 128);
-    CHECK(opened == N && held <= 128 && held >= 64, "%d of %d opened; held %d (limit 128)",
-          opened, N, held);
+    CHECK(opened == N && held <= 128 && held >= 64, "%d of %d opened; held %d (limit 128)", opened,
+          N, held);
     int st;
     char *b = req(&S, "GET", "/v1/health", NULL, NULL, &st);
     CHECK(st == 200 && has(b, "healthy"), "health during the attack %d %s", st, b);
@@ -1060,15 +1088,16 @@ static void test_setup(void)
     snprintf(g_models_dir, sizeof g_models_dir, "%s/models", g_tmp);
     free(sh("mkdir -p %s/models/sub %s/outside && ln -s '%s' %s/models/tiny.gguf && "
             "echo hi > %s/models/notes.txt && cp /dev/null %s/outside/x.gguf && "
-            "ln -s %s/outside %s/models/escape", g_tmp, g_tmp, g_model, g_tmp, g_tmp, g_tmp,
-            g_tmp, g_tmp));
+            "ln -s %s/outside %s/models/escape",
+            g_tmp, g_tmp, g_model, g_tmp, g_tmp, g_tmp, g_tmp, g_tmp));
     /* another model file whose name is not UTF-8: a "model" naming it is a 404 that echoes it */
     free(sh("cp /dev/null \"%s/models/$(printf '\\377x.gguf')\"", g_tmp));
     static char e1[PATH_MAX + 16], e2[PATH_MAX + 16];
     snprintf(e1, sizeof e1, "MODEL_PATH=%s", g_model);
     snprintf(e2, sizeof e2, "MODELS_DIR=%s", g_models_dir);
-    const char *env[] = {e1, e2, "CONTEXT_SIZE=512", "MAX_BODY_SIZE=65536",
-                         "BATCH_TIMEOUT_MS=5", "HOST=127.0.0.1", NULL};
+    const char *env[] = {
+        e1,  e2, "CONTEXT_SIZE=512", "MAX_BODY_SIZE=65536", "BATCH_TIMEOUT_MS=5", "HOST=127.0.0.1",
+        NULL};
     CHECK(start(&A, env, NULL) == 0, "server A did not start");
     g_ready = !h_cur_failed;
 }

@@ -740,11 +740,16 @@ static void test_utf8_helpers(void)
     char *s = srv_utf8_scrub(ok);
     CHECK(s == ok, "valid text was copied");
     free(s);
-    s = srv_utf8_scrub(strdup("x\xc0\xaf" "y\xed\xa0\x80" "z\x80" "w\xe2\x82"));
+    s = srv_utf8_scrub(strdup("x\xc0\xaf"
+                              "y\xed\xa0\x80"
+                              "z\x80"
+                              "w\xe2\x82"));
     CHECK(s && !strcmp(s, "x" FFFD FFFD "y" FFFD FFFD FFFD "z" FFFD "w" FFFD FFFD), "scrub: %s",
           s ? s : "(null)");
     free(s);
-    char *q = srv_json_quote("a\"\\\n\x01\xff" "b\xe2\x82\xac", 10);
+    char *q = srv_json_quote("a\"\\\n\x01\xff"
+                             "b\xe2\x82\xac",
+                             10);
     CHECK(q && !strcmp(q, "\"a\\\"\\\\\\n\\u0001" FFFD "b\xe2\x82\xac\""), "quote: %s",
           q ? q : "(null)");
     free(q);

@@ -72,7 +72,8 @@ static void test_blocking_client_leaves(void)
     start_tiny(&A, env);
     free(sh("curl -s -m 1 -o /dev/null %s/v1/chat/completions " JSON_CT
             "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"go\"}],\"max_tokens\":4000,"
-            "\"ignore_eos\":true}'", A.url));
+            "\"ignore_eos\":true}'",
+            A.url));
     bool idle = false;
     char *b = NULL;
     for (int i = 0; i < 30 && !idle; i++, usleep(100000)) {
@@ -107,8 +108,9 @@ static void test_reload_beside(void)
     struct srv A;
     const char *env[] = {"EXSA_TEST_STEP_DELAY_MS=40", NULL};
     start_tiny(&A, env);
-    struct bg run = {&A, "POST", "/v1/completions",
-                     "{\"prompt\":\"a\",\"max_tokens\":25,\"ignore_eos\":true}", NULL, 0};
+    struct bg run = {
+        &A,   "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":25,\"ignore_eos\":true}",
+        NULL, 0};
     struct bg reload = {&A, "POST", "/v1/models/reload", "{}", NULL, 0};
     pthread_t t_run, t_reload;
     pthread_create(&t_run, NULL, bg_req, &run);
@@ -126,12 +128,14 @@ static void test_reload_beside(void)
     }
     pthread_join(t_run, NULL);
     pthread_join(t_reload, NULL);
-    CHECK(run.st == 200 && has(run.out, "\"completion_tokens\":25"),
-          "the reply in flight: %d %s", run.st, run.out);
-    CHECK(reload.st == 200 && has(reload.out, "\"success\":true") &&
-              has(reload.out, "reloaded"), "reload: %d %s", reload.st, reload.out);
-    CHECK(n_ok == n && health_ok == n, "during the reload %d of %d requests and %d of %d health "
-          "checks answered 200", n_ok, n, health_ok, n);
+    CHECK(run.st == 200 && has(run.out, "\"completion_tokens\":25"), "the reply in flight: %d %s",
+          run.st, run.out);
+    CHECK(reload.st == 200 && has(reload.out, "\"success\":true") && has(reload.out, "reloaded"),
+          "reload: %d %s", reload.st, reload.out);
+    CHECK(n_ok == n && health_ok == n,
+          "during the reload %d of %d requests and %d of %d health "
+          "checks answered 200",
+          n_ok, n, health_ok, n);
     free(run.out), free(reload.out);
     int st;
     char *b = req(&A, "POST", "/v1/completions", "{\"prompt\":\"c\",\"max_tokens\":2}", NULL, &st);
@@ -146,8 +150,11 @@ static void test_status_slots(void)
     struct srv A;
     const char *env[] = {"EXSA_TEST_STEP_DELAY_MS=40", NULL};
     start_tiny(&A, env);
-    struct bg run = {&A, "POST", "/v1/completions",
-                     "{\"prompt\":\"one two three\",\"max_tokens\":30,\"ignore_eos\":true}", NULL,
+    struct bg run = {&A,
+                     "POST",
+                     "/v1/completions",
+                     "{\"prompt\":\"one two three\",\"max_tokens\":30,\"ignore_eos\":true}",
+                     NULL,
                      0};
     pthread_t t;
     pthread_create(&t, NULL, bg_req, &run);

@@ -38,10 +38,12 @@ static const char *write_model(const char *preset, const char *type, uint64_t se
 /* The type mix, restated: what llama.cpp's quantizer gives each tensor. */
 static int expected_type(const char *name, const char *ftype, int n_layers, const int *kv)
 {
-    static const struct { const char *name; int base, embd; } t[] = {
-        {"F32", 0, 0}, {"F16", 1, 1}, {"BF16", 30, 30}, {"Q8_0", 8, 8}, {"Q4_0", 2, 14},
-        {"Q4_1", 3, 14}, {"Q5_0", 6, 14}, {"Q5_1", 7, 14}, {"Q4_K_M", 12, 14},
-        {"Q5_K_M", 13, 14}, {"Q6_K", 14, 14}};
+    static const struct {
+        const char *name;
+        int base, embd;
+    } t[] = {{"F32", 0, 0},      {"F16", 1, 1},      {"BF16", 30, 30}, {"Q8_0", 8, 8},
+             {"Q4_0", 2, 14},    {"Q4_1", 3, 14},    {"Q5_0", 6, 14},  {"Q5_1", 7, 14},
+             {"Q4_K_M", 12, 14}, {"Q5_K_M", 13, 14}, {"Q6_K", 14, 14}};
     int k = 0;
     while (strcmp(t[k].name, ftype))
         k++;
@@ -109,8 +111,7 @@ static void check_values(const struct gguf_tensor *t)
     if (strstr(t->name, "norm.weight"))
         CHECK(fabs(mean - 1) < 0.1, "%s: mean %g", t->name, mean);
     else if (!strstr(t->name, "shortconv.conv") && n >= 256)
-        CHECK(sd > 0.008 && sd < 0.05 && fabs(mean) < 0.01, "%s: mean %g sd %g", t->name, mean,
-              sd);
+        CHECK(sd > 0.008 && sd < 0.05 && fabs(mean) < 0.01, "%s: mean %g sd %g", t->name, mean, sd);
     free(y);
 }
 
@@ -185,16 +186,26 @@ static void check_vocab(const struct gguf_file *f)
     CHECK(gguf_get_arr(f, "tokenizer.ggml.merges", &mg) == 0 && mg.n == 65536 - 270, "merges");
     if (tok.n != 65536 || ty.n != 65536 || mg.n != 65536 - 270)
         return;
-    static const char *sp[] = {"<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|fim_pre|>",
-                               "<|fim_mid|>", "<|fim_suf|>", "<|im_start|>", "<|im_end|>",
-                               "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_call_start|>",
-                               "<|tool_call_end|>", "<|tool_response_start|>",
+    static const char *sp[] = {"<|pad|>",
+                               "<|startoftext|>",
+                               "<|endoftext|>",
+                               "<|fim_pre|>",
+                               "<|fim_mid|>",
+                               "<|fim_suf|>",
+                               "<|im_start|>",
+                               "<|im_end|>",
+                               "<|tool_list_start|>",
+                               "<|tool_list_end|>",
+                               "<|tool_call_start|>",
+                               "<|tool_call_end|>",
+                               "<|tool_response_start|>",
                                "<|tool_response_end|>"};
     for (int i = 0; i < 14; i++) {
         int64_t v = 0;
         gguf_arr_int(&ty, (uint64_t)i, &v);
-        CHECK(tok.str[i].len == strlen(sp[i]) && !memcmp(tok.str[i].ptr, sp[i], tok.str[i].len)
-              && v == 3, "special token %d", i);
+        CHECK(tok.str[i].len == strlen(sp[i]) && !memcmp(tok.str[i].ptr, sp[i], tok.str[i].len) &&
+                  v == 3,
+              "special token %d", i);
     }
     struct hid *tab = malloc(tok.n * sizeof *tab);
     CHECK(tab != NULL, "memory");
@@ -216,8 +227,9 @@ static void check_vocab(const struct gguf_file *f)
         }
         size_t la = (size_t)(space - m->ptr), lb = m->len - la - 1;
         int64_t a = find_tok(tab, tok.n, m->ptr, la), b = find_tok(tab, tok.n, space + 1, lb);
-        bad += t->len != la + lb || memcmp(t->ptr, m->ptr, la) || memcmp(t->ptr + la, space + 1, lb)
-               || a < 14 || b < 14 || a >= 270 + (int64_t)r || b >= 270 + (int64_t)r;
+        bad += t->len != la + lb || memcmp(t->ptr, m->ptr, la) ||
+               memcmp(t->ptr + la, space + 1, lb) || a < 14 || b < 14 || a >= 270 + (int64_t)r ||
+               b >= 270 + (int64_t)r;
     }
     CHECK(bad == 0, "%d merges are not valid BPE merges of earlier tokens", bad);
     free(tab);
@@ -255,7 +267,8 @@ static void check_meta(const struct gguf_file *f, const char *arch, int file_typ
     CHECK(get_int(f, AK("shortconv.l_cache")) == 3, "l_cache");
     CHECK(get_int(f, AK("vocab_size")) == 65536, "vocab_size");
     CHECK(get_int(f, AK("embedding_length")) > 0 && get_int(f, AK("feed_forward_length")) > 0 &&
-          get_int(f, AK("attention.head_count")) > 0, "dims");
+              get_int(f, AK("attention.head_count")) > 0,
+          "dims");
     CHECK(get_float(f, AK("rope.freq_base")) == 1e6, "rope base");
     CHECK(fabs(get_float(f, AK("attention.layer_norm_rms_epsilon")) - 1e-5) < 1e-9, "eps");
     CHECK(str_is(f, "tokenizer.ggml.model", "gpt2") && str_is(f, "tokenizer.ggml.pre", "lfm2"),
@@ -267,9 +280,10 @@ static void check_meta(const struct gguf_file *f, const char *arch, int file_typ
     CHECK(gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &add_bos) == 0 && add_bos, "add_bos");
     if (!strcmp(arch, "lfm2moe"))
         CHECK(get_int(f, AK("expert_count")) > 0 && get_int(f, AK("expert_used_count")) > 0 &&
-              get_int(f, AK("expert_feed_forward_length")) > 0 &&
-              get_int(f, AK("leading_dense_block_count")) == 2 &&
-              get_int(f, AK("expert_gating_func")) == 2, "MoE keys");
+                  get_int(f, AK("expert_feed_forward_length")) > 0 &&
+                  get_int(f, AK("leading_dense_block_count")) == 2 &&
+                  get_int(f, AK("expert_gating_func")) == 2,
+              "MoE keys");
 #undef AK
     char path[512], want[4096];
     snprintf(path, sizeof path, "%s/templates/LFM2-8B-A1B.jinja", fixtures_dir());
@@ -354,8 +368,8 @@ static uint64_t check_file(const char *preset, const char *type, bool decode)
 
 static void test_demo_types(void)
 {
-    static const char *types[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
-                                  "Q4_K_M", "Q5_K_M", "Q6_K"};
+    static const char *types[] = {"F32",  "F16",  "BF16",   "Q8_0",   "Q4_0", "Q4_1",
+                                  "Q5_0", "Q5_1", "Q4_K_M", "Q5_K_M", "Q6_K"};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         check_file("demo", types[i], i == 3);
 }
@@ -376,8 +390,8 @@ static void test_lfm2_350m_q4_k_m(void)
 static void test_rules_large_presets(void)
 {
     static const char *names[] = {"lfm2-700m", "lfm2-1.2b", "lfm2-2.6b", "lfm2-8b-a1b"};
-    static const char *suffix[] = {"attn_v.weight", "ffn_down.weight", "ffn_down_exps.weight",
-                                   "ffn_up_exps.weight", "attn_q.weight", "attn_norm.weight"};
+    static const char *suffix[] = {"attn_v.weight",      "ffn_down.weight", "ffn_down_exps.weight",
+                                   "ffn_up_exps.weight", "attn_q.weight",   "attn_norm.weight"};
     const struct synth_ftype *ft = synth_find_ftype("Q4_K_M");
     for (int i = 0; i < 4; i++) {
         const struct synth_preset *p = synth_find_preset(names[i]);
@@ -393,9 +407,9 @@ static void test_rules_large_presets(void)
                 int got = synth_tensor_type(p, ft, name);
                 bool moe_layer = p->n_experts && l >= p->n_dense_lead;
                 bool exists = k == 5 || (k == 0 || k == 4 ? p->n_kv_heads[l] > 0
-                                         : k == 1 ? !moe_layer : moe_layer);
-                int want = exists ? expected_type(name, "Q4_K_M", p->n_layers, p->n_kv_heads)
-                                  : -1;
+                                         : k == 1         ? !moe_layer
+                                                          : moe_layer);
+                int want = exists ? expected_type(name, "Q4_K_M", p->n_layers, p->n_kv_heads) : -1;
                 CHECK(got == want, "%s %s: %d, expected %d", names[i], name, got, want);
             }
         }

@@ -80,7 +80,8 @@ static void check_fixture(const struct tokenizer *t, const char *inp, const char
     size_t pos = 0, gp = 0, wp = 0, sn;
     const char *s;
     while (tok_inp_next(in, ilen, &pos, &s, &sn)) {
-        const char *ge = memchr(got + gp, '\n', glen - gp), *we = memchr(want + wp, '\n', olen - wp);
+        const char *ge = memchr(got + gp, '\n', glen - gp),
+                   *we = memchr(want + wp, '\n', olen - wp);
         if (!ge || !we) {
             CHECK(0, "line %d: output ended early (got %d, want %d)", line, !!ge, !!we);
             break;
@@ -145,8 +146,7 @@ static int32_t *encode(const struct tokenizer *t, const char *s, size_t len, boo
 }
 
 /* Concatenated pieces of ids[0..n); malloc'd, *len bytes. */
-static char *decode(const struct tokenizer *t, const int32_t *ids, int n, bool special,
-                    size_t *len)
+static char *decode(const struct tokenizer *t, const int32_t *ids, int n, bool special, size_t *len)
 {
     size_t cap = 64, o = 0;
     char *buf = malloc(cap);
@@ -168,7 +168,7 @@ static char *decode(const struct tokenizer *t, const int32_t *ids, int n, bool s
 static void test_roundtrip(void)
 {
     static const char *const inputs[] = {"tokenizer/llama3-cases.inp", "tokenizer/extra-cases.inp",
-                                          "tokenizer/gpt-2-cases.inp", "tokenizer/random-2000.inp"};
+                                         "tokenizer/gpt-2-cases.inp", "tokenizer/random-2000.inp"};
     const struct tokenizer *ts[2] = {g_lfm2, g_gpt2};
     for (int v = 0; v < 2 && ts[v]; v++) {
         int bad = 0, total = 0;
@@ -323,8 +323,7 @@ static void test_ref_json(void)
     CHECK(cJSON_IsArray(prompts) && cJSON_GetArraySize(prompts) == 5, "prompts array");
     const cJSON *p;
     int k = 0;
-    cJSON_ArrayForEach(p, prompts)
-    {
+    cJSON_ArrayForEach (p, prompts) {
         const char *text = cJSON_GetStringValue(cJSON_GetObjectItem(p, "text"));
         const cJSON *want = cJSON_GetObjectItem(p, "tokens");
         if (!text || !cJSON_IsArray(want) || !g_lfm2)
@@ -346,8 +345,8 @@ static void test_ref_json(void)
 }
 
 /* A tiny handcrafted vocabulary; pre, model and bos are the knobs. */
-static int load_crafted(const char *model, const char *pre, int64_t bos, int vocab_size,
-                        char *err, size_t errlen)
+static int load_crafted(const char *model, const char *pre, int64_t bos, int vocab_size, char *err,
+                        size_t errlen)
 {
     static const char *const toks[] = {"a", "b", "ab", "<|endoftext|>", "<u>", "<", "|", ">"};
     static const int32_t types[] = {1, 1, 1, 3, 4, 1, 1, 1};
@@ -396,8 +395,7 @@ static void test_refusals(void)
     CHECK(rc == 0, "good crafted vocab: %s", err);
     err[0] = 0;
     rc = load_crafted("gpt2", "foo", 3, 0, err, sizeof(err));
-    CHECK(rc == EXSA_EUNSUPPORTED && strstr(err, "'foo'") && strstr(err, "lfm2"), "%d %s", rc,
-          err);
+    CHECK(rc == EXSA_EUNSUPPORTED && strstr(err, "'foo'") && strstr(err, "lfm2"), "%d %s", rc, err);
     err[0] = 0;
     rc = load_crafted("gpt2", NULL, 3, 0, err, sizeof(err));
     CHECK(rc == EXSA_EUNSUPPORTED && strstr(err, "tokenizer.ggml.pre"), "%d %s", rc, err);
@@ -417,12 +415,14 @@ static void test_invalid_utf8(void)
 {
     if (!g_lfm2)
         return;
-    const char s[] = "ok\xff" "a\xc3(\xed\xa0\x80z";
+    const char s[] = "ok\xff"
+                     "a\xc3(\xed\xa0\x80z";
     int n;
     int32_t *ids = encode(g_lfm2, s, sizeof(s) - 1, false, false, &n);
     size_t dl;
     char *d = decode(g_lfm2, ids, n, false, &dl);
-    const char want[] = "ok\xef\xbf\xbd" "a\xef\xbf\xbd(\xef\xbf\xbdz";
+    const char want[] = "ok\xef\xbf\xbd"
+                        "a\xef\xbf\xbd(\xef\xbf\xbdz";
     CHECK(n > 0 && dl == sizeof(want) - 1 && memcmp(d, want, dl) == 0, "decoded %zu bytes: %.*s",
           dl, (int)dl, d);
     free(ids);
@@ -464,7 +464,8 @@ static void test_long_piece_speed(void)
         CHECK(dl == len && memcmp(d, s, len) == 0, "long piece round trip");
         free(ids);
         free(d);
-        double quarter = encode_secs(ts[v], s, len / 4, &n4), whole = encode_secs(ts[v], s, len, &n);
+        double quarter = encode_secs(ts[v], s, len / 4, &n4),
+               whole = encode_secs(ts[v], s, len, &n);
         double ratio = whole / (quarter > 1e-4 ? quarter : 1e-4);
         CHECK(ratio < 9.0, "vocab %d: 4x the input took %.1fx the time (%.3f s vs %.3f s)", v,
               ratio, whole, quarter);

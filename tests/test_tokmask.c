@@ -220,7 +220,8 @@ static void test_refuse(void)
     for (int32_t id = 0; id < exsa_model_info(m)->vocab_size; id++) {
         const char *p;
         size_t n;
-        if (tok_is_control(tok_of_model(m), id) || tok_piece(tok_of_model(m), id, false, &p, &n) || n != 1)
+        if (tok_is_control(tok_of_model(m), id) || tok_piece(tok_of_model(m), id, false, &p, &n) ||
+            n != 1)
             continue;
         if (*p == 'a')
             a = id;

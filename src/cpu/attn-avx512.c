@@ -15,7 +15,6 @@
 #include "cpu/vmath.h"
 #include "kvcache.h"
 
-
 /* Scores of every position for all lanes into s[p*16 + lane] (masked lanes: -inf); returns
  * the per-lane maximum. qt is [hd][16] (queries transposed, pre-scaled). */
 static TGT_AVX512F __m512 scores(const struct attn_block *b, const float *qt, float *s)

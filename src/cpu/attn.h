@@ -13,11 +13,11 @@ struct kv_cache;
 struct attn_block {
     struct kv_cache *kv;
     int a, seq, g, head_dim;
-    int n_lanes;               /* 1..16 */
-    int n_pos;                 /* positions to read: max lane position + 1 */
-    int32_t lane_pos[16];      /* a lane sees positions 0..lane_pos (unused lanes: -1) */
-    const float *lane_q[16];   /* head_dim floats */
-    float *lane_out[16];       /* head_dim floats */
+    int n_lanes;             /* 1..16 */
+    int n_pos;               /* positions to read: max lane position + 1 */
+    int32_t lane_pos[16];    /* a lane sees positions 0..lane_pos (unused lanes: -1) */
+    const float *lane_q[16]; /* head_dim floats */
+    float *lane_out[16];     /* head_dim floats */
 };
 
 /* work: 64-byte aligned, 16 * (head_dim + n_pos) floats. Returns 0, or -1 when this CPU or

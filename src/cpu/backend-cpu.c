@@ -30,7 +30,7 @@
 
 struct cpu_priv {
     struct threadpool *tp;
-    float *moe;    /* MoE scratch, grown on demand (first calls only) */
+    float *moe; /* MoE scratch, grown on demand (first calls only) */
     size_t moe_floats;
     /* The step between begin and end (cpu_begin), when it has job lengths: dec[i] = 1 where
      * entry i takes the decode kernel family; n_step its entries (0: no job lengths or no step:
@@ -149,8 +149,7 @@ static void fill_block(const struct attn_job *j, int it, struct attn_block *ab)
     const int g = it % j->n_kv_heads, blk = it / j->n_kv_heads;
     const int per_g = j->n_heads / j->n_kv_heads, hd = j->head_dim;
     const int i0 = j->block_start[blk], i1 = j->block_start[blk + 1];
-    *ab = (struct attn_block){.kv = j->kv, .a = j->a, .seq = j->b->seq[i0], .g = g,
-                              .head_dim = hd};
+    *ab = (struct attn_block){.kv = j->kv, .a = j->a, .seq = j->b->seq[i0], .g = g, .head_dim = hd};
     for (int i = i0; i < i1; i++)
         for (int h = g * per_g; h < (g + 1) * per_g; h++) {
             int l = ab->n_lanes++;
@@ -198,8 +197,7 @@ static int cpu_attention(struct backend *be, const struct step *b, float *out, c
                          int n_kv_heads, int head_dim)
 {
     if (n_heads / n_kv_heads > 16)
-        return ref_attention(be, b, out, q, k, v, kv, a, n_heads, n_kv_heads,
-                                         head_dim);
+        return ref_attention(be, b, out, q, k, v, kv, a, n_heads, n_kv_heads, head_dim);
     int rc = ref_kv_store(b, kv, a, k, v);
     if (rc < 0)
         return rc;
@@ -262,8 +260,8 @@ static int gather_expert(const struct cpu_priv *p, int e, const float *x, const 
 
 /* MoE over a batch, grouped by expert: each expert's tokens go through its three matrices as
  * one matmul of many rows (the reference op runs one token at a time). */
-static int cpu_moe(struct backend *be, float *out, const float *x, const struct layer *l,
-                   int n_tok, int dim, int n_experts, int k, int fe)
+static int cpu_moe(struct backend *be, float *out, const float *x, const struct layer *l, int n_tok,
+                   int dim, int n_experts, int k, int fe)
 {
     struct cpu_priv *p = priv(be);
     size_t n = (size_t)n_tok;

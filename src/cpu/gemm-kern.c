@@ -163,7 +163,7 @@ TGT_AMX void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0
 
 /* 8 rows (panel group g, half h) x 16 or 32 tokens: C[v][8h + r][t] for token block b + v. */
 INL_BF16 void avx_8rows(const struct gemm_tile_job *j, int g, int h, int b, bool two, float *C0,
-                   float *C1)
+                        float *C1)
 {
     const size_t nks = (size_t)j->nks;
     const uint16_t *x0 = j->xb + (size_t)b * nks * TILE_EL, *x1 = x0 + nks * TILE_EL;
@@ -259,7 +259,7 @@ INL_BF16 void store_tile_t(uint16_t *dst, __m512 *r)
 }
 
 TGT_BF16 void gemm_pack_x(const float *x, int64_t K, int segs, int b0, int b1, int n_tok,
-                     uint16_t *xb)
+                          uint16_t *xb)
 {
     const int64_t nks = K / 32, steps = nks * segs;
     for (int b = b0; b < b1; b++) {
@@ -321,20 +321,19 @@ INL_BF16 void put32(uint16_t *dst, __m256i u, float a0, float b0, float a1, floa
 
 /* Row p of a panel from one row of K elements of type (a constant after inlining). */
 INL_BF16 void pack_row_q8(int type, const uint8_t *w, int64_t K, int p, int64_t steps,
-                     uint16_t *panel)
+                          uint16_t *panel)
 {
     int64_t s = 0; /* K-step: 32-element chunk of the row */
     for (const uint8_t *b = w; s < K / 32; b += block_bytes(type)) {
         struct wblock wb;
         const int n = unpack_block(type, b, &wb);
         for (int i = 0; i < n; i++, s++)
-            put32(panel_at(panel, p, steps, s), wb.u[i], wb.a[2 * i], wb.b[2 * i],
-                  wb.a[2 * i + 1], wb.b[2 * i + 1]);
+            put32(panel_at(panel, p, steps, s), wb.u[i], wb.a[2 * i], wb.b[2 * i], wb.a[2 * i + 1],
+                  wb.b[2 * i + 1]);
     }
 }
 
-TGT_BF16 bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p,
-                             uint16_t *panel)
+TGT_BF16 bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, uint16_t *panel)
 {
     const int64_t nks = K / 32, steps = segs * nks;
     if (segs == 1 && block_bytes(type) != 0) { /* the int8-kernel types: plain bf16 only */
@@ -366,20 +365,27 @@ TGT_BF16 bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int
             }
         }
         return true;
-    default:
-        return false;
+    default: return false;
     }
 }
 
 #else /* not x86-64 gcc/clang: no kernels; features.c finds no level that runs them */
 
-void gemm_amx_done(void) {}
-void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1) {}
-void gemm_kern_avx512(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1) {}
+void gemm_amx_done(void)
+{
+}
+void gemm_kern_amx(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1)
+{
+}
+void gemm_kern_avx512(const struct gemm_tile_job *j, int g0, int g1, int b0, int b1)
+{
+}
 void gemm_pack_x(const float *x, int64_t K, int segs, int b0, int b1, int n_tok, uint16_t *xb)
 {
 }
-void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, uint16_t *panel) {}
+void gemm_pack_row_f32(const float *row, int64_t K, int segs, int p, uint16_t *panel)
+{
+}
 bool gemm_pack_row(int type, const uint8_t *w, int64_t K, int segs, int p, uint16_t *panel)
 {
     return false;

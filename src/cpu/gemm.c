@@ -27,7 +27,7 @@
 #ifndef PANEL_BYTES
 #define PANEL_BYTES (1024 * 1024) /* bf16 weight panel kept in L2 while all tokens pass */
 #endif
-#define PANEL_MAX 256            /* rows */
+#define PANEL_MAX 256 /* rows */
 
 /* ---- thread-local scratch --------------------------------------------------------------- */
 
@@ -37,8 +37,8 @@ static _Thread_local struct scratch tl_x, tl_panel, tl_row;
 
 struct gemm_call {
     int type, n_tok, n_blocks;
-    bool amx; /* AMX tiles, else AVX-512 BF16 dot products */
-    int segs; /* K segments (gemm.h): 1, or 2 (BF16) / 3 (F16) for f32-accurate products */
+    bool amx;         /* AMX tiles, else AVX-512 BF16 dot products */
+    int segs;         /* K segments (gemm.h): 1, or 2 (BF16) / 3 (F16) for f32-accurate products */
     const uint8_t *w; /* row 0 of the matrix (expert applied) */
     size_t row_bytes;
     int64_t K, N;
@@ -96,8 +96,14 @@ static void gemm_worker(void *arg, int ith, int nth)
             return;
         }
         const struct gemm_tile_job j = {
-            .panel = panel, .xb = c->xb, .nks = (int)(KS / 32),
-            .y = c->y, .ldy = c->N, .n0 = (int)n0, .n_valid = n_valid, .n_tok = c->n_tok,
+            .panel = panel,
+            .xb = c->xb,
+            .nks = (int)(KS / 32),
+            .y = c->y,
+            .ldy = c->N,
+            .n0 = (int)n0,
+            .n_valid = n_valid,
+            .n_tok = c->n_tok,
         };
         if (c->amx)
             gemm_kern_amx(&j, 0, groups, 0, c->n_blocks);
@@ -120,9 +126,17 @@ bool gemm_run(const struct mm_call *mc, bool amx)
     if (mc->route->segs < 1 || !shape_ok(mc->type, mc->K))
         return false;
     struct gemm_call c = {
-        .type = mc->type, .amx = amx, .n_tok = mc->n_tok, .n_blocks = (mc->n_tok + 15) / 16,
-        .segs = mc->route->segs, .w = mc->w, .row_bytes = mc->row_bytes, .K = mc->K, .N = mc->N,
-        .x = mc->x, .y = mc->y,
+        .type = mc->type,
+        .amx = amx,
+        .n_tok = mc->n_tok,
+        .n_blocks = (mc->n_tok + 15) / 16,
+        .segs = mc->route->segs,
+        .w = mc->w,
+        .row_bytes = mc->row_bytes,
+        .K = mc->K,
+        .N = mc->N,
+        .x = mc->x,
+        .y = mc->y,
     };
     c.xb = scratch_get(&tl_x, (size_t)c.n_blocks * (size_t)c.K * c.segs * 32);
     if (!c.xb)

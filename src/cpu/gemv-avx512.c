@@ -31,10 +31,10 @@
 #define PF_HINT _MM_HINT_T1
 #endif
 /* Prefetch the n bytes at p + PF_DIST (one hint per cache line). */
-#define PF(p, n)                                                                                \
-    do {                                                                                        \
-        for (int pf_ = 0; pf_ < (int)(n); pf_ += 64)                                            \
-            _mm_prefetch((const char *)(p) + PF_DIST + pf_, PF_HINT);                       \
+#define PF(p, n)                                                                                   \
+    do {                                                                                           \
+        for (int pf_ = 0; pf_ < (int)(n); pf_ += 64)                                               \
+            _mm_prefetch((const char *)(p) + PF_DIST + pf_, PF_HINT);                              \
     } while (0)
 
 /* ---- activation formats --------------------------------------------------------------------- */
@@ -42,7 +42,8 @@
 size_t gv_act_bytes(int kind, int64_t K)
 {
     switch (kind) {
-    case GV_ACT_K8: case GV_ACT_K6: return (size_t)(K / 256) * GV_K_BYTES;
+    case GV_ACT_K8:
+    case GV_ACT_K6: return (size_t)(K / 256) * GV_K_BYTES;
     case GV_ACT_B4: return (size_t)((K / 32 + 3) / 4) * GV_B4_BYTES;
     case GV_ACT_B8: return (size_t)((K / 32 + 1) / 2) * GV_B8_BYTES;
     case GV_ACT_F32: return (size_t)K * 4;
@@ -57,7 +58,10 @@ INL_VBMI __m512i quant16(__m512 v, float id)
     return _mm512_cvtps_epi32(_mm512_mul_ps(v, _mm512_set1_ps(id)));
 }
 
-INL_VBMI void store_q16(int8_t *dst, __m512i q) { _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q)); }
+INL_VBMI void store_q16(int8_t *dst, __m512i q)
+{
+    _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q));
+}
 
 /* Word i of the packed int16 lane sums of a K8 / K6 super-block -> its 32-element chunk (the
  * layouts the kernels' sA and sB vectors follow; half 1 is the sB vector). */
@@ -83,8 +87,8 @@ INL_VBMI void quant_k(const float *x, uint8_t *o, int k6)
     for (int c = 0; c < 8; c++) {
         v[2 * c] = _mm512_loadu_ps(x + 32 * c);
         v[2 * c + 1] = _mm512_loadu_ps(x + 32 * c + 16);
-        cmax[c] = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[2 * c]),
-                                                     _mm512_abs_ps(v[2 * c + 1])));
+        cmax[c] = _mm512_reduce_max_ps(
+            _mm512_max_ps(_mm512_abs_ps(v[2 * c]), _mm512_abs_ps(v[2 * c + 1])));
         amax = cmax[c] > amax ? cmax[c] : amax;
     }
     const float d = amax / 127, id = d != 0 ? 1 / d : 0;
@@ -172,7 +176,8 @@ INL_VBMI void split_bf(const float *x, int64_t K, float *o)
         const int64_t n = K - k < 32 ? K - k : 32;
         const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
         const __mmask16 m1 = n >= 32 ? 0xffff : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
-        const __m512 v0 = _mm512_maskz_loadu_ps(m0, x + k), v1 = _mm512_maskz_loadu_ps(m1, x + k + 16);
+        const __m512 v0 = _mm512_maskz_loadu_ps(m0, x + k),
+                     v1 = _mm512_maskz_loadu_ps(m1, x + k + 16);
         _mm512_storeu_ps(o, _mm512_permutex2var_ps(v0, ie, v1));
         _mm512_storeu_ps(o + 16, _mm512_permutex2var_ps(v0, io, v1));
     }
@@ -181,7 +186,8 @@ INL_VBMI void split_bf(const float *x, int64_t K, float *o)
 TGT_VBMI void gv_avx512_quantize(int kind, const float *x, int64_t K, uint8_t *out)
 {
     switch (kind) {
-    case GV_ACT_K8: case GV_ACT_K6:
+    case GV_ACT_K8:
+    case GV_ACT_K6:
         for (int64_t s = 0; s < K / 256; s++)
             quant_k(x + 256 * s, out + GV_K_BYTES * s, kind == GV_ACT_K6);
         break;
@@ -224,9 +230,15 @@ void gv_avx512_side(const struct gv_job *j, uint8_t *side, int b0, int b1)
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-INL_VBMI __m512i ld(const void *p) { return _mm512_loadu_si512(p); }
+INL_VBMI __m512i ld(const void *p)
+{
+    return _mm512_loadu_si512(p);
+}
 
-INL_VBMI __m512i zext256(__m256i v) { return _mm512_inserti64x4(_mm512_setzero_si512(), v, 0); }
+INL_VBMI __m512i zext256(__m256i v)
+{
+    return _mm512_inserti64x4(_mm512_setzero_si512(), v, 0);
+}
 
 /* Byte index vector: word i of the result takes byte idx(i) of the source (zero high byte when
  * used with the 0x5555... mask). */
@@ -273,10 +285,9 @@ INL_VBMI void q5_high_bits(const uint8_t *qhp, __m512i *u0, __m512i *u1, __m512i
 {
     const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qhp));
     const __m512i b16 = _mm512_set1_epi8(16);
-    const __m512i c0 = _mm512_set_epi64(0x0404040404040404ll, 0x0404040404040404ll,
-                                        0x0404040404040404ll, 0x0404040404040404ll,
-                                        0x0101010101010101ll, 0x0101010101010101ll,
-                                        0x0101010101010101ll, 0x0101010101010101ll);
+    const __m512i c0 = _mm512_set_epi64(
+        0x0404040404040404ll, 0x0404040404040404ll, 0x0404040404040404ll, 0x0404040404040404ll,
+        0x0101010101010101ll, 0x0101010101010101ll, 0x0101010101010101ll, 0x0101010101010101ll);
     const __m512i c4 = _mm512_slli_epi64(c0, 4);
     *u0 = _mm512_mask_add_epi8(*u0, _mm512_test_epi8_mask(qh, c0), *u0, b16);
     *u1 = _mm512_mask_add_epi8(*u1, _mm512_test_epi8_mask(qh, _mm512_add_epi8(c0, c0)), *u1, b16);
@@ -289,10 +300,9 @@ INL_VBMI void q5_high_bits(const uint8_t *qhp, __m512i *u0, __m512i *u1, __m512i
 INL_VBMI void k45_block(const uint8_t *w, int q5, struct kblock *b, __m512i *scm, __m128 *dm)
 {
     /* word i of sA: scale of the sub-block in dpbusd lanes of packs(p0, p1) */
-    const __m512i idxA = _mm512_set_epi64(0x0003000300030003ll, 0x0002000200020002ll,
-                                          0x0003000300030003ll, 0x0002000200020002ll,
-                                          0x0001000100010001ll, 0x0000000000000000ll,
-                                          0x0001000100010001ll, 0x0000000000000000ll);
+    const __m512i idxA = _mm512_set_epi64(
+        0x0003000300030003ll, 0x0002000200020002ll, 0x0003000300030003ll, 0x0002000200020002ll,
+        0x0001000100010001ll, 0x0000000000000000ll, 0x0001000100010001ll, 0x0000000000000000ll);
     const __m512i idxB = _mm512_add_epi16(idxA, _mm512_set1_epi16(8));
     uint64_t lo, hi;
     k4_scale_words(BLK_AT(w, blk_q4_k, scales), &lo, &hi);
@@ -319,8 +329,8 @@ INL_VBMI void k45_block(const uint8_t *w, int q5, struct kblock *b, __m512i *scm
 INL_VBMI void row_q45k(const uint8_t *w, int64_t nsb, const uint8_t *act, int q5, float *y)
 {
     /* words 0..7: the mins (bytes 4..7, 12..15 of the scale bytes); the rest zero (mask) */
-    const __m512i idxM = _mm512_set_epi64(0, 0, 0, 0, 0, 0, 0x000f000e000d000cll,
-                                          0x0007000600050004ll);
+    const __m512i idxM =
+        _mm512_set_epi64(0, 0, 0, 0, 0, 0, 0x000f000e000d000cll, 0x0007000600050004ll);
     const __m512i z = _mm512_setzero_si512();
     const size_t bs = q5 ? sizeof(struct blk_q5_k) : sizeof(struct blk_q4_k);
     __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
@@ -349,13 +359,12 @@ INL_VBMI void row_q45k(const uint8_t *w, int64_t nsb, const uint8_t *act, int q5
  * 4; side: that block's records), with the mins of 4 tokens per vector and the per-token
  * factors d x step from the side data. */
 INL_VBMI void row_q45k_multi(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t ast,
-                        const uint8_t *side, int t0, int T, int q5, float *y, int64_t ldy)
+                             const uint8_t *side, int t0, int T, int q5, float *y, int64_t ldy)
 {
     /* word i: min i % 8 (bytes 4..7, 12..15 of the scale bytes), for 4 tokens side by side */
-    const __m512i idxM4 = _mm512_set_epi64(0x000f000e000d000cll, 0x0007000600050004ll,
-                                           0x000f000e000d000cll, 0x0007000600050004ll,
-                                           0x000f000e000d000cll, 0x0007000600050004ll,
-                                           0x000f000e000d000cll, 0x0007000600050004ll);
+    const __m512i idxM4 = _mm512_set_epi64(
+        0x000f000e000d000cll, 0x0007000600050004ll, 0x000f000e000d000cll, 0x0007000600050004ll,
+        0x000f000e000d000cll, 0x0007000600050004ll, 0x000f000e000d000cll, 0x0007000600050004ll);
     const __m512i z = _mm512_setzero_si512();
     const size_t bs = q5 ? sizeof(struct blk_q5_k) : sizeof(struct blk_q4_k);
     const int G = (T + 3) / 4, g0 = t0 / 4;
@@ -414,9 +423,11 @@ INL_VBMI void q6_half(const uint8_t *ql, const uint8_t *qh, __m512i *lo, __m512i
     const __m512i q = ld(ql);
     const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh));
     /* elements 0..31 take qh bits 0-1, 32..63 bits 2-3, 64..95 bits 4-5, 96..127 bits 6-7 */
-    const __m512i hl = _mm512_and_si512(_mm512_sllv_epi64(h, _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4)), m30);
-    const __m512i hh = _mm512_and_si512(_mm512_srlv_epi64(h, _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0)), m30);
-    *lo = _mm512_ternarylogic_epi32(q, hl, m4, 0xEC);                        /* (q & m4) | hl */
+    const __m512i hl =
+        _mm512_and_si512(_mm512_sllv_epi64(h, _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4)), m30);
+    const __m512i hh =
+        _mm512_and_si512(_mm512_srlv_epi64(h, _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0)), m30);
+    *lo = _mm512_ternarylogic_epi32(q, hl, m4, 0xEC); /* (q & m4) | hl */
     *hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(q, 4), hh, m4, 0xEC);
 }
 
@@ -424,13 +435,12 @@ INL_VBMI void row_q6k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t 
                       float *y, int64_t ldy)
 {
     /* word 8L+j of packs(p0, p1): scale j < 4 ? L : 4 + L; of packs(p2, p3): 8 more */
-    const __m512i idxA = _mm512_set_epi64(0x0007000700070007ll, 0x0003000300030003ll,
-                                          0x0006000600060006ll, 0x0002000200020002ll,
-                                          0x0005000500050005ll, 0x0001000100010001ll,
-                                          0x0004000400040004ll, 0x0000000000000000ll);
+    const __m512i idxA = _mm512_set_epi64(
+        0x0007000700070007ll, 0x0003000300030003ll, 0x0006000600060006ll, 0x0002000200020002ll,
+        0x0005000500050005ll, 0x0001000100010001ll, 0x0004000400040004ll, 0x0000000000000000ll);
     const __m512i idxB = _mm512_add_epi16(idxA, _mm512_set1_epi16(8));
     __m512 acc[GV_MAX_TOK];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t s = 0; s < nsb; s++, w += sizeof(struct blk_q6_k)) {
@@ -454,19 +464,22 @@ INL_VBMI void row_q6k(const uint8_t *w, int64_t nsb, const uint8_t *act, size_t 
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), f, acc[t]);
         }
     }
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
 
 /* ---- Q4_0 / Q8_0 ---------------------------------------------------------------------------- */
 
-INL_VBMI __mmask64 bytes_mask(int64_t n) { return n >= 64 ? ~0ull : n <= 0 ? 0 : (1ull << n) - 1; }
+INL_VBMI __mmask64 bytes_mask(int64_t n)
+{
+    return n >= 64 ? ~0ull : n <= 0 ? 0 : (1ull << n) - 1;
+}
 
 /* The nbytes bytes of a group (full bytes when whole) as two overlapping vectors: *v0 from b,
  * *v1 from b + off; bytes past nbytes read as zero. */
 INL_VBMI void group_load(const uint8_t *b, int64_t nbytes, int64_t full, int off, __m512i *v0,
-                    __m512i *v1)
+                         __m512i *v1)
 {
     if (nbytes >= full) {
         *v0 = ld(b);
@@ -481,10 +494,9 @@ INL_VBMI void group_load(const uint8_t *b, int64_t nbytes, int64_t full, int off
  * high nibbles of the 4 blocks' qs side by side, and the 4 scales 4 lanes each. */
 INL_VBMI void q4_0_group(const uint8_t *b, int64_t nbytes, __m512i *lo, __m512i *hi, __m512 *dv)
 {
-    const __m512i idxQ = _mm512_set_epi64(0x7f7e7d7c7b7a7978ll, 0x3f3e3d3c3b3a3938ll,
-                                          0x3534333231302f2ell, 0x2d2c2b2a29282726ll,
-                                          0x232221201f1e1d1cll, 0x1b1a191817161514ll,
-                                          0x11100f0e0d0c0b0all, 0x0908070605040302ll);
+    const __m512i idxQ = _mm512_set_epi64(
+        0x7f7e7d7c7b7a7978ll, 0x3f3e3d3c3b3a3938ll, 0x3534333231302f2ell, 0x2d2c2b2a29282726ll,
+        0x232221201f1e1d1cll, 0x1b1a191817161514ll, 0x11100f0e0d0c0b0all, 0x0908070605040302ll);
     const __m512i idxD = _mm512_set_epi64(0, 0, 0, 0, 0x001b001b001b001bll, 0x0012001200120012ll,
                                           0x0009000900090009ll, 0x0000000000000000ll);
     __m512i v0, v1;
@@ -499,10 +511,9 @@ INL_VBMI void q4_0_group(const uint8_t *b, int64_t nbytes, __m512i *lo, __m512i 
 /* Group g of a Q8_0 row (2 blocks, 68 bytes): qs + 128 as unsigned bytes, scales 8 lanes each. */
 INL_VBMI void q8_0_group(const uint8_t *b, int64_t nbytes, __m512i *u, __m512 *dv)
 {
-    const __m512i idxQ = _mm512_set_epi64(0x7f7e7d7c3f3e3d3cll, 0x3b3a393837363534ll,
-                                          0x333231302f2e2d2cll, 0x2b2a292827262524ll,
-                                          0x21201f1e1d1c1b1all, 0x1918171615141312ll,
-                                          0x11100f0e0d0c0b0all, 0x0908070605040302ll);
+    const __m512i idxQ = _mm512_set_epi64(
+        0x7f7e7d7c3f3e3d3cll, 0x3b3a393837363534ll, 0x333231302f2e2d2cll, 0x2b2a292827262524ll,
+        0x21201f1e1d1c1b1all, 0x1918171615141312ll, 0x11100f0e0d0c0b0all, 0x0908070605040302ll);
     const __m512i idxD = _mm512_set_epi64(0, 0, 0, 0, 0x0011001100110011ll, 0x0011001100110011ll,
                                           0x0000000000000000ll, 0x0000000000000000ll);
     __m512i v0, v1;
@@ -514,14 +525,14 @@ INL_VBMI void q8_0_group(const uint8_t *b, int64_t nbytes, __m512i *u, __m512 *d
 /* T tokens x one row of Q4_0 (q4 1: groups of 4 blocks) or Q8_0 (q4 0: groups of 2). The
  * blocks' offsets (-8 or -128 x d x sum of x) start each group's accumulator. */
 INL_VBMI void row_b(int q4, const uint8_t *w, int64_t K, const uint8_t *act, size_t ast, int T,
-               float *y, int64_t ldy)
+                    float *y, int64_t ldy)
 {
     const int64_t nb = K / 32, per = q4 ? 4 : 2;
     const size_t bb = q4 ? sizeof(struct blk_q4_0) : sizeof(struct blk_q8_0), gb = per * bb;
     const size_t rec = q4 ? GV_B4_BYTES : GV_B8_BYTES;
     const size_t scale = q4 ? GV_B4_SCALE : GV_B8_SCALE, corr = q4 ? GV_B4_CORR : GV_B8_CORR;
     __m512 acc[GV_MAX_TOK];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t g = 0; per * g < nb; g++) {
@@ -542,7 +553,7 @@ INL_VBMI void row_b(int q4, const uint8_t *w, int64_t K, const uint8_t *act, siz
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sx, acc[t]);
         }
     }
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
@@ -554,7 +565,8 @@ INL_VBMI __m512 wload16(int type, const uint8_t *w, int64_t k, int n)
 {
     const __mmask16 m = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
     if (type == EXSA_DTYPE_F32)
-        return n >= 16 ? _mm512_loadu_ps((const float *)w + k) : _mm512_maskz_loadu_ps(m, (const float *)w + k);
+        return n >= 16 ? _mm512_loadu_ps((const float *)w + k)
+                       : _mm512_maskz_loadu_ps(m, (const float *)w + k);
     const __m256i h = n >= 16 ? _mm256_loadu_si256((const __m256i *)(w + 2 * k))
                               : _mm256_maskz_loadu_epi16(m, w + 2 * k);
     return _mm512_cvtph_ps(h);
@@ -562,26 +574,26 @@ INL_VBMI __m512 wload16(int type, const uint8_t *w, int64_t k, int n)
 
 /* F32 or F16 row: U accumulators per token so that the FMA chains overlap. */
 INL_VBMI void row_f(int type, const uint8_t *w, int64_t K, const uint8_t *act, size_t ast, int T,
-               float *y, int64_t ldy)
+                    float *y, int64_t ldy)
 {
     enum { U = 2 };
     __m512 acc[GV_MAX_TOK][U];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++)
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int u = 0; u < U; u++)
             acc[t][u] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 16 * U <= K; k += 16 * U) {
         __m512 wv[U];
         PF(w + (type == EXSA_DTYPE_F32 ? 4 : 2) * k, (type == EXSA_DTYPE_F32 ? 4 : 2) * 16 * U);
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int u = 0; u < U; u++)
             wv[u] = wload16(type, w, k + 16 * u, 16);
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const float *x = (const float *)(act + (size_t)t * ast);
-            #pragma GCC unroll 8
+#pragma GCC unroll 8
             for (int u = 0; u < U; u++)
                 acc[t][u] = _mm512_fmadd_ps(wv[u], _mm512_loadu_ps(x + k + 16 * u), acc[t][u]);
         }
@@ -590,13 +602,13 @@ INL_VBMI void row_f(int type, const uint8_t *w, int64_t K, const uint8_t *act, s
         const int n = K - k < 16 ? (int)(K - k) : 16;
         const __mmask16 m = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
         const __m512 wv = wload16(type, w, k, n);
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const float *x = (const float *)(act + (size_t)t * ast);
             acc[t][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + k), acc[t][0]);
         }
     }
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         y[t * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
 }
@@ -604,11 +616,11 @@ INL_VBMI void row_f(int type, const uint8_t *w, int64_t K, const uint8_t *act, s
 /* BF16 row: 32 weights per load, even elements (w << 16) and odd ones (w & 0xffff0000) against
  * the split activations of GV_ACT_BF. */
 INL_VBMI void row_bf16(const uint8_t *w, int64_t K, const uint8_t *act, size_t ast, int T, float *y,
-                  int64_t ldy)
+                       int64_t ldy)
 {
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     __m512 acc[GV_MAX_TOK][2];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t][0] = acc[t][1] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K; k += 32) {
@@ -638,7 +650,7 @@ INL_VBMI void row_bf16(const uint8_t *w, int64_t K, const uint8_t *act, size_t a
 /* One row of Q4_K (q5 0) or Q5_K (q5 1) for T tokens starting at token t0 of the job (a
  * multiple of 4 that does not cross a side block: passes start at multiples of GV_MAX_TOK). */
 INL_VBMI void row_k45(const struct gv_job *j, const uint8_t *w, const uint8_t *act, int t0, int T,
-                 int q5, float *y)
+                      int q5, float *y)
 {
     const int64_t nsb = j->K / 256;
     if (j->n_tok == 1) {
@@ -671,10 +683,10 @@ INL_VBMI void rows_T(const struct gv_job *j, int64_t r0, int64_t r1, int t0, int
     }
 }
 
-#define ROWS_T(n)                                                                               \
-    static TGT_VBMI void rows_t##n(const struct gv_job *j, int64_t r0, int64_t r1, int t0)      \
-    {                                                                                           \
-        rows_T(j, r0, r1, t0, n);                                                               \
+#define ROWS_T(n)                                                                                  \
+    static TGT_VBMI void rows_t##n(const struct gv_job *j, int64_t r0, int64_t r1, int t0)         \
+    {                                                                                              \
+        rows_T(j, r0, r1, t0, n);                                                                  \
     }
 ROWS_T(1)
 ROWS_T(2)
@@ -704,10 +716,22 @@ void gv_avx512_rows(const struct gv_job *j, int64_t r0, int64_t r1)
 
 #else /* not x86-64 gcc: no kernels; gemv.c never calls these */
 
-size_t gv_side_bytes(const struct gv_job *j) { return 0; }
-void gv_avx512_side(const struct gv_job *j, uint8_t *side, int b0, int b1) {}
-size_t gv_act_bytes(int kind, int64_t K) { return 0; }
-void gv_avx512_quantize(int kind, const float *x, int64_t K, uint8_t *out) {}
-void gv_avx512_rows(const struct gv_job *j, int64_t r0, int64_t r1) {}
+size_t gv_side_bytes(const struct gv_job *j)
+{
+    return 0;
+}
+void gv_avx512_side(const struct gv_job *j, uint8_t *side, int b0, int b1)
+{
+}
+size_t gv_act_bytes(int kind, int64_t K)
+{
+    return 0;
+}
+void gv_avx512_quantize(int kind, const float *x, int64_t K, uint8_t *out)
+{
+}
+void gv_avx512_rows(const struct gv_job *j, int64_t r0, int64_t r1)
+{
+}
 
 #endif

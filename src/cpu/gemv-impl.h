@@ -37,9 +37,17 @@ enum gv_act_kind { GV_ACT_NONE, GV_ACT_K8, GV_ACT_K6, GV_ACT_B4, GV_ACT_B8, GV_A
 
 /* Byte offsets in the records of the formats above. */
 enum {
-    GV_K_SUMS = 256, GV_K_STEP = 288, GV_K_SHIFT_A = 320, GV_K_SHIFT_B = 384, GV_K_BYTES = 448,
-    GV_B4_SCALE = 128, GV_B4_CORR = 192, GV_B4_BYTES = 256,
-    GV_B8_SCALE = 64, GV_B8_CORR = 128, GV_B8_BYTES = 192,
+    GV_K_SUMS = 256,
+    GV_K_STEP = 288,
+    GV_K_SHIFT_A = 320,
+    GV_K_SHIFT_B = 384,
+    GV_K_BYTES = 448,
+    GV_B4_SCALE = 128,
+    GV_B4_CORR = 192,
+    GV_B4_BYTES = 256,
+    GV_B8_SCALE = 64,
+    GV_B8_CORR = 128,
+    GV_B8_BYTES = 192,
 };
 
 struct gv_job {
@@ -48,7 +56,7 @@ struct gv_job {
     const uint8_t *w; /* row 0 of the matrix (expert applied) */
     size_t row_bytes;
     int64_t K, N;
-    const uint8_t *act;   /* token t's activations at act + t * act_stride */
+    const uint8_t *act; /* token t's activations at act + t * act_stride */
     size_t act_stride;
     const uint8_t *side; /* K8 with n_tok >= 2: gv_side_bytes (gv_avx512_side) */
     float *y;            /* y[t * ldy + r] */

@@ -134,8 +134,14 @@ bool gemv_run(const struct mm_call *mc)
     if (kind == GV_ACT_NONE || mc->n_tok < 1 || mc->row_bytes == 0)
         return false; /* row_bytes 0: K is no multiple of the block size */
     struct call c = {
-        .j = {.type = mc->type, .n_tok = mc->n_tok, .w = mc->w, .row_bytes = mc->row_bytes,
-              .K = mc->K, .N = mc->N, .y = mc->y, .ldy = mc->N},
+        .j = {.type = mc->type,
+              .n_tok = mc->n_tok,
+              .w = mc->w,
+              .row_bytes = mc->row_bytes,
+              .K = mc->K,
+              .N = mc->N,
+              .y = mc->y,
+              .ldy = mc->N},
         .min_chunk = min_chunk_rows(mc->row_bytes),
         .div = 3 * tp_n_threads(mc->tp),
     };

@@ -52,7 +52,7 @@ INL_VNNI void chunk(__m256i u, __m256 sc, int64_t c, const struct tok *tk, int T
 /* One row of K elements of type (a constant after inlining) against T tokens: accumulates the
  * chunks' dot products in acc[T] and leaves the weight offsets per 16 elements in m[K/16]. */
 INL_VNNI void row_body(int type, const uint8_t *w, int64_t K, const struct tok *tk, int T, float *m,
-                  __m256 *acc)
+                       __m256 *acc)
 {
     int64_t c = 0; /* 32-element chunk of the row */
     for (const uint8_t *b = w; c < K / 32; b += block_bytes(type)) {
@@ -83,7 +83,7 @@ INL_VNNI float dot_m(const float *m, const float *s, int64_t n)
 
 /* One row against T tokens; out[t * ldy] = the dot products. */
 INL_VNNI void row_q8(int type, const uint8_t *w, int64_t K, const struct tok *tk, int T, float *m,
-                float *out, int64_t ldy)
+                     float *out, int64_t ldy)
 {
     __m256 acc[TILE_T];
     for (int t = 0; t < T; t++)
@@ -94,11 +94,11 @@ INL_VNNI void row_q8(int type, const uint8_t *w, int64_t K, const struct tok *tk
 }
 
 /* Instantiations with a constant tile size, so the token loops unroll and acc stays in regs. */
-#define ROW_Q8(n)                                                                               \
-    static TGT_VNNI void row_q8_t##n(int ty, const uint8_t *w, int64_t K, const struct tok *tk, \
-                                     float *m, float *o, int64_t ld)                            \
-    {                                                                                           \
-        row_q8(ty, w, K, tk, n, m, o, ld);                                                      \
+#define ROW_Q8(n)                                                                                  \
+    static TGT_VNNI void row_q8_t##n(int ty, const uint8_t *w, int64_t K, const struct tok *tk,    \
+                                     float *m, float *o, int64_t ld)                               \
+    {                                                                                              \
+        row_q8(ty, w, K, tk, n, m, o, ld);                                                         \
     }
 ROW_Q8(1)
 ROW_Q8(2)
@@ -110,8 +110,8 @@ static _Thread_local struct scratch tl_m; /* the weight offsets of one row, floa
 int mm_avx512_q8(const struct mm_job *j, int r0, int r1, int t0, int t1)
 {
     static void (*const rows[TILE_T + 1])(int, const uint8_t *, int64_t, const struct tok *,
-                                          float *, float *, int64_t) = {
-        NULL, row_q8_t1, row_q8_t2, row_q8_t3, row_q8_t4};
+                                          float *, float *, int64_t) = {NULL, row_q8_t1, row_q8_t2,
+                                                                        row_q8_t3, row_q8_t4};
     const int64_t K = j->K;
     float *m = scratch_get(&tl_m, sizeof(float) * (size_t)(K / 16));
     if (!m || block_bytes(j->type) == 0)
@@ -156,7 +156,7 @@ INL_VNNI float load_w1(int type, const uint8_t *w, int64_t k)
 }
 
 INL_VNNI void row_f(int type, const uint8_t *w, int64_t K, const float *const *x, int T, float *out,
-               int64_t ldy)
+                    int64_t ldy)
 {
     __m256 a0[TILE_T], a1[TILE_T];
     for (int t = 0; t < T; t++)
@@ -183,11 +183,11 @@ INL_VNNI void row_f(int type, const uint8_t *w, int64_t K, const float *const *x
     }
 }
 
-#define ROW_F(n)                                                                                \
-    static TGT_VNNI void row_f_t##n(int ty, const uint8_t *w, int64_t K, const float *const *x, \
-                                    float *o, int64_t ld)                                       \
-    {                                                                                           \
-        row_f(ty, w, K, x, n, o, ld);                                                           \
+#define ROW_F(n)                                                                                   \
+    static TGT_VNNI void row_f_t##n(int ty, const uint8_t *w, int64_t K, const float *const *x,    \
+                                    float *o, int64_t ld)                                          \
+    {                                                                                              \
+        row_f(ty, w, K, x, n, o, ld);                                                              \
     }
 ROW_F(1)
 ROW_F(2)
@@ -197,8 +197,8 @@ ROW_F(4)
 int mm_avx512_f(const struct mm_job *j, int r0, int r1, int t0, int t1)
 {
     static void (*const rows[TILE_T + 1])(int, const uint8_t *, int64_t, const float *const *,
-                                          float *, int64_t) = {NULL, row_f_t1, row_f_t2,
-                                                               row_f_t3, row_f_t4};
+                                          float *,
+                                          int64_t) = {NULL, row_f_t1, row_f_t2, row_f_t3, row_f_t4};
     for (int rc = r0; rc < r1; rc += ROW_CHUNK) {
         const int re = rc + ROW_CHUNK < r1 ? rc + ROW_CHUNK : r1;
         for (int t = t0; t < t1; t += TILE_T) {
@@ -220,7 +220,8 @@ TGT_VNNI void mm_avx512_quantize(const float *x, int64_t K, int8_t *xq, float *d
 {
     for (int64_t b = 0; b < K / 32; b++) {
         const __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float amax =
+            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         const float d = amax / 127, id = d != 0 ? 1 / d : 0;
         const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
         const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
@@ -234,8 +235,16 @@ TGT_VNNI void mm_avx512_quantize(const float *x, int64_t K, int8_t *xq, float *d
 
 #else /* not x86-64 gcc/clang: no SIMD kernels, matmul.c uses the plain C path */
 
-int mm_avx512_q8(const struct mm_job *j, int r0, int r1, int t0, int t1) { return -1; }
-int mm_avx512_f(const struct mm_job *j, int r0, int r1, int t0, int t1) { return -1; }
-void mm_avx512_quantize(const float *x, int64_t K, int8_t *xq, float *dx, float *s16) {}
+int mm_avx512_q8(const struct mm_job *j, int r0, int r1, int t0, int t1)
+{
+    return -1;
+}
+int mm_avx512_f(const struct mm_job *j, int r0, int r1, int t0, int t1)
+{
+    return -1;
+}
+void mm_avx512_quantize(const float *x, int64_t K, int8_t *xq, float *dx, float *s16)
+{
+}
 
 #endif

@@ -137,15 +137,11 @@ bool cpu_matmul_exact(int kernel, int type)
 {
     const struct mm_route *r = route_of(type);
     switch (kernel) {
-    case MM_TILED_Q8:
-        return false;
-    case MM_GEMV:
-        return r->gv_act == GV_ACT_F32 || r->gv_act == GV_ACT_BF;
+    case MM_TILED_Q8: return false;
+    case MM_GEMV: return r->gv_act == GV_ACT_F32 || r->gv_act == GV_ACT_BF;
     case MM_GEMM_BF16:
-    case MM_GEMM_AMX:
-        return r->segs > 1;
-    default:
-        return true;
+    case MM_GEMM_AMX: return r->segs > 1;
+    default: return true;
     }
 }
 

@@ -18,7 +18,8 @@ static TGT_AVX512F void swiglu_avx512(float *out, const float *g, const float *u
     const __m512 one = _mm512_set1_ps(1.0f);
     for (; i + 16 <= n; i += 16) {
         __m512 x = _mm512_loadu_ps(g + i);
-        __m512 s = _mm512_div_ps(x, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+        __m512 s =
+            _mm512_div_ps(x, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
         _mm512_storeu_ps(out + i, _mm512_mul_ps(s, _mm512_loadu_ps(u + i)));
     }
     if (i < n) { /* the tail in the same vector arithmetic: an element's result does not
@@ -40,7 +41,8 @@ static TGT_AVX512F void add_avx512(float *y, const float *x, long n)
         y[i] += x[i];
 }
 
-static TGT_AVX512F void rmsnorm_row_avx512(float *y, const float *x, const float *w, int dim, float eps)
+static TGT_AVX512F void rmsnorm_row_avx512(float *y, const float *x, const float *w, int dim,
+                                           float eps)
 {
     __m512 acc = _mm512_setzero_ps();
     int i = 0;
@@ -74,7 +76,7 @@ struct ew_job {
     int kind; /* 0 swiglu, 1 add, 2 rmsnorm */
     float *y;
     const float *a, *b;
-    long n;        /* elements (swiglu, add) or rows (rmsnorm) */
+    long n; /* elements (swiglu, add) or rows (rmsnorm) */
     int dim;
     float eps;
 };

@@ -40,8 +40,7 @@ static int ref_matmul(struct backend *be, const struct tensor *w, int expert, co
     return 0;
 }
 
-int ref_embed(struct backend *be, const struct step *st, const struct tensor *w,
-                     float *out)
+int ref_embed(struct backend *be, const struct step *st, const struct tensor *w, float *out)
 {
     for (int i = 0; i < st->n; i++)
         if (dequantize_row(w->type, weight_row(w, 0, st->tok[i]), out + (size_t)i * w->ne[0],
@@ -67,8 +66,8 @@ static int ref_rmsnorm(struct backend *be, float *y, const float *x, const struc
     return 0;
 }
 
-int ref_rope(struct backend *be, const struct step *st, float *x, int n_heads,
-                    int head_dim, float base)
+int ref_rope(struct backend *be, const struct step *st, float *x, int n_heads, int head_dim,
+             float base)
 {
     const int32_t *pos = st->pos;
     int half = head_dim / 2;
@@ -113,8 +112,7 @@ int ref_conv_begin(const struct step *st, struct kv_cache *kv, int c)
 }
 
 int ref_shortconv(struct backend *be, const struct step *st, float *y, const float *bcx,
-                         const struct tensor *w, struct kv_cache *kv, int conv_idx, int dim,
-                         int l_cache)
+                  const struct tensor *w, struct kv_cache *kv, int conv_idx, int dim, int l_cache)
 {
     const float *wt = w->data; /* [dim][l_cache] */
     int ns = l_cache - 1;
@@ -140,8 +138,7 @@ int ref_shortconv(struct backend *be, const struct step *st, float *y, const flo
 }
 
 /* Writes the step's K and V rows into an f32 host pool (shared by the CPU backends). */
-int ref_kv_store(const struct step *st, struct kv_cache *kv, int a, const float *k,
-                 const float *v)
+int ref_kv_store(const struct step *st, struct kv_cache *kv, int a, const float *k, const float *v)
 {
     if (kv->kv_type[a] != EXSA_DTYPE_F32)
         return EXSA_EUNSUPPORTED;
@@ -154,8 +151,8 @@ int ref_kv_store(const struct step *st, struct kv_cache *kv, int a, const float 
 }
 
 int ref_attention(struct backend *be, const struct step *st, float *out, const float *q,
-                         const float *k, const float *v, struct kv_cache *kv, int a, int n_heads,
-                         int n_kv_heads, int head_dim)
+                  const float *k, const float *v, struct kv_cache *kv, int a, int n_heads,
+                  int n_kv_heads, int head_dim)
 {
     int group = n_heads / n_kv_heads;
     int rc = ref_kv_store(st, kv, a, k, v);
@@ -199,8 +196,7 @@ int ref_attention(struct backend *be, const struct step *st, float *out, const f
 }
 
 /* Picks the k experts with the largest sigmoid(logit) + bias; weights = normalised sigmoid. */
-void moe_route(const float *logits, const float *bias, int n_experts, int k, int *ids,
-                      float *wts)
+void moe_route(const float *logits, const float *bias, int n_experts, int k, int *ids, float *wts)
 {
     float p[512];
     for (int e = 0; e < n_experts; e++)
@@ -225,8 +221,8 @@ void moe_route(const float *logits, const float *bias, int n_experts, int k, int
         wts[j] /= sum;
 }
 
-int ref_moe(struct backend *be, float *out, const float *x, const struct layer *l,
-                   int n_tok, int dim, int n_experts, int k, int fe)
+int ref_moe(struct backend *be, float *out, const float *x, const struct layer *l, int n_tok,
+            int dim, int n_experts, int k, int fe)
 {
     float *logits = malloc(sizeof(float) * (size_t)n_experts);
     float *g = malloc(sizeof(float) * (size_t)fe * 2), *u = g + fe;
@@ -261,8 +257,8 @@ done:
     return rc;
 }
 
-int ref_gather(struct backend *be, const struct step *st, float *dst, const float *src,
-                      int r0, int n_rows, int dim)
+int ref_gather(struct backend *be, const struct step *st, float *dst, const float *src, int r0,
+               int n_rows, int dim)
 {
     for (int r = 0; r < n_rows; r++)
         memmove(dst + (size_t)r * dim, src + (size_t)st->out_rows[r0 + r] * dim,
@@ -272,8 +268,8 @@ int ref_gather(struct backend *be, const struct step *st, float *dst, const floa
 
 /* ---- host memory ---------------------------------------------------------------------------- */
 
-#define HOST_HDR 64                 /* bytes before each block: its total size */
-#define HOST_MAP_MIN (1u << 20)     /* blocks from this size are mapped (lazily zeroed pages) */
+#define HOST_HDR 64             /* bytes before each block: its total size */
+#define HOST_MAP_MIN (1u << 20) /* blocks from this size are mapped (lazily zeroed pages) */
 
 void *cpu_host_alloc(struct backend *be, size_t bytes)
 {

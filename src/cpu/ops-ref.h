@@ -26,8 +26,7 @@ int ref_embed(struct backend *be, const struct step *st, const struct tensor *w,
 int ref_rope(struct backend *be, const struct step *st, float *x, int n_heads, int head_dim,
              float base);
 int ref_shortconv(struct backend *be, const struct step *st, float *y, const float *bcx,
-                  const struct tensor *w, struct kv_cache *kv, int conv_idx, int dim,
-                  int l_cache);
+                  const struct tensor *w, struct kv_cache *kv, int conv_idx, int dim, int l_cache);
 int ref_attention(struct backend *be, const struct step *st, float *out, const float *q,
                   const float *k, const float *v, struct kv_cache *kv, int a, int n_heads,
                   int n_kv_heads, int head_dim);
@@ -37,8 +36,7 @@ int ref_gather(struct backend *be, const struct step *st, float *dst, const floa
                int n_rows, int dim);
 /* K and V rows of every entry of st into attention layer a's pool; EXSA_EUNSUPPORTED unless
  * that pool is f32. */
-int ref_kv_store(const struct step *st, struct kv_cache *kv, int a, const float *k,
-                 const float *v);
+int ref_kv_store(const struct step *st, struct kv_cache *kv, int a, const float *k, const float *v);
 /* Each step sequence's conv state of conv layer c, read slot -> write slot (entries then
  * update the write slot in place). */
 int ref_conv_begin(const struct step *st, struct kv_cache *kv, int c);

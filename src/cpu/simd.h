@@ -171,18 +171,12 @@ INL_AVX2 int unpack_q6_k(const uint8_t *blk, struct wblock *wb)
 ALWAYS_INLINE size_t block_bytes(int type)
 {
     switch (type) {
-    case EXSA_DTYPE_Q4_0:
-        return sizeof(struct blk_q4_0);
-    case EXSA_DTYPE_Q8_0:
-        return sizeof(struct blk_q8_0);
-    case EXSA_DTYPE_Q4_K:
-        return sizeof(struct blk_q4_k);
-    case EXSA_DTYPE_Q5_K:
-        return sizeof(struct blk_q5_k);
-    case EXSA_DTYPE_Q6_K:
-        return sizeof(struct blk_q6_k);
-    default:
-        return 0;
+    case EXSA_DTYPE_Q4_0: return sizeof(struct blk_q4_0);
+    case EXSA_DTYPE_Q8_0: return sizeof(struct blk_q8_0);
+    case EXSA_DTYPE_Q4_K: return sizeof(struct blk_q4_k);
+    case EXSA_DTYPE_Q5_K: return sizeof(struct blk_q5_k);
+    case EXSA_DTYPE_Q6_K: return sizeof(struct blk_q6_k);
+    default: return 0;
     }
 }
 
@@ -191,21 +185,11 @@ ALWAYS_INLINE size_t block_bytes(int type)
 #define WITH_Q8_TYPE(type, f, ...)                                                                 \
     do {                                                                                           \
         switch (type) {                                                                            \
-        case EXSA_DTYPE_Q4_0:                                                                      \
-            f(EXSA_DTYPE_Q4_0, __VA_ARGS__);                                                       \
-            break;                                                                                 \
-        case EXSA_DTYPE_Q8_0:                                                                      \
-            f(EXSA_DTYPE_Q8_0, __VA_ARGS__);                                                       \
-            break;                                                                                 \
-        case EXSA_DTYPE_Q4_K:                                                                      \
-            f(EXSA_DTYPE_Q4_K, __VA_ARGS__);                                                       \
-            break;                                                                                 \
-        case EXSA_DTYPE_Q5_K:                                                                      \
-            f(EXSA_DTYPE_Q5_K, __VA_ARGS__);                                                       \
-            break;                                                                                 \
-        case EXSA_DTYPE_Q6_K:                                                                      \
-            f(EXSA_DTYPE_Q6_K, __VA_ARGS__);                                                       \
-            break;                                                                                 \
+        case EXSA_DTYPE_Q4_0: f(EXSA_DTYPE_Q4_0, __VA_ARGS__); break;                              \
+        case EXSA_DTYPE_Q8_0: f(EXSA_DTYPE_Q8_0, __VA_ARGS__); break;                              \
+        case EXSA_DTYPE_Q4_K: f(EXSA_DTYPE_Q4_K, __VA_ARGS__); break;                              \
+        case EXSA_DTYPE_Q5_K: f(EXSA_DTYPE_Q5_K, __VA_ARGS__); break;                              \
+        case EXSA_DTYPE_Q6_K: f(EXSA_DTYPE_Q6_K, __VA_ARGS__); break;                              \
         }                                                                                          \
     } while (0)
 
@@ -214,18 +198,12 @@ ALWAYS_INLINE size_t block_bytes(int type)
 INL_AVX2 int unpack_block(int type, const uint8_t *blk, struct wblock *wb)
 {
     switch (type) {
-    case EXSA_DTYPE_Q4_0:
-        return unpack_q4_0(blk, wb);
-    case EXSA_DTYPE_Q8_0:
-        return unpack_q8_0(blk, wb);
-    case EXSA_DTYPE_Q4_K:
-        return unpack_q45_k(blk, false, wb);
-    case EXSA_DTYPE_Q5_K:
-        return unpack_q45_k(blk, true, wb);
-    case EXSA_DTYPE_Q6_K:
-        return unpack_q6_k(blk, wb);
-    default:
-        return 0;
+    case EXSA_DTYPE_Q4_0: return unpack_q4_0(blk, wb);
+    case EXSA_DTYPE_Q8_0: return unpack_q8_0(blk, wb);
+    case EXSA_DTYPE_Q4_K: return unpack_q45_k(blk, false, wb);
+    case EXSA_DTYPE_Q5_K: return unpack_q45_k(blk, true, wb);
+    case EXSA_DTYPE_Q6_K: return unpack_q6_k(blk, wb);
+    default: return 0;
     }
 }
 

@@ -29,13 +29,16 @@ struct threadpool {
     pthread_t *threads;
     void (*fn)(void *arg, int ith, int nth);
     void *arg;
-    atomic_uint gen;      /* bumped by tp_run to start a round */
-    atomic_int done;      /* workers finished with the current round */
-    atomic_int sleeping;  /* workers blocked (or about to block) on cond */
+    atomic_uint gen;     /* bumped by tp_run to start a round */
+    atomic_int done;     /* workers finished with the current round */
+    atomic_int sleeping; /* workers blocked (or about to block) on cond */
     atomic_bool stop;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    struct worker_arg { struct threadpool *tp; int ith; } *wargs;
+    struct worker_arg {
+        struct threadpool *tp;
+        int ith;
+    } * wargs;
 };
 
 /* Waits until tp->gen differs from seen; returns the new generation. */
@@ -124,7 +127,10 @@ void tp_free(struct threadpool *tp)
     free(tp);
 }
 
-int tp_n_threads(const struct threadpool *tp) { return tp ? tp->n : 1; }
+int tp_n_threads(const struct threadpool *tp)
+{
+    return tp ? tp->n : 1;
+}
 
 void tp_run(struct threadpool *tp, void (*fn)(void *arg, int ith, int nth), void *arg)
 {

@@ -35,8 +35,8 @@ template <> __device__ __forceinline__ float ld_kv<__half>(const __half *p)
     return __half2float(*p);
 }
 template <typename T>
-__global__ void k_kv_store(struct dstep ds, const float *__restrict__ k, const float *__restrict__ v,
-                           int n, int kvd, T *kp, T *vp)
+__global__ void k_kv_store(struct dstep ds, const float *__restrict__ k,
+                           const float *__restrict__ v, int n, int kvd, T *kp, T *vp)
 {
     const int64_t i = elementwise_start();
     if (i >= (int64_t)n * kvd)
@@ -184,8 +184,8 @@ void cu_kv_store(struct cuda_be *c, const struct kv_cache *kv, int a, const floa
         cudaLaunchKernelEx(&l.cfg, k_kv_store<__half>, c->ds, k, v, n, kv->kv_dim,
                            (__half *)kv->k[a], (__half *)kv->v[a]);
     else
-        cudaLaunchKernelEx(&l.cfg, k_kv_store<float>, c->ds, k, v, n, kv->kv_dim,
-                           (float *)kv->k[a], (float *)kv->v[a]);
+        cudaLaunchKernelEx(&l.cfg, k_kv_store<float>, c->ds, k, v, n, kv->kv_dim, (float *)kv->k[a],
+                           (float *)kv->v[a]);
     cu_check_launch(c, "kv store");
 }
 
@@ -196,8 +196,8 @@ template <int HD> static attn_kernel pick_attn(bool f16)
     return f16 ? k_attn<HD, __half> : k_attn<HD, float>;
 }
 
-void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const float *q,
-                  float *out, int n, int n_heads, int n_kv_heads, int hd, int span)
+void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const float *q, float *out,
+                  int n, int n_heads, int n_kv_heads, int hd, int span)
 {
     attn_params p;
     p.ds = c->ds, p.q = q, p.kp = kv->k[a], p.vp = kv->v[a], p.part = c->attn_part;
@@ -219,8 +219,9 @@ void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const flo
     }
     p.n_split = split;
     const bool f16 = kv->kv_type[a] == EXSA_DTYPE_F16;
-    attn_kernel k = hd == 64 ? pick_attn<64>(f16) : hd == 128 ? pick_attn<128>(f16)
-                                                              : pick_attn<32>(f16);
+    attn_kernel k = hd == 64    ? pick_attn<64>(f16)
+                    : hd == 128 ? pick_attn<128>(f16)
+                                : pick_attn<32>(f16);
     const size_t smem = sizeof(float) * (64 * (size_t)(hd + 1) + (size_t)p.units * hd);
     struct cu_launch l;
     cu_launch_cfg(c, &l, dim3((unsigned)grid_x, (unsigned)n_kv_heads, (unsigned)split),
@@ -230,13 +231,13 @@ void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const flo
     const int64_t warps = (int64_t)n * n_heads;
     cu_launch_cfg(c, &l, dim3((unsigned)((warps + 3) / 4)), dim3(128), 0);
     if (hd == 64)
-        cudaLaunchKernelEx(&l.cfg, k_attn_merge<64>, (const float *)c->attn_part, n, n_heads,
-                           split, out);
+        cudaLaunchKernelEx(&l.cfg, k_attn_merge<64>, (const float *)c->attn_part, n, n_heads, split,
+                           out);
     else if (hd == 128)
         cudaLaunchKernelEx(&l.cfg, k_attn_merge<128>, (const float *)c->attn_part, n, n_heads,
                            split, out);
     else
-        cudaLaunchKernelEx(&l.cfg, k_attn_merge<32>, (const float *)c->attn_part, n, n_heads,
-                           split, out);
+        cudaLaunchKernelEx(&l.cfg, k_attn_merge<32>, (const float *)c->attn_part, n, n_heads, split,
+                           out);
     cu_check_launch(c, "attention merge");
 }

@@ -277,16 +277,18 @@ static void warn_converted(const struct tensor *t)
     if (t->type >= 0 && t->type < EXSA_DTYPE_COUNT && !said[t->type]) {
         said[t->type] = true;
         const struct dtype_info *di = dtype_info(t->type);
-        fprintf(stderr, "exsa: cuda: tensors of type %s (%s first) have no GPU kernel: "
-                "converted to Q8_0 at load\n", di ? di->name : "?", t->name ? t->name : "?");
+        fprintf(stderr,
+                "exsa: cuda: tensors of type %s (%s first) have no GPU kernel: "
+                "converted to Q8_0 at load\n",
+                di ? di->name : "?", t->name ? t->name : "?");
     }
 }
 
 /* Repacks and copies the rows of t into w in chunks through a pinned buffer. */
 static int upload_rows(struct cuda_be *c, const struct tensor *t, struct dweight *w)
 {
-    const int64_t rows_per = (int64_t)(UPLOAD_CHUNK / w->q_row) > 0
-                                 ? (int64_t)(UPLOAD_CHUNK / w->q_row) : 1;
+    const int64_t rows_per =
+        (int64_t)(UPLOAD_CHUNK / w->q_row) > 0 ? (int64_t)(UPLOAD_CHUNK / w->q_row) : 1;
     const int64_t chunk = rows_per < w->rows ? rows_per : w->rows;
     uint8_t *hq = NULL;
     uint16_t *hd = NULL;
@@ -300,11 +302,15 @@ static int upload_rows(struct cuda_be *c, const struct tensor *t, struct dweight
         const int64_t nr = w->rows - r < chunk ? w->rows - r : chunk;
         rc = repack_rows(t, w->gt, w->K, r, nr, hq, hd, w->q_row, w->d_row, tmp);
         if (!rc)
-            rc = check(c, cudaMemcpy(w->q + (size_t)r * w->q_row, hq, (size_t)nr * w->q_row,
-                                     cudaMemcpyHostToDevice), "weight upload");
+            rc = check(c,
+                       cudaMemcpy(w->q + (size_t)r * w->q_row, hq, (size_t)nr * w->q_row,
+                                  cudaMemcpyHostToDevice),
+                       "weight upload");
         if (!rc && w->d_row)
-            rc = check(c, cudaMemcpy(w->d + (size_t)r * w->d_row, hd, (size_t)nr * w->d_row * 2,
-                                     cudaMemcpyHostToDevice), "weight upload");
+            rc = check(c,
+                       cudaMemcpy(w->d + (size_t)r * w->d_row, hd, (size_t)nr * w->d_row * 2,
+                                  cudaMemcpyHostToDevice),
+                       "weight upload");
     }
     cudaFreeHost(hq);
     cudaFreeHost(hd);
@@ -349,8 +355,8 @@ int cu_prepare(struct backend *be, struct tensor *t)
         gt = GT_Q8_0;
     }
     if (gt != GT_F32 && gt != GT_F16 && gt != GT_BF16 && K % (gt >= GT_Q4_K ? 256 : 32)) {
-        fprintf(stderr, "exsa: cuda: tensor %s: row length %lld does not fit its blocks\n",
-                t->name, (long long)K);
+        fprintf(stderr, "exsa: cuda: tensor %s: row length %lld does not fit its blocks\n", t->name,
+                (long long)K);
         return EXSA_EFORMAT;
     }
     if (!(w = (struct dweight *)calloc(1, sizeof *w)))
@@ -443,7 +449,7 @@ static struct ds_layout ds_layout_of(const struct cuda_be *c)
     const size_t nblk = (size_t)c->cfg.n_seq_max * ((c->cfg.n_ctx + KV_BLOCK - 1) / KV_BLOCK);
     struct ds_layout l;
     size_t o = 0;
-#define AT(f, n) (l.f = o, o += ((n) * 4 + 15) & ~(size_t)15)
+#define AT(f, n) (l.f = o, o += ((n)*4 + 15) & ~(size_t)15)
     AT(n_tiles, 1), AT(tok, nb), AT(pos, nb), AT(ent_sq, nb), AT(out_rows, nb), AT(sq_ent, nb);
     AT(sq_ent_off, ns), AT(conv_rd, ns), AT(conv_wr, ns);
     AT(blk_off, ns), AT(tiles, 2 * (size_t)c->n_tiles_max), AT(blk, nblk + 1);
@@ -464,8 +470,8 @@ static size_t stage_step(struct cuda_be *c, const struct step *st)
     const struct ds_layout l = ds_layout_of(c);
     unsigned char *b = c->stage_in;
     c->attn_units = st->n <= MMV_MAX_N ? 4 : 8;
-    const int32_t n_tiles = cu_attn_tiles(st, c->attn_group, c->attn_units,
-                                          (int32_t *)(b + l.tiles));
+    const int32_t n_tiles =
+        cu_attn_tiles(st, c->attn_group, c->attn_units, (int32_t *)(b + l.tiles));
     put(b, l.n_tiles, &n_tiles, 1);
     put(b, l.tok, st->tok, st->tok ? st->n : 0);
     put(b, l.pos, st->pos, st->n);
@@ -651,8 +657,8 @@ static void execute(struct cuda_be *c)
         run_profiled(c);
         return;
     }
-    const bool graphable = c->n_tok <= MMV_MAX_N && c->stage_out_used <= c->stage_out_bytes &&
-                           c->graphs_on;
+    const bool graphable =
+        c->n_tok <= MMV_MAX_N && c->stage_out_used <= c->stage_out_bytes && c->graphs_on;
     if (!graphable) {
         run_ops(c);
         return;
@@ -708,7 +714,8 @@ static int64_t max_k(const struct hparams *hp)
 /* Elements of the largest dense layer matrix (what the GEMM path dequantizes). */
 static size_t max_dense(const struct hparams *hp)
 {
-    const size_t d = (size_t)hp->dim, F = (size_t)hp->hidden_dim, qd = (size_t)hp->n_heads * hp->head_dim;
+    const size_t d = (size_t)hp->dim, F = (size_t)hp->hidden_dim,
+                 qd = (size_t)hp->n_heads * hp->head_dim;
     size_t m = 3 * d * d;
     m = d * F > m ? d * F : m;
     m = qd * d > m ? qd * d : m;
@@ -748,8 +755,10 @@ static int rope_table(struct cuda_be *c)
         }
     int rc = dev(c, (void **)&c->rope_cs, sizeof(float) * 2 * (size_t)n * half);
     if (!rc)
-        rc = check(c, cudaMemcpy(c->rope_cs, h, sizeof(float) * 2 * (size_t)n * half,
-                                 cudaMemcpyHostToDevice), "rope table");
+        rc = check(
+            c,
+            cudaMemcpy(c->rope_cs, h, sizeof(float) * 2 * (size_t)n * half, cudaMemcpyHostToDevice),
+            "rope table");
     free(h);
     return rc;
 }
@@ -804,13 +813,11 @@ static int alloc_scratch(struct cuda_be *c)
         return EXSA_ENOMEM;
     int rc = dev(c, &c->ds_mem, c->ds_bytes);
     unsigned char *b = (unsigned char *)c->ds_mem;
-    c->ds = (struct dstep){(int32_t *)(b + l.n_tiles), (int32_t *)(b + l.tok),
-                           (int32_t *)(b + l.pos), (int32_t *)(b + l.ent_sq),
-                           (int32_t *)(b + l.out_rows), (int32_t *)(b + l.sq_ent_off),
-                           (int32_t *)(b + l.sq_ent),
-                           (int32_t *)(b + l.conv_rd), (int32_t *)(b + l.conv_wr),
-                           (int32_t *)(b + l.blk_off), (int32_t *)(b + l.blk),
-                           (int32_t *)(b + l.tiles)};
+    c->ds = (struct dstep){
+        (int32_t *)(b + l.n_tiles), (int32_t *)(b + l.tok),      (int32_t *)(b + l.pos),
+        (int32_t *)(b + l.ent_sq),  (int32_t *)(b + l.out_rows), (int32_t *)(b + l.sq_ent_off),
+        (int32_t *)(b + l.sq_ent),  (int32_t *)(b + l.conv_rd),  (int32_t *)(b + l.conv_wr),
+        (int32_t *)(b + l.blk_off), (int32_t *)(b + l.blk),      (int32_t *)(b + l.tiles)};
     if (!rc)
         rc = check(c, cudaMallocHost((void **)&c->stage_in, c->stage_in_bytes), "pinned");
     if (!rc)
@@ -860,10 +867,11 @@ void cu_free(struct backend *be)
     for (int i = 0; i < c->n_w; i++)
         if (c->wlist[i])
             cudaFree(c->wlist[i]->q), cudaFree(c->wlist[i]->d), free(c->wlist[i]);
-    void *dev_ptrs[] = {c->ds_mem, c->q8.q, c->q8.d, c->q8.s, c->wh, c->glu_tmp, c->xhi, c->xlo, c->blas_ws,
-                        c->attn_part, c->rope_cs, c->moe_ids, c->moe_order, c->moe_tiles,
-                        c->moe_wts, c->moe_logits, c->moe_act, c->moe_out, c->moe_q8.q,
-                        c->moe_q8.d, c->moe_q8.s};
+    void *dev_ptrs[] = {c->ds_mem,     c->q8.q,    c->q8.d,      c->q8.s,      c->wh,
+                        c->glu_tmp,    c->xhi,     c->xlo,       c->blas_ws,   c->attn_part,
+                        c->rope_cs,    c->moe_ids, c->moe_order, c->moe_tiles, c->moe_wts,
+                        c->moe_logits, c->moe_act, c->moe_out,   c->moe_q8.q,  c->moe_q8.d,
+                        c->moe_q8.s};
     for (size_t i = 0; i < sizeof dev_ptrs / sizeof dev_ptrs[0]; i++)
         cudaFree(dev_ptrs[i]);
     cudaFreeHost(c->stage_in);
@@ -964,7 +972,6 @@ extern "C" double backend_cuda_read_bandwidth(size_t bytes)
 {
     return cu_read_bandwidth(bytes);
 }
-
 
 extern "C" long backend_cuda_graph_replays(const struct backend *be)
 {

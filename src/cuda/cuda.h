@@ -128,7 +128,7 @@ struct cuda_be {
     struct hparams hp;
     cudaStream_t stream;
     cublasHandle_t blas;
-    int err;         /* first error of the current step (EXSA_E*) */
+    int err; /* first error of the current step (EXSA_E*) */
     char errmsg[256];
     bool in_step, pdl, graphs_on;
     int n_sms;
@@ -142,9 +142,9 @@ struct cuda_be {
     struct dstep ds;
     void *ds_mem;
     size_t ds_bytes;
-    unsigned char *stage_in; /* pinned: the step's arrays, then uploads */
+    unsigned char *stage_in;              /* pinned: the step's arrays, then uploads */
     size_t stage_in_bytes, stage_in_used; /* the step's arrays take the first ds_bytes */
-    unsigned char *stage_out; /* pinned: downloads */
+    unsigned char *stage_out;             /* pinned: downloads */
     size_t stage_out_bytes, stage_out_used;
     struct host_copy *pre, *post; /* host copies before launch (uploads) / after (downloads) */
     int n_pre, n_post, max_copies;
@@ -180,19 +180,19 @@ struct cuda_be {
     } pend;
 
     /* scratch */
-    struct q8act q8;                /* quantized activations of the tagged buffer (MoE) */
-    const float *q8_src;            /* which buffer q8 holds (NULL: none) */
+    struct q8act q8;     /* quantized activations of the tagged buffer (MoE) */
+    const float *q8_src; /* which buffer q8 holds (NULL: none) */
     int q8_n;
     int64_t q8_K;
-    float *wh;                      /* dequantized weights for cuBLAS (largest dense matrix) */
-    float *glu_tmp;                 /* [n_batch][hidden]: the up product of an unfused GLU */
-    float *xhi, *xlo;               /* activations split for F16/BF16 products (gemm.cu) */
+    float *wh;        /* dequantized weights for cuBLAS (largest dense matrix) */
+    float *glu_tmp;   /* [n_batch][hidden]: the up product of an unfused GLU */
+    float *xhi, *xlo; /* activations split for F16/BF16 products (gemm.cu) */
     size_t xsplit_elems;
     size_t wh_elems;
     void *blas_ws;
-    float *attn_part;               /* attention partials */
+    float *attn_part; /* attention partials */
     size_t attn_part_floats;
-    float *rope_cs;                 /* [n_ctx][head_dim / 2][2] cos, sin */
+    float *rope_cs; /* [n_ctx][head_dim / 2][2] cos, sin */
     /* MoE */
     int32_t *moe_ids, *moe_order, *moe_tiles;
     float *moe_wts, *moe_logits, *moe_act, *moe_out;
@@ -249,9 +249,9 @@ __device__ __forceinline__ int64_t elementwise_start()
 /* ---- kernels (launchers run on c->stream) ------------------------------------------------------ */
 
 /* mmv.cu */
-#define MMV_MAX_TOK 16  /* tokens per matrix-vector launch (EXSA_CUDA_MMV_MAX_TOK: fewer) */
-#define MMV_MAX_N 64    /* larger calls take the GEMM path */
-#define MOE_TILE 8      /* problems (token, expert slot) per MoE tile */
+#define MMV_MAX_TOK 16 /* tokens per matrix-vector launch (EXSA_CUDA_MMV_MAX_TOK: fewer) */
+#define MMV_MAX_N 64   /* larger calls take the GEMM path */
+#define MOE_TILE 8     /* problems (token, expert slot) per MoE tile */
 void cu_quantize(struct cuda_be *c, const float *x, int n, int64_t K, const struct q8act *out);
 /* y[t][r] (+)= W[r] . x[t] for the rows of up to 3 matrices of one type and K (segments of
  * one row range, each with its own y), t < n (<= cu_mmv_max_tok). x is f32 [n][ldx], RMS-normed
@@ -308,8 +308,8 @@ void cu_embed(struct cuda_be *c, const struct dweight *w, const int32_t *tok, in
 void cu_kv_store(struct cuda_be *c, const struct kv_cache *kv, int a, const float *k,
                  const float *v, int n);
 /* span: at least the longest context of the step (positions split into pieces of 64 or more). */
-void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const float *q,
-                  float *out, int n, int n_heads, int n_kv_heads, int head_dim, int span);
+void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const float *q, float *out,
+                  int n, int n_heads, int n_kv_heads, int head_dim, int span);
 /* Attention tiles of a step: pairs (sequence index, first unit); returns the count. */
 int cu_attn_tiles(const struct step *st, int group, int units, int32_t *tiles);
 
@@ -322,9 +322,8 @@ struct PACKED kv_dst {
     const float *v;
     int kvd, f16;
 };
-void cu_qk_norm_rope(struct cuda_be *c, float *q, float *k, const float *qw, const float *kw,
-                     int n, int n_heads, int n_kv_heads, int head_dim, float eps,
-                     struct kv_dst st);
+void cu_qk_norm_rope(struct cuda_be *c, float *q, float *k, const float *qw, const float *kw, int n,
+                     int n_heads, int n_kv_heads, int head_dim, float eps, struct kv_dst st);
 void cu_rope(struct cuda_be *c, float *x, int n, int n_heads, int head_dim);
 void cu_swiglu(struct cuda_be *c, float *out, const float *g, const float *u, long n);
 void cu_add(struct cuda_be *c, float *y, const float *x, long n);

@@ -5,8 +5,8 @@
  * f32 in row chunks that fit the scratch. F16 and BF16 weights are exact in TF32, so for them the
  * activations are split into a TF32 part and the rest, two products whose sum has f32 accuracy
  * (one product left the MoE F16 fixture at rel 0.021 on an 830-token prompt, bar 0.02). F32
- * weights are multiplied as they are, in full f32 (the F32 fixture's greedy run must match). deq32 is the one
- * dequantizer of every GPU layout: the embedding lookup and tests use it too.
+ * weights are multiplied as they are, in full f32 (the F32 fixture's greedy run must match). deq32
+ * is the one dequantizer of every GPU layout: the embedding lookup and tests use it too.
  */
 #include "cuda/cuda.h"
 
@@ -72,7 +72,8 @@ __device__ void deq32(const struct dweight w, int64_t r, int64_t b, float *out)
         const int8_t *sc = (const int8_t *)(body + 192 + 8 * n);
         const float d = __half2float(w.d[r * w.d_row + (b >> 3)]);
         for (int l = 0; l < 32; l++) {
-            const int q = (((k & 2) ? ql[l] >> 4 : ql[l] & 0x0f) | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
+            const int q =
+                (((k & 2) ? ql[l] >> 4 : ql[l] & 0x0f) | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
             out[l] = d * sc[l / 16 + 2 * k] * q;
         }
     }
@@ -153,8 +154,7 @@ void cu_gemm(struct cuda_be *c, const struct dweight *w, int64_t row0, int64_t N
         blas(c, (const float *)(w->q + row0 * w->q_row), N, w->K, x, n, y, N, acc, true);
         return;
     }
-    const bool split = (w->gt == GT_F16 || w->gt == GT_BF16) &&
-                       (size_t)n * w->K <= c->xsplit_elems;
+    const bool split = (w->gt == GT_F16 || w->gt == GT_BF16) && (size_t)n * w->K <= c->xsplit_elems;
     if (split) {
         const int64_t total = (int64_t)n * w->K;
         struct cu_launch l;

@@ -167,8 +167,8 @@ void cu_mmv(struct cuda_be *c, const struct mmv_args *a)
 /* ---- MoE ---------------------------------------------------------------------------------------- */
 
 /* One warp per token: sigmoid, top-k by sigmoid + bias, weights normalised (moe_route in C). */
-__global__ void k_moe_route(const float *__restrict__ logits, const float *__restrict__ bias,
-                            int n, int E, int k, int32_t *ids, float *wts)
+__global__ void k_moe_route(const float *__restrict__ logits, const float *__restrict__ bias, int n,
+                            int E, int k, int32_t *ids, float *wts)
 {
     pdl_trigger();
     pdl_wait();
@@ -340,8 +340,6 @@ static moe_kernel pick_moe(int gt)
     }
 }
 
-
-
 /* Gathered products of every tile: y[problem] = W_expert(in row) (glu: silu(g) * u). */
 static void moe_launch(struct cuda_be *c, const struct dweight *a, const struct dweight *b,
                        bool in_by_token, const struct q8act *x, const float *xf, float *y, int np,
@@ -387,7 +385,7 @@ void cu_moe_ffn(struct cuda_be *c, const struct layer *l, const float *x, float 
     moe_launch(c, down, NULL, false, &q, c->moe_act, c->moe_out, np, k);
     struct cu_launch lc;
     cu_launch_cfg(c, &lc, dim3((unsigned)(((int64_t)n * dim + 255) / 256)), dim3(256), 0);
-    cudaLaunchKernelEx(&lc.cfg, k_moe_combine, (const float *)c->moe_out,
-                       (const float *)c->moe_wts, n, k, dim, out);
+    cudaLaunchKernelEx(&lc.cfg, k_moe_combine, (const float *)c->moe_out, (const float *)c->moe_wts,
+                       n, k, dim, out);
     cu_check_launch(c, "moe combine");
 }

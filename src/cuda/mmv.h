@@ -100,7 +100,8 @@ template <> struct unit<GT_Q8_0> {
 #pragma unroll
         for (int i = 0; i < 4; i++)
             ldx16(a + 4 * i, x.q, 64 * u + 16 * i);
-        return d[0] * x.d[2 * u] * dot_i8<8>(q, a) + d[1] * x.d[2 * u + 1] * dot_i8<8>(q + 8, a + 8);
+        return d[0] * x.d[2 * u] * dot_i8<8>(q, a) +
+               d[1] * x.d[2 * u + 1] * dot_i8<8>(q + 8, a + 8);
     }
 };
 
@@ -221,8 +222,9 @@ template <> struct unit<GT_Q6_K> {
             ldx16(xa, x.q, v0 + 32 * k);
             /* q - 32 as (unsigned q) . x - 32 sum(x): one dp4a a word instead of a byte-wise
              * subtraction */
-            const int sx = __dp4a(0x01010101, xa[0], __dp4a(0x01010101, xa[1],
-                                  __dp4a(0x01010101, xa[2], __dp4a(0x01010101, xa[3], 0))));
+            const int sx = __dp4a(
+                0x01010101, xa[0],
+                __dp4a(0x01010101, xa[1], __dp4a(0x01010101, xa[2], __dp4a(0x01010101, xa[3], 0))));
             acc += ds[k] * x.d[(v0 + 32 * k) >> 5] * (float)(dot_i8<4>(qk, xa) - 32 * sx);
         }
         return acc;
@@ -252,8 +254,10 @@ template <int GT> struct unit_f {
                 w0 = __int_as_float(q[4 * i]), w1 = __int_as_float(q[4 * i + 1]);
                 w2 = __int_as_float(q[4 * i + 2]), w3 = __int_as_float(q[4 * i + 3]);
             } else if (GT == GT_F16) {
-                const __half2 p0 = *(const __half2 *)&q[2 * i], p1 = *(const __half2 *)&q[2 * i + 1];
-                w0 = __low2float(p0), w1 = __high2float(p0), w2 = __low2float(p1), w3 = __high2float(p1);
+                const __half2 p0 = *(const __half2 *)&q[2 * i],
+                              p1 = *(const __half2 *)&q[2 * i + 1];
+                w0 = __low2float(p0), w1 = __high2float(p0), w2 = __low2float(p1),
+                w3 = __high2float(p1);
             } else {
                 const unsigned u0 = (unsigned)q[2 * i], u1 = (unsigned)q[2 * i + 1];
                 w0 = __uint_as_float(u0 << 16), w1 = __uint_as_float(u0 & 0xffff0000u);
@@ -315,7 +319,7 @@ __device__ __forceinline__ float silu(float g)
 
 /* ---- dense kernel ------------------------------------------------------------------------------ */
 
-#define MMV_THREADS 128 /* small blocks: even a 2048-row matrix spreads over every SM */
+#define MMV_THREADS 128          /* small blocks: even a 2048-row matrix spreads over every SM */
 #define MMV_SMEM_MAX (160 << 10) /* dynamic shared memory a launch may ask for */
 #define MMV_BLOCKS_PER_SM 4      /* the grid cap's default (cu_mmv_grid_cap) */
 
@@ -325,10 +329,9 @@ __host__ __device__ constexpr int min_blocks_of(int gt, int nt, bool lng)
 {
     /* 16 tokens: twice the accumulators, registers for 2 blocks (batched decode reads each
      * weight once for 16 sequences instead of twice) */
-    return nt == 1 && !lng && (gt == GT_Q4_0 || gt == GT_Q4_K || gt == GT_Q5_K || gt == GT_Q6_K)
-               ? 5
-           : nt >= 16 ? 2
-                      : 4;
+    if (nt == 1 && !lng && (gt == GT_Q4_0 || gt == GT_Q4_K || gt == GT_Q5_K || gt == GT_Q6_K))
+        return 5;
+    return nt >= 16 ? 2 : 4;
 }
 
 struct mmv_params {
@@ -371,8 +374,7 @@ __device__ __forceinline__ void l2_prefetch(const mmv_params &p)
 
 /* Every token's input into shared memory, normed when p.nw is set: quantized per 32 (int8 q,
  * f32 d and d x sum) for quantized weights, or f32. All threads of the block; ends synced. */
-template <int NT, bool QUANT>
-__device__ void stage_x(const mmv_params &p, unsigned char *sm)
+template <int NT, bool QUANT> __device__ void stage_x(const mmv_params &p, unsigned char *sm)
 {
     __shared__ float part[MMV_THREADS / 32][NT], scale[NT];
     const int tid = threadIdx.x, K = (int)p.K, n = p.n < NT ? p.n : NT;

@@ -62,8 +62,7 @@ static void flush(struct cuda_be *c)
     if (!c->pend.on)
         return;
     c->pend.on = false;
-    struct norm_args a = {c->pend.y, c->pend.x, c->pend.w, c->pend.rows, c->pend.dim,
-                          c->pend.eps};
+    struct norm_args a = {c->pend.y, c->pend.x, c->pend.w, c->pend.rows, c->pend.dim, c->pend.eps};
     REC(run_norm, a);
     invalidate(c, c->pend.y);
 }
@@ -85,12 +84,15 @@ static void touch(struct cuda_be *c, const void *const *rd, int n_rd, const void
         invalidate(c, (const float *)wr[i]);
 }
 
-#define TOUCH(rd, wr)                                                                          \
-    do {                                                                                       \
-        const void *r_[] = rd, *w_[] = wr;                                                     \
-        touch(c, r_, (int)(sizeof r_ / sizeof r_[0]), w_, (int)(sizeof w_ / sizeof w_[0]));    \
+#define TOUCH(rd, wr)                                                                              \
+    do {                                                                                           \
+        const void *r_[] = rd, *w_[] = wr;                                                         \
+        touch(c, r_, (int)(sizeof r_ / sizeof r_[0]), w_, (int)(sizeof w_ / sizeof w_[0]));        \
     } while (0)
-#define L(...) {__VA_ARGS__}
+#define L(...)                                                                                     \
+    {                                                                                              \
+        __VA_ARGS__                                                                                \
+    }
 
 void cu_touch(struct cuda_be *c, const void *rd, const void *wr)
 {
@@ -126,7 +128,6 @@ static void need_q8(struct cuda_be *c, const float *x, int n, int64_t K)
     REC(run_quant, a);
     c->q8_src = x, c->q8_n = n, c->q8_K = K;
 }
-
 
 /* ---- products ---------------------------------------------------------------------------------- */
 
@@ -224,8 +225,8 @@ static struct mmv_seg seg_of(const struct dweight *w, int expert, float *y)
     return mmv_seg{w, (int64_t)expert * w->N, w->N, y, w->N};
 }
 
-static int product(struct cuda_be *c, const struct tensor *t, int expert, const float *x,
-                   float *y, int n, bool acc)
+static int product(struct cuda_be *c, const struct tensor *t, int expert, const float *x, float *y,
+                   int n, bool acc)
 {
     const struct dweight *w = DW(t);
     if (!w)
@@ -398,8 +399,8 @@ static void run_rope(struct cuda_be *c, const void *p)
 }
 
 static int op_qk_norm_rope(struct backend *be, const struct step *st, float *q, float *k,
-                           const struct tensor *qn, const struct tensor *kn, int H, int Hkv,
-                           int hd, float eps, float base)
+                           const struct tensor *qn, const struct tensor *kn, int H, int Hkv, int hd,
+                           float eps, float base)
 {
     struct cuda_be *c = CB(be);
     if (hd != c->hp.head_dim || base != c->hp.rope_base || !vec(qn) || !vec(kn))
@@ -423,8 +424,7 @@ static int op_qk_norm_rope(struct backend *be, const struct step *st, float *q, 
     return done(c);
 }
 
-static int op_rope(struct backend *be, const struct step *st, float *x, int H, int hd,
-                   float base)
+static int op_rope(struct backend *be, const struct step *st, float *x, int H, int hd, float base)
 {
     struct cuda_be *c = CB(be);
     if (hd != c->hp.head_dim || base != c->hp.rope_base)
@@ -518,8 +518,7 @@ static void run_conv(struct cuda_be *c, const void *p)
 }
 
 static int op_shortconv(struct backend *be, const struct step *st, float *y, const float *bcx,
-                        const struct tensor *w, struct kv_cache *kv, int ci, int dim,
-                        int l_cache)
+                        const struct tensor *w, struct kv_cache *kv, int ci, int dim, int l_cache)
 {
     struct cuda_be *c = CB(be);
     if (!vec(w) || l_cache < 1 || l_cache > 9 || kv->conv_be[ci] != be)
@@ -563,8 +562,8 @@ static bool store_in_qk_norm(struct cuda_be *c, const struct kv_cache *kv, int a
 }
 
 static int op_attention(struct backend *be, const struct step *st, float *out, const float *q,
-                        const float *k, const float *v, struct kv_cache *kv, int a, int H,
-                        int Hkv, int hd)
+                        const float *k, const float *v, struct kv_cache *kv, int a, int H, int Hkv,
+                        int hd)
 {
     struct cuda_be *c = CB(be);
     if ((hd != 32 && hd != 64 && hd != 128) || H % Hkv || kv->attn_be[a] != be ||

@@ -22,8 +22,7 @@ __device__ __forceinline__ float block_sum(float v, float *sm)
 }
 
 /* One block per row (many rows: prefill). */
-__global__ void k_rmsnorm(const float *x, const float *__restrict__ w, float *y, int dim,
-                          float eps)
+__global__ void k_rmsnorm(const float *x, const float *__restrict__ w, float *y, int dim, float eps)
 {
     pdl_trigger();
     pdl_wait();
@@ -96,8 +95,8 @@ __global__ void k_qk_norm_rope(float *q, float *k, const float *__restrict__ qw,
     const int lane = threadIdx.x & 31;
     const int64_t nq = (int64_t)n * H, nk = (int64_t)n * Hkv;
     if (st.kp && wid >= nq + nk && wid < nq + 2 * nk) { /* v: stored as it is */
-        const int64_t hw = wid - nq - nk, e = hw / Hkv, at = own_row(ds, (int)e) * st.kvd +
-                                                             (hw % Hkv) * HD;
+        const int64_t hw = wid - nq - nk, e = hw / Hkv,
+                      at = own_row(ds, (int)e) * st.kvd + (hw % Hkv) * HD;
 #pragma unroll
         for (int i = 0; i < V; i++)
             kv_put(st, st.vp, at + lane + 32 * i, st.v[hw * HD + lane + 32 * i]);
@@ -153,7 +152,8 @@ __global__ void k_rope(float *x, const int32_t *__restrict__ pos, const float *_
     const int f = (int)(i % half);
     const int64_t eh = i / half, e = eh / H;
     float *xh = x + eh * hd;
-    const float co = cs[((int64_t)pos[e] * half + f) * 2], si = cs[((int64_t)pos[e] * half + f) * 2 + 1];
+    const float co = cs[((int64_t)pos[e] * half + f) * 2],
+                si = cs[((int64_t)pos[e] * half + f) * 2 + 1];
     const float a = xh[f], b = xh[f + half];
     xh[f] = a * co - b * si;
     xh[f + half] = a * si + b * co;
@@ -194,9 +194,10 @@ __global__ void k_shortconv(struct dstep ds, float *__restrict__ y, const float 
     const float *rd = state + (size_t)ds.conv_rd[j] * slot + (size_t)c * ns;
     const float *wc = w + (size_t)c * l_cache;
     /* the gated input at local index q of this sequence: this step's, or the old state's */
-#define VAL(q) ((q) >= 0 ? bcx[(size_t)ds.sq_ent[off + (q)] * 3 * dim + c] *                   \
-                               bcx[(size_t)ds.sq_ent[off + (q)] * 3 * dim + 2 * dim + c]         \
-                         : rd[ns + (q)])
+#define VAL(q)                                                                                     \
+    ((q) >= 0 ? bcx[(size_t)ds.sq_ent[off + (q)] * 3 * dim + c] *                                  \
+                    bcx[(size_t)ds.sq_ent[off + (q)] * 3 * dim + 2 * dim + c]                      \
+              : rd[ns + (q)])
     float acc = wc[ns] * VAL(i);
     for (int k = 0; k < ns; k++)
         acc += wc[k] * VAL(i - ns + k);
@@ -238,8 +239,8 @@ void cu_rmsnorm(struct cuda_be *c, float *y, const float *x, const float *w, int
     cu_check_launch(c, "rmsnorm");
 }
 
-void cu_qk_norm_rope(struct cuda_be *c, float *q, float *k, const float *qw, const float *kw,
-                     int n, int H, int Hkv, int hd, float eps, struct kv_dst st)
+void cu_qk_norm_rope(struct cuda_be *c, float *q, float *k, const float *qw, const float *kw, int n,
+                     int H, int Hkv, int hd, float eps, struct kv_dst st)
 {
     struct cu_launch l;
     const int64_t warps = (int64_t)n * (H + (st.kp ? 2 : 1) * Hkv);
@@ -257,8 +258,8 @@ void cu_rope(struct cuda_be *c, float *x, int n, int H, int hd)
 {
     struct cu_launch l;
     cu_launch_cfg(c, &l, blocks_for((int64_t)n * H * (hd / 2), 256), dim3(256), 0);
-    cudaLaunchKernelEx(&l.cfg, k_rope, x, (const int32_t *)c->ds.pos, (const float *)c->rope_cs,
-                       n, H, hd);
+    cudaLaunchKernelEx(&l.cfg, k_rope, x, (const int32_t *)c->ds.pos, (const float *)c->rope_cs, n,
+                       H, hd);
     cu_check_launch(c, "rope");
 }
 

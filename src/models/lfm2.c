@@ -62,8 +62,8 @@ static int get_float_key(const struct gguf_file *f, const char *arch, const char
 }
 
 /* head_count_kv: an array of n_layers integers, or one scalar for every layer. */
-static int read_kv_heads(const struct gguf_file *f, const char *arch, struct hparams *hp,
-                         char *err, size_t errlen)
+static int read_kv_heads(const struct gguf_file *f, const char *arch, struct hparams *hp, char *err,
+                         size_t errlen)
 {
     char key[128];
     snprintf(key, sizeof(key), "%s.attention.head_count_kv", arch);
@@ -92,8 +92,8 @@ static int read_kv_heads(const struct gguf_file *f, const char *arch, struct hpa
     for (int l = 0; l < hp->n_layers; l++) {
         int kvh = hp->n_kv_heads[l];
         if (kvh < 0 || (kvh > 0 && hp->n_heads % kvh != 0)) {
-            snprintf(err, errlen, "key %s: layer %d has an invalid KV head count for %d heads",
-                     key, l, hp->n_heads);
+            snprintf(err, errlen, "key %s: layer %d has an invalid KV head count for %d heads", key,
+                     l, hp->n_heads);
             return EXSA_EFORMAT;
         }
     }
@@ -122,8 +122,10 @@ static int read_moe_hparams(const struct gguf_file *f, const char *arch, struct 
         return EXSA_EFORMAT;
     }
     if (!rc && hp->gating_func != 2) {
-        snprintf(err, errlen, "key %s.expert_gating_func: %d is not supported (LFM2-MoE uses 2, "
-                 "sigmoid)", arch, hp->gating_func);
+        snprintf(err, errlen,
+                 "key %s.expert_gating_func: %d is not supported (LFM2-MoE uses 2, "
+                 "sigmoid)",
+                 arch, hp->gating_func);
         return EXSA_EUNSUPPORTED;
     }
     return rc;
@@ -139,8 +141,8 @@ int lfm2_load_hparams(const struct gguf_file *f, const char *arch, struct hparam
     if (!rc)
         rc = get_int_key(f, arch, "embedding_length", true, 0, 1, 1 << 16, &hp->dim, err, errlen);
     if (!rc)
-        rc = get_int_key(f, arch, "feed_forward_length", true, 0, 1, 1 << 20, &hp->hidden_dim,
-                         err, errlen);
+        rc = get_int_key(f, arch, "feed_forward_length", true, 0, 1, 1 << 20, &hp->hidden_dim, err,
+                         errlen);
     if (!rc)
         rc = get_int_key(f, arch, "attention.head_count", true, 0, 1, 1024, &hp->n_heads, err,
                          errlen);
@@ -172,12 +174,12 @@ int lfm2_load_hparams(const struct gguf_file *f, const char *arch, struct hparam
     return rc;
 }
 
-#define BIND(t, name, req, nd, ...)                                                            \
-    do {                                                                                       \
-        int64_t ne_[] = {__VA_ARGS__};                                                         \
-        int rc_ = model_bind(f, name, nd, ne_, t, req, err, errlen);                           \
-        if (rc_ < 0)                                                                           \
-            return rc_;                                                                        \
+#define BIND(t, name, req, nd, ...)                                                                \
+    do {                                                                                           \
+        int64_t ne_[] = {__VA_ARGS__};                                                             \
+        int rc_ = model_bind(f, name, nd, ne_, t, req, err, errlen);                               \
+        if (rc_ < 0)                                                                               \
+            return rc_;                                                                            \
     } while (0)
 
 static int check_f32(const struct tensor *t, char *err, size_t errlen)
@@ -189,8 +191,8 @@ static int check_f32(const struct tensor *t, char *err, size_t errlen)
     return 0;
 }
 
-static int bind_layer(const struct gguf_file *f, const struct hparams *hp, int i,
-                      struct layer *l, char *err, size_t errlen)
+static int bind_layer(const struct gguf_file *f, const struct hparams *hp, int i, struct layer *l,
+                      char *err, size_t errlen)
 {
     const int64_t d = hp->dim, hd = hp->head_dim, F = hp->hidden_dim;
     char n[GGUF_MAX_NAME + 32];
@@ -223,7 +225,7 @@ static int bind_layer(const struct gguf_file *f, const struct hparams *hp, int i
         BIND(&l->ffn_down, NAME("ffn_down.weight"), true, 2, F, d);
     }
 #undef NAME
-    const struct tensor *f32s[] = {&l->attn_norm, &l->ffn_norm, &l->q_norm, &l->k_norm,
+    const struct tensor *f32s[] = {&l->attn_norm, &l->ffn_norm, &l->q_norm,  &l->k_norm,
                                    &l->conv_w,    &l->router,   &l->exp_bias};
     for (size_t k = 0; k < sizeof(f32s) / sizeof(f32s[0]); k++)
         if (check_f32(f32s[k], err, errlen) < 0)
@@ -231,8 +233,7 @@ static int bind_layer(const struct gguf_file *f, const struct hparams *hp, int i
     return 0;
 }
 
-static int bind_globals(struct exsa_model *m, const struct gguf_file *f, char *err,
-                        size_t errlen)
+static int bind_globals(struct exsa_model *m, const struct gguf_file *f, char *err, size_t errlen)
 {
     const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
     if (!emb) {
@@ -284,8 +285,10 @@ int lfm2_bind_tensors(struct exsa_model *m, char *err, size_t errlen)
         l->conv_idx = l->is_attn ? -1 : n_conv++;
         /* kvcache.c keeps one kv_dim for all attention layers. */
         if (l->is_attn && first_kvh && l->n_kv_heads != first_kvh) {
-            snprintf(err, errlen, "layer %d: %d KV heads, but an earlier attention layer has %d; "
-                     "mixed KV head counts are not supported", i, l->n_kv_heads, first_kvh);
+            snprintf(err, errlen,
+                     "layer %d: %d KV heads, but an earlier attention layer has %d; "
+                     "mixed KV head counts are not supported",
+                     i, l->n_kv_heads, first_kvh);
             return EXSA_EUNSUPPORTED;
         }
         if (l->is_attn)
@@ -306,16 +309,16 @@ static void discard(struct backend *be, const float *x)
         be->ops->discard(be, x);
 }
 
-#define TRY(x)                                                                                 \
-    do {                                                                                       \
-        int rc_ = (x);                                                                         \
-        if (rc_ < 0)                                                                           \
-            return rc_;                                                                        \
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        int rc_ = (x);                                                                             \
+        if (rc_ < 0)                                                                               \
+            return rc_;                                                                            \
     } while (0)
 
 /* h += W x: one fused op where the backend has it, else the product into y and an add. */
-static int residual(struct backend *be, const struct tensor *w, const float *x, float *y,
-                    float *h, int n, int dim)
+static int residual(struct backend *be, const struct tensor *w, const float *x, float *y, float *h,
+                    int n, int dim)
 {
     if (be->ops->matmul_add)
         return be->ops->matmul_add(be, w, x, h, n);
@@ -384,8 +387,6 @@ static int ffn_block(struct exsa_engine *e, struct stage *sg, const struct layer
     discard(be, s->xn);
     return residual(be, &l->ffn_down, s->gate, s->y, s->h, n, hp->dim);
 }
-
-
 
 static int layer_forward(struct exsa_engine *e, struct stage *sg, const struct step *st,
                          const struct layer *l)

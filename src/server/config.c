@@ -51,16 +51,17 @@ static const struct opt opts[] = {
      "per-address rate limit (false)"},
     {"RATE_LIMIT_MAX", "--rate-limit-max", NULL, OPT_INT, F(rate_limit_max), 1, 1 << 30,
      "requests per window (60)"},
-    {"RATE_LIMIT_WINDOW", "--rate-limit-window", NULL, OPT_INT, F(rate_limit_window), 1,
-     1 << 30, "window in seconds (60)"},
+    {"RATE_LIMIT_WINDOW", "--rate-limit-window", NULL, OPT_INT, F(rate_limit_window), 1, 1 << 30,
+     "window in seconds (60)"},
     {"MAX_QUEUE_SIZE", "--max-queue", NULL, OPT_INT, F(max_queue), 0, 1 << 20,
      "requests waiting; past it 503 (100)"},
-    {"ENABLE_CONTINUOUS_BATCHING", "--continuous-batching", NULL, OPT_BOOL, F(continuous), 0,
-     1, "decode several sequences per step (true)"},
+    {"ENABLE_CONTINUOUS_BATCHING", "--continuous-batching", NULL, OPT_BOOL, F(continuous), 0, 1,
+     "decode several sequences per step (true)"},
     {"MAX_BATCH_SIZE", "--max-batch", NULL, OPT_INT, F(max_batch), 1, 4096,
      "sequences per step (8)"},
     {"DETERMINISTIC", "--deterministic", NULL, OPT_BOOL, F(deterministic), 0, 1,
-     "batch-invariant GPU kernels: replies do not depend on other requests (false; costs GPU prefill speed)"},
+     "batch-invariant GPU kernels: replies do not depend on other requests (false; costs GPU "
+     "prefill speed)"},
     {"BATCH_TIMEOUT_MS", "--batch-timeout-ms", NULL, OPT_INT, F(batch_timeout_ms), 0, 60000,
      "wait to fill a batch when idle (0)"},
     {"MODELS_DIR", "--models-dir", NULL, OPT_STR, F(models_dir), 0, 0,
@@ -70,8 +71,8 @@ static const struct opt opts[] = {
      "request body limit in bytes (4194304)"},
     {"MAX_CONNECTIONS", "--max-connections", NULL, OPT_INT, F(max_conns), 1, 1 << 16,
      "open connections in all (1024)"},
-    {"MAX_CONNECTIONS_PER_ADDRESS", "--max-conn-per-address", NULL, OPT_INT,
-     F(max_conns_per_addr), 0, 1 << 16, "open connections from one client address (128; 0: no limit)"},
+    {"MAX_CONNECTIONS_PER_ADDRESS", "--max-conn-per-address", NULL, OPT_INT, F(max_conns_per_addr),
+     0, 1 << 16, "open connections from one client address (128; 0: no limit)"},
     {"HEADER_TIMEOUT", "--header-timeout", NULL, OPT_INT, F(header_timeout), 0, 86400,
      "seconds a request's headers may take, also between kept-alive requests (60; 0: off)"},
     {"BODY_TIMEOUT", "--body-timeout", NULL, OPT_INT, F(body_timeout), 0, 86400,
@@ -82,8 +83,8 @@ static const struct opt opts[] = {
      "map the model file (true); --no-mmap reads it into memory"},
     {"SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", NULL, OPT_INT, F(grace_ms), 0, 3600000,
      "how long SIGTERM lets requests finish (10000)"},
-    {"EXSA_TEST_STEP_DELAY_MS", "--test-step-delay-ms", NULL, OPT_INT, F(step_delay_ms), 0,
-     10000, "tests only: sleep after each scheduler step (0)"},
+    {"EXSA_TEST_STEP_DELAY_MS", "--test-step-delay-ms", NULL, OPT_INT, F(step_delay_ms), 0, 10000,
+     "tests only: sleep after each scheduler step (0)"},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
@@ -101,7 +102,8 @@ void srv_config_default(struct srv_config *c)
     c->max_queue = 100;
     c->continuous = true;
     c->max_batch = 8;
-    c->batch_timeout_ms = 0; /* a lone request starts at once (continuous batching admits later ones) */
+    c->batch_timeout_ms =
+        0; /* a lone request starts at once (continuous batching admits later ones) */
     c->max_body = 4L << 20;
     c->grace_ms = 10000;
     c->mmap = true;
@@ -114,8 +116,8 @@ void srv_config_default(struct srv_config *c)
 
 static int parse_bool(const char *s, bool *out)
 {
-    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false",
-                                                                             "no", "off"};
+    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false", "no",
+                                                                                "off"};
     for (int i = 0; i < 4; i++) {
         if (!strcasecmp(s, yes[i]))
             return *out = true, 0;
@@ -153,8 +155,10 @@ static int set_opt(struct srv_config *c, const struct opt *o, const char *name, 
         return 0;
     }
     if (o->type == OPT_BOOL)
-        return parse_bool(v, (bool *)p) == 0 ? 0 : (snprintf(err, errlen,
-                "%s: expected true or false, got '%s'", name, v), EXSA_EINVAL);
+        return parse_bool(v, (bool *)p) == 0
+                   ? 0
+                   : (snprintf(err, errlen, "%s: expected true or false, got '%s'", name, v),
+                      EXSA_EINVAL);
     char *end;
     errno = 0;
     long n = strtol(v, &end, 10);
@@ -167,8 +171,8 @@ static int set_opt(struct srv_config *c, const struct opt *o, const char *name, 
     return 0;
 bad:
     if (o->type == OPT_INT || o->type == OPT_LONG)
-        snprintf(err, errlen, "%s: expected an integer in [%ld, %ld], got '%s'", name, o->lo,
-                 o->hi, v);
+        snprintf(err, errlen, "%s: expected an integer in [%ld, %ld], got '%s'", name, o->lo, o->hi,
+                 v);
     else
         snprintf(err, errlen, "%s: '%s' is not a valid value", name, v);
     return EXSA_EINVAL;
@@ -198,7 +202,8 @@ void srv_config_usage(void)
         fprintf(stderr, "  %-26s %-27s %s\n", names, opts[i].env, opts[i].help);
     }
     fprintf(stderr, "  %-26s %-27s %s\n", "--no-cors, --no-rate-limit", "", "turn a switch off");
-    fprintf(stderr, "  %-26s %-27s %s\n", "--no-continuous-batching, --no-mmap, --no-deterministic", "", "");
+    fprintf(stderr, "  %-26s %-27s %s\n", "--no-continuous-batching, --no-mmap, --no-deterministic",
+            "", "");
 }
 
 /* Finds the option of flag arg ("--x", "--x=v" or "--no-x"); *neg tells "--no-". */

@@ -205,7 +205,8 @@ static int resolve_model(struct srv_conn *c, const char *want, char *out)
     const char *root = c->srv->models_root;
     if (!root[0])
         return srv_reply_error(c, 400, "invalid_request_error", "model_path", "no_models_dir",
-                               "there is no models folder (set MODELS_DIR)"), -1;
+                               "there is no models folder (set MODELS_DIR)"),
+               -1;
     char joined[PATH_MAX * 2 + 2], dir[PATH_MAX * 2 + 2], rdir[PATH_MAX];
     snprintf(joined, sizeof joined, want[0] == '/' ? "%s" : "%s/%s", want[0] == '/' ? want : root,
              want);
@@ -214,20 +215,24 @@ static int resolve_model(struct srv_conn *c, const char *want, char *out)
     snprintf(dir, sizeof dir, "%.*s", (int)(slash - joined), joined);
     if (!is_gguf_name(base))
         return srv_reply_error(c, 400, "invalid_request_error", "model_path", "invalid_value",
-                               "only .gguf files can be loaded"), -1;
+                               "only .gguf files can be loaded"),
+               -1;
     if (!realpath(dir[0] ? dir : "/", rdir))
         return srv_reply_error(c, 404, "invalid_request_error", "model_path", "model_not_found",
-                               "no such folder: %s", dir), -1;
+                               "no such folder: %s", dir),
+               -1;
     size_t rl = strlen(root);
     /* inside: root itself or below it (root "/" is the one that ends with a slash) */
     if (strncmp(rdir, root, rl) != 0 || (rdir[rl] != 0 && rdir[rl] != '/' && root[rl - 1] != '/'))
         return srv_reply_error(c, 403, "permission_error", "model_path", "outside_models_dir",
-                               "'%s' is outside the models folder %s", want, root), -1;
+                               "'%s' is outside the models folder %s", want, root),
+               -1;
     struct stat sb;
     if (snprintf(out, PATH_MAX, "%s/%s", rdir, base) >= PATH_MAX || stat(out, &sb) != 0 ||
         !S_ISREG(sb.st_mode))
         return srv_reply_error(c, 404, "invalid_request_error", "model_path", "model_not_found",
-                               "no model file %s in %s", base, rdir), -1;
+                               "no model file %s in %s", base, rdir),
+               -1;
     return 0;
 }
 
@@ -296,8 +301,8 @@ int route_metrics(struct srv_conn *c)
     int n_conns;
     unsigned long long n_timeouts;
     conntrack_stats(c->srv->ct, &n_conns, &n_timeouts);
-    char *s = metrics_render(c->srv->metrics, &st, sched_now() - c->srv->t_start, n_conns,
-                             n_timeouts);
+    char *s =
+        metrics_render(c->srv->metrics, &st, sched_now() - c->srv->t_start, n_conns, n_timeouts);
     return srv_reply_take(c, "text/plain; version=0.0.4; charset=utf-8", s);
 }
 
@@ -338,8 +343,12 @@ static char *detokenize(struct exsa_model *m, const int32_t *ids, int n, size_t 
     for (int i = 0; s && i < n; i++) {
         int k = ids[i] < n_vocab ? exsa_token_to_piece(m, ids[i], false, piece, sizeof piece) : -1;
         if (k < 0 || k > (int)sizeof piece)
-            return free(s), srv_err_set(e, 400, "tokens", "invalid_value", "'tokens' must hold "
-                                        "integer ids below %d", n_vocab), NULL;
+            return free(s),
+                   srv_err_set(e, 400, "tokens", "invalid_value",
+                               "'tokens' must hold "
+                               "integer ids below %d",
+                               n_vocab),
+                   NULL;
         if (len + k + 1 > cap) {
             char *t = realloc(s, cap = (len + k + 1) * 2);
             if (!t)

@@ -1,15 +1,16 @@
 /*
  * guard.c: the checks that keep other sites and other clients out: the API key in constant
  * time, the Host header against DNS rebinding, the JSON content type of a POST (which a
- * cross-site form cannot send), and a fixed-window rate limiter per client address. struct ratelimit is an open-addressing table of (address, window start, count) under
- * one mutex; an entry whose window has ended is reused, so the table never grows past its slots
- * (when every slot is live the request is counted against a shared overflow slot). Called by
- * http.c for every request but /v1/health.
+ * cross-site form cannot send), and a fixed-window rate limiter per client address. struct
+ * ratelimit is an open-addressing table of (address, window start, count) under one mutex; an entry
+ * whose window has ended is reused, so the table never grows past its slots (when every slot is
+ * live the request is counted against a shared overflow slot). Called by http.c for every request
+ * but /v1/health.
  */
 #include <arpa/inet.h>
 #include <pthread.h>
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -146,8 +147,8 @@ bool ratelimit_allow(struct ratelimit *rl, const char *addr, int *retry_after)
     if (ok)
         e->count++;
     else if (retry_after)
-        *retry_after = (int)(e->start + rl->window - now) > 0
-                           ? (int)(e->start + rl->window - now) : 1;
+        *retry_after =
+            (int)(e->start + rl->window - now) > 0 ? (int)(e->start + rl->window - now) : 1;
     pthread_mutex_unlock(&rl->mu);
     return ok;
 }

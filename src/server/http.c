@@ -255,7 +255,8 @@ int srv_reply_err(struct srv_conn *c, const struct srv_err *e)
     const char *type = st == 401   ? "authentication_error"
                        : st == 403 ? "permission_error"
                        : st == 429 ? "rate_limit_error"
-                       : st >= 500 ? "server_error" : "invalid_request_error";
+                       : st >= 500 ? "server_error"
+                                   : "invalid_request_error";
     if (e->retry_after > 0)
         c->retry_after = e->retry_after;
     return srv_reply_error(c, st, type, e->param, e->code, "%s", e->message);
@@ -409,7 +410,8 @@ static int admit_origin(struct srv_conn *c)
     if (!srv_host_allowed(cfg, host))
         return srv_reply_error(c, 403, "permission_error", NULL, "host_not_allowed",
                                "Host '%s' is not an address of this server; add the name to "
-                               "ALLOWED_HOSTS to accept it", host);
+                               "ALLOWED_HOSTS to accept it",
+                               host);
     if (!cfg->cors || strcmp(c->method, "OPTIONS"))
         return ADMITTED;
     if (c->manage && !cfg->cors_manage)
@@ -440,8 +442,8 @@ static int admit(struct srv_conn *c, const struct route *rt, bool path_known)
         return srv_reply_error(c, 401, "authentication_error", NULL, "invalid_api_key",
                                "a valid API key is needed: send 'Authorization: Bearer <key>'");
     if (!path_known)
-        return srv_reply_error(c, 404, "invalid_request_error", NULL, "not_found",
-                               "no route %s %s", c->method, c->url);
+        return srv_reply_error(c, 404, "invalid_request_error", NULL, "not_found", "no route %s %s",
+                               c->method, c->url);
     if (!rt)
         return srv_reply_error(c, 405, "invalid_request_error", NULL, "method_not_allowed",
                                "%s does not accept %s", c->url, c->method);
@@ -452,8 +454,8 @@ static int admit(struct srv_conn *c, const struct route *rt, bool path_known)
     const char *ct = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Content-Type");
     if (!strcmp(c->method, "POST") && !srv_is_json_type(ct))
         return srv_reply_error(c, 415, "invalid_request_error", NULL, "unsupported_media_type",
-                               "POST %s needs 'Content-Type: application/json' (got '%s')",
-                               c->url, ct ? ct : "none");
+                               "POST %s needs 'Content-Type: application/json' (got '%s')", c->url,
+                               ct ? ct : "none");
     return ADMITTED;
 }
 
@@ -489,9 +491,8 @@ static void conn_info(struct srv_conn *c)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     struct server *srv = cls;
     struct srv_conn *c = *con_cls;
@@ -566,8 +567,8 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ct
         *socket_ctx = NULL;
         return;
     }
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc,
-                                                                 MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     *socket_ctx = ci ? conntrack_open(srv->ct, ci->connect_fd) : NULL;
 }
 
@@ -607,8 +608,7 @@ static void find_models_root(struct server *srv)
 
 /* Starts libmicrohttpd on ss: one thread per connection (poll(), not select(), which fails past
  * descriptor 1024), the connection limits, the deadline watchdog. Stops srv on failure. */
-static int start_daemon(struct server *srv, struct sockaddr_storage *ss, char *err,
-                        size_t errlen)
+static int start_daemon(struct server *srv, struct sockaddr_storage *ss, char *err, size_t errlen)
 {
     const struct srv_config *cfg = &srv->cfg;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |

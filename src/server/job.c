@@ -144,8 +144,8 @@ static void record(struct run *r, struct sched_result *res, int *n_gen)
     }
     metrics_tokens(srv->metrics, res->n_prompt, *n_gen);
     double ttft = res->t_first > 0 ? res->t_first - res->t_submit : -1;
-    double tpot = res->t_first > 0 && res->n_gen > 1
-                      ? (res->t_done - res->t_first) / (res->n_gen - 1) : -1;
+    double tpot =
+        res->t_first > 0 && res->n_gen > 1 ? (res->t_done - res->t_first) / (res->n_gen - 1) : -1;
     double wait = res->t_admit > 0 ? res->t_admit - res->t_submit : -1;
     metrics_latency(srv->metrics, wait, ttft, tpot);
     if (res->empty_reason[0])
@@ -504,16 +504,15 @@ struct exsa_model *job_open(struct srv_conn *c, enum job_kind kind, struct job *
     if (job_parse(kind, c->body, c->body_len, j, e) < 0)
         return NULL;
     for (int i = 0; i < j->n_unknown && i < JOB_MAX_UNKNOWN; i++)
-        fprintf(stderr, "exsa serve: %s: ignoring unknown parameter '%s'\n", c->url,
-                j->unknown[i]);
+        fprintf(stderr, "exsa serve: %s: ignoring unknown parameter '%s'\n", c->url, j->unknown[i]);
     if (j->n_unknown > JOB_MAX_UNKNOWN)
         fprintf(stderr, "exsa serve: %s: and %d more unknown parameters\n", c->url,
                 j->n_unknown - JOB_MAX_UNKNOWN);
     return job_model(c, j, gen, n_ctx, e);
 }
 
-int job_tokenize(struct exsa_model *m, const char *text, bool add_bos, bool special,
-                 int32_t **out, int *n_out)
+int job_tokenize(struct exsa_model *m, const char *text, bool add_bos, bool special, int32_t **out,
+                 int *n_out)
 {
     size_t len = strlen(text);
     int cap = (int)(len < (1u << 26) ? len : (1u << 26)) + 8;
@@ -546,12 +545,15 @@ static int job_prompt(struct exsa_model *m, struct job *j, struct srv_err *e)
                            j->tool_mode == JOB_TOOLS_NONE ? NULL : j->tools, true, &j->prompt,
                            &j->n_prompt);
     else if (j->kind == JOB_GENERATE && j->use_chat_template)
-        rc = chat_tokenize(chat_of_model(m), tok_of_model(m), &one, 1, NULL, true, &j->prompt, &j->n_prompt);
+        rc = chat_tokenize(chat_of_model(m), tok_of_model(m), &one, 1, NULL, true, &j->prompt,
+                           &j->n_prompt);
     else if (!j->ids_given)
         rc = job_tokenize(m, j->text, true, true, &j->prompt, &j->n_prompt);
     if (rc < 0 && j->kind == JOB_CHAT)
-        return srv_err_set(e, 400, "messages", "invalid_value", "cannot render the conversation "
-                           "with the model's chat template: %s", exsa_strerror(rc));
+        return srv_err_set(e, 400, "messages", "invalid_value",
+                           "cannot render the conversation "
+                           "with the model's chat template: %s",
+                           exsa_strerror(rc));
     if (rc < 0)
         return srv_err_set(e, 400, "prompt", "invalid_value", "cannot tokenize the prompt: %s",
                            exsa_strerror(rc));

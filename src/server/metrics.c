@@ -1,9 +1,9 @@
 /*
  * metrics.c: counters and histograms for GET /metrics, in Prometheus' text format: requests by
  * route and status, prompt and generated tokens, queue wait, time to first token and time per
- * output token (histograms), and the scheduler's gauges (queue depth, active sequences, model loaded).
- * struct metrics is a fixed table under one mutex: (route, status) pairs are added as they are
- * seen, up to MAX_SERIES (then counted under route "other"). Called by http.c and job.c.
+ * output token (histograms), and the scheduler's gauges (queue depth, active sequences, model
+ * loaded). struct metrics is a fixed table under one mutex: (route, status) pairs are added as they
+ * are seen, up to MAX_SERIES (then counted under route "other"). Called by http.c and job.c.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -16,8 +16,7 @@
 #define MAX_SERIES 128
 #define N_BUCKETS 12
 
-static const double ttft_le[N_BUCKETS] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                          1,    2.5,   5,    10,  30,   60};
+static const double ttft_le[N_BUCKETS] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 static const double tpot_le[N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                           0.1,   0.25,   0.5,   1,    2.5,   5};
 
@@ -141,14 +140,13 @@ static void put_hist(struct buf *b, const char *name, const char *help, const st
 }
 
 /* One metric without labels; integral values are printed without a fraction. */
-static void put_one(struct buf *b, const char *name, const char *type, const char *help,
-                    double v)
+static void put_one(struct buf *b, const char *name, const char *type, const char *help, double v)
 {
     put(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
 }
 
-char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s,
-                     int n_conns, unsigned long long n_timeouts)
+char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s, int n_conns,
+                     unsigned long long n_timeouts)
 {
     struct buf b = {malloc(4096), 0, 4096};
     if (!b.p)

@@ -693,14 +693,10 @@ int job_parse(enum job_kind kind, const char *body, size_t len, struct job *j, s
                        parse_response_format(j, e) < 0 || parse_logprobs(j, e) < 0
                    ? -1
                    : parse_prompt(j, e);
-    case JOB_GENERATE:
-        return parse_generate(j, e);
-    case JOB_TOKENIZE:
-        return parse_tokenize(j, e);
-    case JOB_DETOKENIZE:
-        return parse_detokenize(j, e);
-    case JOB_LOAD:
-        return parse_load(j, e);
+    case JOB_GENERATE: return parse_generate(j, e);
+    case JOB_TOKENIZE: return parse_tokenize(j, e);
+    case JOB_DETOKENIZE: return parse_detokenize(j, e);
+    case JOB_LOAD: return parse_load(j, e);
     }
     return -1;
 }

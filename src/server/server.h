@@ -38,8 +38,8 @@ struct srv_config {
     int backend; /* enum exsa_backend_kind */
     int kv_type; /* enum exsa_kv_type */
     bool cors;
-    char cors_origins[1024]; /* comma-separated, or "*" */
-    bool cors_manage;        /* CORS on the model-management routes too */
+    char cors_origins[1024];  /* comma-separated, or "*" */
+    bool cors_manage;         /* CORS on the model-management routes too */
     char allowed_hosts[1024]; /* Host names besides the bound address, comma-separated */
     bool rate_limit;
     int rate_limit_max, rate_limit_window; /* requests per window; seconds */
@@ -48,10 +48,10 @@ struct srv_config {
     bool deterministic;
     int max_batch, batch_timeout_ms;
     char models_dir[PATH_MAX];
-    char api_key[512]; /* "" : no authentication */
-    long max_body;     /* bytes */
-    int step_delay_ms; /* test hook (EXSA_TEST_STEP_DELAY_MS) */
-    int grace_ms;      /* how long shutdown lets requests in flight finish */
+    char api_key[512];                 /* "" : no authentication */
+    long max_body;                     /* bytes */
+    int step_delay_ms;                 /* test hook (EXSA_TEST_STEP_DELAY_MS) */
+    int grace_ms;                      /* how long shutdown lets requests in flight finish */
     int max_conns, max_conns_per_addr; /* open connections in all, and from one address */
     int header_timeout, body_timeout;  /* seconds for a request's headers; for its body */
     bool mmap;                         /* model files mapped (true) or read into memory */
@@ -114,8 +114,8 @@ void metrics_tokens(struct metrics *m, int n_prompt, int n_gen);
 /* Seconds queued, to the first token, per output token (each < 0: not measured). */
 void metrics_latency(struct metrics *m, double queue_s, double ttft_s, double tpot_s);
 /* The Prometheus text exposition; malloc'd. n_conns, n_timeouts: from conntrack_stats. */
-char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s,
-                     int n_conns, unsigned long long n_timeouts);
+char *metrics_render(struct metrics *m, const struct sched_stats *st, double uptime_s, int n_conns,
+                     unsigned long long n_timeouts);
 
 /* ---- the server (http.c) -------------------------------------------------------------------- */
 
@@ -126,8 +126,8 @@ struct server {
     struct ratelimit *rl;
     struct conntrack *ct;
     struct MHD_Daemon *daemon;
-    double t_start;      /* monotonic */
-    long t_start_wall;   /* time(NULL) at start */
+    double t_start;             /* monotonic */
+    long t_start_wall;          /* time(NULL) at start */
     char models_root[PATH_MAX]; /* realpath of the models folder, "" when it does not exist */
     volatile int shutting_down;
     /* the token index of constrained decoding (tokmask.h) for the model of generation
@@ -156,12 +156,12 @@ struct srv_conn {
     bool body_too_big;
     char addr[64];
     int fd;
-    bool http11;  /* the request is HTTP/1.1 */
-    bool manage;  /* a model-management route (no CORS unless cfg.cors_manage) */
-    bool authed;  /* no API key is set, or the request carries it */
-    int status; /* the status replied (0 until then) */
-    int retry_after; /* > 0: the next reply carries Retry-After */
-    struct sched_req *req; /* the request in the scheduler, if any (cancelled at the end) */
+    bool http11;            /* the request is HTTP/1.1 */
+    bool manage;            /* a model-management route (no CORS unless cfg.cors_manage) */
+    bool authed;            /* no API key is set, or the request carries it */
+    int status;             /* the status replied (0 until then) */
+    int retry_after;        /* > 0: the next reply carries Retry-After */
+    struct sched_req *req;  /* the request in the scheduler, if any (cancelled at the end) */
     struct conn_slot *slot; /* the connection's deadlines (conns.c) */
     bool queued;
 };
@@ -178,8 +178,7 @@ int srv_reply_take(struct srv_conn *c, const char *ctype, char *text);
 /* OpenAI's error shape; type: "invalid_request_error", "authentication_error", ...; param and
  * code may be NULL. */
 int srv_reply_error(struct srv_conn *c, int status, const char *type, const char *param,
-                    const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+                    const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* An error body in OpenAI's shape (for SSE error events); malloc'd JSON text. */
 char *srv_error_json(const char *message, const char *type, const char *param, const char *code);
 /* s[0..n) as a JSON string literal (quotes included; control bytes and NUL escaped, invalid
@@ -193,8 +192,8 @@ char *srv_utf8_scrub(char *s);
  * so after a FIN the reply probes now and then (a 100 Continue before a whole reply, an SSE
  * comment in a stream); a client that left answers the probe with a reset. */
 struct srv_peer {
-    int fd;         /* -1: unknown (always there) */
-    bool http11;    /* 1xx answers are allowed */
+    int fd;           /* -1: unknown (always there) */
+    bool http11;      /* 1xx answers are allowed */
     double next, gap; /* when the next probe is due; seconds between probes */
 };
 enum srv_peer_state { PEER_THERE, PEER_PROBE, PEER_GONE };
@@ -207,14 +206,14 @@ bool srv_peer_probe_continue(struct srv_peer *p);
 /* ---- request bodies (request.c): bytes in, a job or a 400 out; no socket, no model --------- */
 
 /* Caps on the lists a client controls (past one: a 400 naming the field and the cap). */
-#define JOB_MAX_MESSAGES 4096  /* "messages" of a chat request */
-#define JOB_MAX_PARTS 1024     /* content parts of one message */
-#define JOB_MAX_STOP 16        /* stop strings */
-#define JOB_MAX_TOOLS 256      /* "tools" */
+#define JOB_MAX_MESSAGES 4096   /* "messages" of a chat request */
+#define JOB_MAX_PARTS 1024      /* content parts of one message */
+#define JOB_MAX_STOP 16         /* stop strings */
+#define JOB_MAX_TOOLS 256       /* "tools" */
 #define JOB_MAX_LOGIT_BIAS 4096 /* "logit_bias" entries */
-#define JOB_MAX_IDS (1 << 20)  /* token ids in a prompt or a /detokenize body */
-#define JOB_MAX_UNKNOWN 8      /* unknown parameter names kept for the log */
-#define JOB_MAX_N 8            /* "n": choices of one request */
+#define JOB_MAX_IDS (1 << 20)   /* token ids in a prompt or a /detokenize body */
+#define JOB_MAX_UNKNOWN 8       /* unknown parameter names kept for the log */
+#define JOB_MAX_N 8             /* "n": choices of one request */
 
 /* An answer decided away from the socket: status, OpenAI's param and code, a sentence. */
 struct srv_err {
@@ -296,8 +295,8 @@ void job_free(struct job *j);
  * logit-bias ids) against the vocabulary. Returns 0 or -1 with the 400 in e. */
 int job_check(const struct job *j, int n_ctx, int n_vocab, struct srv_err *e);
 /* Fills e (status, param, code, printf-style message); returns -1. */
-int srv_err_set(struct srv_err *e, int status, const char *param, const char *code,
-                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int srv_err_set(struct srv_err *e, int status, const char *param, const char *code, const char *fmt,
+                ...) __attribute__((format(printf, 5, 6)));
 
 /* ---- one choice of an OpenAI reply (reply.c) ------------------------------------------------ */
 
@@ -346,8 +345,8 @@ struct exsa_model *job_open(struct srv_conn *c, enum job_kind kind, struct job *
 /* A generating route (chat, completion, generate) from body to reply. */
 int job_route(struct srv_conn *c, enum job_kind kind);
 /* Tokenizes text with m; *out malloc'd. Returns 0 or a negative code. */
-int job_tokenize(struct exsa_model *m, const char *text, bool add_bos, bool special,
-                 int32_t **out, int *n_out);
+int job_tokenize(struct exsa_model *m, const char *text, bool add_bos, bool special, int32_t **out,
+                 int *n_out);
 /* The public id of the loaded model: its file name without ".gguf". */
 void srv_model_id(const char *path, char *out, size_t size);
 

@@ -76,8 +76,8 @@ static struct step one_seq_step(int n)
     for (int i = 0; i < 64; i++)
         blk[i] = i;
     off[0] = 0, off[1] = n, blk_off[0] = 0, blk_off[1] = (n + KV_BLOCK - 1) / KV_BLOCK;
-    return (struct step){n, NULL, pos, seq, ent_sq, n, rows, 1, sq_seq, off, sq_ent, rd, wr,
-                         blk_off, blk, NULL};
+    return (struct step){n,      NULL, pos,    seq, ent_sq, n,       rows, 1,
+                         sq_seq, off,  sq_ent, rd,  wr,     blk_off, blk,  NULL};
 }
 
 static bool any_nan(const float *a, size_t n)
@@ -90,15 +90,14 @@ static bool any_nan(const float *a, size_t n)
 
 /* ---- products -------------------------------------------------------------------------------- */
 
-static const int TYPES[] = {EXSA_DTYPE_F32,  EXSA_DTYPE_F16,  EXSA_DTYPE_BF16, EXSA_DTYPE_Q8_0,
-                            EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q5_K, EXSA_DTYPE_Q6_K,
+static const int TYPES[] = {EXSA_DTYPE_F32,  EXSA_DTYPE_F16,  EXSA_DTYPE_BF16,  EXSA_DTYPE_Q8_0,
+                            EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q5_K,  EXSA_DTYPE_Q6_K,
                             EXSA_DTYPE_Q5_0, EXSA_DTYPE_Q2_K, EXSA_DTYPE_IQ4_NL};
 #define N_TYPES (int)(sizeof TYPES / sizeof TYPES[0])
 
 static struct tensor weight(int type, int64_t K, int64_t N, int64_t E)
 {
-    struct tensor t = {.name = "test", .type = type, .n_dims = E > 1 ? 3 : 2,
-                       .ne = {K, N, E, 1}};
+    struct tensor t = {.name = "test", .type = type, .n_dims = E > 1 ? 3 : 2, .ne = {K, N, E, 1}};
     t.data = random_weights(type, K, N * E);
     t.nbytes = dtype_row_size(type, K) * N * E;
     return t;
@@ -138,9 +137,10 @@ static void check_product(int type, int64_t K, int64_t N, int64_t E, int ex, int
     float *y = dev_get(dy, (size_t)n * N);
     double e = nmse(y, r, (size_t)n * N), bar = bar_of(type, n);
     const char *tn = dtype_info(type)->name;
-    CHECK(rc == 0 && end == 0 && e <= bar, "matmul %s K=%lld N=%lld E=%lld ex=%d n=%d%s: nmse "
-          "%.3g (bar %.0e) rc %d/%d", tn, (long long)K, (long long)N, (long long)E, ex, n,
-          acc ? " acc" : "", e, bar, rc, end);
+    CHECK(rc == 0 && end == 0 && e <= bar,
+          "matmul %s K=%lld N=%lld E=%lld ex=%d n=%d%s: nmse "
+          "%.3g (bar %.0e) rc %d/%d",
+          tn, (long long)K, (long long)N, (long long)E, ex, n, acc ? " acc" : "", e, bar, rc, end);
     if (verbose)
         fprintf(stderr, "  matmul %-6s K=%-5lld N=%-5lld n=%-3d%s nmse %.3g\n", tn, (long long)K,
                 (long long)N, n, acc ? " acc" : "    ", e);
@@ -240,8 +240,12 @@ static void test_norm(void)
         const int rows = shapes[k][0], dim = shapes[k][1];
         float *x = random_input((int64_t)rows * dim), *wv = random_input(dim);
         float *r = malloc(sizeof(float) * rows * dim);
-        struct tensor wt = {.name = "norm", .type = EXSA_DTYPE_F32, .n_dims = 1,
-                            .ne = {dim, 1, 1, 1}, .data = wv, .nbytes = 4u * dim};
+        struct tensor wt = {.name = "norm",
+                            .type = EXSA_DTYPE_F32,
+                            .n_dims = 1,
+                            .ne = {dim, 1, 1, 1},
+                            .data = wv,
+                            .nbytes = 4u * dim};
         struct tensor wg = wt;
         gpu->ops->prepare(gpu, &wg);
         ref->ops->rmsnorm(ref, r, x, &wt, rows, dim, 1e-5f);
@@ -266,8 +270,8 @@ static void test_norm(void)
         CHECK(rc == 0 && nmse_f32(y, r, (size_t)rows * dim) <= 1e-7, "rmsnorm %dx%d: %.3g", rows,
               dim, nmse_f32(y, r, (size_t)rows * dim));
         if (prod)
-            CHECK(nmse(yp, rp, (size_t)rows * 96) <= 1e-4, "rmsnorm then matmul %dx%d: %.3g",
-                  rows, dim, nmse(yp, rp, (size_t)rows * 96));
+            CHECK(nmse(yp, rp, (size_t)rows * 96) <= 1e-4, "rmsnorm then matmul %dx%d: %.3g", rows,
+                  dim, nmse(yp, rp, (size_t)rows * 96));
         gpu->ops->unprepare(gpu, &wg);
         if (prod)
             gpu->ops->unprepare(gpu, &mw);
@@ -527,8 +531,12 @@ static void test_shortconv(void)
     struct twin t;
     twin_init(&t, &hp, EXSA_DTYPE_F32);
     float *wv = random_input((int64_t)dim * L);
-    struct tensor w = {.name = "conv", .type = EXSA_DTYPE_F32, .n_dims = 2,
-                       .ne = {L, dim, 1, 1}, .data = wv, .nbytes = 4u * dim * L};
+    struct tensor w = {.name = "conv",
+                       .type = EXSA_DTYPE_F32,
+                       .n_dims = 2,
+                       .ne = {L, dim, 1, 1},
+                       .data = wv,
+                       .nbytes = 4u * dim * L};
     struct tensor wg = w;
     gpu->ops->prepare(gpu, &wg);
     const int chunks[][2] = {{20, 1}, {7, 3}, {1, 1}, {1, 1}, {64, 2}, {100, 3}, {2, 2}};
@@ -573,8 +581,8 @@ static struct exsa_engine *engine(struct exsa_model *m, int gpu_layers, int kv_t
     p.kv_type = (enum exsa_kv_type)kv_type, p.n_threads = 2;
     struct exsa_engine *e = NULL;
     char err[512];
-    CHECK(exsa_engine_create(m, &p, &e, err, sizeof err) == 0, "engine (ngl %d): %s",
-          gpu_layers, err);
+    CHECK(exsa_engine_create(m, &p, &e, err, sizeof err) == 0, "engine (ngl %d): %s", gpu_layers,
+          err);
     return e;
 }
 
@@ -583,8 +591,8 @@ static void fixture_rows(struct exsa_engine *e, const struct ref *r, float *out)
 {
     for (int i = 0; i < r->n_prompts; i++) {
         const struct prompt *q = &r->p[i];
-        exsa_seq_free(e, run_prompt(e, q, 1024, r->n_vocab,
-                                    out + (size_t)q->row_offset * r->n_vocab));
+        exsa_seq_free(e,
+                      run_prompt(e, q, 1024, r->n_vocab, out + (size_t)q->row_offset * r->n_vocab));
     }
 }
 
@@ -740,8 +748,8 @@ static void decode_run(struct exsa_model *m, bool graphs, bool batched, float *o
             exsa_seq_free(e, ids[s]);
     }
     const long replays = e ? backend_cuda_graph_replays(e->gpu) : -1;
-    CHECK(graphs ? replays >= steps - 2 : replays == 0, "graphs %s: %ld replays", graphs ? "on" : "off",
-          replays);
+    CHECK(graphs ? replays >= steps - 2 : replays == 0, "graphs %s: %ld replays",
+          graphs ? "on" : "off", replays);
     exsa_engine_free(e);
     unsetenv("EXSA_CUDA_GRAPHS");
 }
@@ -784,8 +792,7 @@ static void test_graphs_and_batching(void)
  * Without the setting rows differ (on the first file): the setting is not ignored. */
 static void test_batch_invariance(void)
 {
-    static const char *const names[] = {"lfm2-tiny-Q4_K_M", "lfm2moe-tiny-Q4_K_M",
-                                        "lfm2-tiny-F16"};
+    static const char *const names[] = {"lfm2-tiny-Q4_K_M", "lfm2moe-tiny-Q4_K_M", "lfm2-tiny-F16"};
     static const struct bh_cfg cfg = {5, 300, 160, {300, 1, 64, 100}, true, true};
     for (int f = 0; f < 3; f++) {
         struct ref r;
@@ -810,8 +817,10 @@ static void test_batch_invariance(void)
                 e ? bh_check_engine(e, &c, exsa_model_info(m)->vocab_size, what, &widest) : 0;
             CHECK(!e || widest > 64, "%s: widest step %d entries", what, widest);
             CHECK(!e || det || differed > 0, "%s: no sequence differed from alone", what);
-            fprintf(stderr, "  %s: %d of 48 (sequence, group) runs differ from alone, widest "
-                    "step %d\n", what, differed, widest);
+            fprintf(stderr,
+                    "  %s: %d of 48 (sequence, group) runs differ from alone, widest "
+                    "step %d\n",
+                    what, differed, widest);
             if (det)
                 check_fixture(e, names[f], &r, " (deterministic)");
             exsa_engine_free(e);
@@ -875,10 +884,10 @@ static bool wanted(int argc, char **argv, const char *name)
     return false;
 }
 
-#define RUN_IF(fn)                                                                             \
-    do {                                                                                       \
-        if (wanted(argc, argv, #fn))                                                           \
-            RUN(fn);                                                                           \
+#define RUN_IF(fn)                                                                                 \
+    do {                                                                                           \
+        if (wanted(argc, argv, #fn))                                                               \
+            RUN(fn);                                                                               \
     } while (0)
 
 int main(int argc, char **argv)

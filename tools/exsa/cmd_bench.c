@@ -33,8 +33,7 @@ static void bench_usage(FILE *f)
 
 int cmd_bench(int argc, char **argv)
 {
-    struct bench_params p = {.n_prompt = 512, .n_gen = 128, .reps = 5,
-                             .backend = EXSA_BACKEND_CPU};
+    struct bench_params p = {.n_prompt = 512, .n_gen = 128, .reps = 5, .backend = EXSA_BACKEND_CPU};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;

@@ -101,17 +101,32 @@ int cmd_logits(int argc, char **argv)
     int backend = EXSA_BACKEND_CPU, threads = 0, ngl = 0, kvt = EXSA_KV_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-m") && v) model = v, i++;
-        else if (!strcmp(a, "-ngl") && v) { if (cli_int("-ngl", v, 0, 1 << 20, &ngl)) return 2; i++; }
-        else if (!strcmp(a, "--kv-type") && v) { if ((kvt = cli_parse_kv_type(v)) < 0) return 2; i++; }
-        else if (!strcmp(a, "--tokens") && v) tokens = v, i++;
-        else if (!strcmp(a, "-o") && v) outp = v, i++;
-        else if (!strcmp(a, "--backend") && v) { if ((backend = cli_parse_backend(v)) < 0) return 2; i++; }
-        else if (!strcmp(a, "-t") && v) { if (cli_int("-t", v, 1, 1024, &threads)) return 2; i++; }
-        else {
+        if (!strcmp(a, "-m") && v)
+            model = v, i++;
+        else if (!strcmp(a, "-ngl") && v) {
+            if (cli_int("-ngl", v, 0, 1 << 20, &ngl))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "--kv-type") && v) {
+            if ((kvt = cli_parse_kv_type(v)) < 0)
+                return 2;
+            i++;
+        } else if (!strcmp(a, "--tokens") && v)
+            tokens = v, i++;
+        else if (!strcmp(a, "-o") && v)
+            outp = v, i++;
+        else if (!strcmp(a, "--backend") && v) {
+            if ((backend = cli_parse_backend(v)) < 0)
+                return 2;
+            i++;
+        } else if (!strcmp(a, "-t") && v) {
+            if (cli_int("-t", v, 1, 1024, &threads))
+                return 2;
+            i++;
+        } else {
             fprintf(stderr, "usage: exsa logits -m MODEL --tokens 1,6,129,... "
-                    "[--backend ref|cpu|cuda] [-ngl N] [--kv-type f32|f16] [-t THREADS] "
-                    "-o OUT.f32\n");
+                            "[--backend ref|cpu|cuda] [-ngl N] [--kv-type f32|f16] [-t THREADS] "
+                            "-o OUT.f32\n");
             return 2;
         }
     }
@@ -215,8 +230,8 @@ static void print_model(const char *path, const struct gguf_file *f, const struc
     for (int l = 0; l < in->n_layers; l++)
         printf("%s%s", l ? "," : "", exsa_model_layer_is_attn(m, l) ? "attn" : "conv");
     if (in->n_experts > 0)
-        printf("\nmoe: %d experts, %d used, expert ffn %d, %d dense leading layers",
-               in->n_experts, in->n_experts_used, in->expert_hidden_dim, in->n_dense_lead);
+        printf("\nmoe: %d experts, %d used, expert ffn %d, %d dense leading layers", in->n_experts,
+               in->n_experts_used, in->expert_hidden_dim, in->n_dense_lead);
     printf("\noutput: %s\nparams: %" PRIu64 ", weights %.1f MiB\n",
            in->tied_output ? "tied to token_embd" : "output.weight", in->n_params,
            in->weight_bytes / 1048576.0);
@@ -227,8 +242,8 @@ static void print_model(const char *path, const struct gguf_file *f, const struc
         const struct gguf_tensor *t = &f->tensors[i];
         const struct dtype_info *di = dtype_info(t->type);
         printf("  %-36s %-7s %6lld x %-6lld x %-3lld %10" PRIu64 " bytes\n", t->name,
-               di ? di->name : "?", (long long)t->ne[0], (long long)t->ne[1],
-               (long long)t->ne[2], t->nbytes);
+               di ? di->name : "?", (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+               t->nbytes);
     }
 }
 

@@ -48,27 +48,28 @@ static void run_usage(FILE *f, const char *cmd)
         fprintf(f, "  -p TEXT             the prompt: one user message in the chat template\n"
                    "  --raw               feed the prompt as-is (BOS added, specials parsed)\n"
                    "  --ids               print the generated token ids instead of text\n");
-    fprintf(f, "  --system TEXT       a system message first\n"
-               "  -n N                reply tokens at most (default: until EOG or the context "
-               "ends)\n"
-               "  --temp T            temperature (default 0.3; 0: greedy, which also turns the\n"
-               "                      repeat penalty off unless --repeat-penalty is given)\n"
-               "  --top-k K           keep the K best tokens (default 0: off)\n"
-               "  --top-p P           nucleus sampling (default 1: off)\n"
-               "  --min-p P           drop tokens below P x the best (default 0.15)\n"
-               "  --repeat-penalty R  over the last 64 tokens (default 1.05; 1: off)\n"
-               "  --seed S            sampling seed (default: from the clock)\n"
-               "  --ignore-eos        go on past end-of-generation tokens (with -n)\n"
-               "  -c N                context size (default: min(4096, the model's))\n"
-               "  -b N                prefill chunk, the engine's batch size (default 512)\n"
-               "  -t N                threads (default: all CPUs)\n"
-               "  --backend B         ref, cpu (default) or cuda (every layer on the GPU)\n"
-               "  -ngl N              layers on the GPU: the last N and the output head\n"
-               "  --kv-type T         K/V cache: f32 or f16 (default f16 on the GPU, f32 on\n"
-               "                      the CPU)\n"
-               "  --verbose           %s\n"
-               "%s"
-               "MODEL may also come from $MODEL_PATH.\n",
+    fprintf(f,
+            "  --system TEXT       a system message first\n"
+            "  -n N                reply tokens at most (default: until EOG or the context "
+            "ends)\n"
+            "  --temp T            temperature (default 0.3; 0: greedy, which also turns the\n"
+            "                      repeat penalty off unless --repeat-penalty is given)\n"
+            "  --top-k K           keep the K best tokens (default 0: off)\n"
+            "  --top-p P           nucleus sampling (default 1: off)\n"
+            "  --min-p P           drop tokens below P x the best (default 0.15)\n"
+            "  --repeat-penalty R  over the last 64 tokens (default 1.05; 1: off)\n"
+            "  --seed S            sampling seed (default: from the clock)\n"
+            "  --ignore-eos        go on past end-of-generation tokens (with -n)\n"
+            "  -c N                context size (default: min(4096, the model's))\n"
+            "  -b N                prefill chunk, the engine's batch size (default 512)\n"
+            "  -t N                threads (default: all CPUs)\n"
+            "  --backend B         ref, cpu (default) or cuda (every layer on the GPU)\n"
+            "  -ngl N              layers on the GPU: the last N and the output head\n"
+            "  --kv-type T         K/V cache: f32 or f16 (default f16 on the GPU, f32 on\n"
+            "                      the CPU)\n"
+            "  --verbose           %s\n"
+            "%s"
+            "MODEL may also come from $MODEL_PATH.\n",
             chat ? "per-turn token counts and speeds on stderr" : "(no effect: stats always)",
             chat ? "  --no-cache          process the whole conversation every turn\n" : "");
 }
@@ -156,12 +157,12 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
             run_usage(stdout, o->cmd);
             return 1;
         }
-        bool *flag = !strcmp(a, "--verbose")               ? &o->verbose
-                     : !strcmp(a, "--ignore-eos")          ? &o->ignore_eos
-                     : chat && !strcmp(a, "--no-cache")    ? &o->no_cache
-                     : !chat && !strcmp(a, "--raw")        ? &o->raw
-                     : !chat && !strcmp(a, "--ids")        ? &o->ids
-                                                           : NULL;
+        bool *flag = !strcmp(a, "--verbose")            ? &o->verbose
+                     : !strcmp(a, "--ignore-eos")       ? &o->ignore_eos
+                     : chat && !strcmp(a, "--no-cache") ? &o->no_cache
+                     : !chat && !strcmp(a, "--raw")     ? &o->raw
+                     : !chat && !strcmp(a, "--ids")     ? &o->ids
+                                                        : NULL;
         if (flag) {
             *flag = true;
             continue;
@@ -237,8 +238,9 @@ static int session_open(struct session *s, const struct run_opts *o)
     ep.backend = (enum exsa_backend_kind)o->backend;
     ep.gpu_layers = o->gpu_layers;
     ep.kv_type = (enum exsa_kv_type)o->kv_type;
-    ep.n_ctx = o->n_ctx > 0 ? o->n_ctx : mi->n_ctx_train > 0 && mi->n_ctx_train < 4096
-                                             ? mi->n_ctx_train : 4096;
+    ep.n_ctx = o->n_ctx > 0                                    ? o->n_ctx
+               : mi->n_ctx_train > 0 && mi->n_ctx_train < 4096 ? mi->n_ctx_train
+                                                               : 4096;
     ep.n_batch = o->n_batch;
     ep.n_threads = o->n_threads;
     s->n_ctx = ep.n_ctx, s->n_batch = ep.n_batch, s->n_vocab = mi->vocab_size;
@@ -368,21 +370,23 @@ static void report_finish(const char *cmd, const struct gen *g)
         fprintf(stderr, "exsa %s: empty reply: %s\n", cmd, why);
 }
 
-static double rate(int n, double secs) { return secs > 0 ? n / secs : 0; }
+static double rate(int n, double secs)
+{
+    return secs > 0 ? n / secs : 0;
+}
 
 /* ---- exsa run -------------------------------------------------------------------------------- */
 
 /* The prompt's ids (malloc'd into *out): raw text with BOS and specials, or one user message
  * (after the system one, if any) in the chat template with the generation prompt. */
-static int prompt_ids(const struct run_opts *o, const struct exsa_model *m, int32_t **out,
-                      int *n)
+static int prompt_ids(const struct run_opts *o, const struct exsa_model *m, int32_t **out, int *n)
 {
     if (!o->raw) {
         struct exsa_chat_msg msgs[2] = {{.role = "system", .content = o->system},
                                         {.role = "user", .content = o->prompt}};
         int first = o->system ? 0 : 1;
-        return chat_tokenize(chat_of_model(m), tok_of_model(m), msgs + first, 2 - first, NULL,
-                             true, out, n);
+        return chat_tokenize(chat_of_model(m), tok_of_model(m), msgs + first, 2 - first, NULL, true,
+                             out, n);
     }
     size_t len = strlen(o->prompt);
     int cap = (int)(len < (1u << 24) ? len : (1u << 24)) + 8;
@@ -410,8 +414,10 @@ static int run_once(const struct run_opts *o, struct session *s)
         if (n == 0)
             fprintf(stderr, "exsa run: the prompt is empty\n");
         else
-            fprintf(stderr, "exsa run: the prompt is %d tokens, longer than the context of %d "
-                    "tokens (-c)\n", n, s->n_ctx);
+            fprintf(stderr,
+                    "exsa run: the prompt is %d tokens, longer than the context of %d "
+                    "tokens (-c)\n",
+                    n, s->n_ctx);
         free(ids);
         return 1;
     }
@@ -456,7 +462,7 @@ int cmd_run(int argc, char **argv)
 
 struct chat {
     struct session s;
-    struct exsa_chat_msg *msgs; /* contents malloc'd; msgs[0] is the system one if any */
+    struct exsa_chat_msg *msgs;   /* contents malloc'd; msgs[0] is the system one if any */
     int n_msgs, cap_msgs, n_keep; /* n_keep: messages /reset keeps (the system one) */
     struct exsa_snapshot **snaps; /* after each turn's prompt, oldest first */
     int *snap_len;                /* their lengths (positions) */
@@ -580,8 +586,10 @@ static int chat_turn(struct chat *c, const struct run_opts *o, const char *line)
         rc = chat_tokenize(chat_of_model(s->m), tok_of_model(s->m), c->msgs, c->n_msgs, NULL, true,
                            &ids, &n);
     if (!rc && n >= s->n_ctx) {
-        fprintf(stderr, "exsa chat: the conversation is %d tokens, as long as the context of %d "
-                "or longer; /reset to start over\n", n, s->n_ctx);
+        fprintf(stderr,
+                "exsa chat: the conversation is %d tokens, as long as the context of %d "
+                "or longer; /reset to start over\n",
+                n, s->n_ctx);
         free(ids);
         pop_msgs(c, c->n_msgs - 1);
         return 1;
@@ -613,10 +621,11 @@ static int chat_turn(struct chat *c, const struct run_opts *o, const char *line)
         if (why)
             fprintf(stderr, "exsa chat: empty reply: %s\n", why);
         if (o->verbose)
-            fprintf(stderr, "[turn %d] conversation: %d tokens, cached: %d, new: %d, %.1f tok/s; "
-                    "reply: %d tokens, %.1f tok/s; finish: %s\n", c->turn, n, reused, n - reused,
-                    rate(n - reused, t1 - t0), gen_n_tokens(g), rate(gen_n_tokens(g), t2 - t1),
-                    gen_finish_reason(gen_finished(g)));
+            fprintf(stderr,
+                    "[turn %d] conversation: %d tokens, cached: %d, new: %d, %.1f tok/s; "
+                    "reply: %d tokens, %.1f tok/s; finish: %s\n",
+                    c->turn, n, reused, n - reused, rate(n - reused, t1 - t0), gen_n_tokens(g),
+                    rate(gen_n_tokens(g), t2 - t1), gen_finish_reason(gen_finished(g)));
     }
     free(reply.p);
     gen_free(g);

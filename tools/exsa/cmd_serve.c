@@ -35,9 +35,10 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "exsa serve: no model (set MODEL_PATH or -m); POST /v1/models/load "
                         "to load one\n");
     if (strcmp(cfg.host, "127.0.0.1") && strcmp(cfg.host, "localhost") && strcmp(cfg.host, "::1"))
-        fprintf(stderr, "exsa serve: warning: listening on %s opens the server beyond this "
-                        "machine%s (requests by a host name need ALLOWED_HOSTS)\n", cfg.host,
-                cfg.api_key[0] ? "" : ", with no API_KEY");
+        fprintf(stderr,
+                "exsa serve: warning: listening on %s opens the server beyond this "
+                "machine%s (requests by a host name need ALLOWED_HOSTS)\n",
+                cfg.host, cfg.api_key[0] ? "" : ", with no API_KEY");
     static struct server srv;
     if (srv_start(&srv, &cfg, err, sizeof err) < 0) {
         fprintf(stderr, "exsa serve: %s\n", err);

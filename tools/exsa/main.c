@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "exsa.h"
 #include "cli.h"
+#include "exsa.h"
 
 #define WEAK __attribute__((weak))
 WEAK int cmd_tokenize(int argc, char **argv);
@@ -45,8 +45,10 @@ static const struct command *commands(void)
 
 static int usage(void)
 {
-    fprintf(stderr, "exsa %s: a local inference engine for LFM2 models\nusage: exsa COMMAND "
-            "[options]   (exsa COMMAND --help for its options)\n\ncommands:\n", EXSA_VERSION);
+    fprintf(stderr,
+            "exsa %s: a local inference engine for LFM2 models\nusage: exsa COMMAND "
+            "[options]   (exsa COMMAND --help for its options)\n\ncommands:\n",
+            EXSA_VERSION);
     for (const struct command *c = commands(); c->name; c++)
         fprintf(stderr, "  %-9s %s%s\n", c->name, c->help, c->fn ? "" : " (not in this build)");
     return 2;
