@@ -249,9 +249,9 @@ __device__ __forceinline__ int64_t elementwise_start()
 /* ---- kernels (launchers run on c->stream) ------------------------------------------------------ */
 
 /* mmv.cu */
-#define MMV_MAX_TOK 16 /* tokens per matrix-vector launch (EXSA_CUDA_MMV_MAX_TOK: fewer) */
-#define MMV_MAX_N 64   /* larger calls take the GEMM path */
-#define MOE_TILE 8     /* problems (token, expert slot) per MoE tile */
+#define MMV_MAX_TOK 8 /* tokens per matrix-vector launch (EXSA_CUDA_MMV_MAX_TOK: fewer) */
+#define MMV_MAX_N 64  /* larger calls take the GEMM path */
+#define MOE_TILE 8    /* problems (token, expert slot) per MoE tile */
 void cu_quantize(struct cuda_be *c, const float *x, int n, int64_t K, const struct q8act *out);
 /* y[t][r] (+)= W[r] . x[t] for the rows of up to 3 matrices of one type and K (segments of
  * one row range, each with its own y), t < n (<= cu_mmv_max_tok). x is f32 [n][ldx], RMS-normed

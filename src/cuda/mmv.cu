@@ -88,7 +88,7 @@ int64_t cu_mmv_grid_cap(int n_sms)
     return cap > 0 ? cap : 0;
 }
 
-/* EXSA_CUDA_MMV_MAX_TOK=N (1, 2, 4, 8 or 16): at most N tokens a launch (to compare). */
+/* EXSA_CUDA_MMV_MAX_TOK=N (1, 2, 4 or 8): at most N tokens a launch (to compare). */
 static int max_tok_setting(void)
 {
     const char *v = getenv("EXSA_CUDA_MMV_MAX_TOK");
@@ -109,12 +109,8 @@ int cu_mmv_max_tok(int gt, int64_t K)
     return nt;
 }
 
-bool mmv_long3;
-
 void cu_mmv_init(void)
 {
-    const char *l3 = getenv("EXSA_CUDA_MMV_LONG3");
-    mmv_long3 = l3 && !strcmp(l3, "1");
     for (int gt = 0; gt < GT_COUNT; gt++)
         for (int nt = 1; nt <= MMV_MAX_TOK; nt *= 2)
             for (int v = 0; v < 4; v++)

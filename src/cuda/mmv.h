@@ -327,11 +327,9 @@ __device__ __forceinline__ float silu(float g)
  * 6-bit units of one token fit without spilling, else 4 (128). */
 __host__ __device__ constexpr int min_blocks_of(int gt, int nt, bool lng)
 {
-    /* 16 tokens: twice the accumulators, registers for 2 blocks (batched decode reads each
-     * weight once for 16 sequences instead of twice) */
     if (nt == 1 && !lng && (gt == GT_Q4_0 || gt == GT_Q4_K || gt == GT_Q5_K || gt == GT_Q6_K))
         return 5;
-    return nt >= 16 ? 2 : 4;
+    return 4;
 }
 
 struct mmv_params {
@@ -495,8 +493,8 @@ __device__ __forceinline__ void load_units(const mmv_params &p, int sg, int64_t 
  * loaded into the registers of the current row's units as each is used, so they are in flight
  * while the row is finished, reduced and written. Lanes past the end still join the shuffles
  * and the barriers. */
-template <int GT, int NT, bool GLU, bool LONG, int MINB = min_blocks_of(GT, NT, LONG)>
-__global__ void __launch_bounds__(MMV_THREADS, MINB) k_mmv(mmv_params p)
+template <int GT, int NT, bool GLU, bool LONG>
+__global__ void __launch_bounds__(MMV_THREADS, min_blocks_of(GT, NT, LONG)) k_mmv(mmv_params p)
 {
     pdl_trigger();
     l2_prefetch(p);
@@ -579,21 +577,13 @@ __global__ void __launch_bounds__(MMV_THREADS, MINB) k_mmv(mmv_params p)
 
 typedef void (*mmv_kernel)(mmv_params);
 
-/* EXSA_CUDA_MMV_LONG3=1: one-token kernels of long rows compiled for 3 resident blocks (more
- * registers: the 4-block build spills; an experiment, mmv.cu reads the setting). */
-extern bool mmv_long3;
-
 template <int GT, bool LONG> static mmv_kernel pick_nt(int nt, bool glu)
 {
-    if constexpr (LONG)
-        if (nt == 1 && mmv_long3)
-            return glu ? k_mmv<GT, 1, true, true, 3> : k_mmv<GT, 1, false, true, 3>;
     switch (nt) {
     case 1: return glu ? k_mmv<GT, 1, true, LONG> : k_mmv<GT, 1, false, LONG>;
     case 2: return glu ? k_mmv<GT, 2, true, LONG> : k_mmv<GT, 2, false, LONG>;
     case 4: return glu ? k_mmv<GT, 4, true, LONG> : k_mmv<GT, 4, false, LONG>;
-    case 8: return glu ? k_mmv<GT, 8, true, LONG> : k_mmv<GT, 8, false, LONG>;
-    default: return glu ? k_mmv<GT, 16, true, LONG> : k_mmv<GT, 16, false, LONG>;
+    default: return glu ? k_mmv<GT, 8, true, LONG> : k_mmv<GT, 8, false, LONG>;
     }
 }
 
@@ -602,7 +592,7 @@ template <int GT> static mmv_kernel pick_long(int nt, bool glu, bool lng)
     return lng ? pick_nt<GT, true>(nt, glu) : pick_nt<GT, false>(nt, glu);
 }
 
-/* The dense kernel of weight type gt for nt tokens (1, 2, 4, 8, 16), glu or not, long rows or not;
+/* The dense kernel of weight type gt for nt tokens (1, 2, 4, 8), glu or not, long rows or not;
  * one per group of types, each in its own file. */
 mmv_kernel mmv_pick_float(int gt, int nt, bool glu, bool lng);
 mmv_kernel mmv_pick_q8q4(int gt, int nt, bool glu, bool lng);
