@@ -316,6 +316,12 @@ static void test_bad_flags(void)
     expect_exit((const char *[]){"run", "-m", m, "-p", "x", "--seed", NULL}, 2, "--seed");
     expect_exit((const char *[]){"chat", "-m", m, "--raw", NULL}, 2, "--raw");
     expect_exit((const char *[]){"run", "--help", NULL}, 0, NULL);
+    /* a switch's value is checked, not taken as false */
+    expect_exit((const char *[]){"serve", "--deterministic=maybe", NULL}, 2,
+                "expected true or false");
+    expect_exit((const char *[]){"bench", "-m", m, "--deterministic", "-p", "8", "-n", "2", "-r",
+                                 "1", "-t", "1", NULL},
+                0, NULL);
 }
 
 static void test_errors(void)
