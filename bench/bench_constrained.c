@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench-util.h"
 #include "chat.h"
 #include "exsa.h"
 #include "gen.h"
@@ -25,13 +26,6 @@
 #include "tokmask.h"
 
 #define ROUNDS 4
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* The mask hook, timed. */
 struct timed {

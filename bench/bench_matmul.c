@@ -14,22 +14,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench-util.h"
 #include "cpu/features.h"
 #include "cpu/matmul.h"
 #include "quant.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static double median(double *v, int n)
 {

@@ -13,21 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench-util.h"
 #include "engine.h"
 #include "pcache.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Prefills toks[0..n) into seq in chunks of 512. */
 static int prefill(struct exsa_engine *e, int seq, const int32_t *toks, int n, float *logits)

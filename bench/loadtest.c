@@ -34,6 +34,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "bench-util.h"
+
 struct opts {
     const char *host;
     int port, clients, requests, turns, user_tokens, max_tokens;
@@ -46,13 +48,6 @@ static struct opts O = {"127.0.0.1", 3000, 4, 0, 4, 300, 64, 60, 0, false, false
 static double g_t0, g_w0, g_w1; /* start; the measured window [g_w0, g_w1) */
 static double g_words_per_token = 0.75;
 static atomic_int g_next_req, g_stop;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- results --------------------------------------------------------------------------------- */
 
@@ -479,12 +474,6 @@ static struct cache_counts cache_counts(void)
                              metric(m, "exsa_prompt_cache_reused_tokens_total")};
     free(m);
     return c;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* The q-quantile (nearest rank) of v[0..n), sorted in place; NAN when empty. */

@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-util.h"
+
 struct opts {
     const char *exsa, *model, *log;
     double seconds, disconnect;
@@ -48,13 +50,6 @@ static atomic_bool g_stop;
 static atomic_long n_requests, n_answers, n_errors, n_disconnects, n_refused, n_lost;
 static atomic_long n_burst_ok, n_burst_503;
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* A request that got neither its answer nor a documented error: counted and shown. */
 static void lost(const char *what, int status, const char *body)

@@ -7,6 +7,7 @@
 #define EXSA_TEST_PCACHE_UTIL_H
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "exsa.h"
 #include "harness.h"
@@ -80,6 +81,24 @@ static inline void cold(struct exsa_engine *e, const int32_t *toks, int n, float
     int seq = exsa_seq_new(e);
     CHECK(feed(e, seq, toks, 0, n, CHUNK, out) == 0, "cold");
     exsa_seq_free(e, seq);
+}
+
+/* The two hits of a cached 100-token prompt (checkpoints at 70, a message start, and 100, its
+ * end): the prompt continued to 150 tokens (restores 100) and another that shares its first 85
+ * tokens, to 160 (restores 70). cold_lg[i], warm_lg[i]: the last logits of a cold run and of
+ * the run from the restored prefix. */
+static inline void two_hits(struct exsa_engine *e, struct pcache *pc, float *cold_lg[2],
+                            float *warm_lg[2])
+{
+    int32_t t[200], u[200];
+    tokens(t, 200, 1);
+    put(e, pc, t, (const int[]){70, 100}, 2, CHUNK);
+    cold(e, t, 150, cold_lg[0]);
+    warm(e, pc, t, 150, 100, warm_lg[0]);
+    memcpy(u, t, sizeof u);
+    tokens(u + 85, 115, 2);
+    cold(e, u, 160, cold_lg[1]);
+    warm(e, pc, u, 160, 70, warm_lg[1]);
 }
 
 #endif

@@ -850,24 +850,17 @@ static void test_prompt_cache(void)
             exsa_engine_free(e);
             break;
         }
-        int32_t t[200], u[200];
-        float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
-        tokens(t, 200, 1);
-        put(e, pc, t, (const int[]){70, 100}, 2, CHUNK);
-        cold(e, t, 150, a);
-        warm(e, pc, t, 150, 100, b);
+        float *a[2] = {malloc(sizeof(float) * V), malloc(sizeof(float) * V)};
+        float *b[2] = {malloc(sizeof(float) * V), malloc(sizeof(float) * V)};
+        two_hits(e, pc, a, b);
         int agree;
-        double rel1 = rel_err(b, a, 1, V, &agree);
-        memcpy(u, t, sizeof u);
-        tokens(u + 85, 115, 2);
-        cold(e, u, 160, a);
-        warm(e, pc, u, 160, 70, b);
-        double rel2 = rel_err(b, a, 1, V, &agree);
+        const double rel1 = rel_err(b[0], a[0], 1, V, &agree);
+        const double rel2 = rel_err(b[1], a[1], 1, V, &agree);
         fprintf(stderr, "  prompt cache hit vs cold (%s): rel %.3g at 100, %.3g at 70\n",
                 det ? "deterministic" : "default", rel1, rel2);
         CHECK(det ? rel1 == 0 && rel2 == 0 : rel1 < 1e-3 && rel2 < 1e-3,
               "hit vs cold (%s): rel %.3g, %.3g", det ? "deterministic" : "default", rel1, rel2);
-        free(a), free(b);
+        free(a[0]), free(a[1]), free(b[0]), free(b[1]);
         pcache_free(pc);
         exsa_engine_free(e);
     }
