@@ -8,7 +8,6 @@
 #   memcheck       compute-sanitizer memcheck over the ops and one fixture
 #   bench          exsa synth files of the real shapes, exsa bench -ngl 99 on each ($BENCH_MODELS)
 #   serve          exsa serve -ngl 99 answering chat completions, stream and not, with curl
-#   l2             decode with and without the L2 prefetch across products (EXSA_CUDA_L2_PREFETCH)
 #   det            what DETERMINISTIC costs: pp512, tg128 and tg128 at depth 4096 with and without
 #   envab          decode (tg128) under each setting of $ENV_LIST (e.g. "X=0 X=1"), two rounds
 #   np             exsa bench -np N: N sequences decoding together, aggregate tokens/s ($NP_LIST)
@@ -104,19 +103,6 @@ step_bps() {
     for b in ${BPS_LIST:-0 4 8 16}; do
         echo "EXSA_CUDA_MMV_BPS=$b:"
         EXSA_CUDA_MMV_BPS=$b $EXSA bench -m "$f" -ngl 99 -p 0 -n 128 -r 3 2>/dev/null | grep -E "^\| lfm2"
-    done
-}
-
-# Decode with each product fetching a later product's weights into L2 (EXSA_CUDA_L2_PREFETCH=N:
-# the N-th product after it; 0: off), alternating, on $L2_MODELS.
-step_l2() {
-    for m in ${L2_MODELS:-"lfm2-1.2b:Q4_K_M lfm2-350m:Q4_K_M"}; do
-        for rep in 1 2; do
-            for n in ${L2_LIST:-0 1 2}; do
-                echo "$m EXSA_CUDA_L2_PREFETCH=$n (round $rep):"
-                EXSA_CUDA_L2_PREFETCH=$n bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 0 -n 128
-            done
-        done
     done
 }
 

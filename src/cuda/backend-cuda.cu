@@ -686,8 +686,6 @@ int cu_end(struct backend *be)
         c->prof_host_us += now_us() - c->t_begin;
     for (int i = 0; i < c->n_pre; i++)
         memcpy(c->pre[i].dst, c->pre[i].src, c->pre[i].bytes);
-    if (!c->err && c->l2_ahead > 0)
-        cu_link_prefetch(c);
     if (!c->err)
         execute(c);
     check(c, cudaStreamSynchronize(c->stream), "step");
@@ -824,6 +822,11 @@ static int alloc_scratch(struct cuda_be *c)
         rc = check(c, cudaMallocHost((void **)&c->stage_out, c->stage_out_bytes), "pinned");
     if (!rc)
         rc = alloc_q8(c, &c->q8, nb, (int64_t)K);
+    c->mq_kmax = (int64_t)K;
+    if (!rc)
+        rc = dev(c, (void **)&c->mq.q, (size_t)MMQ_TOK * K);
+    if (!rc)
+        rc = dev(c, (void **)&c->mq.ds, (size_t)MMQ_TOK * (K / 32) * sizeof(float2));
     c->wh_elems = max_dense(hp);
     if (!rc)
         rc = dev(c, (void **)&c->wh, c->wh_elems * 4);
@@ -867,11 +870,11 @@ void cu_free(struct backend *be)
     for (int i = 0; i < c->n_w; i++)
         if (c->wlist[i])
             cudaFree(c->wlist[i]->q), cudaFree(c->wlist[i]->d), free(c->wlist[i]);
-    void *dev_ptrs[] = {c->ds_mem,     c->q8.q,    c->q8.d,      c->q8.s,      c->wh,
-                        c->glu_tmp,    c->xhi,     c->xlo,       c->blas_ws,   c->attn_part,
-                        c->rope_cs,    c->moe_ids, c->moe_order, c->moe_tiles, c->moe_wts,
-                        c->moe_logits, c->moe_act, c->moe_out,   c->moe_q8.q,  c->moe_q8.d,
-                        c->moe_q8.s};
+    void *dev_ptrs[] = {c->ds_mem,    c->q8.q,      c->q8.d,       c->q8.s,    c->mq.q,
+                        c->mq.ds,     c->wh,        c->glu_tmp,    c->xhi,     c->xlo,
+                        c->blas_ws,   c->attn_part, c->rope_cs,    c->moe_ids, c->moe_order,
+                        c->moe_tiles, c->moe_wts,   c->moe_logits, c->moe_act, c->moe_out,
+                        c->moe_q8.q,  c->moe_q8.d,  c->moe_q8.s};
     for (size_t i = 0; i < sizeof dev_ptrs / sizeof dev_ptrs[0]; i++)
         cudaFree(dev_ptrs[i]);
     cudaFreeHost(c->stage_in);
@@ -915,8 +918,12 @@ static int open_device(struct cuda_be *c, char *err, size_t errlen)
     c->profile = getenv("EXSA_CUDA_PROFILE") != NULL;
     c->graphs_on = getenv("EXSA_CUDA_GRAPHS") == NULL; /* EXSA_CUDA_GRAPHS=off: eager only */
     c->mmv_max_blocks = cu_mmv_grid_cap(c->n_sms);
-    const char *l2 = getenv("EXSA_CUDA_L2_PREFETCH");
-    c->l2_ahead = l2 && prop.major >= 9 ? atoi(l2) : 0;
+    /* the batched products take EXSA_CUDA_MMQ_MIN to _MAX tokens (a count past MMQ_TOK is
+     * taken MMQ_TOK at a time; MIN=0, the default until they have run on a device: never);
+     * mma.sync needs sm_80 */
+    const char *mn = getenv("EXSA_CUDA_MMQ_MIN"), *mx = getenv("EXSA_CUDA_MMQ_MAX");
+    c->mmq_min = prop.major < 8 ? 0 : mn ? atoi(mn) : 0;
+    c->mmq_max = mx ? atoi(mx) : MMQ_TOK;
     const char *ins = getenv("EXSA_CUDA_MMV_INSLOT");
     c->mmv_inslot = !(ins && !strcmp(ins, "0"));
     cublasSetStream(c->blas, c->stream);

@@ -134,9 +134,7 @@ struct cuda_be {
     int n_sms;
     int64_t mmv_max_blocks; /* a product's grid at most (0: no cap): each block walks rows */
     bool mmv_inslot;        /* EXSA_CUDA_MMV_INSLOT=0: next row's units loaded after a row */
-    int l2_ahead;           /* EXSA_CUDA_L2_PREFETCH=N: each product fetches into L2 the weights
-                               of the N-th product after it (0: off; an experiment, see
-                               cu_link_prefetch) */
+    int mmq_min, mmq_max;   /* token counts the batched products take (mmq.cu; 0: none) */
 
     /* step */
     struct dstep ds;
@@ -197,6 +195,15 @@ struct cuda_be {
     int32_t *moe_ids, *moe_order, *moe_tiles;
     float *moe_wts, *moe_logits, *moe_act, *moe_out;
     struct q8act moe_q8;
+    /* the batched products' activations: MMQ_TOK rows of int8 and (d, d x sum) per 32 */
+    struct {
+        int8_t *q;
+        float2 *ds;
+    } mq;
+    int64_t mq_kmax;     /* the longest row mq holds */
+    const float *mq_src; /* which buffer mq holds, quantized (NULL: none) */
+    int mq_n;
+    int64_t mq_K;
     size_t scratch_bytes;
 
     /* weights */
@@ -249,7 +256,7 @@ __device__ __forceinline__ int64_t elementwise_start()
 /* ---- kernels (launchers run on c->stream) ------------------------------------------------------ */
 
 /* mmv.cu */
-#define MMV_MAX_TOK 8 /* tokens per matrix-vector launch (EXSA_CUDA_MMV_MAX_TOK: fewer) */
+#define MMV_MAX_TOK 8 /* tokens per matrix-vector launch */
 #define MMV_MAX_N 64  /* larger calls take the GEMM path */
 #define MOE_TILE 8    /* problems (token, expert slot) per MoE tile */
 void cu_quantize(struct cuda_be *c, const float *x, int n, int64_t K, const struct q8act *out);
@@ -266,13 +273,6 @@ struct mmv_seg {
 };
 static_assert(sizeof(struct mmv_seg) == 40, "mmv_seg has no padding (fingerprinted)");
 static_assert(sizeof(struct q8act) == 32, "q8act has no padding (fingerprinted)");
-/* Weight bytes a later product reads, fetched into L2 by this one (cu_link_prefetch). */
-#define MMV_PF_MAX 3
-struct PACKED mmv_prefetch {
-    const uint8_t *p[MMV_PF_MAX];
-    uint32_t bytes[MMV_PF_MAX]; /* multiples of 16, from 16-byte aligned p */
-    int n;
-};
 struct PACKED mmv_args {
     struct mmv_seg seg[3];
     int n_seg;
@@ -282,7 +282,6 @@ struct PACKED mmv_args {
     const float *nw;
     float eps;
     bool acc, glu;
-    struct mmv_prefetch pf;
 };
 void cu_mmv(struct cuda_be *c, const struct mmv_args *a);
 /* Tokens one launch takes for weights of type gt and row length K (shared memory bound). */
@@ -297,6 +296,16 @@ void cu_moe_route(struct cuda_be *c, const float *logits, const float *bias, int
 void cu_moe_ffn(struct cuda_be *c, const struct layer *l, const float *x, float *out, int n,
                 int dim, int n_exp, int k, int fe);
 bool cu_moe_supported(const struct layer *l);
+
+/* mmq.cu: the batched products, y[t] (+)= W x[t] for t < n <= MMQ_TOK on the int8 tensor cores,
+ * for the segments of a (as cu_mmv; x is not read: cu_mq_quant put it in c->mq first). Each
+ * token's result is the same whatever the other tokens of the launch. */
+#define MMQ_TOK 64
+bool cu_mmq_supported(const struct dweight *w);
+/* c->mq = x [n][K] (row stride ldx) quantized per 32, RMS-normed by nw first when nw is set. */
+void cu_mq_quant(struct cuda_be *c, const float *x, int64_t ldx, const float *nw, float eps, int n,
+                 int64_t K);
+void cu_mmq(struct cuda_be *c, const struct mmv_args *a);
 
 /* gemm.cu: y[n][N] = x[n][K] W^T through cuBLAS (weights dequantized to fp16 when needed). */
 void cu_gemm(struct cuda_be *c, const struct dweight *w, int64_t row0, int64_t N, const float *x,
@@ -358,9 +367,5 @@ extern const struct backend_ops cuda_ops;
 void cu_touch(struct cuda_be *c, const void *rd, const void *wr);
 /* At begin: nothing pending, nothing quantized. */
 void cu_step_reset(struct cuda_be *c);
-/* Before a step runs, with c->l2_ahead > 0: gives each recorded decode product the weights of
- * the l2_ahead-th product after it to fetch into L2 while it runs (at most MMV_PF_CAP bytes a
- * product), so that HBM streams across the gaps between kernels. */
-void cu_link_prefetch(struct cuda_be *c);
 
 #endif

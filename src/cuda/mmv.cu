@@ -88,22 +88,9 @@ int64_t cu_mmv_grid_cap(int n_sms)
     return cap > 0 ? cap : 0;
 }
 
-/* EXSA_CUDA_MMV_MAX_TOK=N (1, 2, 4 or 8): at most N tokens a launch (to compare). */
-static int max_tok_setting(void)
-{
-    const char *v = getenv("EXSA_CUDA_MMV_MAX_TOK");
-    int nt = MMV_MAX_TOK;
-    while (v && nt > 1 && nt > atoi(v))
-        nt /= 2;
-    return nt;
-}
-
 int cu_mmv_max_tok(int gt, int64_t K)
 {
-    static int cap = 0;
-    if (!cap)
-        cap = max_tok_setting();
-    int nt = cap;
+    int nt = MMV_MAX_TOK;
     while (nt > 1 && smem_of(gt, nt, K) > MMV_SMEM_MAX)
         nt /= 2;
     return nt;
@@ -145,7 +132,6 @@ void cu_mmv(struct cuda_be *c, const struct mmv_args *a)
             p.total += a->seg[i].rows;
     }
     p.x = a->x, p.ldx = a->ldx, p.nw = a->nw, p.eps = a->eps;
-    p.pf = a->pf;
     int nt = 1;
     while (nt < a->n && nt < MMV_MAX_TOK)
         nt *= 2;

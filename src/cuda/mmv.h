@@ -347,28 +347,7 @@ struct mmv_params {
     float eps;
     bool acc;
     bool inslot; /* the next row's units loaded as this row's are used (else after the row) */
-    struct mmv_prefetch pf; /* a later product's weights, fetched into L2 (none: pf.n 0) */
 };
-
-/* Thread 0 of each block asks L2 for the block's share of the regions of p.pf (weights do not
- * depend on earlier kernels: this runs before the PDL wait). */
-__device__ __forceinline__ void l2_prefetch(const mmv_params &p)
-{
-#if __CUDA_ARCH__ >= 900
-    if (threadIdx.x != 0)
-        return;
-    for (int i = 0; i < p.pf.n && i < MMV_PF_MAX; i++) {
-        const uint64_t bytes = p.pf.bytes[i];
-        const uint64_t chunk = ((bytes + gridDim.x - 1) / gridDim.x + 15) & ~(uint64_t)15;
-        const uint64_t off = chunk * blockIdx.x;
-        if (off >= bytes)
-            continue;
-        const uint32_t n = (uint32_t)(chunk < bytes - off ? chunk : bytes - off);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.pf.p[i] + off), "r"(n)
-                     : "memory");
-    }
-#endif
-}
 
 /* Every token's input into shared memory, normed when p.nw is set: quantized per 32 (int8 q,
  * f32 d and d x sum) for quantized weights, or f32. All threads of the block; ends synced. */
@@ -497,7 +476,6 @@ template <int GT, int NT, bool GLU, bool LONG>
 __global__ void __launch_bounds__(MMV_THREADS, min_blocks_of(GT, NT, LONG)) k_mmv(mmv_params p)
 {
     pdl_trigger();
-    l2_prefetch(p);
     extern __shared__ __align__(16) unsigned char sm[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, rpw = 32 / p.tpr;
     const int sub = lane % p.tpr, slot = lane / p.tpr;

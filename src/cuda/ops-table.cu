@@ -34,11 +34,13 @@ static int bad(struct cuda_be *c, int code, const char *what)
     return code;
 }
 
-/* The q8 scratch no longer matches x (x is being written). */
+/* The quantized scratch no longer matches x (x is being written). */
 static void invalidate(struct cuda_be *c, const float *x)
 {
     if (!x || c->q8_src == x)
         c->q8_src = NULL;
+    if (!x || c->mq_src == x)
+        c->mq_src = NULL;
 }
 
 /* ---- the pending norm -------------------------------------------------------------------------- */
@@ -103,6 +105,7 @@ void cu_step_reset(struct cuda_be *c)
 {
     c->pend.on = false;
     c->q8_src = NULL;
+    c->mq_src = NULL;
 }
 
 /* ---- quantization ------------------------------------------------------------------------------ */
@@ -151,53 +154,27 @@ static void run_gemm(struct cuda_be *c, const void *p)
     cu_gemm(c, a->w, a->row0, a->N, a->x, a->y, a->n, a->acc);
 }
 
-/* ---- L2 prefetch across products (an experiment: EXSA_CUDA_L2_PREFETCH) -------------------- */
-
-#define MMV_PF_CAP (24u << 20) /* bytes fetched ahead per product: half of the H100/H200 L2 */
-
-/* The weight rows of the segments of a recorded product, as L2 prefetch regions. */
-static struct mmv_prefetch regions_of(const struct mmv_args *a)
-{
-    struct mmv_prefetch pf;
-    memset(&pf, 0, sizeof pf);
-    uint64_t left = MMV_PF_CAP;
-    for (int i = 0; i < a->n_seg && i < MMV_PF_MAX && left >= 16; i++) {
-        const struct dweight *w = a->seg[i].w;
-        uintptr_t p0 = (uintptr_t)(w->q + a->seg[i].row0 * (int64_t)w->q_row);
-        uintptr_t p1 = p0 + (uintptr_t)(a->seg[i].rows * (int64_t)w->q_row);
-        p0 = (p0 + 15) & ~(uintptr_t)15, p1 &= ~(uintptr_t)15;
-        if (p1 <= p0)
-            continue;
-        uint64_t n = p1 - p0 < left ? p1 - p0 : left;
-        pf.p[pf.n] = (const uint8_t *)p0;
-        pf.bytes[pf.n++] = (uint32_t)n;
-        left -= n;
-    }
-    return pf;
-}
-
-void cu_link_prefetch(struct cuda_be *c)
-{
-    for (int i = 0; i < c->n_ops; i++) {
-        if (c->ops[i].fn != run_mmv)
-            continue;
-        int j = i, k = 0;
-        while (k < c->l2_ahead && ++j < c->n_ops)
-            k += c->ops[j].fn == run_mmv;
-        struct mmv_args *a = (struct mmv_args *)c->ops[i].args;
-        if (j < c->n_ops)
-            a->pf = regions_of((const struct mmv_args *)c->ops[j].args);
-        else
-            memset(&a->pf, 0, sizeof a->pf);
-    }
-}
-
 /* The matrix-vector kernels up to MMV_MAX_N tokens, or for any count when deterministic (a
  * token's row is then computed the same way whatever the step's size; cuBLAS picks its
  * algorithm by shape). */
 static bool mmv_path(const struct cuda_be *c, const struct dweight *w, int n)
 {
     return (n <= MMV_MAX_N || c->cfg.deterministic) && w->K % gt_vpu(w->gt) == 0;
+}
+
+/* The batched products (mmq.cu) from mmq_min to mmq_max tokens; when deterministic, for every
+ * count (their rows do not depend on the launch's other tokens either). */
+static bool mmq_path(const struct cuda_be *c, const struct dweight *w, int n)
+{
+    if (c->mmq_min <= 0 || w->K > c->mq_kmax || !cu_mmq_supported(w))
+        return false;
+    return c->cfg.deterministic || (n >= c->mmq_min && n <= c->mmq_max);
+}
+
+/* Products without cuBLAS: the batched or the matrix-vector kernels. */
+static bool small_path(const struct cuda_be *c, const struct dweight *w, int n)
+{
+    return mmq_path(c, w, n) || mmv_path(c, w, n);
 }
 
 /* Records products of up to 3 segments sharing x, type and K, as many tokens a launch as the
@@ -220,6 +197,56 @@ static void record_mmv(struct cuda_be *c, struct mmv_args a, const float *x, int
     }
 }
 
+struct PACKED mq_args {
+    const float *x, *nw;
+    float eps;
+    int n;
+    int64_t K;
+};
+
+static void run_mq_quant(struct cuda_be *c, const void *p)
+{
+    const struct mq_args *a = (const struct mq_args *)p;
+    cu_mq_quant(c, a->x, a->K, a->nw, a->eps, a->n, a->K);
+}
+
+static void run_mmq(struct cuda_be *c, const void *p)
+{
+    cu_mmq(c, (const struct mmv_args *)p);
+}
+
+/* As record_mmv, on the batched kernels: MMQ_TOK tokens at a time, each group quantized into
+ * c->mq first (normed there when x is the pending norm's output) unless mq already holds it. */
+static void record_mmq(struct cuda_be *c, struct mmv_args a, const float *x, int n)
+{
+    const int64_t K = a.seg[0].w->K;
+    const bool normed = c->pend.on && x == c->pend.y;
+    const float *src = normed ? c->pend.x : x;
+    for (int t0 = 0; t0 < n; t0 += MMQ_TOK) {
+        const int nb = n - t0 < MMQ_TOK ? n - t0 : MMQ_TOK;
+        if (!(n <= MMQ_TOK && c->mq_src == x && c->mq_n == n && c->mq_K == K)) {
+            struct mq_args q = {src + (int64_t)t0 * K, normed ? c->pend.w : NULL,
+                                normed ? c->pend.eps : 0.0f, nb, K};
+            REC(run_mq_quant, q);
+        }
+        c->mq_src = n <= MMQ_TOK ? x : NULL, c->mq_n = n, c->mq_K = K;
+        struct mmv_args b = a;
+        b.n = nb;
+        for (int i = 0; i < b.n_seg; i++)
+            b.seg[i].y += (int64_t)t0 * b.seg[i].ldy;
+        REC(run_mmq, b);
+    }
+}
+
+/* Records a product on the batched or the matrix-vector kernels (small_path holds). */
+static void record_small(struct cuda_be *c, const struct mmv_args &a, const float *x, int n)
+{
+    if (mmq_path(c, a.seg[0].w, n))
+        record_mmq(c, a, x, n);
+    else
+        record_mmv(c, a, x, n);
+}
+
 static struct mmv_seg seg_of(const struct dweight *w, int expert, float *y)
 {
     return mmv_seg{w, (int64_t)expert * w->N, w->N, y, w->N};
@@ -231,7 +258,7 @@ static int product(struct cuda_be *c, const struct tensor *t, int expert, const 
     const struct dweight *w = DW(t);
     if (!w)
         return bad(c, EXSA_EINVAL, "matmul: the weight was not prepared for this backend");
-    const bool mmv = mmv_path(c, w, n);
+    const bool mmv = small_path(c, w, n);
     if (!mmv) /* cuBLAS reads x as it is */
         TOUCH(L(x), L(acc ? (const void *)y : NULL));
     TOUCH(L(acc ? (const void *)y : NULL), L(y));
@@ -241,7 +268,7 @@ static int product(struct cuda_be *c, const struct tensor *t, int expert, const 
         a.seg[0] = seg_of(w, expert, y);
         a.n_seg = 1;
         a.acc = acc;
-        record_mmv(c, a, x, n);
+        record_small(c, a, x, n);
     } else {
         struct gemm_args a = {w, (int64_t)expert * w->N, w->N, x, y, n, acc};
         REC(run_gemm, a);
@@ -293,7 +320,7 @@ static int op_glu(struct backend *be, const struct tensor *gate, const struct te
     const struct dweight *g = DW(gate), *u = DW(up);
     if (!g || !u)
         return bad(c, EXSA_EINVAL, "glu: the weights were not prepared for this backend");
-    if (g->gt == u->gt && g->K == u->K && g->N == u->N && mmv_path(c, g, n)) {
+    if (g->gt == u->gt && g->K == u->K && g->N == u->N && small_path(c, g, n)) {
         TOUCH(L(NULL), L(out));
         struct mmv_args a;
         memset(&a, 0, sizeof a);
@@ -301,7 +328,7 @@ static int op_glu(struct backend *be, const struct tensor *gate, const struct te
         a.seg[1] = seg_of(u, 0, NULL);
         a.n_seg = 2;
         a.glu = true;
-        record_mmv(c, a, x, n);
+        record_small(c, a, x, n);
         return done(c);
     }
     int rc = product(c, gate, 0, x, out, n, false);
@@ -327,7 +354,7 @@ static int op_qkv(struct backend *be, const struct tensor *wq, const struct tens
         TOUCH(L(NULL), L(ys[i]));
         if (taken[i])
             continue;
-        if (!mmv_path(c, w, n)) {
+        if (!small_path(c, w, n)) {
             int rc = product(c, ts[i], 0, x, ys[i], n, false);
             if (rc)
                 return rc;
@@ -342,7 +369,7 @@ static int op_qkv(struct backend *be, const struct tensor *wq, const struct tens
                 taken[j] = true;
             }
         }
-        record_mmv(c, a, x, n);
+        record_small(c, a, x, n);
     }
     return done(c);
 }
