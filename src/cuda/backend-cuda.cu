@@ -381,12 +381,25 @@ int cu_prepare(struct backend *be, struct tensor *t)
     return 0;
 }
 
+/* Forgets every captured graph. A step's key hashes its ops' argument bytes, which hold the
+ * host addresses of weights (struct dweight), not their device buffers: once a weight is freed,
+ * a new one at the same host address would replay a graph that reads the old buffers. */
+static void forget_graphs(struct cuda_be *c)
+{
+    for (int i = 0; i < GRAPH_SLOTS; i++) {
+        if (c->graphs[i].exec)
+            cudaGraphExecDestroy(c->graphs[i].exec);
+        c->graphs[i] = (struct graph_entry){0, 0, NULL, 0};
+    }
+}
+
 void cu_unprepare(struct backend *be, struct tensor *t)
 {
     struct cuda_be *c = CB(be);
     struct dweight *w = (struct dweight *)t->be_data;
     if (!w || --w->refs > 0)
         return;
+    forget_graphs(c);
     for (int i = 0; i < c->n_w; i++)
         if (c->wlist[i] == w)
             c->wlist[i] = NULL;
@@ -864,9 +877,7 @@ void cu_free(struct backend *be)
     for (int i = 0; i < c->n_ev; i++)
         cudaEventDestroy(c->ev[i]);
     free(c->ev);
-    for (int i = 0; i < GRAPH_SLOTS; i++)
-        if (c->graphs[i].exec)
-            cudaGraphExecDestroy(c->graphs[i].exec);
+    forget_graphs(c);
     for (int i = 0; i < c->n_w; i++)
         if (c->wlist[i])
             cudaFree(c->wlist[i]->q), cudaFree(c->wlist[i]->d), free(c->wlist[i]);

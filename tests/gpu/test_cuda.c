@@ -164,6 +164,39 @@ static void test_matmul(void)
     }
 }
 
+/* A weight freed and another prepared (likely at the same host address, the same shapes and
+ * buffers): the step must not replay the graph captured for the first one (its key hashes the
+ * weight's host address; the graph holds the freed device buffers). Each weight runs 3 steps,
+ * so graphs are captured and replayed. */
+static void test_graph_after_unprepare(void)
+{
+    const int64_t K = 1792, N = 300;
+    const int n = 3,
+              types[4] = {EXSA_DTYPE_Q4_0, EXSA_DTYPE_Q4_K, EXSA_DTYPE_Q8_0, EXSA_DTYPE_Q6_K};
+    float *x = random_input(n * K);
+    float *dx = dev_put(x, (size_t)n * K), *dy = dev_put(NULL, (size_t)n * N);
+    double *r = malloc(sizeof(double) * n * N);
+    for (int i = 0; i < 4; i++) {
+        struct tensor w = weight(types[i], K, N, 1);
+        gpu->ops->prepare(gpu, &w);
+        reference(&w, 0, x, r, n);
+        for (int rep = 0; rep < 3; rep++) {
+            struct step st = one_seq_step(n);
+            int rc = gpu->ops->begin(gpu, &st);
+            rc = rc ? rc : gpu->ops->matmul(gpu, &w, 0, dx, dy, n);
+            rc = gpu->ops->end(gpu) ? -1 : rc;
+            float *y = dev_get(dy, (size_t)n * N);
+            const double e = nmse(y, r, (size_t)n * N);
+            CHECK(rc == 0 && e <= 1e-4, "weight %d step %d: nmse %.3g rc %d", i, rep, e, rc);
+            free(y);
+        }
+        gpu->ops->unprepare(gpu, &w);
+        free((void *)w.data);
+    }
+    gpu->ops->release(gpu, dx), gpu->ops->release(gpu, dy);
+    free(x), free(r);
+}
+
 /* out = silu(G x) * (U x) and q, k, v = Wq x, Wk x, Wv x against the double reference. */
 static void check_glu(int tg, int tu, int n)
 {
@@ -887,6 +920,7 @@ int main(int argc, char **argv)
     if (!gpu)
         TEST_END();
     RUN_IF(test_matmul);
+    RUN_IF(test_graph_after_unprepare);
     RUN_IF(test_fused_products);
     RUN_IF(test_norm);
     RUN_IF(test_qk_norm_rope);
