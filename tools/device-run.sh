@@ -11,6 +11,7 @@
 #   det            what DETERMINISTIC costs: pp512, tg128 and tg128 at depth 4096 with and without
 #   envab          decode (tg128) under each setting of $ENV_LIST (e.g. "X=0 X=1"), two rounds
 #   np             exsa bench -np N: N sequences decoding together, aggregate tokens/s ($NP_LIST)
+#   ab             decode (tg128) by each exsa binary of $AB_BINS (e.g. an older build), alternating
 #   load           exsa serve -ngl 99 under bench/loadtest: N streaming clients ($LOAD_LIST), then a
 #                  10-turn chat's time to first token by turn
 # Usage there: sh tools/device-run.sh test bench ...
@@ -38,7 +39,7 @@ step_testgpu() {
 }
 
 step_test() {
-    timeout 400 build/tests/test_cuda "$@" 2>&1 | tee "$OUT/test.log" | grep -E "FAIL|ok \]|passed|gpu |ngl|graphs" | head -150
+    timeout ${TEST_TIMEOUT:-400} build/tests/test_cuda "$@" 2>&1 | tee "$OUT/test.log" | grep -E "FAIL|ok \]|passed|gpu |ngl|graphs" | head -150
 }
 
 step_memcheck() {
@@ -166,6 +167,18 @@ step_envab() {
             [ "$v" = - ] || export "$v"
             bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 0 -n 128
             [ "$v" = - ] || unset "${v%%=*}"
+        done
+    done
+}
+
+# Decode by each binary of $AB_BINS (default: this build), alternating, two rounds, on $AB_MODELS.
+step_ab() {
+    for m in ${AB_MODELS:-lfm2-1.2b:Q4_K_M}; do
+        for rep in 1 2; do
+            for b in ${AB_BINS:-$EXSA}; do
+                echo "$m $b (round $rep):"
+                EXSA=$b bench_one "${m%%:*}" "${m#*:}" -ngl 99 -p 0 -n 128
+            done
         done
     done
 }

@@ -204,7 +204,8 @@ template <> struct mq_unit<GT_Q6_K> {
                 const int k = k0 + (s >> 1), h = s & 1;
                 const int ql = ld4(body + 64 * n + 32 * (k & 1) + 16 * h + 4 * tig);
                 const int qh = ld4(body + 128 + 32 * n + 16 * h + 4 * tig);
-                const int q = ((ql >> (4 * (k >> 1))) & 0x0f0f0f0f) | (((qh >> (2 * k)) & 0x03030303) << 4);
+                const int q =
+                    ((ql >> (4 * (k >> 1))) & 0x0f0f0f0f) | (((qh >> (2 * k)) & 0x03030303) << 4);
                 a[s][i] = __vsub4(q, 0x20202020);
                 dw[s][i] = d * (float)(int8_t)(scw >> (8 * s)), mw[s][i] = 0;
             }
@@ -294,7 +295,8 @@ template <int GT, int NT, bool GLU> __global__ void __launch_bounds__(128) k_mmq
 #pragma unroll
     for (int t = 0; t < NT; t++) {
         tb[t] = min(8 * t + gid, p.n - 1);
-        tc[2 * t] = min(8 * t + 2 * tig, p.n - 1), tc[2 * t + 1] = min(8 * t + 2 * tig + 1, p.n - 1);
+        tc[2 * t] = min(8 * t + 2 * tig, p.n - 1);
+        tc[2 * t + 1] = min(8 * t + 2 * tig + 1, p.n - 1);
     }
     float acc[NT][4], accu[GLU ? NT : 1][4];
 #pragma unroll
@@ -397,8 +399,12 @@ void cu_mq_quant(struct cuda_be *c, const float *x, int64_t ldx, const float *nw
 static mmq_seg_d seg_d(const struct mmv_seg &s)
 {
     const struct dweight *w = s.w;
-    return mmq_seg_d{wview{w->q, w->d, (int64_t)w->q_row, w->d_row}, s.row0, s.rows,
-                     (s.rows + MMQ_ROWS - 1) / MMQ_ROWS, s.y, s.ldy};
+    return mmq_seg_d{wview{w->q, w->d, (int64_t)w->q_row, w->d_row},
+                     s.row0,
+                     s.rows,
+                     (s.rows + MMQ_ROWS - 1) / MMQ_ROWS,
+                     s.y,
+                     s.ldy};
 }
 
 void cu_mmq(struct cuda_be *c, const struct mmv_args *a)
