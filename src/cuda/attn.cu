@@ -196,6 +196,26 @@ template <int HD> static attn_kernel pick_attn(bool f16)
     return f16 ? k_attn<HD, __half> : k_attn<HD, float>;
 }
 
+/* The pieces a query's positions are split into (grid z). Deterministic (c->attn_chunk): fixed
+ * pieces of attn_chunk positions, as many as the span needs (the partials are sized at init for
+ * the whole context). Else enough blocks for 8 an SM, each walking at least 64 positions, at
+ * most ATTN_SPLIT_MAX, within the partials' scratch. */
+static int splits_of(const struct cuda_be *c, int n, int n_heads, int n_kv_heads, int hd,
+                     int grid_x, int span)
+{
+    if (c->attn_chunk > 0) {
+        const int in_ctx = (c->cfg.n_ctx + c->attn_chunk - 1) / c->attn_chunk;
+        const int split = (span + c->attn_chunk - 1) / c->attn_chunk;
+        return split < in_ctx ? split : in_ctx;
+    }
+    int split = (8 * c->n_sms + grid_x * n_kv_heads - 1) / (grid_x * n_kv_heads);
+    split = split < span / 64 ? split : span / 64;
+    split = split < 1 ? 1 : split > ATTN_SPLIT_MAX ? ATTN_SPLIT_MAX : split;
+    while (split > 1 && (size_t)n * n_heads * split * (hd + 2) > c->attn_part_floats)
+        split--;
+    return split;
+}
+
 void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const float *q, float *out,
                   int n, int n_heads, int n_kv_heads, int hd, int span)
 {
@@ -205,18 +225,8 @@ void cu_attention(struct cuda_be *c, const struct kv_cache *kv, int a, const flo
     p.units = c->attn_units;
     const int tiles = (n * p.group + p.units - 1) / p.units + c->n_sq;
     const int grid_x = tiles < c->n_tiles_max ? tiles : c->n_tiles_max;
-    /* enough blocks for 8 an SM, each walking at least 64 positions, at most ATTN_SPLIT_MAX */
-    int split = (8 * c->n_sms + grid_x * n_kv_heads - 1) / (grid_x * n_kv_heads);
-    split = split < span / 64 ? split : span / 64;
-    split = split < 1 ? 1 : split > ATTN_SPLIT_MAX ? ATTN_SPLIT_MAX : split;
-    while (split > 1 && (size_t)n * n_heads * split * (hd + 2) > c->attn_part_floats)
-        split--;
     p.chunk = c->attn_chunk;
-    if (p.chunk > 0) { /* deterministic: as many fixed splits as the span needs (sized at init) */
-        const int in_ctx = (c->cfg.n_ctx + p.chunk - 1) / p.chunk;
-        split = (span + p.chunk - 1) / p.chunk;
-        split = split < in_ctx ? split : in_ctx;
-    }
+    const int split = splits_of(c, n, n_heads, n_kv_heads, hd, grid_x, span);
     p.n_split = split;
     const bool f16 = kv->kv_type[a] == EXSA_DTYPE_F16;
     attn_kernel k = hd == 64    ? pick_attn<64>(f16)
