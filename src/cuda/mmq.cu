@@ -248,7 +248,7 @@ __device__ __forceinline__ void unit_mma(const mq_unit<GT> &wu, const mmq_params
         for (int t = 0; t < NT; t++) {
             int c[4] = {0, 0, 0, 0};
             const int8_t *xb = p.xq + (int64_t)tb[t] * p.K + koff;
-            if (U::KS == 32) {
+            if constexpr (U::KS == 32) {
                 const int2 b = ld8(xb);
                 mma_k32(c, wu.a[s], b.x, b.y);
             } else {

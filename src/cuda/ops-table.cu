@@ -83,7 +83,8 @@ static void touch(struct cuda_be *c, const void *const *rd, int n_rd, const void
             c->pend.on = false; /* its output is overwritten unread */
     }
     for (int i = 0; i < n_wr; i++)
-        invalidate(c, (const float *)wr[i]);
+        if (wr[i])
+            invalidate(c, (const float *)wr[i]);
 }
 
 #define TOUCH(rd, wr)                                                                              \
@@ -125,11 +126,11 @@ static void run_quant(struct cuda_be *c, const void *p)
 /* Makes c->q8 hold x [n][K] quantized (records the quantization unless it already does). */
 static void need_q8(struct cuda_be *c, const float *x, int n, int64_t K)
 {
-    if (c->q8_src == x && c->q8_n >= n && c->q8_K == K)
+    if (c->in_step && c->q8_src == x && c->q8_n >= n && c->q8_K == K)
         return;
     struct quant_args a = {x, n, K};
     REC(run_quant, a);
-    c->q8_src = x, c->q8_n = n, c->q8_K = K;
+    c->q8_src = c->in_step ? x : NULL, c->q8_n = n, c->q8_K = K;
 }
 
 /* ---- products ---------------------------------------------------------------------------------- */
@@ -224,12 +225,12 @@ static void record_mmq(struct cuda_be *c, struct mmv_args a, const float *x, int
     const float *src = normed ? c->pend.x : x;
     for (int t0 = 0; t0 < n; t0 += MMQ_TOK) {
         const int nb = n - t0 < MMQ_TOK ? n - t0 : MMQ_TOK;
-        if (!(n <= MMQ_TOK && c->mq_src == x && c->mq_n == n && c->mq_K == K)) {
+        if (!(c->in_step && n <= MMQ_TOK && c->mq_src == x && c->mq_n == n && c->mq_K == K)) {
             struct mq_args q = {src + (int64_t)t0 * K, normed ? c->pend.w : NULL,
                                 normed ? c->pend.eps : 0.0f, nb, K};
             REC(run_mq_quant, q);
         }
-        c->mq_src = n <= MMQ_TOK ? x : NULL, c->mq_n = n, c->mq_K = K;
+        c->mq_src = c->in_step && n <= MMQ_TOK ? x : NULL, c->mq_n = n, c->mq_K = K;
         struct mmv_args b = a;
         b.n = nb;
         for (int i = 0; i < b.n_seg; i++)
