@@ -705,7 +705,7 @@ int cu_end(struct backend *be)
     for (int i = 0; !c->err && i < c->n_post; i++)
         memcpy(c->post[i].dst, c->post[i].src, c->post[i].bytes);
     c->in_step = false;
-    c->q8_src = c->mq_src = NULL; /* uploads and copies outside a step do not say what they write */
+    cu_forget_quantized(c); /* uploads and copies outside a step do not say what they write */
     int rc = c->err;
     c->err = 0;
     return rc;

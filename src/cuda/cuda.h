@@ -68,6 +68,14 @@ struct q8act {
     int64_t K; /* row length of the quantized rows (stride of q: K bytes; of d, s: K / 32) */
 };
 
+/* Which buffer a quantized scratch holds (src NULL: none), for how many rows of K: kept within a
+ * step (ops-table.cu: set by the quantization, cleared when the buffer is written). */
+struct qtag {
+    const float *src;
+    int n;
+    int64_t K;
+};
+
 /* ---- recorded ops ----------------------------------------------------------------------------- */
 
 struct cuda_be;
@@ -178,13 +186,11 @@ struct cuda_be {
     } pend;
 
     /* scratch */
-    struct q8act q8;     /* quantized activations of the tagged buffer (MoE) */
-    const float *q8_src; /* which buffer q8 holds (NULL: none) */
-    int q8_n;
-    int64_t q8_K;
-    float *wh;        /* dequantized weights for cuBLAS (largest dense matrix) */
-    float *glu_tmp;   /* [n_batch][hidden]: the up product of an unfused GLU */
-    float *xhi, *xlo; /* activations split for F16/BF16 products (gemm.cu) */
+    struct q8act q8;    /* quantized activations of the tagged buffer (MoE) */
+    struct qtag q8_tag; /* what q8 holds */
+    float *wh;          /* dequantized weights for cuBLAS (largest dense matrix) */
+    float *glu_tmp;     /* [n_batch][hidden]: the up product of an unfused GLU */
+    float *xhi, *xlo;   /* activations split for F16/BF16 products (gemm.cu) */
     size_t xsplit_elems;
     size_t wh_elems;
     void *blas_ws;
@@ -200,10 +206,8 @@ struct cuda_be {
         int8_t *q;
         float2 *ds;
     } mq;
-    int64_t mq_kmax;     /* the longest row mq holds */
-    const float *mq_src; /* which buffer mq holds, quantized (NULL: none) */
-    int mq_n;
-    int64_t mq_K;
+    int64_t mq_kmax;    /* the longest row mq holds */
+    struct qtag mq_tag; /* what mq holds */
     size_t scratch_bytes;
 
     /* weights */
@@ -302,9 +306,8 @@ bool cu_moe_supported(const struct layer *l);
  * token's result is the same whatever the other tokens of the launch. */
 #define MMQ_TOK 64
 bool cu_mmq_supported(const struct dweight *w);
-/* c->mq = x [n][K] (row stride ldx) quantized per 32, RMS-normed by nw first when nw is set. */
-void cu_mq_quant(struct cuda_be *c, const float *x, int64_t ldx, const float *nw, float eps, int n,
-                 int64_t K);
+/* c->mq = x [n][K] quantized per 32, RMS-normed by nw first when nw is set. */
+void cu_mq_quant(struct cuda_be *c, const float *x, const float *nw, float eps, int n, int64_t K);
 void cu_mmq(struct cuda_be *c, const struct mmv_args *a);
 
 /* gemm.cu: y[n][N] = x[n][K] W^T through cuBLAS (weights dequantized to fp16 when needed). */
@@ -367,5 +370,7 @@ extern const struct backend_ops cuda_ops;
 void cu_touch(struct cuda_be *c, const void *rd, const void *wr);
 /* At begin: nothing pending, nothing quantized. */
 void cu_step_reset(struct cuda_be *c);
+/* The quantized scratches hold nothing known (at a step's end). */
+void cu_forget_quantized(struct cuda_be *c);
 
 #endif

@@ -24,14 +24,14 @@
 
 /* One block per token: x (normed by nw when set) to int8 q[t][K] and ds[t][K / 32] = (d, d x
  * sum q) per 32 values. */
-__global__ void k_mq_quant(const float *__restrict__ x, int64_t ldx, const float *__restrict__ nw,
-                           float eps, int64_t K, int8_t *__restrict__ q, float2 *__restrict__ ds)
+__global__ void k_mq_quant(const float *__restrict__ x, const float *__restrict__ nw, float eps,
+                           int64_t K, int8_t *__restrict__ q, float2 *__restrict__ ds)
 {
     pdl_trigger();
     pdl_wait();
     __shared__ float part[8], scale;
     const int t = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const float *xr = x + (int64_t)t * ldx;
+    const float *xr = x + (int64_t)t * K;
     float sc = 1.0f;
     if (nw) {
         float ss = 0;
@@ -53,15 +53,9 @@ __global__ void k_mq_quant(const float *__restrict__ x, int64_t ldx, const float
     }
     for (int64_t b = warp; b < K / 32; b += 8) { /* warp-uniform trip count */
         const int64_t k = 32 * b + lane;
-        const float v = nw ? xr[k] * sc * nw[k] : xr[k];
-        float amax = fabsf(v);
-        for (int o = 16; o; o >>= 1)
-            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-        const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
-        const int qv = __float2int_rn(v * inv);
-        int sum = qv;
-        for (int o = 16; o; o >>= 1)
-            sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        float d;
+        int sum;
+        const int qv = quant_warp32(nw ? xr[k] * sc * nw[k] : xr[k], &d, &sum);
         q[(int64_t)t * K + k] = (int8_t)qv;
         if (lane == 0)
             ds[(int64_t)t * (K / 32) + b] = make_float2(d, d * (float)sum);
@@ -387,12 +381,11 @@ bool cu_mmq_supported(const struct dweight *w)
     return pick(w->gt, 1, false) && w->K % 64 == 0;
 }
 
-void cu_mq_quant(struct cuda_be *c, const float *x, int64_t ldx, const float *nw, float eps, int n,
-                 int64_t K)
+void cu_mq_quant(struct cuda_be *c, const float *x, const float *nw, float eps, int n, int64_t K)
 {
     struct cu_launch l;
     cu_launch_cfg(c, &l, dim3((unsigned)n), dim3(256), 0);
-    cudaLaunchKernelEx(&l.cfg, k_mq_quant, x, ldx, nw, eps, K, c->mq.q, c->mq.ds);
+    cudaLaunchKernelEx(&l.cfg, k_mq_quant, x, nw, eps, K, c->mq.q, c->mq.ds);
     cu_check_launch(c, "quantize (batched products)");
 }
 

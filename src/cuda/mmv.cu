@@ -23,15 +23,9 @@ __global__ void k_quantize(const float *__restrict__ x, int64_t ldx, int n, int6
     if (w >= nb * n)
         return;
     const int64_t t = w / nb, b = w % nb;
-    const float v = x[t * ldx + 32 * b + lane];
-    float amax = fabsf(v);
-    for (int o = 16; o; o >>= 1)
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float dd = amax / 127.0f, inv = dd > 0 ? 1.0f / dd : 0.0f;
-    const int qv = __float2int_rn(v * inv);
-    int sum = qv;
-    for (int o = 16; o; o >>= 1)
-        sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    float dd;
+    int sum;
+    const int qv = quant_warp32(x[t * ldx + 32 * b + lane], &dd, &sum);
     q[t * K + 32 * b + lane] = (int8_t)qv;
     if (lane == 0) {
         d[t * nb + b] = dd;

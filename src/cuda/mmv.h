@@ -31,6 +31,23 @@ __device__ __forceinline__ float h2f(__half h)
     return __half2float(h);
 }
 
+/* A warp's 32 values (v: this lane's) quantized to 8 bits: the lane's q, and the block's scale d
+ * and sum of q (every lane; all 32 lanes must take part). */
+__device__ __forceinline__ int quant_warp32(float v, float *d, int *sum)
+{
+    float amax = fabsf(v);
+    for (int o = 16; o; o >>= 1)
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    *d = amax / 127.0f;
+    const float inv = *d > 0 ? 1.0f / *d : 0.0f;
+    const int q = __float2int_rn(v * inv);
+    int s = q;
+    for (int o = 16; o; o >>= 1)
+        s += __shfl_xor_sync(0xffffffffu, s, o);
+    *sum = s;
+    return q;
+}
+
 __device__ __forceinline__ void ld16(int *dst, const void *src)
 {
     int4 v = __ldg((const int4 *)src);

@@ -8,7 +8,7 @@
  * its output norm their input on the way in (q, k and v, or gate and up, all from one norm), and
  * the norm is only materialized when something else reads its output or overwrites its input;
  * when its output is overwritten first, it is dropped. Every op says what it reads and writes
- * (touch) so the pending norm stays correct. MoE inputs are quantized into c->q8 (q8_src says
+ * (touch) so the pending norm stays correct. MoE inputs are quantized into c->q8 (q8_tag says
  * which buffer it holds).
  */
 #include <string.h>
@@ -34,13 +34,25 @@ static int bad(struct cuda_be *c, int code, const char *what)
     return code;
 }
 
-/* The quantized scratch no longer matches x (x is being written). */
+/* The quantized scratches no longer match x (x is being written). */
 static void invalidate(struct cuda_be *c, const float *x)
 {
-    if (!x || c->q8_src == x)
-        c->q8_src = NULL;
-    if (!x || c->mq_src == x)
-        c->mq_src = NULL;
+    if (c->q8_tag.src == x)
+        c->q8_tag.src = NULL;
+    if (c->mq_tag.src == x)
+        c->mq_tag.src = NULL;
+}
+
+/* Whether a scratch tagged t holds x [n][K] quantized (only known within a step). */
+static bool holds(const struct cuda_be *c, const struct qtag *t, const float *x, int n, int64_t K)
+{
+    return c->in_step && t->src == x && t->n >= n && t->K == K;
+}
+
+/* The scratch tagged t now holds x [n][K] quantized (kept within a step only). */
+static void tag(const struct cuda_be *c, struct qtag *t, const float *x, int n, int64_t K)
+{
+    *t = qtag{c->in_step ? x : NULL, n, K};
 }
 
 /* ---- the pending norm -------------------------------------------------------------------------- */
@@ -105,8 +117,12 @@ void cu_touch(struct cuda_be *c, const void *rd, const void *wr)
 void cu_step_reset(struct cuda_be *c)
 {
     c->pend.on = false;
-    c->q8_src = NULL;
-    c->mq_src = NULL;
+    cu_forget_quantized(c);
+}
+
+void cu_forget_quantized(struct cuda_be *c)
+{
+    c->q8_tag.src = c->mq_tag.src = NULL;
 }
 
 /* ---- quantization ------------------------------------------------------------------------------ */
@@ -126,11 +142,11 @@ static void run_quant(struct cuda_be *c, const void *p)
 /* Makes c->q8 hold x [n][K] quantized (records the quantization unless it already does). */
 static void need_q8(struct cuda_be *c, const float *x, int n, int64_t K)
 {
-    if (c->in_step && c->q8_src == x && c->q8_n >= n && c->q8_K == K)
+    if (holds(c, &c->q8_tag, x, n, K))
         return;
     struct quant_args a = {x, n, K};
     REC(run_quant, a);
-    c->q8_src = c->in_step ? x : NULL, c->q8_n = n, c->q8_K = K;
+    tag(c, &c->q8_tag, x, n, K);
 }
 
 /* ---- products ---------------------------------------------------------------------------------- */
@@ -208,7 +224,7 @@ struct PACKED mq_args {
 static void run_mq_quant(struct cuda_be *c, const void *p)
 {
     const struct mq_args *a = (const struct mq_args *)p;
-    cu_mq_quant(c, a->x, a->K, a->nw, a->eps, a->n, a->K);
+    cu_mq_quant(c, a->x, a->nw, a->eps, a->n, a->K);
 }
 
 static void run_mmq(struct cuda_be *c, const void *p)
@@ -225,12 +241,12 @@ static void record_mmq(struct cuda_be *c, struct mmv_args a, const float *x, int
     const float *src = normed ? c->pend.x : x;
     for (int t0 = 0; t0 < n; t0 += MMQ_TOK) {
         const int nb = n - t0 < MMQ_TOK ? n - t0 : MMQ_TOK;
-        if (!(c->in_step && n <= MMQ_TOK && c->mq_src == x && c->mq_n == n && c->mq_K == K)) {
+        if (n > MMQ_TOK || !holds(c, &c->mq_tag, x, n, K)) {
             struct mq_args q = {src + (int64_t)t0 * K, normed ? c->pend.w : NULL,
                                 normed ? c->pend.eps : 0.0f, nb, K};
             REC(run_mq_quant, q);
         }
-        c->mq_src = c->in_step && n <= MMQ_TOK ? x : NULL, c->mq_n = n, c->mq_K = K;
+        tag(c, &c->mq_tag, n <= MMQ_TOK ? x : NULL, n, K);
         struct mmv_args b = a;
         b.n = nb;
         for (int i = 0; i < b.n_seg; i++)
