@@ -4,15 +4,10 @@
 # on / prefetching, alternated, on the 1.2B Q4_K_M and the 350M, then every other test of
 # test_cuda with the batched int8 products on (EXSA_CUDA_MMQ_MIN=2) in the time left. Carry
 # carry/fxA, carry/debs.
-export EXSA_FIXTURES=$PWD/carry/fxA
+. tools/gpu-calls/call-lib.sh
 export EXSA_GPU_FIXTURES=lfm2-tiny-F32,lfm2-tiny-F16,lfm2-tiny-Q4_K_M,lfm2-tiny-Q4_0,lfm2-tiny-Q8_0,lfm2-tiny-Q5_K_M,lfm2-tiny-Q6_K,lfm2moe-tiny-Q4_K_M
 export NVCCFLAGS=-lineinfo
 export EXSA_CUDA_MMQ_MIN=2
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-t0=$(date +%s)
-el() { echo $(($(date +%s) - t0)); }
-room() { [ $(($(date +%s) - t0 + $1)) -lt 570 ]; }
 ${NVCC:-/usr/local/cuda/bin/nvcc} -O3 -arch=sm_90 -o /tmp/chain tools/cuda-micro/chain.cu &
 TEST_TIMEOUT=150 sh tools/device-run.sh test test_persistent 2>&1 | grep -v '^  gpu '
 echo "after build and test_persistent: $(el) s"

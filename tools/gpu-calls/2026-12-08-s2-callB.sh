@@ -1,17 +1,12 @@
 #!/bin/sh
-# 2026-12-08 (second session), call B, on branch gpu-persist: the rest of 2026-12-08-call1.sh
-# after call A: this tree against main's src (carry/old/src: `git archive main src | tar -x -C
-# carry/old`), pp512, tg128 and tg128 at depth 4096 alternated on Q4_K_M, pp512 on F16; -np N with the batched
-# int8 products and without; the conv fusion on and off; the 3-block-grid pass under
+# 2026-12-08 (second session), call B, on branch gpu-persist: what call A leaves of the first
+# session's plan: this tree against main's src (carry/old/src: `git archive main src | tar -x -C
+# carry/old`), pp512, tg128 and tg128 at depth 4096 alternated on Q4_K_M, pp512 on F16; -np N
+# with the batched int8 products and without; the conv fusion on and off; the 3-block-grid pass under
 # compute-sanitizer. Carry carry/fxA, carry/debs, carry/old.
-export EXSA_FIXTURES=$PWD/carry/fxA
+. tools/gpu-calls/call-lib.sh
 export EXSA_GPU_FIXTURES=lfm2-tiny-Q4_K_M
 export EXSA_CUDA_MMQ_MIN=2
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-t0=$(date +%s)
-el() { echo $(($(date +%s) - t0)); }
-room() { [ $(($(date +%s) - t0 + $1)) -lt 570 ]; }
 R=/tmp/sysroot
 L=$R/usr/lib/x86_64-linux-gnu
 MK="make -j8 CUDA=1 DEB_HEADERS= CFLAGS=-I$R/usr/include LDFLAGS=-L$L"
